@@ -1,0 +1,203 @@
+// Top-k selection over rows of scores, with per-row exclusions, optional per-row allow-lists and a
+// shared boolean item mask. Header-only so the algorithm reads apart from the Python bindings.
+//
+// Order: higher score first; equal scores by lower index; NaN ranks as -inf. Every row returns
+// exactly min(k, number of allowed candidates) results, padded with index -1 and score -inf.
+#pragma once
+
+#include <cmath>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace persona {
+
+struct Candidate {
+    float score;
+    int64_t index;
+};
+
+// true when a ranks strictly before b
+inline bool ranks_before(const Candidate& a, const Candidate& b) {
+    return a.score > b.score || (a.score == b.score && a.index < b.index);
+}
+
+// A bounded heap that keeps the k best candidates seen so far; its root is the worst kept one,
+// so most candidates are rejected with a single comparison.
+class TopKHeap {
+  public:
+    // Reserve min(k, capacity), capacity being the row length: a row never keeps more distinct
+    // items than that, and k alone may be huge (k > n_items is allowed and only pads).
+    TopKHeap(int64_t k, int64_t capacity) : k_(k) {
+        items_.reserve(static_cast<size_t>(k < capacity ? k : capacity));
+    }
+
+    void clear() { items_.clear(); }
+
+    void push(float score, int64_t index) {
+        if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
+        Candidate c{score, index};
+        if (static_cast<int64_t>(items_.size()) < k_) {
+            items_.push_back(c);
+            sift_up(items_.size() - 1);
+        } else if (k_ > 0 && ranks_before(c, items_[0])) {
+            items_[0] = c;
+            sift_down(0);
+        }
+    }
+
+    // Write the kept candidates best-first into out_idx/out_score (length k), padding the tail.
+    void drain_sorted(int64_t* out_idx, float* out_score) {
+        int64_t n = static_cast<int64_t>(items_.size());
+        for (int64_t pos = n - 1; pos >= 0; --pos) {
+            out_idx[pos] = items_[0].index;
+            out_score[pos] = items_[0].score;
+            items_[0] = items_.back();
+            items_.pop_back();
+            if (!items_.empty()) sift_down(0);
+        }
+        for (int64_t pos = n; pos < k_; ++pos) {
+            out_idx[pos] = -1;
+            out_score[pos] = -std::numeric_limits<float>::infinity();
+        }
+    }
+
+  private:
+    // heap order: the parent ranks after (is worse than) its children
+    void sift_up(size_t i) {
+        while (i > 0) {
+            size_t p = (i - 1) / 2;
+            if (ranks_before(items_[p], items_[i])) {
+                std::swap(items_[p], items_[i]);
+                i = p;
+            } else {
+                break;
+            }
+        }
+    }
+    void sift_down(size_t i) {
+        size_t n = items_.size();
+        for (;;) {
+            size_t l = 2 * i + 1, r = l + 1, w = i;
+            if (l < n && ranks_before(items_[w], items_[l])) w = l;
+            if (r < n && ranks_before(items_[w], items_[r])) w = r;
+            if (w == i) return;
+            std::swap(items_[w], items_[i]);
+            i = w;
+        }
+    }
+    int64_t k_;
+    std::vector<Candidate> items_;
+};
+
+// Raw views of the arguments; indices are int64 (CSR offsets) and int32 (item ids).
+struct TopKArgs {
+    const float* scores = nullptr;
+    int64_t n_rows = 0;
+    int64_t n_items = 0;
+    int64_t k = 0;
+    const int64_t* excl_indptr = nullptr;  // n_rows + 1, or null
+    const int32_t* excl_indices = nullptr;
+    const int64_t* allow_indptr = nullptr;  // n_rows + 1, or null
+    const int32_t* allow_indices = nullptr;
+    const uint8_t* mask = nullptr;  // n_items, or null; 0 = not allowed
+    int64_t* out_idx = nullptr;
+    float* out_score = nullptr;
+};
+
+// Checks CSR structure and index ranges; throws std::invalid_argument with a message for users.
+inline void validate_csr(const int64_t* indptr, const int32_t* indices, int64_t n_rows, int64_t nnz,
+                         int64_t n_items, const char* name) {
+    if (indptr[0] != 0)
+        throw std::invalid_argument(std::string(name) + "_indptr must start at 0");
+    for (int64_t r = 0; r < n_rows; ++r) {
+        if (indptr[r + 1] < indptr[r])
+            throw std::invalid_argument(std::string(name) + "_indptr must be non-decreasing");
+    }
+    if (indptr[n_rows] != nnz)
+        throw std::invalid_argument(std::string(name) + "_indptr[-1] = " + std::to_string(indptr[n_rows]) +
+                                    " but " + name + "_indices has " + std::to_string(nnz) + " entries");
+    for (int64_t j = 0; j < nnz; ++j) {
+        if (indices[j] < 0 || indices[j] >= n_items)
+            throw std::invalid_argument(std::string(name) + "_indices holds " + std::to_string(indices[j]) +
+                                        ", outside [0, " + std::to_string(n_items) + ")");
+    }
+}
+
+// Selects one row. `marks` is a per-thread scratch buffer of n_items zero bytes, left zeroed.
+inline void topk_row(const TopKArgs& a, int64_t row, TopKHeap& heap, std::vector<uint8_t>& marks) {
+    const float* s = a.scores + row * a.n_items;
+    heap.clear();
+    int64_t e0 = 0, e1 = 0;
+    if (a.excl_indptr) {
+        e0 = a.excl_indptr[row];
+        e1 = a.excl_indptr[row + 1];
+        for (int64_t j = e0; j < e1; ++j) marks[a.excl_indices[j]] = 1;
+    }
+    if (a.allow_indptr) {
+        int64_t b0 = a.allow_indptr[row], b1 = a.allow_indptr[row + 1];
+        for (int64_t j = b0; j < b1; ++j) {
+            int32_t i = a.allow_indices[j];
+            if (marks[i] || (a.mask && !a.mask[i])) continue;
+            marks[i] = 2;  // a duplicate allow entry must not be returned twice
+            heap.push(s[i], i);
+        }
+        for (int64_t j = b0; j < b1; ++j)
+            if (marks[a.allow_indices[j]] == 2) marks[a.allow_indices[j]] = 0;
+    } else if (e1 > e0 || a.mask) {
+        for (int64_t i = 0; i < a.n_items; ++i) {
+            if (marks[i] || (a.mask && !a.mask[i])) continue;
+            heap.push(s[i], i);
+        }
+    } else {
+        for (int64_t i = 0; i < a.n_items; ++i) heap.push(s[i], i);
+    }
+    for (int64_t j = e0; j < e1; ++j) marks[a.excl_indices[j]] = 0;
+    heap.drain_sorted(a.out_idx + row * a.k, a.out_score + row * a.k);
+}
+
+// Runs every row, in parallel when num_threads != 1 (0 = OpenMP's default). Only the per-thread
+// scratch allocation can throw (std::bad_alloc); it is caught inside the region, the other threads
+// skip their rows, and it is re-thrown on the calling thread, because an exception escaping an
+// OpenMP region terminates the process.
+inline void topk(const TopKArgs& a, int num_threads) {
+#ifdef _OPENMP
+    int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+    if (a.n_rows < 2) threads = 1;
+    std::exception_ptr error = nullptr;
+    std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(threads)
+    {
+        std::unique_ptr<TopKHeap> heap;
+        std::vector<uint8_t> marks;
+        try {
+            heap = std::make_unique<TopKHeap>(a.k, a.n_items);
+            marks.assign(static_cast<size_t>(a.n_items), 0);
+        } catch (...) {
+            failed.store(true);
+#pragma omp critical(persona_topk_error)
+            if (!error) error = std::current_exception();
+        }
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t row = 0; row < a.n_rows; ++row)
+            if (!failed.load(std::memory_order_relaxed)) topk_row(a, row, *heap, marks);
+    }
+    if (error) std::rethrow_exception(error);
+#else
+    (void)num_threads;
+    TopKHeap heap(a.k, a.n_items);
+    std::vector<uint8_t> marks(static_cast<size_t>(a.n_items), 0);
+    for (int64_t row = 0; row < a.n_rows; ++row) topk_row(a, row, heap, marks);
+#endif
+}
+
+}  // namespace persona

@@ -1,0 +1,53 @@
+"""persona: personalised recommendations and marketing inside a shop's own process.
+
+>>> import persona as ps
+>>> shop = ps.datasets.synthetic_shop(n_users=300, n_items=80, seed=0)
+>>> train, valid, test = ps.split.leave_last_out(shop.interactions)
+>>> model = ps.MostPopular().fit(train)
+>>> report = ps.evaluate(model, test, k=(10,))
+>>> 0.0 <= report["hr@10"] <= 1.0
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+from .data import IdMap, Interactions
+from .errors import (
+    ArtifactError,
+    DataError,
+    NotFittedError,
+    ParameterError,
+    PersonaError,
+    UnknownItemError,
+    UnknownUserError,
+    UnsupportedError,
+)
+from .io import load
+from .models import MostPopular, Recommender
+
+__all__ = [
+    "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "load", "evaluate",
+    "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing",
+    "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
+    "ParameterError", "UnsupportedError",
+]
+
+# Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
+_LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data"}
+_LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        mod, attr = _LAZY_NAMES[name]
+        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+    raise AttributeError(f"module 'persona' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,246 @@
+"""The ``persona`` command line: demo, train, recommend, evaluate.
+
+::
+
+    persona demo                     # the main job on the built-in synthetic shop
+    persona train DATA --model popular --out model.persona
+    persona recommend model.persona USER [USER ...] -n 10
+    persona evaluate DATA --model popular [--model trending ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _read_data(path: str, args) -> "object":
+    """Interactions from a sequences file (.txt), CSV or Parquet, by extension."""
+    from .data.interactions import Interactions
+
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"persona: no data at {path}; pass a sequences .txt, a .csv or a .parquet file")
+    cols = dict(user=args.user_col, item=args.item_col, time=args.time_col, event=args.event_col)
+    suffix = p.suffix.lower()
+    if suffix in (".txt", ".seq"):
+        return Interactions.from_sequences(p)
+    if suffix == ".csv":
+        return Interactions.from_csv(p, **cols)
+    if suffix in (".parquet", ".pq"):
+        return Interactions.from_parquet(p, **cols)
+    raise SystemExit(f"persona: cannot tell the format of {path} from its extension; use .txt, .csv or .parquet")
+
+
+def _add_data_columns(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--user-col", default="user_id", help="user column of a CSV/Parquet file")
+    sp.add_argument("--item-col", default="item_id", help="item column of a CSV/Parquet file")
+    sp.add_argument("--time-col", default=None, help="timestamp column (optional)")
+    sp.add_argument("--event-col", default=None, help="event type column (optional)")
+
+
+def _format_table(rows: list[dict], columns: list[str], first: str) -> str:
+    """A Markdown table with ``first`` as the row label column."""
+    head = "| " + " | ".join([first, *columns]) + " |"
+    sep = "|" + "|".join(["---"] * (len(columns) + 1)) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = [str(r[first])]
+        for c in columns:
+            v = r.get(c, "")
+            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fit_with_context(name: str, model, train, shop=None):
+    """Fit, passing side information the model can use (segments, categories) when we have it."""
+    kwargs = {}
+    if shop is not None and name == "segment-popular":
+        kwargs["user_segments"] = shop.users.set_index("user_id")["segment"]
+    if shop is not None and name in ("popular", "trending", "segment-popular"):
+        kwargs["item_categories"] = shop.items.set_index("item_id")["category"]
+    return model.fit(train, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_demo(args) -> int:
+    from tqdm.auto import tqdm
+
+    from . import split
+    from .datasets import synthetic_shop
+    from .evaluation import evaluate
+    from .models.registry import MODELS, make_model
+
+    t0 = time.perf_counter()
+    print(f"persona demo: a synthetic shop with {args.users} users and {args.items} items (seed {args.seed})")
+    shop = synthetic_shop(n_users=args.users, n_items=args.items, seed=args.seed)
+    inter = shop.interactions
+    print(f"  {len(inter):,} events ({', '.join(f'{k} {v:,}' for k, v in shop.events['event'].value_counts().items())})"
+          f" -> {inter.matrix.nnz:,} user-item pairs; {inter.report}")
+    train, valid, test = split.leave_last_out(inter)
+    full = train.concat(valid)  # a model sees everything before its test target
+    print(f"  leave-last-out split: {len(train):,} train / {len(valid):,} valid / {len(test):,} test events")
+    cats = shop.item_categories(inter.item_map)
+    names = args.model or list(MODELS)
+    rows, fitted = [], {}
+    for name in tqdm(names, desc="training and evaluating", unit="model", disable=args.quiet):
+        model = make_model(name)
+        t = time.perf_counter()
+        _fit_with_context(name, model, full, shop)
+        fit_s = time.perf_counter() - t
+        rep = evaluate(model, test, k=(10,), item_categories=cats)
+        fitted[name] = model
+        rows.append({"model": name, "hr@10": rep["hr@10"], "ndcg@10": rep["ndcg@10"], "recall@10": rep["recall@10"],
+                     "mrr@10": rep["mrr@10"], "coverage@10": rep["coverage@10"], "novelty@10": rep["novelty@10"],
+                     "diversity@10": rep["diversity@10"], "fit_s": round(fit_s, 3)})
+    cols = ["hr@10", "ndcg@10", "recall@10", "mrr@10", "coverage@10", "novelty@10", "diversity@10", "fit_s"]
+    print("\nEvaluation (leave-last-out, full ranking over all items, seen items excluded):\n")
+    print(_format_table(rows, cols, "model"))
+
+    best = max(rows, key=lambda r: r["ndcg@10"])["model"]
+    model = fitted[best]
+    items = shop.items.set_index("item_id")
+    rng = np.random.default_rng(args.seed)
+    users = rng.choice(inter.user_ids, size=min(3, inter.n_users), replace=False)
+    print(f"\nExample recommendations from '{best}':")
+    for u in users:
+        hist = inter.item_map.to_ids(full.sequence(inter.user_map.index_of(u))[-3:])
+        seg = shop.users.set_index("user_id").loc[u, "segment"]
+        print(f"\n  user {u} ({seg}); recently: " + "; ".join(items.loc[h, "name"] for h in hist))
+        rec, sc = model.recommend(u, n=5)
+        for r, s in zip(rec, sc):
+            it = items.loc[r]
+            print(f"    {r}  {it['name']:<38} {it['category']:<14} {it['price']:>8.2f}  score {s:.4f}")
+    print(f"\ndone in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .models.registry import make_model
+
+    inter = _read_data(args.data, args)
+    print(f"read {inter}; {inter.report}")
+    model = make_model(args.model)
+    t = time.perf_counter()
+    model.fit(inter)
+    out = model.save(args.out)
+    print(f"fitted {model!r} in {time.perf_counter() - t:.2f} s; saved to {out}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .io import load
+
+    model = load(args.model_path)
+    users = [_maybe_int(u, model.user_map_.ids) for u in args.users]
+    ids, scores = model.recommend_batch(users, n=args.n)
+    out = {str(u): [{"item": _py(i), "score": float(s)} for i, s in zip(r, sc) if s > -np.inf]
+           for u, r, sc in zip(users, ids, scores)}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import split
+    from .evaluation import evaluate
+    from .models.registry import make_model
+
+    inter = _read_data(args.data, args)
+    print(f"read {inter}; {inter.report}")
+    train, valid, test = split.leave_last_out(inter)
+    full = train.concat(valid)
+    ks = tuple(args.k)
+    rows = []
+    for name in args.model or ["popular"]:
+        model = make_model(name)
+        t = time.perf_counter()
+        model.fit(full)
+        fit_s = time.perf_counter() - t
+        rep = evaluate(model, test, k=ks)
+        row = {"model": name, **{f"{m}@{k}": rep[f"{m}@{k}"] for k in ks for m in ("hr", "ndcg")},
+               "fit_s": round(fit_s, 3)}
+        rows.append(row)
+    cols = [c for c in rows[0] if c != "model"]
+    print(_format_table(rows, cols, "model"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _maybe_int(u: str, ids: np.ndarray):
+    """Command-line ids are strings; use ints when the model's ids are ints."""
+    if ids.dtype.kind in "iu":
+        try:
+            return int(u)
+        except ValueError:
+            return u
+    return u
+
+
+def _py(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    from .models.registry import model_names
+
+    p = argparse.ArgumentParser(prog="persona", description="persona: in-process e-commerce personalisation")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="train and evaluate models on the built-in synthetic shop")
+    d.add_argument("--users", type=int, default=3000)
+    d.add_argument("--items", type=int, default=600)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--model", action="append", choices=model_names(), help="models to run (default all)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="fit a model on a data file and save it")
+    t.add_argument("data")
+    t.add_argument("--model", default="popular", choices=model_names())
+    t.add_argument("--out", required=True)
+    _add_data_columns(t)
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("recommend", help="recommend for users with a saved model (JSON output)")
+    r.add_argument("model_path")
+    r.add_argument("users", nargs="+")
+    r.add_argument("-n", type=int, default=10)
+    r.set_defaults(func=cmd_recommend)
+
+    e = sub.add_parser("evaluate", help="leave-last-out evaluation of models on a data file")
+    e.add_argument("data")
+    e.add_argument("--model", action="append", choices=model_names())
+    e.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
+    e.add_argument("--json", help="also write the table as JSON here")
+    _add_data_columns(e)
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import PersonaError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PersonaError as e:
+        print(f"persona: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

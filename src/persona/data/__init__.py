@@ -1,0 +1,6 @@
+"""The data layer: id maps, validated interactions, features."""
+
+from .idmap import IdMap
+from .interactions import CleaningReport, Interactions
+
+__all__ = ["IdMap", "Interactions", "CleaningReport"]

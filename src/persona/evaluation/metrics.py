@@ -1,0 +1,526 @@
+"""Offline evaluation of a fitted recommender on held-out interactions (full ranking).
+
+:func:`evaluate` asks the model for the top ``max(k)`` items of every test user, in batches, over
+**all** items (the user's training items, and optionally more, excluded) and computes ranking
+metrics on the whole batch at once with numpy: no Python loop over users.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.idmap import IdMap
+from ..data.interactions import Interactions
+from ..errors import DataError, NotFittedError, PersonaError
+
+__all__ = ["evaluate", "METRICS"]
+
+logger = logging.getLogger(__name__)
+
+#: Names accepted by ``evaluate(metrics=...)``, in the order of the report.
+METRICS = ("hr", "precision", "recall", "f1", "ndcg", "map", "mrr", "coverage", "novelty", "arp", "diversity")
+_POPULARITY_METRICS = ("novelty", "arp")
+_BATCH_BYTES = 128 * 2**20
+
+
+# ---------------------------------------------------------------------------------------- argument checks
+def _check_k(k) -> tuple[int, ...]:
+    ks = [k] if isinstance(k, numbers.Integral) else k
+    try:
+        ks = list(ks)
+    except TypeError:
+        raise DataError(f"evaluate: expected k as a positive int or a sequence of them, got {k!r}; pass e.g. k=(5, 10)") from None
+    if not ks or any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in ks):
+        raise DataError(f"evaluate: expected k as a positive int or a sequence of them, got {k!r}; pass e.g. k=(5, 10)")
+    return tuple(sorted({int(x) for x in ks}))
+
+
+def _check_metrics(metrics) -> tuple[str, ...]:
+    if metrics is None:
+        return METRICS
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    bad = [m for m in names if not isinstance(m, str) or m.lower() not in METRICS]
+    if bad or not names:
+        raise DataError(f"evaluate: expected metric names from {METRICS}, got {bad or names!r}; pass e.g. metrics=('hr', 'ndcg')")
+    wanted = {m.lower() for m in names}
+    return tuple(m for m in METRICS if m in wanted)
+
+
+def _model_state(model) -> tuple[IdMap, IdMap, sp.csr_matrix | None]:
+    missing = [a for a in ("user_map_", "item_map_") if getattr(model, a, None) is None]
+    if missing or not callable(getattr(model, "recommend_indices", None)):
+        what = ", ".join(missing) if missing else "recommend_indices"
+        raise NotFittedError(
+            f"evaluate: expected a fitted persona model, got {type(model).__name__} without {what}; call model.fit(train) first"
+        )
+    return model.user_map_, model.item_map_, getattr(model, "user_items_", None)
+
+
+def _same_map(a: IdMap, b: IdMap) -> bool:
+    return a is b or (len(a) == len(b) and a.dtype.kind == b.dtype.kind and a == b)
+
+
+def _to_model(inter: Interactions, user_map: IdMap, item_map: IdMap) -> tuple[np.ndarray, np.ndarray]:
+    """Model indices of every event's user and item (``-1`` where the model does not know the id)."""
+    if _same_map(inter.user_map, user_map):
+        u = inter.users.astype(np.int64)
+    else:
+        u = user_map.lookup(inter.user_map.ids)[inter.users]
+    if _same_map(inter.item_map, item_map):
+        i = inter.items.astype(np.int64)
+    else:
+        i = item_map.lookup(inter.item_map.ids)[inter.items]
+    return u, i
+
+
+def _binary_csr(m, name: str, n_items: int) -> sp.csr_matrix:
+    if not sp.issparse(m) or m.ndim != 2 or m.shape[1] != n_items:
+        shape = getattr(m, "shape", None)
+        raise DataError(
+            f"evaluate: expected {name} as Interactions or a sparse matrix with {n_items} columns (the model's items), "
+            f"got {type(m).__name__} of shape {shape}; pass the Interactions the model was fitted on"
+        )
+    m = sp.csr_matrix(m, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.data = np.ones(len(m.data), dtype=np.float32)
+    return m
+
+
+def _train_pairs(train, user_items, user_map: IdMap, item_map: IdMap, n_items: int):
+    """Distinct (train row, model item) pairs that define popularity and item similarity."""
+    if train is None:
+        if user_items is None:
+            return None
+        m = _binary_csr(user_items, "model.user_items_", n_items)
+        return m
+    if isinstance(train, Interactions):
+        u, i = _to_model(train, user_map, item_map)
+        keep = i >= 0
+        rows, cols = train.users[keep].astype(np.int64), i[keep]
+        if len(rows):
+            m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(train.n_users, n_items))
+        else:
+            m = sp.csr_matrix((train.n_users, n_items), dtype=np.float32)
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+    return _binary_csr(train, "train", n_items)
+
+
+def _categories(item_categories, item_map: IdMap) -> np.ndarray:
+    n_items = len(item_map)
+    if isinstance(item_categories, dict):
+        cats = np.full(n_items, -1, dtype=np.int64)
+        keys = list(item_categories.keys())
+        if keys:
+            pos = item_map.lookup(keys)
+            vals = np.asarray(list(item_categories.values()), dtype=np.int64)
+            cats[pos[pos >= 0]] = vals[pos >= 0]
+        return cats
+    cats = np.asarray(item_categories)
+    if cats.ndim != 1 or len(cats) != n_items or cats.dtype.kind not in "iu":
+        raise DataError(
+            f"evaluate: expected item_categories as an int array with one category per model item ({n_items}), "
+            f"or a dict {{item id: category}}, got {cats.dtype} array of shape {cats.shape}; use -1 for unknown"
+        )
+    return cats.astype(np.int64)
+
+
+def _rows_from(inter_or_matrix, name, user_map: IdMap, item_map: IdMap) -> sp.csr_matrix:
+    """A model-aligned users x items CSR of extra items to exclude."""
+    shape = (len(user_map), len(item_map))
+    if isinstance(inter_or_matrix, Interactions):
+        u, i = _to_model(inter_or_matrix, user_map, item_map)
+        keep = (u >= 0) & (i >= 0)
+        m = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (u[keep], i[keep])), shape=shape)
+        m.sum_duplicates()
+        return m
+    if sp.issparse(inter_or_matrix) and inter_or_matrix.shape == shape:
+        return sp.csr_matrix(inter_or_matrix)
+    raise DataError(
+        f"evaluate: expected {name} as Interactions or a sparse matrix of shape {shape} (model users x items), "
+        f"got {type(inter_or_matrix).__name__} of shape {getattr(inter_or_matrix, 'shape', None)}; "
+        f"pass e.g. the validation Interactions"
+    )
+
+
+def _check_output(idx, m: int, n: int, n_items: int) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.ndim != 2 or idx.shape[0] != m or idx.shape[1] > n:
+        raise PersonaError(
+            f"evaluate: model.recommend_indices returned an array of shape {idx.shape} for {m} users and n={n}; "
+            f"expected ({m}, {n}) (a bug in the model)"
+        )
+    idx = idx.astype(np.int64, copy=False)
+    if idx.shape[1] < n:
+        idx = np.concatenate([idx, np.full((m, n - idx.shape[1]), -1, dtype=np.int64)], axis=1)
+    if idx.size and (idx.min() < -1 or idx.max() >= n_items):
+        raise PersonaError(
+            f"evaluate: model.recommend_indices returned item indices outside [-1, {n_items}) "
+            f"(range [{idx.min()}, {idx.max()}]); a bug in the model"
+        )
+    return idx
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def evaluate(
+    model,
+    test: Interactions,
+    k=(5, 10, 20),
+    *,
+    exclude=None,
+    train=None,
+    item_categories=None,
+    batch_size: int | None = None,
+    show_progress: bool = False,
+    metrics=None,
+    filter_seen: bool = True,
+) -> dict:
+    """Full-ranking top-k metrics of ``model`` on the held-out ``test`` events.
+
+    Every test user the model knows is evaluated: the model ranks **all** items for the user,
+    minus the user's training items (``model.user_items_``, when ``filter_seen``) and the items of
+    ``exclude``; the user's targets are the distinct items of their test events. Test users and
+    items are matched to the model through their external ids, so ``test`` may share the model's
+    id maps (as every split of :mod:`persona.split` does) or have grown ones.
+
+    Definitions, for a user with target set ``T``, top-k list ``R`` (0-based ranks, possibly
+    shorter than ``k`` when fewer items are allowed) and ``hits`` the ranks in ``R`` holding a
+    target; each is averaged over the evaluated users unless said otherwise:
+
+    * ``hr@k`` -- 1 if any target is in the top k, else 0.
+    * ``precision@k`` -- ``|hits| / k`` (``k`` even when the list is shorter).
+    * ``recall@k`` -- ``|hits| / |T|``.
+    * ``f1@k`` -- harmonic mean of the user's precision@k and recall@k (0 when both are 0).
+    * ``ndcg@k`` -- binary gains: ``DCG = sum_{r in hits} 1 / log2(r + 2)`` divided by the ideal
+      ``sum_{r < min(|T|, k)} 1 / log2(r + 2)``; with one target it is ``1 / log2(rank + 2)``.
+    * ``map@k`` -- ``sum_{r in hits} precision@(r + 1) / min(|T|, k)``.
+    * ``mrr@k`` -- ``1 / (r + 1)`` for the first hit ``r`` within the top k, else 0.
+    * ``coverage@k`` -- distinct items in the union of all users' top-k lists / number of items
+      (one value, not a per-user mean).
+    * ``novelty@k`` -- mean over the user's recommended items of ``-log2(p_i)`` with
+      ``p_i = max(c_i, 1) / U``: ``c_i`` the number of training users who interacted with item
+      ``i`` and ``U`` the number of training users with at least one interaction.
+    * ``arp@k`` -- mean ``c_i`` (average recommended popularity) of the user's recommended items.
+    * ``diversity@k`` -- intra-list diversity. With ``item_categories``: the fraction of item pairs
+      in the list whose categories differ (pairs with an unknown category, -1, are left out).
+      Otherwise ``1 -`` the mean pairwise cosine similarity of the items' binary columns in the
+      training matrix (an item without training users has similarity 0 to every item).
+
+    novelty, arp and diversity are averaged over the users whose list has at least one item (two
+    items, or one pair of known categories, for diversity). Training popularity and similarity come
+    from ``train`` when given, else from ``model.user_items_``. A target the user cannot be
+    recommended any more (already seen in training, excluded, or unknown to the model) still
+    counts as a miss.
+
+    Parameters
+    ----------
+    model : fitted persona model
+        Uses ``user_map_``, ``item_map_``, ``user_items_`` and ``recommend_indices``.
+    test : Interactions
+        Held-out events; several per user are allowed (all are targets).
+    k : int or sequence of int, default (5, 10, 20)
+    exclude : Interactions or sparse matrix (model users x items), optional
+        More items to exclude from each user's ranking, e.g. the validation events when the
+        model was fitted on train only.
+    train : Interactions or sparse matrix (users x model items), optional
+        Defines item popularity and similarity for novelty, arp and diversity.
+    item_categories : int array (one per model item, -1 unknown) or dict {item id: category}, optional
+    batch_size : int, optional
+        Users per call of ``recommend_indices``; default about 128 MB of float32 scores per batch.
+    show_progress : bool, default False
+        Show a tqdm progress bar.
+    metrics : sequence of str, optional
+        Subset of :data:`METRICS` to compute; default all.
+    filter_seen : bool, default True
+        Exclude each user's training items from the ranking (the standard protocol).
+
+    Returns
+    -------
+    dict
+        ``"<metric>@<k>"`` -> float for every metric and k, plus ``n_users`` (evaluated),
+        ``n_unknown_users`` (distinct test users the model does not know: counted and skipped),
+        ``n_unknown_items`` (distinct test items the model does not know: their targets are misses),
+        ``n_cold_users`` (evaluated users without training items in the model), ``n_targets``
+        (distinct user-item targets of the evaluated users) and ``time_s``.
+
+    Raises
+    ------
+    DataError
+        When ``test`` has no events or no test user is known to the model, or on bad arguments.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from persona.data import IdMap, Interactions
+    >>> class Fixed:  # ranks items 0, 1, 2, ... for everybody, without filtering
+    ...     user_map_, item_map_ = IdMap(["u1", "u2"]), IdMap(["a", "b", "c"])
+    ...     user_items_ = sp.csr_matrix((2, 3), dtype=np.float32)
+    ...     def recommend_indices(self, users, n, *, filter_seen=True, exclude=None):
+    ...         idx = np.tile(np.arange(n), (len(users), 1))
+    ...         return idx, -idx.astype(np.float32)
+    >>> m = Fixed()
+    >>> test = Interactions(m.user_map_, m.item_map_, users=[0, 1], items=[1, 2])
+    >>> r = evaluate(m, test, k=2, metrics=("hr", "ndcg"))
+    >>> r["hr@2"], round(r["ndcg@2"], 4), r["n_users"]
+    (0.5, 0.3155, 2)
+    """
+    t0 = time.perf_counter()
+    ks = _check_k(k)
+    names = _check_metrics(metrics)
+    if not isinstance(test, Interactions):
+        raise DataError(
+            f"evaluate: expected test as persona Interactions, got {type(test).__name__}; "
+            f"use the test part of ps.split.leave_last_out(...)"
+        )
+    if len(test) == 0:
+        raise DataError("evaluate: expected test interactions with events, got none; check the split")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                   or batch_size < 1):
+        raise DataError(f"evaluate: expected batch_size as a positive int or None, got {batch_size!r}")
+    user_map, item_map, user_items = _model_state(model)
+    n_items, n_model_users = len(item_map), len(user_map)
+    kmax = ks[-1]
+
+    # ---- targets: distinct (model user, item code) pairs; unknown items get codes >= n_items
+    u, i = _to_model(test, user_map, item_map)
+    unknown_u = u < 0
+    n_unknown_users = int(len(np.unique(test.users[unknown_u])))
+    unknown_i = i < 0
+    n_unknown_items = int(len(np.unique(test.items[unknown_i])))
+    code = np.where(unknown_i, n_items + test.items.astype(np.int64), i)
+    width = np.int64(n_items + test.n_items)
+    keys = np.unique(u[~unknown_u] * width + code[~unknown_u])
+    if len(keys) == 0:
+        raise DataError(
+            f"evaluate: none of the {len(np.unique(test.users))} test users is known to the model; "
+            f"expected test users from the data the model was fitted on (same id type, e.g. str vs int)"
+        )
+    key_users = keys // width
+    eval_users, first, n_targets = np.unique(key_users, return_index=True, return_counts=True)
+    tgt_indptr = np.append(first, len(keys)).astype(np.int64)
+    n_eval = len(eval_users)
+    if n_unknown_users:
+        sample = test.user_map.to_ids(np.unique(test.users[unknown_u])[:5]).tolist()
+        logger.warning(
+            "evaluate: %d test users are unknown to the model and skipped (e.g. %s); %d users evaluated",
+            n_unknown_users, sample, n_eval,
+        )
+    if n_unknown_items:
+        logger.warning(
+            "evaluate: %d test items are unknown to the model; their %d target events count as misses",
+            n_unknown_items, int(unknown_i[~unknown_u].sum()),
+        )
+
+    exclude_m = None if exclude is None else _rows_from(exclude, "exclude", user_map, item_map)
+
+    # ---- popularity and similarity sources
+    need_pop = [m for m in names if m in _POPULARITY_METRICS]
+    need_cos = "diversity" in names and item_categories is None
+    cats = None if item_categories is None else _categories(item_categories, item_map)
+    pop = selfinfo = xn = has_col = None
+    if need_pop or need_cos:
+        pairs = _train_pairs(train, user_items, user_map, item_map, n_items)
+        if pairs is None:
+            dropped = need_pop + (["diversity"] if need_cos else [])
+            if metrics is not None:
+                raise DataError(
+                    f"evaluate: {dropped} need training data, got a model without user_items_ and no train; "
+                    f"pass train=<the training Interactions>"
+                )
+            logger.warning("evaluate: no training data (model.user_items_ or train=); skipping %s", dropped)
+            names = tuple(m for m in names if m not in dropped)
+        else:
+            counts = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
+            n_train_users = max(int((np.diff(pairs.indptr) > 0).sum()), 1)
+            pop = counts
+            selfinfo = -np.log2(np.maximum(counts, 1.0) / n_train_users)
+            if need_cos:
+                # items x users, each item's binary column scaled to unit length
+                xn = pairs.T.tocsr()
+                scale = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+                xn.data = np.repeat(scale, np.diff(xn.indptr)).astype(np.float32)
+                has_col = counts > 0
+
+    # ---- batches
+    if batch_size is None:
+        batch_size = max(1, _BATCH_BYTES // (4 * max(n_items, 1)))
+    batch_size = int(min(batch_size, n_eval))
+    disc = 1.0 / np.log2(np.arange(kmax) + 2.0)
+    ideal_cum = np.cumsum(disc)
+    inv_rank = 1.0 / np.arange(1, kmax + 1)
+
+    per_user = {(m, kk): 0.0 for m in names if m != "coverage" for kk in ks}
+    n_with = {(m, kk): 0 for m in ("novelty", "arp", "diversity") for kk in ks}
+    covered = {kk: np.zeros(n_items, dtype=bool) for kk in ks} if "coverage" in names else None
+
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_eval, desc="evaluate", unit="user")
+    try:
+        for start in range(0, n_eval, batch_size):
+            stop = min(start + batch_size, n_eval)
+            ub = eval_users[start:stop]
+            m = len(ub)
+            excl = None if exclude_m is None else exclude_m[ub]
+            idx, _scores = model.recommend_indices(ub, kmax, filter_seen=filter_seen, exclude=excl)
+            idx = _check_output(idx, m, kmax, n_items)
+            valid = idx >= 0
+
+            # hits: does (user, recommended item) appear among the sorted target keys?
+            tk = keys[tgt_indptr[start]:tgt_indptr[stop]]
+            rk = ub[:, None] * width + idx
+            pos = np.minimum(np.searchsorted(tk, rk), len(tk) - 1)
+            hit = valid & (tk[pos] == rk)
+            hitf = hit.astype(np.float64)
+            cum_hits = np.cumsum(hitf, axis=1)
+            nt = n_targets[start:stop].astype(np.float64)
+            ci = np.where(valid, idx, 0)
+            n_valid_cum = np.cumsum(valid, axis=1)
+
+            if "diversity" in names and cats is None:
+                cos_sums = _cosine_pair_sums(idx, valid, ks, xn, has_col, pop)
+            if "diversity" in names and cats is not None:
+                c = np.where(valid, cats[ci], -1)
+                known = c >= 0
+                both = known[:, :, None] & known[:, None, :]
+                upper = np.triu(np.ones((kmax, kmax), dtype=bool), 1)
+                # pairs (a, b), a < b, counted at column b: a pair is in the top k iff b < k
+                pair_cum = np.cumsum((both & upper).sum(axis=1), axis=1)
+                diff_cum = np.cumsum((both & upper & (c[:, :, None] != c[:, None, :])).sum(axis=1), axis=1)
+
+            for kk in ks:
+                hk = hitf[:, :kk]
+                nh = cum_hits[:, kk - 1]
+                any_hit = nh > 0
+                if ("hr", kk) in per_user:
+                    per_user["hr", kk] += any_hit.sum()
+                prec = nh / kk
+                rec = nh / nt
+                if ("precision", kk) in per_user:
+                    per_user["precision", kk] += prec.sum()
+                if ("recall", kk) in per_user:
+                    per_user["recall", kk] += rec.sum()
+                if ("f1", kk) in per_user:
+                    s = prec + rec
+                    per_user["f1", kk] += np.divide(2 * prec * rec, s, out=np.zeros_like(s), where=s > 0).sum()
+                depth = np.minimum(nt, kk).astype(np.int64)
+                if ("ndcg", kk) in per_user:
+                    per_user["ndcg", kk] += ((hk @ disc[:kk]) / ideal_cum[depth - 1]).sum()
+                if ("map", kk) in per_user:
+                    per_user["map", kk] += ((hk * cum_hits[:, :kk] * inv_rank[:kk]).sum(axis=1) / depth).sum()
+                if ("mrr", kk) in per_user:
+                    first_hit = np.argmax(hk, axis=1)
+                    per_user["mrr", kk] += np.where(any_hit, inv_rank[first_hit], 0.0).sum()
+                vk = valid[:, :kk]
+                if covered is not None:
+                    covered[kk][idx[:, :kk][vk]] = True
+                cnt = n_valid_cum[:, kk - 1]
+                has = cnt > 0
+                if pop is not None and ("novelty", kk) in per_user:
+                    per_user["novelty", kk] += ((selfinfo[ci[:, :kk]] * vk).sum(axis=1)[has] / cnt[has]).sum()
+                    n_with["novelty", kk] += int(has.sum())
+                if pop is not None and ("arp", kk) in per_user:
+                    per_user["arp", kk] += ((pop[ci[:, :kk]] * vk).sum(axis=1)[has] / cnt[has]).sum()
+                    n_with["arp", kk] += int(has.sum())
+                if ("diversity", kk) in per_user:
+                    if cats is not None:
+                        npairs, ndiff = pair_cum[:, kk - 1], diff_cum[:, kk - 1]
+                        ok = npairs > 0
+                        per_user["diversity", kk] += (ndiff[ok] / npairs[ok]).sum()
+                        n_with["diversity", kk] += int(ok.sum())
+                    else:
+                        ok = cnt >= 2
+                        n_pairs = cnt[ok] * (cnt[ok] - 1) / 2.0
+                        per_user["diversity", kk] += (1.0 - cos_sums[kk][ok] / n_pairs).sum()
+                        n_with["diversity", kk] += int(ok.sum())
+            if bar is not None:
+                bar.update(m)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    report: dict = {}
+    for name in names:
+        for kk in ks:
+            key = f"{name}@{kk}"
+            if name == "coverage":
+                report[key] = float(covered[kk].sum() / n_items) if n_items else float("nan")
+            elif name in ("novelty", "arp", "diversity"):
+                d = n_with[name, kk]
+                report[key] = float(per_user[name, kk] / d) if d else float("nan")
+            else:
+                report[key] = float(per_user[name, kk] / n_eval)
+    report["n_users"] = int(n_eval)
+    report["n_unknown_users"] = n_unknown_users
+    report["n_unknown_items"] = n_unknown_items
+    cold = 0
+    if user_items is not None and getattr(user_items, "shape", (0,))[0] == n_model_users:
+        cold = int((sp.csr_matrix(user_items).getnnz(axis=1)[eval_users] == 0).sum())
+    report["n_cold_users"] = cold
+    report["n_targets"] = int(len(keys))
+    report["time_s"] = time.perf_counter() - t0
+    return report
+
+
+def _cosine_pair_sums(idx: np.ndarray, valid: np.ndarray, ks, xn: sp.csr_matrix, has_col: np.ndarray,
+                      pop: np.ndarray) -> dict:
+    """Per list and per k, the sum of the cosines of all unordered pairs in the top k.
+
+    Two exact ways, whichever costs fewer multiply-adds for this batch:
+
+    * one-hot lists: with ``L`` the one-hot rows of the top-k lists and ``Xn`` the unit-length item
+      columns (items x users), ``||L Xn||^2`` per row is the sum of all ordered pair cosines plus
+      each item with itself (1 for an item with training users, else 0), so the unordered pairs sum
+      to ``(||L Xn||^2 - n_unit) / 2``; costs the summed popularity of the listed items, per k.
+    * item Gram: the cosines ``C`` among the batch's distinct recommended items, then a gather of
+      every pair, all k at once from prefix sums; costs ``sum_u deg_u^2`` over training users
+      (``deg_u``: their recommended items) -- far cheaper when lists repeat popular items.
+    """
+    m, kmax = idx.shape
+    ci = np.where(valid, idx, 0)
+    rec, inv = np.unique(idx[valid], return_inverse=True)
+    sub = xn[rec]
+    deg = np.bincount(sub.indices, minlength=xn.shape[1]).astype(np.float64)
+    cost_gram = float((deg * deg).sum()) + m * kmax * kmax
+    cost_lists = float(sum((pop[ci[:, :kk]] * valid[:, :kk]).sum() for kk in ks))
+    out = {}
+    if len(rec) <= 4096 and cost_gram <= cost_lists:
+        gram = (sub @ sub.T).toarray().astype(np.float32)
+        pos = np.zeros(idx.shape, dtype=np.int64)
+        pos[valid] = inv.reshape(-1)
+        upper = np.triu(np.ones((kmax, kmax), dtype=bool), 1)
+        col_sums = np.empty((m, kmax), dtype=np.float64)
+        step = max(1, (4 << 20) // (kmax * kmax))
+        for a in range(0, m, step):  # chunks keep the (rows, k, k) gather small
+            p, v = pos[a:a + step], valid[a:a + step]
+            pairs = gram[p[:, :, None], p[:, None, :]]
+            pairs *= (v[:, :, None] & v[:, None, :] & upper)
+            col_sums[a:a + step] = pairs.sum(axis=1)  # pair (i, j), i < j, counted at column j
+        cum = np.cumsum(col_sums, axis=1)
+        for kk in ks:
+            out[kk] = cum[:, kk - 1]
+        return out
+    for kk in ks:
+        vk = valid[:, :kk]
+        cnt = vk.sum(axis=1)
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(cnt, out=indptr[1:])
+        lists = sp.csr_matrix((np.ones(int(indptr[-1]), dtype=np.float32), idx[:, :kk][vk], indptr),
+                              shape=(m, xn.shape[0]))
+        s = lists @ xn
+        sq = np.zeros(m, dtype=np.float64)
+        if s.nnz:
+            rows = np.repeat(np.arange(m), np.diff(s.indptr))
+            sq = np.bincount(rows, weights=s.data.astype(np.float64) ** 2, minlength=m)
+        n_unit = (has_col[ci[:, :kk]] & vk).sum(axis=1)
+        out[kk] = (sq - n_unit) / 2.0
+    return out

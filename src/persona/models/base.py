@@ -1,0 +1,527 @@
+"""The one ``Recommender`` interface every persona model shares.
+
+The base class implements the public contract of API.md once -- external ids in and out, filters
+that still return exactly ``n`` items when ``n`` are allowed, single and batch calls that agree,
+the shared top-k kernel, save/load -- and leaves a model only its scoring:
+
+* ``_fit(interactions, **kwargs)``          learn the state (attributes ending in ``_``)
+* ``_score_users(user_indices)``            scores (m, n_items) for known users
+* ``_score_histories(histories)``           scores for item-index histories (optional)
+* ``_score_similar(item_indices)``          item-to-item scores (optional)
+* ``_score_audience(item_indices)``         one score per user for a set of items (optional)
+* ``_state()`` / ``_restore(meta, arrays)`` what ``save``/``load`` store beyond the common state
+
+Serving methods are read-only and allocate per call, so one fitted model serves many threads.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.idmap import IdMap, normalize_ids
+from ..data.interactions import Interactions
+from ..errors import (
+    ArtifactError,
+    DataError,
+    NotFittedError,
+    ParameterError,
+    UnknownItemError,
+    UnknownUserError,
+    UnsupportedError,
+)
+from ..io.artifact import pack_csr, read_artifact, unpack_csr, write_artifact
+from ..kernels import topk
+
+__all__ = ["Recommender", "PAD_SCORE", "pad_id_for"]
+
+log = logging.getLogger("persona.models")
+
+#: Score of the padding entries in batch results (short rows).
+PAD_SCORE = float("-inf")
+# Bytes of dense scores one internal batch may hold; bounds memory on big catalogues.
+_BATCH_BYTES = 64 << 20
+
+
+def pad_id_for(ids: np.ndarray):
+    """The padding id used in batch results: ``-1`` for integer ids, ``""`` for string ids."""
+    return "" if ids.dtype.kind == "U" else -1
+
+
+def _is_row_list(obj, n_rows: int) -> bool:
+    """True when ``obj`` is a list of per-row id lists (rather than one shared list of ids)."""
+    if obj is None or isinstance(obj, (str, bytes, np.ndarray)) or sp.issparse(obj):
+        return False
+    try:
+        first = next(iter(obj))
+    except (StopIteration, TypeError):
+        return False
+    return len(obj) == n_rows and not np.isscalar(first) and not isinstance(first, (str, bytes))
+
+
+class Recommender:
+    """Base class of every persona model; see the module docstring for what subclasses provide.
+
+    Hyperparameters are keyword-only ``__init__`` arguments stored unchanged (scikit-learn style);
+    ``fit`` validates them and returns ``self``; learned state ends in ``_``.
+    """
+
+    _registry: dict[str, type] = {}
+    #: what this model can answer beyond ``recommend``
+    supports_history = True
+    supports_similar_items = True
+    supports_audience = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Recommender._registry[cls.__name__] = cls
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments, as given."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> "Recommender":
+        names = set(self._param_names())
+        for k, v in params.items():
+            if k not in names:
+                raise ParameterError(f"{type(self).__name__} has no parameter {k!r}; valid: {sorted(names)}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, interactions: Interactions, **kwargs) -> "Recommender":
+        """Learn from ``interactions``; returns ``self``."""
+        if not isinstance(interactions, Interactions):
+            raise DataError(
+                f"fit expects a persona.Interactions, got {type(interactions).__name__}; build one with "
+                "ps.Interactions.from_frame(...) or from_records(...)"
+            )
+        if len(interactions) == 0:
+            raise DataError("fit got empty interactions; there is nothing to learn from")
+        self._validate_params()
+        self.user_map_ = interactions.user_map
+        self.item_map_ = interactions.item_map
+        self.user_items_ = interactions.matrix.tocsr()
+        self.fallback_ = getattr(self, "fallback_", None)
+        self._fit(interactions, **kwargs)
+        self._fitted = True
+        return self
+
+    def _validate_params(self) -> None:
+        """Raise ParameterError for bad hyperparameters (subclasses extend)."""
+
+    def _fit(self, interactions: Interactions, **kwargs) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "_fitted", False):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(interactions) first")
+
+    @property
+    def n_users(self) -> int:
+        self._check_fitted()
+        return len(self.user_map_)
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return len(self.item_map_)
+
+    def set_fallback(self, model: "Recommender | None") -> "Recommender":
+        """Answer unknown users with ``model`` (e.g. a fitted MostPopular) instead of raising."""
+        if model is not None and not isinstance(model, Recommender):
+            raise ParameterError(f"fallback must be a persona Recommender, got {type(model).__name__}")
+        self.fallback_ = model
+        return self
+
+    # ------------------------------------------------------------------ scoring hooks
+    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        raise UnsupportedError(f"{type(self).__name__} cannot recommend for an arbitrary history")
+
+    def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
+        raise UnsupportedError(f"{type(self).__name__} has no notion of item similarity")
+
+    def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
+        """One score per user: summed scores of the items, computed in batches."""
+        out = np.empty(self.n_users, dtype=np.float32)
+        step = self._batch_rows()
+        for s in range(0, self.n_users, step):
+            users = np.arange(s, min(s + step, self.n_users), dtype=np.int64)
+            out[s:s + len(users)] = self._score_users(users)[:, item_indices].sum(axis=1)
+        return out
+
+    def _batch_rows(self) -> int:
+        return max(1, min(4096, _BATCH_BYTES // (4 * max(1, self.n_items))))
+
+    # ------------------------------------------------------------------ id helpers
+    def _n_arg(self, n) -> int:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+            raise ParameterError(f"n must be a positive integer, got {n!r}")
+        return int(n)
+
+    def _user_indices(self, users, *, allow_unknown: bool) -> np.ndarray:
+        idx = self.user_map_.lookup(users)
+        if not allow_unknown and np.any(idx < 0):
+            ids = normalize_ids(users)
+            bad = ids[idx < 0][:5].tolist()
+            raise UnknownUserError(
+                f"unknown user id(s) {bad} ({int((idx < 0).sum())} in all); the model was fitted without them. "
+                "Use recommend_for_history for new users, or set_fallback(ps.MostPopular().fit(...))"
+            )
+        return idx
+
+    def _item_indices(self, items, *, strict: bool, what: str = "item") -> np.ndarray:
+        """Indices of external item ids; unknown ids are dropped unless ``strict``."""
+        ids = normalize_ids(items, what=what)
+        idx = self.item_map_.lookup(ids)
+        if np.any(idx < 0):
+            if strict:
+                bad = ids[idx < 0][:5].tolist()
+                raise UnknownItemError(f"unknown item id(s) {bad}; the model was fitted without them")
+            idx = idx[idx >= 0]
+        return idx
+
+    def _filters(self, n_rows: int, items, exclude, mask):
+        """Turn external-id filters into kernel arguments: (allow, exclude_csr_rows, mask)."""
+        n_items = self.n_items
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (n_items,):
+                raise ParameterError(
+                    f"mask must hold one bool per item of the model ({n_items}), got shape {mask.shape}; "
+                    "align it with model.item_map_.ids"
+                )
+        allow = None
+        if items is not None:
+            if _is_row_list(items, n_rows):
+                allow = [self._item_indices(r, strict=False) for r in items]
+            else:
+                allow = self._item_indices(items, strict=False)
+        extra = None
+        if exclude is not None:
+            if _is_row_list(exclude, n_rows):
+                extra = [self._item_indices(r, strict=False) for r in exclude]
+            else:
+                deny = self._item_indices(exclude, strict=False)
+                mask = np.ones(n_items, dtype=bool) if mask is None else mask.copy()
+                mask[deny] = False
+        return allow, extra, mask
+
+    @staticmethod
+    def _merge_exclusions(a: sp.csr_matrix | None, rows: list | None, n_rows: int, n_items: int):
+        """One CSR of exclusions from a CSR part and a list-of-rows part (either may be None)."""
+        if rows is not None:
+            lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n_rows)
+            indptr = np.concatenate([[0], np.cumsum(lens)])
+            idx = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if indptr[-1] else np.zeros(0, int)
+            b = sp.csr_matrix((np.ones(len(idx), dtype=np.float32), idx, indptr), shape=(n_rows, n_items))
+            a = b if a is None else (a + b).tocsr()
+        return a
+
+    # ------------------------------------------------------------------ the shared index-level path
+    def recommend_indices(self, user_indices, n: int, *, filter_seen: bool = True,
+                          exclude: sp.csr_matrix | None = None, allow=None, mask=None):
+        """Top ``n`` item indices and scores for user indices; rows padded with -1 / -inf.
+
+        ``exclude`` is an extra CSR (one row per requested user) of item indices to leave out.
+        This is what :func:`persona.evaluate` calls; ids never enter here.
+        """
+        self._check_fitted()
+        users = np.asarray(user_indices, dtype=np.int64).reshape(-1)
+        m = len(users)
+        if m and (users.min() < 0 or users.max() >= self.n_users):
+            raise ParameterError(f"user indices must lie in [0, {self.n_users}), got [{users.min()}, {users.max()}]")
+        if exclude is not None and exclude.shape[0] != m:
+            raise ParameterError(f"exclude has {exclude.shape[0]} rows but {m} users were asked for")
+        out_i = np.full((m, n), -1, dtype=np.int64)
+        out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
+        step = self._batch_rows()
+        for s in range(0, m, step):
+            sl = slice(s, min(s + step, m))
+            block = users[sl]
+            excl = self.user_items_[block] if filter_seen else None
+            if exclude is not None:
+                excl = exclude[sl] if excl is None else (excl + exclude[sl]).tocsr()
+            row_allow = allow[sl] if isinstance(allow, list) else allow
+            scores = self._score_users(block)
+            out_i[sl], out_s[sl] = topk(scores, n, exclude=excl, allow=row_allow, mask=mask,
+                                        num_threads=getattr(self, "num_threads", 0) or 0)
+        return out_i, out_s
+
+    def _select(self, scores: np.ndarray, n: int, excl, allow, mask):
+        return topk(scores, n, exclude=excl, allow=allow, mask=mask,
+                    num_threads=getattr(self, "num_threads", 0) or 0)
+
+    def _to_ids(self, idx: np.ndarray, scores: np.ndarray):
+        ids = self.item_map_.ids
+        out = np.empty(idx.shape, dtype=ids.dtype)
+        valid = idx >= 0
+        out[valid] = ids[idx[valid]]
+        if (~valid).any():
+            out[~valid] = pad_id_for(ids)
+        return out, scores
+
+    # ------------------------------------------------------------------ public: users
+    def recommend(self, user, n: int = 10, *, filter_seen: bool = True, items=None, exclude=None, mask=None):
+        """Top ``n`` items for one external user id.
+
+        Parameters
+        ----------
+        user : external user id
+        n : int
+        filter_seen : bool
+            Leave out items the user interacted with in the training data.
+        items : sequence of external item ids, optional
+            Allow-list: recommend only among these.
+        exclude : sequence of external item ids, optional
+            Deny-list: never recommend these.
+        mask : bool array (n_items,), optional
+            False marks items never to recommend (e.g. out of stock), aligned with ``item_map_.ids``.
+
+        Returns
+        -------
+        items : 1-D array of external item ids, best first
+        scores : 1-D float32 array
+
+        Fewer than ``n`` results come back only when fewer than ``n`` items pass the filters.
+        """
+        if not np.isscalar(user) and not isinstance(user, str):
+            raise ParameterError(f"recommend expects one user id, got {type(user).__name__}; "
+                                 "use recommend_batch for several users")
+        ids, scores, count = self._recommend_batch([user], n, filter_seen=filter_seen, items=items,
+                                                   exclude=exclude, mask=mask)
+        return ids[0][: count[0]], scores[0][: count[0]]
+
+    def recommend_batch(self, users: Sequence, n: int = 10, *, filter_seen: bool = True, items=None,
+                        exclude=None, mask=None):
+        """Top ``n`` items for each user; two 2-D arrays of shape (len(users), n).
+
+        Row ``i`` equals ``recommend(users[i])``. Short rows are padded with ``pad_id_for`` (``-1`` for
+        integer ids, ``""`` for string ids) and score ``-inf``. ``items`` / ``exclude`` may be one
+        list shared by every row or one list per row. Unknown users raise
+        :class:`~persona.UnknownUserError` unless a fallback was set with :meth:`set_fallback`.
+        """
+        ids, scores, _ = self._recommend_batch(users, n, filter_seen=filter_seen, items=items, exclude=exclude,
+                                               mask=mask)
+        return ids, scores
+
+    def _recommend_batch(self, users, n, *, filter_seen, items, exclude, mask):
+        self._check_fitted()
+        n = self._n_arg(n)
+        if isinstance(users, (str, bytes)) or np.isscalar(users):
+            raise ParameterError("recommend_batch expects a sequence of user ids; use recommend for one user")
+        users_arr = normalize_ids(users, what="users") if len(users) else np.zeros(0, dtype=np.int64)
+        m = len(users_arr)
+        fallback = getattr(self, "fallback_", None)
+        uidx = self._user_indices(users_arr, allow_unknown=fallback is not None) if m else np.zeros(0, np.int64)
+        allow, extra, mask = self._filters(m, items, exclude, mask)
+        known = np.flatnonzero(uidx >= 0)
+        out_i = np.full((m, n), -1, dtype=np.int64)
+        out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
+        if len(known):
+            excl = None
+            if extra is not None:
+                excl = self._merge_exclusions(None, [extra[j] for j in known], len(known), self.n_items)
+            k_allow = [allow[j] for j in known] if isinstance(allow, list) else allow
+            out_i[known], out_s[known] = self.recommend_indices(uidx[known], n, filter_seen=filter_seen,
+                                                                exclude=excl, allow=k_allow, mask=mask)
+        ids, scores = self._to_ids(out_i, out_s)
+        counts = (out_i >= 0).sum(axis=1)
+        unknown = np.flatnonzero(uidx < 0)
+        if len(unknown):
+            ids = ids.astype(np.result_type(ids.dtype, fallback.item_map_.ids.dtype))
+            row_items = [items[j] for j in unknown] if _is_row_list(items, m) else items
+            row_excl = [exclude[j] for j in unknown] if _is_row_list(exclude, m) else exclude
+            f_ids, f_scores, f_count = fallback._history_batch([[]] * len(unknown), n, filter_seen=False,
+                                                                items=row_items, exclude=row_excl,
+                                                                mask=None)
+            ids[unknown], scores[unknown] = f_ids, f_scores
+            counts[unknown] = f_count
+            log.debug("answered %d unknown users with the fallback %s", len(unknown), type(fallback).__name__)
+        return ids, scores, counts
+
+    # ------------------------------------------------------------------ public: histories
+    def _history_batch(self, histories, n, *, filter_seen, items, exclude, mask):
+        self._check_fitted()
+        m = len(histories)
+        hist_idx = [self._item_indices(h, strict=False, what="history") if len(h) else np.zeros(0, np.int64)
+                    for h in histories]
+        allow, extra, mask = self._filters(m, items, exclude, mask)
+        excl_rows = None
+        if filter_seen:
+            excl_rows = hist_idx
+        if extra is not None:
+            excl_rows = extra if excl_rows is None else [np.concatenate([a, b]) for a, b in zip(excl_rows, extra)]
+        out_i = np.full((m, n), -1, dtype=np.int64)
+        out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
+        step = self._batch_rows()
+        for s in range(0, m, step):
+            sl = slice(s, min(s + step, m))
+            scores = self._score_histories(hist_idx[sl])
+            excl = None if excl_rows is None else excl_rows[sl]
+            row_allow = allow[sl] if isinstance(allow, list) else allow
+            out_i[sl], out_s[sl] = self._select(scores, n, excl, row_allow, mask)
+        ids, scores = self._to_ids(out_i, out_s)
+        return ids, scores, (out_i >= 0).sum(axis=1)
+
+    def recommend_for_history(self, history, n: int = 10, *, filter_seen: bool = True, items=None,
+                              exclude=None, mask=None):
+        """Top ``n`` items for a history of external item ids (an anonymous session, a new user).
+
+        No refit happens. Items of the history the model does not know are ignored.
+        """
+        n = self._n_arg(n)
+        if not self.supports_history:
+            raise UnsupportedError(f"{type(self).__name__} cannot recommend for an arbitrary history")
+        ids, scores, count = self._history_batch([history], n, filter_seen=filter_seen, items=items,
+                                                 exclude=exclude, mask=mask)
+        return ids[0][: count[0]], scores[0][: count[0]]
+
+    def recommend_for_history_batch(self, histories, n: int = 10, *, filter_seen: bool = True, items=None,
+                                    exclude=None, mask=None):
+        """:meth:`recommend_for_history` for many histories; 2-D arrays padded like recommend_batch."""
+        n = self._n_arg(n)
+        if not self.supports_history:
+            raise UnsupportedError(f"{type(self).__name__} cannot recommend for an arbitrary history")
+        ids, scores, _ = self._history_batch(list(histories), n, filter_seen=filter_seen, items=items,
+                                             exclude=exclude, mask=mask)
+        return ids, scores
+
+    # ------------------------------------------------------------------ public: items
+    def similar_items_batch(self, items_, n: int = 10, *, items=None, exclude=None, mask=None):
+        """The ``n`` items most similar to each of ``items_``; the item itself is left out.
+
+        Two 2-D arrays (len(items_), n), padded like :meth:`recommend_batch`.
+        """
+        ids, scores, _ = self._similar_batch(items_, n, items=items, exclude=exclude, mask=mask)
+        return ids, scores
+
+    def _similar_batch(self, items_, n, *, items, exclude, mask):
+        self._check_fitted()
+        n = self._n_arg(n)
+        if not self.supports_similar_items:
+            raise UnsupportedError(f"{type(self).__name__} has no notion of item similarity")
+        idx = self._item_indices(items_, strict=True)
+        m = len(idx)
+        allow, extra, mask = self._filters(m, items, exclude, mask)
+        self_rows = [np.array([i]) for i in idx]
+        excl_rows = self_rows if extra is None else [np.concatenate([a, b]) for a, b in zip(self_rows, extra)]
+        out_i = np.full((m, n), -1, dtype=np.int64)
+        out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
+        step = self._batch_rows()
+        for s in range(0, m, step):
+            sl = slice(s, min(s + step, m))
+            row_allow = allow[sl] if isinstance(allow, list) else allow
+            out_i[sl], out_s[sl] = self._select(self._score_similar(idx[sl]), n, excl_rows[sl], row_allow, mask)
+        ids, scores = self._to_ids(out_i, out_s)
+        return ids, scores, (out_i >= 0).sum(axis=1)
+
+    def similar_items(self, item, n: int = 10, *, items=None, exclude=None, mask=None):
+        """The ``n`` items most similar to one external item id (itself excluded)."""
+        if not np.isscalar(item) and not isinstance(item, str):
+            raise ParameterError(f"similar_items expects one item id, got {type(item).__name__}; "
+                                 "use similar_items_batch for several")
+        ids, scores, count = self._similar_batch([item], n, items=items, exclude=exclude, mask=mask)
+        return ids[0][: count[0]], scores[0][: count[0]]
+
+    def recommend_users(self, items, n: int = 10, *, users=None, exclude_users=None):
+        """The ``n`` users most likely to want ``items`` -- the audience of a campaign.
+
+        Parameters
+        ----------
+        items : external item ids (one id or a sequence)
+        n : int
+        users : external user ids to choose among (default all)
+        exclude_users : external user ids never to return
+        """
+        self._check_fitted()
+        n = self._n_arg(n)
+        if not self.supports_audience:
+            raise UnsupportedError(f"{type(self).__name__} cannot rank users for items")
+        if np.isscalar(items) or isinstance(items, str):
+            items = [items]
+        idx = self._item_indices(items, strict=True)
+        if len(idx) == 0:
+            raise ParameterError("recommend_users needs at least one item")
+        scores = np.asarray(self._score_audience(idx), dtype=np.float32)[None, :]
+        allow = None if users is None else self.user_map_.lookup(users)
+        if allow is not None:
+            allow = allow[allow >= 0]
+        mask = None
+        if exclude_users is not None:
+            mask = np.ones(self.n_users, dtype=bool)
+            ex = self.user_map_.lookup(exclude_users)
+            mask[ex[ex >= 0]] = False
+        out_i, out_s = topk(scores, n, allow=allow, mask=mask)
+        keep = out_i[0] >= 0
+        return self.user_map_.ids[out_i[0][keep]], out_s[0][keep]
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Model-specific (meta, arrays) to store; the base stores id maps and the seen matrix."""
+        return {}, {}
+
+    def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`_state`."""
+
+    def save(self, path) -> Path:
+        """Save as an artifact directory (JSON manifest + .npy arrays, checksummed, no pickle)."""
+        self._check_fitted()
+        meta, arrays = self._state()
+        params = self.get_params()
+        all_arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids,
+                      **pack_csr("user_items", self.user_items_)}
+        for k, v in arrays.items():
+            if k in all_arrays:
+                raise RuntimeError(f"{type(self).__name__}._state uses the reserved array name {k!r}")
+            all_arrays[k] = v
+        return write_artifact(path, "model", {"class": type(self).__name__, "params": params, "state": meta},
+                              all_arrays)
+
+    @classmethod
+    def load(cls, path, *, mmap: bool = False) -> "Recommender":
+        """Load a model saved with :meth:`save` (format version and checksums verified)."""
+        manifest, arrays = read_artifact(path, mmap=mmap)
+        if manifest.get("kind") != "model":
+            raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not a model")
+        meta = manifest.get("meta", {})
+        name = meta.get("class")
+        target = Recommender._registry.get(name)
+        if target is None:
+            raise ArtifactError(f"{path} holds a model of class {name!r}, which this persona does not know; "
+                                "upgrade persona or check the artifact")
+        if cls is not Recommender and not issubclass(target, cls):
+            raise ArtifactError(f"{path} holds a {name}, not a {cls.__name__}; load it with ps.load")
+        try:
+            model = target(**meta.get("params", {}))
+        except TypeError as e:
+            raise ArtifactError(f"{path}: stored parameters do not fit {name} ({e})") from None
+        try:
+            model.user_map_ = IdMap(np.asarray(arrays["user_ids"]))
+            model.item_map_ = IdMap(np.asarray(arrays["item_ids"]))
+        except KeyError as e:
+            raise ArtifactError(f"{path} lacks the array {e.args[0]!r}") from None
+        model.user_items_ = unpack_csr("user_items", arrays)
+        model.fallback_ = None
+        model._restore(meta.get("state", {}), arrays)
+        model._fitted = True
+        return model

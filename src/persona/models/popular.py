@@ -1,0 +1,267 @@
+"""Popularity: the baseline every model must beat and the fallback for users a model does not know."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.idmap import IdMap
+from ..data.interactions import Interactions
+from ..errors import DataError, ParameterError
+from ..kernels import topk
+from .base import Recommender
+
+__all__ = ["MostPopular"]
+
+_MEASURES = ("users", "events", "weight")
+_DAY = 86400.0
+
+
+def _labels_for(ids: np.ndarray, labels, what: str) -> np.ndarray | None:
+    """Labels aligned with ``ids`` from a dict / pandas Series (keyed by id) or an aligned array."""
+    if labels is None:
+        return None
+    if hasattr(labels, "index") and hasattr(labels, "reindex"):  # pandas Series keyed by id
+        vals = labels.reindex(ids).to_numpy()
+    elif isinstance(labels, dict):
+        vals = np.array([labels.get(k) for k in ids.tolist()], dtype=object)
+    else:
+        vals = np.asarray(labels)
+        if len(vals) != len(ids):
+            raise DataError(f"{what} has {len(vals)} entries but there are {len(ids)} ids; pass one label per "
+                            "id in map order, or a dict / pandas Series keyed by id")
+    return vals
+
+
+def _encode_labels(vals: np.ndarray) -> tuple[IdMap, np.ndarray]:
+    """IdMap of the distinct non-null labels and a code per entry (-1 for missing)."""
+    vals = np.asarray(vals, dtype=object)
+    present = np.array([v is not None and not (isinstance(v, float) and v != v) for v in vals], dtype=bool)
+    codes = np.full(len(vals), -1, dtype=np.int32)
+    if not present.any():
+        return IdMap([]), codes
+    sample = vals[present]
+    kinds = {type(v) for v in sample}
+    if kinds <= {str, np.str_}:
+        arr = sample.astype(str)
+    else:
+        arr = np.asarray([str(v) if not isinstance(v, (int, np.integer)) else int(v) for v in sample])
+        if arr.dtype.kind not in "iuU":
+            arr = arr.astype(str)
+    lmap, c = IdMap.encode(arr, what="labels")
+    codes[present] = c
+    return lmap, codes
+
+
+class MostPopular(Recommender):
+    """Most popular items: global, trending (time-decayed) and per user segment.
+
+    Parameters
+    ----------
+    measure : {"users", "events", "weight"}
+        Popularity of an item: distinct users who interacted with it (default), number of events,
+        or summed confidence weight.
+    half_life : float, optional
+        In days. When set, every event counts ``0.5 ** (age / half_life)`` with ``age`` measured
+        from the latest event (or ``now`` given to ``fit``): "trending" rather than all-time.
+    segment_shrinkage : float
+        With user segments, a segment's popularity is shrunk toward the global one as if
+        ``segment_shrinkage`` extra events followed the global distribution; small segments then
+        do not produce noisy lists.
+
+    Notes
+    -----
+    ``fit(interactions, user_segments=None, item_categories=None, now=None)``: ``user_segments``
+    (a demographic group per user: dict or pandas Series keyed by user id, or an array in
+    ``interactions.user_ids`` order) makes ``recommend`` use the user's segment's popularity;
+    ``item_categories`` (same forms, keyed by item id) enables ``top_items(category=...)``.
+
+    Scores are popularity shares (they sum to 1 over the catalogue).
+
+    Examples
+    --------
+    >>> import persona as ps
+    >>> inter = ps.Interactions.from_records([("u1", "a"), ("u2", "a"), ("u2", "b"), ("u3", "c")])
+    >>> model = ps.MostPopular().fit(inter)
+    >>> model.top_items(2)[0].tolist()
+    ['a', 'b']
+    >>> model.recommend("u1", n=2)[0].tolist()
+    ['b', 'c']
+    """
+
+    supports_similar_items = False
+
+    def __init__(self, *, measure: str = "users", half_life: float | None = None,
+                 segment_shrinkage: float = 10.0, num_threads: int = 0, show_progress: bool = False):
+        self.measure = measure
+        self.half_life = half_life
+        self.segment_shrinkage = segment_shrinkage
+        self.num_threads = num_threads
+        self.show_progress = show_progress
+
+    def _validate_params(self) -> None:
+        if self.measure not in _MEASURES:
+            raise ParameterError(f"measure must be one of {_MEASURES}, got {self.measure!r}")
+        if self.half_life is not None and not (float(self.half_life) > 0):
+            raise ParameterError(f"half_life must be a positive number of days or None, got {self.half_life!r}")
+        if not (float(self.segment_shrinkage) >= 0):
+            raise ParameterError(f"segment_shrinkage must be >= 0, got {self.segment_shrinkage!r}")
+
+    # ------------------------------------------------------------------ fitting
+    def _item_user_weights(self, inter: Interactions, now) -> sp.csr_matrix:
+        """Users x items matrix whose column sums are the popularity under ``measure``/``half_life``."""
+        n = len(inter)
+        w = np.ones(n, dtype=np.float64)
+        if self.measure == "weight":
+            w = inter.weights.astype(np.float64)
+        if self.half_life is not None:
+            if inter.timestamps is None:
+                raise DataError("MostPopular(half_life=...) needs timestamps; build the interactions with a "
+                                "time column, or drop half_life for all-time popularity")
+            ref = float(np.max(inter.timestamps)) if now is None else _epoch(now)
+            age = np.maximum(ref - inter.timestamps, 0.0) / _DAY
+            w = w * np.power(0.5, age / float(self.half_life))
+        shape = inter.shape
+        if self.measure == "users":
+            # one vote per user-item pair: its most recent (largest) decayed weight
+            key = inter.users.astype(np.int64) * shape[1] + inter.items
+            order = np.lexsort((w, key))
+            ks = key[order]
+            last = np.r_[ks[1:] != ks[:-1], True]
+            key, w = ks[last], w[order][last]
+            rows, cols = key // shape[1], key % shape[1]
+        else:
+            rows, cols = inter.users, inter.items
+        m = sp.csr_matrix((w, (rows, cols)), shape=shape, dtype=np.float64)
+        m.sum_duplicates()
+        return m
+
+    def _fit(self, inter: Interactions, *, user_segments=None, item_categories=None, now=None) -> None:
+        m = self._item_user_weights(inter, now)
+        pop = np.asarray(m.sum(axis=0)).ravel()
+        total = pop.sum()
+        share = pop / total if total > 0 else np.full(inter.n_items, 1.0 / inter.n_items)
+        self.popularity_ = pop.astype(np.float32)
+        self.global_scores_ = share.astype(np.float32)
+        self.user_activity_ = np.diff(inter.matrix.indptr).astype(np.float32)
+
+        seg = _labels_for(inter.user_ids, user_segments, "user_segments")
+        if seg is not None:
+            self.segment_map_, self.user_segment_ = _encode_labels(seg)
+            n_seg = len(self.segment_map_)
+            known = self.user_segment_ >= 0
+            onehot = sp.csr_matrix(
+                (np.ones(int(known.sum())), (self.user_segment_[known], np.flatnonzero(known))),
+                shape=(n_seg, inter.n_users),
+            )
+            counts = np.asarray((onehot @ m).todense())
+            b = float(self.segment_shrinkage)
+            denom = counts.sum(axis=1, keepdims=True) + b
+            denom[denom == 0] = 1.0
+            self.segment_scores_ = ((counts + b * share[None, :]) / denom).astype(np.float32)
+        else:
+            self.segment_map_ = None
+            self.user_segment_ = None
+            self.segment_scores_ = None
+
+        cat = _labels_for(inter.item_ids, item_categories, "item_categories")
+        if cat is not None:
+            self.category_map_, self.item_category_ = _encode_labels(cat)
+        else:
+            self.category_map_ = None
+            self.item_category_ = None
+
+    # ------------------------------------------------------------------ scoring
+    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
+        if self.segment_scores_ is None:
+            return np.broadcast_to(self.global_scores_, (len(user_indices), self.n_items))
+        seg = self.user_segment_[user_indices]
+        out = np.empty((len(user_indices), self.n_items), dtype=np.float32)
+        has = seg >= 0
+        out[has] = self.segment_scores_[seg[has]]
+        out[~has] = self.global_scores_
+        return out
+
+    def _score_histories(self, histories) -> np.ndarray:
+        return np.broadcast_to(self.global_scores_, (len(histories), self.n_items))
+
+    def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
+        """Segment affinity for the items; ties (and the no-segment case) go to the most active users."""
+        act = self.user_activity_
+        tiebreak = act / (act.max() + 1.0)
+        if self.segment_scores_ is None:
+            return tiebreak
+        seg_aff = self.segment_scores_[:, item_indices].sum(axis=1)
+        glob_aff = self.global_scores_[item_indices].sum()
+        aff = np.where(self.user_segment_ >= 0, seg_aff[np.maximum(self.user_segment_, 0)], glob_aff)
+        # affinity differences dominate; activity only orders users of one segment
+        spread = np.diff(np.unique(aff)).min() if len(np.unique(aff)) > 1 else 1.0
+        return (aff + 0.5 * spread * tiebreak).astype(np.float32)
+
+    # ------------------------------------------------------------------ unpersonalised lists
+    def top_items(self, n: int = 10, *, segment=None, category=None, items=None, exclude=None, mask=None):
+        """The ``n`` most popular items overall, in a user segment, or in a category.
+
+        Returns external item ids and scores, best first.
+        """
+        self._check_fitted()
+        n = self._n_arg(n)
+        scores = self.global_scores_
+        if segment is not None:
+            if self.segment_map_ is None:
+                raise ParameterError("this MostPopular was fitted without user_segments; pass them to fit")
+            s = self.segment_map_.index_of(segment)
+            if s < 0:
+                raise ParameterError(f"unknown segment {segment!r}; known: {self.segment_map_.ids[:10].tolist()}")
+            scores = self.segment_scores_[s]
+        allow, _, mask = self._filters(1, items, exclude, mask)
+        if category is not None:
+            if self.category_map_ is None:
+                raise ParameterError("this MostPopular was fitted without item_categories; pass them to fit")
+            c = self.category_map_.index_of(category)
+            if c < 0:
+                raise ParameterError(f"unknown category {category!r}; known: {self.category_map_.ids[:10].tolist()}")
+            in_cat = self.item_category_ == c
+            mask = in_cat if mask is None else (mask & in_cat)
+        idx, val = topk(scores[None, :], n, allow=allow, mask=mask)
+        keep = idx[0] >= 0
+        return self.item_map_.ids[idx[0][keep]], val[0][keep]
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self):
+        arrays = {"popularity": self.popularity_, "global_scores": self.global_scores_,
+                  "user_activity": self.user_activity_}
+        if self.segment_scores_ is not None:
+            arrays.update(segment_scores=self.segment_scores_, user_segment=self.user_segment_,
+                          segment_labels=self.segment_map_.ids)
+        if self.item_category_ is not None:
+            arrays.update(item_category=self.item_category_, category_labels=self.category_map_.ids)
+        return {}, arrays
+
+    def _restore(self, meta, arrays):
+        self.popularity_ = np.asarray(arrays["popularity"])
+        self.global_scores_ = np.asarray(arrays["global_scores"])
+        self.user_activity_ = np.asarray(arrays["user_activity"])
+        if "segment_scores" in arrays:
+            self.segment_scores_ = np.asarray(arrays["segment_scores"])
+            self.user_segment_ = np.asarray(arrays["user_segment"])
+            self.segment_map_ = IdMap(np.asarray(arrays["segment_labels"]))
+        else:
+            self.segment_scores_ = self.user_segment_ = self.segment_map_ = None
+        if "item_category" in arrays:
+            self.item_category_ = np.asarray(arrays["item_category"])
+            self.category_map_ = IdMap(np.asarray(arrays["category_labels"]))
+        else:
+            self.item_category_ = self.category_map_ = None
+
+
+def _epoch(t) -> float:
+    """Epoch seconds of a datetime, ISO string, pandas Timestamp or number."""
+    if isinstance(t, (int, float, np.integer, np.floating)):
+        return float(t)
+    import pandas as pd
+
+    ts = pd.Timestamp(t)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.timestamp()
