@@ -83,7 +83,7 @@ def _partition(inter: Interactions, part_of_event: np.ndarray, n_parts: int) -> 
 
 
 # ---------------------------------------------------------------------------------------- leave last out
-def leave_last_out(inter: Interactions, *, min_events: int = 3):
+def leave_last_out(inter: Interactions, *, min_events: int = 3, new_items: bool = False):
     """Per user, the last event is the test target and the second-to-last the validation target.
 
     Events are ordered by time within each user (input order breaks ties, and is the order when
@@ -96,6 +96,14 @@ def leave_last_out(inter: Interactions, *, min_events: int = 3):
     min_events : int, default 3
         Fewest events a user needs to contribute a validation and a test target (at least 2;
         with 2, such a user has no training event left).
+    new_items : bool, default False
+        For raw event logs where users view, cart and buy the same item several times: the
+        targets are then the user's last two *newly touched* items (first events of a user-item
+        pair), ``min_events`` counts distinct items, train holds the events before the validation
+        target, and the user's events after it that are not the test target (repeat events of items
+        already touched) are dropped and counted in ``split_info["n_events_dropped"]``, so nothing
+        from after a target reaches a model. Without it, most targets of such logs are repeats that
+        a seen-items filter makes impossible to hit.
 
     Returns
     -------
@@ -120,20 +128,43 @@ def leave_last_out(inter: Interactions, *, min_events: int = 3):
 
     counts = inter.user_counts
     ends = inter.sequence_indptr[1:]
-    split_users = np.flatnonzero(counts >= min_events)
-    part = np.zeros(len(inter), dtype=np.int8)
-    part[ends[split_users] - 2] = 1
-    part[ends[split_users] - 1] = 2
+    n_dropped = 0
+    if not new_items:
+        split_users = np.flatnonzero(counts >= min_events)
+        part = np.zeros(len(inter), dtype=np.int8)
+        part[ends[split_users] - 2] = 1
+        part[ends[split_users] - 1] = 2
+    else:
+        # first event of every user-item pair, in the canonical (user, time) order
+        _, first = np.unique(_pair_keys(inter), return_index=True)
+        first.sort()
+        n_new = np.bincount(inter.users[first], minlength=inter.n_users)
+        new_end = np.cumsum(n_new)
+        split_users = np.flatnonzero(n_new >= min_events)
+        valid_at = np.full(inter.n_users, -1, dtype=np.int64)
+        test_at = np.full(inter.n_users, -1, dtype=np.int64)
+        valid_at[split_users] = first[new_end[split_users] - 2]
+        test_at[split_users] = first[new_end[split_users] - 1]
+        pos = np.arange(len(inter), dtype=np.int64)
+        v, t = valid_at[inter.users], test_at[inter.users]
+        part = np.where(v < 0, 0, np.where(pos < v, 0, np.where(pos == v, 1, np.where(pos == t, 2, 3))))
+        part = part.astype(np.int8)
+        n_dropped = int((part == 3).sum())
+    events_per_user = counts
+    if new_items:
+        counts = n_new  # eligibility counts distinct items
     train, valid, test = _partition(inter, part, 3)
 
     short = (counts > 0) & (counts < min_events)
     info = {
         "method": "leave_last_out",
         "min_events": min_events,
+        "new_items": bool(new_items),
+        "n_events_dropped": n_dropped,
         "n_users": int((counts > 0).sum()),
         "n_users_split": int(len(split_users)),
         "n_users_train_only": int(short.sum()),
-        "n_events_train_only": int(counts[short].sum()),
+        "n_events_train_only": int(events_per_user[short].sum()),
         "n_train": len(train),
         "n_valid": len(valid),
         "n_test": len(test),
@@ -146,6 +177,9 @@ def leave_last_out(inter: Interactions, *, min_events: int = 3):
             "leave_last_out: %d of %d users have fewer than %d events; their %d events stay in train only",
             info["n_users_train_only"], info["n_users"], min_events, info["n_events_train_only"],
         )
+    if n_dropped:
+        logger.info("leave_last_out(new_items=True): dropped %d repeat events after the validation targets",
+                    n_dropped)
     logger.info("leave_last_out: %d train, %d valid, %d test events", len(train), len(valid), len(test))
     return train, valid, test
 

@@ -172,6 +172,15 @@ inline void topk_row(const TopKArgs& a, int64_t row, TopKHeap& heap, std::vector
 inline void topk(const TopKArgs& a, int num_threads) {
 #ifdef _OPENMP
     int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+    if (num_threads == 0) {
+        // Waking a thread team costs tens of microseconds, more than selecting from a few small rows
+        // takes; by default give each thread at least kMinScoresPerThread candidates. An explicit
+        // num_threads is honoured as given.
+        constexpr int64_t kMinScoresPerThread = 32768;
+        const int64_t work = a.allow_indptr ? a.allow_indptr[a.n_rows] + a.n_rows : a.n_rows * a.n_items;
+        const int64_t useful = work / kMinScoresPerThread + 1;
+        if (useful < threads) threads = static_cast<int>(useful);
+    }
     if (a.n_rows < 2) threads = 1;
     std::exception_ptr error = nullptr;
     std::atomic<bool> failed{false};

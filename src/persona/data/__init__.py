@@ -1,6 +1,7 @@
 """The data layer: id maps, validated interactions, features."""
 
+from .features import Features
 from .idmap import IdMap
 from .interactions import CleaningReport, Interactions
 
-__all__ = ["IdMap", "Interactions", "CleaningReport"]
+__all__ = ["IdMap", "Interactions", "CleaningReport", "Features"]

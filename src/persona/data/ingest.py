@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .idmap import IdMap, normalize_ids
-from .interactions import AGGREGATIONS, CleaningReport, Interactions
+from .interactions import AGGREGATIONS, CleaningReport, Interactions, _canonical_order
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -139,12 +139,24 @@ def _parse_time(ser: pd.Series, unit: str) -> tuple[np.ndarray, np.ndarray, np.n
         secs = ser.to_numpy(dtype=np.float64, na_value=np.nan) * _TIME_UNITS[unit]
         return secs, null, ~null & ~np.isfinite(secs)
     # strings or objects: epoch numbers written as text, ISO strings or datetime objects
-    num = pd.to_numeric(ser, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.all(np.isfinite(num) | null):
-        return num * _TIME_UNITS[unit], null, np.zeros(len(ser), dtype=bool)
-    parsed = pd.to_datetime(ser, utc=True, format="ISO8601", errors="coerce")
+    # a small sample decides whether to try numbers at all: to_numeric over millions of ISO
+    # strings is far slower than parsing them as dates
+    sample = ser[~null][:100]
+    looks_numeric = len(sample) > 0 and bool(pd.to_numeric(sample, errors="coerce").notna().all())
+    if looks_numeric:
+        num = pd.to_numeric(ser, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.all(np.isfinite(num) | null):
+            return num * _TIME_UNITS[unit], null, np.zeros(len(ser), dtype=bool)
+    is_num = np.zeros(len(ser), dtype=bool)
+    if ser.dtype == object:  # may mix datetimes or strings with real numbers (epochs), e.g. from records
+        is_num = ser.map(lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))).to_numpy(bool)
+    parsed = pd.to_datetime(ser.where(~is_num, None) if is_num.any() else ser,
+                            utc=True, format="ISO8601", errors="coerce")
     secs = _datetime_seconds(parsed)
-    return secs, null, ~null & np.isnan(secs)
+    if is_num.any():
+        secs[is_num] = ser[is_num].to_numpy(dtype=np.float64) * _TIME_UNITS[unit]
+    bad = ~null & ~np.isfinite(secs)
+    return secs, null, bad
 
 
 def _time_scalar(now) -> float:
@@ -168,9 +180,25 @@ def _factorize_ids(ser: pd.Series, column) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64, copy=False), ids
 
 
+def _map_order(ids: np.ndarray, base: IdMap | None) -> np.ndarray:
+    """For each distinct id, a key that orders ids as their indices in the final map will.
+
+    The final map holds only the ids that survive cleaning; since both a new map (sorted ids) and
+    a grown one (old indices, then new ids sorted) number any subset in this same order, sorting
+    rows by this key now equals sorting them by final index later.
+    """
+    if base is None:
+        rank = np.empty(len(ids), dtype=np.int64)
+        rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+        return rank
+    if not isinstance(base, IdMap):
+        raise DataError(f"expected an IdMap for user_map/item_map, got {type(base).__name__}")
+    return base.grow(ids).lookup(ids)
+
+
 def _encode(codes: np.ndarray, ids: np.ndarray, base: IdMap | None) -> tuple[IdMap, np.ndarray]:
     """Map local codes of the kept rows to indices of a new (or grown) IdMap."""
-    used = np.unique(codes)
+    used = np.flatnonzero(np.bincount(codes, minlength=len(ids)))
     table = np.full(len(ids), -1, dtype=np.int64)
     if base is None:
         id_map, pos = IdMap.encode(ids[used])
@@ -181,6 +209,47 @@ def _encode(codes: np.ndarray, ids: np.ndarray, base: IdMap | None) -> tuple[IdM
         id_map = base.grow(ids[used])
         table[used] = id_map.lookup(ids[used])
     return id_map, table[codes]
+
+
+_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a cheap, well-spread 64-bit hash of each element."""
+    z = x + _GOLD
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def _duplicated(cols: list[np.ndarray]) -> np.ndarray:
+    """True for every row equal (in all ``cols``) to an earlier row.
+
+    Rows are hashed into one uint64 and grouped by hash (one hash-table pass instead of pandas'
+    per-column factorisation); every candidate is then compared with its group's first row, and a
+    hash collision (two different rows, one hash) falls back to the exact pandas method.
+    """
+    n = len(cols[0])
+    with np.errstate(over="ignore"):
+        h = np.zeros(n, dtype=np.uint64)
+        for c in cols:
+            if c.dtype.kind == "f":
+                bits = (c.astype(np.float64) + 0.0).view(np.uint64)  # + 0.0 folds -0.0 into 0.0
+            else:
+                bits = c.astype(np.int64).view(np.uint64)
+            h = _mix(h ^ _mix(bits))
+    codes, _ = pd.factorize(h)
+    # factorize numbers groups in order of first appearance, so a row is first iff its code is new
+    prev_max = np.maximum.accumulate(np.r_[np.int64(-1), codes[:-1]])
+    first = codes > prev_max
+    rep = np.flatnonzero(first)[codes]
+    dup = ~first
+    same = np.ones(n, dtype=bool)
+    for c in cols:
+        same &= c == c[rep]
+    if (dup & ~same).any():  # a collision: be exact
+        return pd.DataFrame({str(k): c for k, c in enumerate(cols)}).duplicated(keep="first").to_numpy()
+    return dup
 
 
 def _check_options(o: dict) -> None:
@@ -253,7 +322,7 @@ def _ingest(
     strict: bool = True,
     user_map: IdMap | None = None,
     item_map: IdMap | None = None,
-    report: CleaningReport | None = None,
+    _report: CleaningReport | None = None,
 ) -> Interactions:
     opts = dict(aggregate=aggregate, time_unit=time_unit, min_user_events=min_user_events,
                 min_item_events=min_item_events, k_core=k_core, half_life=half_life,
@@ -273,13 +342,15 @@ def _ingest(
         )
     if weights is not None and event is None:
         raise DataError("weights (event type -> weight) were given but no event column; pass event='column'")
+    if value_as_weight and value is None:
+        raise DataError("value_as_weight=True needs a value column; pass value='column'")
     if half_life is not None and time is None:
         raise DataError("half_life (time decay) needs timestamps; pass time='column' or half_life=None")
 
     n = len(df)
     if n == 0:
         raise DataError("no rows: the data is empty; pass at least one event")
-    report = report if report is not None else CleaningReport()
+    report = _report if _report is not None else CleaningReport()
     report.n_input = n
     clean = _Cleaner(n, strict, report)
     hint_fill = "drop those rows or fill them"
@@ -315,7 +386,7 @@ def _ingest(
                 listed = {x: int(counts[names.index(x)]) for x in extra}
                 rows = np.flatnonzero(unknown)[:5]
                 raise DataError(
-                    f"column {event!r}: unknown event types {listed} (type: count) at rows {rows.tolist()} "
+                    f"column {event!r}: unknown event types (with their row counts) {listed} at rows {rows.tolist()} "
                     f"(0-based positions; values {_show(df[event], rows)}); known types are "
                     f"{sorted(table)}; pass weights={{{extra[0]!r}: ...}} for each, default_weight= to weight "
                     f"all unknown types, or strict=False to drop such rows"
@@ -357,8 +428,17 @@ def _ingest(
     if len(keep) == 0:
         raise DataError(f"no rows left after cleaning: {report}; fix the data or relax the options")
 
+    # Put the rows in the canonical order of Interactions now (user index as the final map will
+    # number it, then time, then input position): duplicates then sit side by side, and
+    # Interactions only has to verify the order.
+    ukey = _map_order(uids, user_map)
+    order = _canonical_order(ukey[ucodes[keep]], None if ts is None else ts[keep])
+    idx = keep if order is None else keep[order]
+    if len(idx) == len(ucodes) and order is None:
+        idx = None
+
     def take(a):
-        return None if a is None else a[keep]
+        return a if (a is None or idx is None) else a[idx]
 
     uc, ic, ts, ev, val, ew, wcol = (take(a) for a in (ucodes, icodes, ts, ev, val, ew, wcol))
 
@@ -368,7 +448,7 @@ def _ingest(
     elif ew is not None:
         w = ew.astype(np.float64)
     else:
-        w = np.ones(len(keep), dtype=np.float64)
+        w = np.ones(len(uc), dtype=np.float64)
     if val is not None:
         use_value = value_as_weight if value_as_weight is not None else (event is None and weight is None)
         if use_value:
@@ -377,11 +457,15 @@ def _ingest(
     # exact duplicates, then activity filters
     sel = np.ones(len(uc), dtype=bool)
     if drop_duplicates:
-        cols = {"u": uc, "i": ic}
-        for name, a in (("t", ts), ("e", ev), ("v", val), ("w", wcol)):
-            if a is not None:
-                cols[name] = a
-        dup = pd.DataFrame(cols, copy=False).duplicated(keep="first").to_numpy()
+        cols = [a for a in (uc, ic, ts, ev, val, wcol) if a is not None]
+        if ts is None:
+            dup = _duplicated(cols)
+        else:  # duplicates share user and time, so only rows next to an equal (user, time) can be one
+            same = np.r_[False, (uc[1:] == uc[:-1]) & (ts[1:] == ts[:-1])]
+            dup = np.zeros(len(uc), dtype=bool)
+            if same.any():
+                cand = np.flatnonzero(same | np.r_[same[1:], False])
+                dup[cand] = _duplicated([c[cand] for c in cols])
         report.add("duplicate event", int(dup.sum()))
         sel &= ~dup
 
@@ -713,7 +797,7 @@ def from_sequences(path_or_lines, *, user_map: IdMap | None = None, item_map: Id
     if lonely:
         report.notes.append(f"{lonely} line(s) name a user but no items (no events to read)")
     return _ingest(df, "user", "item", user_map=user_map, item_map=item_map, drop_duplicates=drop_duplicates,
-                   report=report, **options)
+                   _report=report, **options)
 
 
 def _to_int(tokens: np.ndarray, line_of: np.ndarray, what: str, source: str) -> np.ndarray:

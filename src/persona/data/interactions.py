@@ -55,6 +55,29 @@ class CleaningReport:
         return f"{self.n_kept} of {self.n_input} events kept; dropped {parts}"
 
 
+def _canonical_order(users: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray | None:
+    """The permutation sorting events by user, then time, then input position; None if sorted.
+
+    Same result as ``np.lexsort([timestamps, users])`` (which is stable), but several times faster
+    on the common cases: already sorted, globally time-ordered logs, and whole-unit timestamps.
+    """
+    du = np.diff(users)
+    if timestamps is None:
+        return None if not (du < 0).any() else np.argsort(users, kind="stable")
+    dt = np.diff(timestamps)
+    if not (du < 0).any() and not ((du == 0) & (dt < 0)).any():
+        return None
+    if not (dt < 0).any():  # a time-ordered log: grouping by user keeps time order
+        return np.argsort(users, kind="stable")
+    tmin, tmax = float(timestamps.min()), float(timestamps.max())
+    span = tmax - tmin + 1.0
+    if (np.isfinite(span) and span < 2.0**53 and span * (float(users.max()) + 1.0) < 2.0**62
+            and np.array_equal(timestamps, np.floor(timestamps))):
+        key = users.astype(np.int64) * np.int64(span) + (timestamps - tmin).astype(np.int64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort([timestamps, users])
+
+
 class Interactions:
     """Cleaned user-item events with stable id maps.
 
@@ -104,6 +127,9 @@ class Interactions:
     ) -> None:
         if aggregate not in AGGREGATIONS:
             raise DataError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+        # writable caller arrays we may alias: copied below rather than frozen under the caller
+        inputs = [a for a in (users, items, weights, timestamps, events, values)
+                  if isinstance(a, np.ndarray) and a.flags.writeable]
         users = np.asarray(users, dtype=np.int32).reshape(-1)
         items = np.asarray(items, dtype=np.int32).reshape(-1)
         n = len(users)
@@ -129,10 +155,8 @@ class Interactions:
         events = _opt(events, np.int16, "events")
         values = _opt(values, np.float32, "values")
 
-        if not _sorted and n:
-            # canonical order: by user, then time, then input position (stable)
-            keys = [users] if timestamps is None else [timestamps, users]
-            order = np.lexsort(keys)
+        order = None if (_sorted or not n) else _canonical_order(users, timestamps)
+        if order is not None:
             users, items, weights = users[order], items[order], weights[order]
             timestamps = None if timestamps is None else timestamps[order]
             events = None if events is None else events[order]
@@ -151,9 +175,14 @@ class Interactions:
         self.report = report if report is not None else CleaningReport(n, n)
         self._matrix = None
         self._indptr = None
-        for a in (users, items, weights, timestamps, events, values):
-            if a is not None:
-                a.setflags(write=False)
+        for name in ("users", "items", "weights", "timestamps", "events", "values"):
+            a = getattr(self, name)
+            if a is None:
+                continue
+            if any(np.may_share_memory(a, b) for b in inputs):
+                a = a.copy()
+                setattr(self, name, a)
+            a.setflags(write=False)
 
     # ------------------------------------------------------------------ basic facts
     @property

@@ -38,9 +38,9 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..errors import DataError
 
@@ -48,8 +48,12 @@ __all__ = ["Shop", "synthetic_shop", "EVENT_TYPES", "SEGMENTS"]
 
 EVENT_TYPES = ("view", "click", "cart", "purchase")
 
-#: The first day of every synthetic shop (a Monday); events fall in ``[START, START + days)``.
-START = pd.Timestamp("2024-01-01", tz="UTC")
+#: The first day of every synthetic shop (a Monday, UTC); events fall in ``[start, start + days)``.
+START = "2024-01-01"
+_START_SECONDS = 1704067200  # START as epoch seconds
+
+if TYPE_CHECKING:  # pandas is imported only when a shop is made: ``import persona`` stays light
+    import pandas as pd
 
 _LATENT_DIM = 16
 _POOL = 24  # candidates a session looks at; views are drawn from them
@@ -112,7 +116,7 @@ _HOURLY = np.array([
 ])
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, eq=False)
 class Shop:
     """A synthetic shop: its event log, catalogue and customers.
 
@@ -120,7 +124,7 @@ class Shop:
     ----------
     events : pandas.DataFrame
         One row per event, in time order: ``user_id`` (str), ``item_id`` (str), ``timestamp``
-        (datetime64, UTC), ``event`` (``view``/``click``/``cart``/``purchase``), ``value`` (the
+        (datetime64, UTC), ``event`` (categorical: ``view``, ``click``, ``cart``, ``purchase``), ``value`` (the
         price paid for purchases, NaN otherwise) and ``session_id`` (int).
     items : pandas.DataFrame
         ``item_id``, ``name``, ``category``, ``brand``, ``price``, ``tags`` (a list of str).
@@ -132,9 +136,9 @@ class Shop:
         How the shop was generated.
     """
 
-    events: pd.DataFrame
-    items: pd.DataFrame
-    users: pd.DataFrame
+    events: "pd.DataFrame"
+    items: "pd.DataFrame"
+    users: "pd.DataFrame"
     category_names: tuple = ()
     seed: int = 0
     days: int = 90
@@ -149,9 +153,11 @@ class Shop:
         )
 
     @property
-    def start(self) -> pd.Timestamp:
+    def start(self) -> "pd.Timestamp":
         """The first instant of the shop's history."""
-        return START
+        import pandas as pd
+
+        return pd.Timestamp(START, tz="UTC")
 
     @property
     def interactions(self):
@@ -185,6 +191,8 @@ class Shop:
         np.ndarray of int64
             One code per item, ``-1`` for ids the shop does not know.
         """
+        import pandas as pd
+
         from ..data.idmap import IdMap
 
         if item_map is None:
@@ -317,7 +325,8 @@ def synthetic_shop(
     >>> shop = synthetic_shop(n_users=300, n_items=80, seed=3)
     >>> len(shop.users), len(shop.items)
     (300, 80)
-    >>> bool((shop.events["timestamp"] < shop.start + pd.Timedelta(days=3 * 30)).all())
+    >>> import pandas as pd
+    >>> bool((shop.events["timestamp"] < shop.start + pd.Timedelta(days=90)).all())
     True
     """
     n_users = _check_int("n_users", n_users, 1)
@@ -339,6 +348,8 @@ def synthetic_shop(
 
 
 def _make_items(rng, n_items, n_categories, n_brands):
+    import pandas as pd
+
     C, B, d = n_categories, n_brands, _LATENT_DIM
     category_names = tuple(
         _CATEGORIES[c][0] if c < len(_CATEGORIES) else f"Category {c + 1}" for c in range(C)
@@ -377,10 +388,11 @@ def _make_items(rng, n_items, n_categories, n_brands):
     item_vec = 0.5 * cat_vec[item_cat] + 0.6 * brand_vec[item_brand] + 0.7 * rng.normal(0.0, 1.0, (n_items, d))
     item_vec /= np.linalg.norm(item_vec, axis=1, keepdims=True)
 
+    n_stem, n_names = len(_BRAND_STEMS), len(_BRAND_STEMS) * len(_BRAND_SUFFIXES)
     brand_names = np.array([
-        _BRAND_STEMS[b % len(_BRAND_STEMS)]
-        + (_BRAND_SUFFIXES[(b // len(_BRAND_STEMS)) % len(_BRAND_SUFFIXES)])
-        + ("" if b < len(_BRAND_STEMS) * len(_BRAND_SUFFIXES) else f" {b // (len(_BRAND_STEMS) * len(_BRAND_SUFFIXES)) + 1}")
+        _BRAND_STEMS[b % n_stem]
+        + _BRAND_SUFFIXES[(b // n_stem) % len(_BRAND_SUFFIXES)]
+        + ("" if b < n_names else f" {b // n_names + 1}")
         for b in range(B)
     ], dtype=object)
     adj = rng.integers(0, len(_ADJECTIVES), n_items)
@@ -411,11 +423,14 @@ def _make_items(rng, n_items, n_categories, n_brands):
         "tags": pd.Series(tags, dtype=object),
     })
     sampler = _GroupSampler(item_cat, np.exp(log_pop - log_pop.max()), C)
-    arrays = dict(cat=item_cat, vec=item_vec.astype(np.float32), sampler=sampler, log_pop=log_pop, rel_price=rel_price, price=price, n_categories=C)
+    arrays = dict(cat=item_cat, vec=item_vec.astype(np.float32), sampler=sampler, rel_price=rel_price, price=price,
+                  n_categories=C)
     return items, arrays, category_names
 
 
 def _make_users(rng, n_users, C):
+    import pandas as pd
+
     S, d = len(SEGMENTS), _LATENT_DIM
     share = np.array([s[1] for s in SEGMENTS])
     seg = rng.choice(S, n_users, p=share / share.sum())
@@ -432,18 +447,18 @@ def _make_users(rng, n_users, C):
 
     # category tastes: segment profile x gender shift x age trend, then a personal Dirichlet draw
     global_share = rng.dirichlet(np.full(C, 3.0))
-    seg_profile = 0.35 * global_share + 0.65 * rng.dirichlet(np.full(C, 0.7), size=S)
+    seg_profile = 0.5 * global_share + 0.5 * rng.dirichlet(np.full(C, 0.7), size=S)
     gender_mult = np.exp(rng.normal(0.0, 0.5, (3, C)))
     age_slope = rng.normal(0.0, 0.5, C)
     age_z = (age - 40.0) / 15.0
     pref = seg_profile[seg] * gender_mult[gender] * np.exp(age_slope[None, :] * age_z[:, None])
     pref /= pref.sum(axis=1, keepdims=True)
-    theta = rng.gamma(2.5 * pref)
+    theta = rng.gamma(2.0 * pref)
     theta /= np.maximum(theta.sum(axis=1, keepdims=True), 1e-300)
     theta = 0.95 * theta + 0.05 * pref  # nobody is entirely blind to a category
 
     seg_vec = rng.normal(0.0, 1.0, (S, d))
-    taste = 0.8 * seg_vec[seg] + 0.8 * rng.normal(0.0, 1.0, (n_users, d))
+    taste = 0.5 * seg_vec[seg] + 1.0 * rng.normal(0.0, 1.0, (n_users, d))
     price_pref = np.array([-0.7, 0.0, 0.7])[spending] + rng.normal(0.0, 0.3, n_users)
     activity = np.array([s[6] for s in SEGMENTS])[seg] * np.exp(rng.normal(np.log(4.0), 0.8, n_users))
 
@@ -460,8 +475,9 @@ def _make_users(rng, n_users, C):
 
 
 def _make_events(rng, it, us, days, item_ids, user_ids):
+    import pandas as pd
+
     n_items = len(it["cat"])
-    C = it["n_categories"]
     K = _POOL
 
     # ---- sessions: how many, when (weekly and daily rhythm, slow growth), in time order per user
@@ -475,11 +491,12 @@ def _make_events(rng, it, us, days, item_ids, user_ids):
     start = start[np.lexsort((start, sess_user))]
 
     # ---- candidates: a focus category, detours, popularity-proposed items, a little noise
-    focus = _draw_rows(_normalised_cumsum(us["theta"]), sess_user, rng)
+    theta_cum = _normalised_cumsum(us["theta"])
+    focus = _draw_rows(theta_cum, sess_user, rng)
     cand_user = np.repeat(sess_user, K)
     cand_cat = np.repeat(focus, K)
     detour = rng.random(n_s * K) < 0.3
-    cand_cat[detour] = _draw_rows(_normalised_cumsum(us["theta"]), cand_user[detour], rng)
+    cand_cat[detour] = _draw_rows(theta_cum, cand_user[detour], rng)
     cand = it["sampler"].draw(cand_cat, rng)
     noise = rng.random(len(cand)) < 0.04
     cand[noise] = rng.integers(0, n_items, noise.sum())
@@ -499,7 +516,7 @@ def _make_events(rng, it, us, days, item_ids, user_ids):
 
     # ---- views: drawn from the pool by softmax of utility, with repeats
     n_views = np.minimum(1 + rng.poisson(3.5, n_s), 30)
-    w = np.exp(1.2 * (util - util.max(axis=1, keepdims=True)))
+    w = np.exp(1.6 * (util - util.max(axis=1, keepdims=True)))
     view_sess = np.repeat(np.arange(n_s), n_views)
     slot = _draw_rows(_normalised_cumsum(w), view_sess, rng)
     view_item = cand[view_sess, slot]
@@ -517,9 +534,7 @@ def _make_events(rng, it, us, days, item_ids, user_ids):
     # times: seconds between views inside a session
     gaps = np.clip(rng.exponential(50.0, len(view_sess)), 3.0, 600.0)
     offset = _segmented_cumsum(gaps, per_sess) - gaps  # first view at the session start
-    duration = np.zeros(n_s)
-    np.maximum.at(duration, view_sess, offset)
-    duration += 900.0  # room for clicks, carts and the checkout
+    duration = offset[np.cumsum(per_sess) - 1] + 900.0  # room for clicks, carts and the checkout
     horizon = days * 86400.0
     start = np.maximum(np.minimum(start, horizon - duration - 1.0), 0.0)
     view_t = start[view_sess] + offset
@@ -531,7 +546,7 @@ def _make_events(rng, it, us, days, item_ids, user_ids):
     carted = clicked & (rng.random(len(view_item)) < _sigmoid(-1.3 + 0.8 * view_util))
     cart_t = click_t + rng.uniform(5.0, 60.0, len(view_t))
     thrift = np.array([0.6, 0.0, -0.3])[us["spending"][user_of_view]]
-    buy_p = _sigmoid(-0.1 + 0.6 * view_util - thrift * np.maximum(it["rel_price"][view_item], 0.0))
+    buy_p = _sigmoid(-0.5 + 0.6 * view_util - thrift * np.maximum(it["rel_price"][view_item], 0.0))
     bought = carted & (rng.random(len(view_item)) < buy_p)
     # one purchase per item and session, at checkout after the last view
     key = view_sess.astype(np.int64) * n_items + view_item
@@ -539,7 +554,7 @@ def _make_events(rng, it, us, days, item_ids, user_ids):
     _, first = np.unique(key[b_idx], return_index=True)
     b_idx = b_idx[np.sort(first)]
     last_view = start + duration - 900.0
-    buy_t = last_view[view_sess[b_idx]] + rng.uniform(60.0, 600.0, len(b_idx))
+    buy_t = last_view[view_sess[b_idx]] + rng.uniform(120.0, 600.0, len(b_idx))
 
     c_idx, k_idx = np.flatnonzero(clicked), np.flatnonzero(carted)
     sess = np.concatenate([view_sess, view_sess[c_idx], view_sess[k_idx], view_sess[b_idx]])
@@ -554,7 +569,7 @@ def _make_events(rng, it, us, days, item_ids, user_ids):
     o = np.argsort(t, kind="stable")
     sess, item, t, kind, value = sess[o], item[o], t[o], kind[o], value[o]
 
-    ns = START.value + np.round(t * 1e6).astype(np.int64) * 1000  # microsecond resolution
+    ns = _START_SECONDS * 10**9 + np.round(t * 1e6).astype(np.int64) * 1000  # microsecond resolution
     return pd.DataFrame({
         "user_id": user_ids[sess_user[sess]],
         "item_id": item_ids[item],

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 METRICS = ("hr", "precision", "recall", "f1", "ndcg", "map", "mrr", "coverage", "novelty", "arp", "diversity")
 _POPULARITY_METRICS = ("novelty", "arp")
 _BATCH_BYTES = 128 * 2**20
+_MAX_BATCH_USERS = 2**16
+_COSINE_BLOCK = 2**21  # list entries per block of the cosine diversity
+_LISTS_WORK = 2**20  # multiply-adds per product L Xn
 
 
 # ---------------------------------------------------------------------------------------- argument checks
@@ -350,7 +353,7 @@ def evaluate(
 
     # ---- batches
     if batch_size is None:
-        batch_size = max(1, _BATCH_BYTES // (4 * max(n_items, 1)))
+        batch_size = min(max(1, _BATCH_BYTES // (4 * max(n_items, 1))), _MAX_BATCH_USERS)
     batch_size = int(min(batch_size, n_eval))
     disc = 1.0 / np.log2(np.arange(kmax) + 2.0)
     ideal_cum = np.cumsum(disc)
@@ -359,6 +362,22 @@ def evaluate(
     per_user = {(m, kk): 0.0 for m in names if m != "coverage" for kk in ks}
     n_with = {(m, kk): 0 for m in ("novelty", "arp", "diversity") for kk in ks}
     covered = {kk: np.zeros(n_items, dtype=bool) for kk in ks} if "coverage" in names else None
+
+    cos_buffer: list = []
+
+    def flush_cosine():
+        # lists of many batches at once: the item Gram of popular items is then built once per block
+        block = np.concatenate(cos_buffer)
+        cos_buffer.clear()
+        ok_mask = block >= 0
+        sums = _cosine_pair_sums(block, ok_mask, ks, xn, has_col, pop)
+        cnt_cum = np.cumsum(ok_mask, axis=1)
+        for kk in ks:
+            cnt = cnt_cum[:, kk - 1]
+            ok = cnt >= 2
+            n_pairs = cnt[ok] * (cnt[ok] - 1) / 2.0
+            per_user["diversity", kk] += (1.0 - sums[kk][ok] / n_pairs).sum()
+            n_with["diversity", kk] += int(ok.sum())
 
     bar = None
     if show_progress:
@@ -387,16 +406,11 @@ def evaluate(
             n_valid_cum = np.cumsum(valid, axis=1)
 
             if "diversity" in names and cats is None:
-                cos_sums = _cosine_pair_sums(idx, valid, ks, xn, has_col, pop)
+                cos_buffer.append(idx)
+                if sum(len(b) for b in cos_buffer) * kmax >= _COSINE_BLOCK:
+                    flush_cosine()
             if "diversity" in names and cats is not None:
-                c = np.where(valid, cats[ci], -1)
-                known = c >= 0
-                both = known[:, :, None] & known[:, None, :]
-                upper = np.triu(np.ones((kmax, kmax), dtype=bool), 1)
-                # pairs (a, b), a < b, counted at column b: a pair is in the top k iff b < k
-                pair_cum = np.cumsum((both & upper).sum(axis=1), axis=1)
-                diff_cum = np.cumsum((both & upper & (c[:, :, None] != c[:, None, :])).sum(axis=1), axis=1)
-
+                pair_cum, diff_cum = _category_pair_counts(np.where(valid, cats[ci], -1))
             for kk in ks:
                 hk = hitf[:, :kk]
                 nh = cum_hits[:, kk - 1]
@@ -437,13 +451,10 @@ def evaluate(
                         ok = npairs > 0
                         per_user["diversity", kk] += (ndiff[ok] / npairs[ok]).sum()
                         n_with["diversity", kk] += int(ok.sum())
-                    else:
-                        ok = cnt >= 2
-                        n_pairs = cnt[ok] * (cnt[ok] - 1) / 2.0
-                        per_user["diversity", kk] += (1.0 - cos_sums[kk][ok] / n_pairs).sum()
-                        n_with["diversity", kk] += int(ok.sum())
             if bar is not None:
                 bar.update(m)
+        if cos_buffer:
+            flush_cosine()
     finally:
         if bar is not None:
             bar.close()
@@ -471,8 +482,25 @@ def evaluate(
     return report
 
 
+def _category_pair_counts(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per list and per depth ``k`` (column ``k - 1``): pairs with known categories, and those that differ.
+
+    A pair at ranks ``a < b`` is in the top k iff ``b < k``, so counting every pair at its column
+    ``b`` and summing along the row gives all k at once.
+    """
+    m, kmax = c.shape
+    known = c >= 0
+    pairs = np.zeros((m, kmax), dtype=np.int64)
+    diff = np.zeros((m, kmax), dtype=np.int64)
+    for b in range(1, kmax):  # a loop over ranks, not users
+        both = known[:, :b] & known[:, b:b + 1]
+        pairs[:, b] = both.sum(axis=1)
+        diff[:, b] = (both & (c[:, :b] != c[:, b:b + 1])).sum(axis=1)
+    return np.cumsum(pairs, axis=1), np.cumsum(diff, axis=1)
+
+
 def _cosine_pair_sums(idx: np.ndarray, valid: np.ndarray, ks, xn: sp.csr_matrix, has_col: np.ndarray,
-                      pop: np.ndarray) -> dict:
+                      pop: np.ndarray, method: str | None = None) -> dict:
     """Per list and per k, the sum of the cosines of all unordered pairs in the top k.
 
     Two exact ways, whichever costs fewer multiply-adds for this batch:
@@ -484,16 +512,22 @@ def _cosine_pair_sums(idx: np.ndarray, valid: np.ndarray, ks, xn: sp.csr_matrix,
     * item Gram: the cosines ``C`` among the batch's distinct recommended items, then a gather of
       every pair, all k at once from prefix sums; costs ``sum_u deg_u^2`` over training users
       (``deg_u``: their recommended items) -- far cheaper when lists repeat popular items.
+
+    ``method`` ("gram" or "lists") forces one way (for tests).
     """
     m, kmax = idx.shape
     ci = np.where(valid, idx, 0)
     rec, inv = np.unique(idx[valid], return_inverse=True)
+    if len(rec) == 0:
+        return {kk: np.zeros(m) for kk in ks}
     sub = xn[rec]
     deg = np.bincount(sub.indices, minlength=xn.shape[1]).astype(np.float64)
     cost_gram = float((deg * deg).sum()) + m * kmax * kmax
     cost_lists = float(sum((pop[ci[:, :kk]] * valid[:, :kk]).sum() for kk in ks))
     out = {}
-    if len(rec) <= 4096 and cost_gram <= cost_lists:
+    if method is None:
+        method = "gram" if len(rec) <= 4096 and cost_gram <= cost_lists else "lists"
+    if method == "gram":
         gram = (sub @ sub.T).toarray().astype(np.float32)
         pos = np.zeros(idx.shape, dtype=np.int64)
         pos[valid] = inv.reshape(-1)
@@ -509,18 +543,22 @@ def _cosine_pair_sums(idx: np.ndarray, valid: np.ndarray, ks, xn: sp.csr_matrix,
         for kk in ks:
             out[kk] = cum[:, kk - 1]
         return out
+    row_cost = np.cumsum((pop[ci] * valid).sum(axis=1) + kmax)
+    bounds = np.searchsorted(row_cost, np.arange(1, int(row_cost[-1] // _LISTS_WORK) + 1) * _LISTS_WORK)
+    bounds = np.unique(np.concatenate([[0], bounds, [m]]))
     for kk in ks:
         vk = valid[:, :kk]
         cnt = vk.sum(axis=1)
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(cnt, out=indptr[1:])
-        lists = sp.csr_matrix((np.ones(int(indptr[-1]), dtype=np.float32), idx[:, :kk][vk], indptr),
-                              shape=(m, xn.shape[0]))
-        s = lists @ xn
         sq = np.zeros(m, dtype=np.float64)
-        if s.nnz:
-            rows = np.repeat(np.arange(m), np.diff(s.indptr))
-            sq = np.bincount(rows, weights=s.data.astype(np.float64) ** 2, minlength=m)
+        for a, b in zip(bounds[:-1], bounds[1:]):  # row blocks bound the size of L Xn
+            indptr = np.zeros(b - a + 1, dtype=np.int64)
+            np.cumsum(cnt[a:b], out=indptr[1:])
+            lists = sp.csr_matrix((np.ones(int(indptr[-1]), dtype=np.float32), idx[a:b, :kk][vk[a:b]], indptr),
+                                  shape=(b - a, xn.shape[0]))
+            s = lists @ xn
+            if s.nnz:
+                rows = np.repeat(np.arange(b - a), np.diff(s.indptr))
+                sq[a:b] = np.bincount(rows, weights=s.data.astype(np.float64) ** 2, minlength=b - a)
         n_unit = (has_col[ci[:, :kk]] & vk).sum(axis=1)
         out[kk] = (sq - n_unit) / 2.0
     return out

@@ -130,7 +130,8 @@ def topk(scores, k: int, *, exclude=None, allow=None, mask=None, backend: str | 
     backend : {"cpp", "numba", "numpy"}, optional
         Force a backend; default :func:`topk_backend`.
     num_threads : int
-        Threads for the compiled backends (0 = all cores).
+        Threads for the compiled backends (0 = all cores, fewer when the input is too small to
+        pay for waking them).
 
     Returns
     -------
@@ -141,9 +142,9 @@ def topk(scores, k: int, *, exclude=None, allow=None, mask=None, backend: str | 
     --------
     >>> import numpy as np
     >>> from persona.kernels import topk
-    >>> idx, val = topk(np.array([[0.1, 0.9, 0.5, 0.9]]), 3, exclude=[[1]])
+    >>> idx, val = topk(np.array([[0.25, 0.75, 0.5, 0.75]]), 3, exclude=[[1]])
     >>> idx.tolist(), val.tolist()
-    ([[3, 2, 0]], [[0.8999999761581543, 0.5, 0.10000000149011612]])
+    ([[3, 2, 0]], [[0.75, 0.5, 0.25]])
 
     Ties go to the lower index, so two items with the same score always come back in one order.
     """
@@ -155,16 +156,25 @@ def topk(scores, k: int, *, exclude=None, allow=None, mask=None, backend: str | 
     k = int(k)
     m, n_items = scores.shape
     ex_ptr, ex_ind = _as_csr_rows(exclude, m, n_items, "exclude")
-    if allow is not None and not sp.issparse(allow) and not isinstance(allow, tuple):
-        arr = np.asarray(allow) if not isinstance(allow, list) or not allow or np.isscalar(allow[0]) else None
-        if arr is not None and arr.ndim == 1:  # one shared allow-list for every row
-            arr = arr.astype(np.int64)
-            allow = (np.arange(m + 1, dtype=np.int64) * len(arr), np.tile(arr, m))
-    al_ptr, al_ind = _as_csr_rows(allow, m, n_items, "allow")
     if mask is not None:
         mask = np.ascontiguousarray(mask, dtype=bool)
         if mask.shape != (n_items,):
             raise ValueError(f"mask must have one bool per item ({n_items}), got shape {mask.shape}")
+    if allow is not None and not sp.issparse(allow) and not isinstance(allow, tuple):
+        arr = np.asarray(allow) if not isinstance(allow, list) or not allow or np.isscalar(allow[0]) else None
+        if arr is not None and arr.ndim == 1:  # one shared allow-list for every row
+            arr = arr.astype(np.int64)
+            if m > 1 and len(arr) * m > n_items:
+                # cheaper as a mask than as m copies of the list
+                if arr.size and (arr.min() < 0 or arr.max() >= n_items):
+                    raise ValueError(f"allow holds item indices outside [0, {n_items})")
+                listed = np.zeros(n_items, dtype=bool)
+                listed[arr] = True
+                mask = listed if mask is None else (mask & listed)
+                allow = None
+            else:
+                allow = (np.arange(m + 1, dtype=np.int64) * len(arr), np.tile(arr, m))
+    al_ptr, al_ind = _as_csr_rows(allow, m, n_items, "allow")
 
     name = backend or topk_backend()
     if name == "cpp":
