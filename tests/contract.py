@@ -34,7 +34,11 @@ def contract_data(seed: int = 0, n_users: int = 60, n_items: int = 40):
 
 
 class RecommenderContract:
-    """Mix into a test class; provide ``make_model`` returning an unfitted model."""
+    """Mix into a test class; provide ``make_model`` returning an unfitted model.
+
+    The fixtures ``data`` and ``fitted`` (tests/conftest.py) give each class its data and one
+    model fitted on it, shared by the class's tests.
+    """
 
     #: set False in a subclass whose model legitimately lacks a capability
     expects_similar_items = True
@@ -42,14 +46,6 @@ class RecommenderContract:
 
     def make_model(self):  # pragma: no cover - provided by subclasses
         raise NotImplementedError
-
-    @pytest.fixture(scope="class")
-    def data(self):
-        return contract_data()
-
-    @pytest.fixture(scope="class")
-    def fitted(self, data):
-        return self.make_model().fit(data)
 
     # -------------------------------------------------------------- basics
     def test_fit_returns_self(self, data):

@@ -58,3 +58,11 @@ def test_unknown_user_is_a_clean_error(seq_file, tmp_path, capsys):
 def test_console_script_entry_point():
     res = subprocess.run([sys.executable, "-m", "persona.cli", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "demo" in res.stdout
+
+
+def test_info_names_the_backend(capsys):
+    from persona.kernels import topk_backend
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"topk_backend: {topk_backend()}" in out and "persona:" in out

@@ -203,3 +203,20 @@ def test_canonical_order_matches_lexsort(rows):
     ts_int = np.floor(ts)
     got_i = _canonical_order(users, ts_int)
     assert np.array_equal(np.arange(len(rows)) if got_i is None else got_i, np.lexsort([ts_int, users]))
+
+
+def test_concat_refuses_to_drop_event_types_silently():
+    from persona.data import IdMap, Interactions
+    from persona.errors import DataError
+
+    a = Interactions(IdMap(["u"]), IdMap(["x"]), [0], [0], events=[0], event_types=("view",))
+    b = Interactions(IdMap(["u"]), IdMap(["x"]), [0], [0])
+    with pytest.raises(DataError, match="without events"):
+        a.concat(b)
+
+
+def test_idmap_equality_across_id_types():
+    from persona.data import IdMap
+
+    assert IdMap(["1", "2"]) != IdMap([1, 2])
+    assert IdMap([1, 2]) == IdMap([1, 2])

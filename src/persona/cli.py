@@ -130,6 +130,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from . import __version__
+    from .kernels import info
+
+    facts = {"persona": __version__, **info()}
+    for k, v in facts.items():
+        print(f"{k:>13}: {v}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .models.registry import make_model
 
@@ -211,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", action="append", choices=model_names(), help="models to run (default all)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("info", help="version and the kernel backends in use")
+    i.set_defaults(func=cmd_info)
 
     t = sub.add_parser("train", help="fit a model on a data file and save it")
     t.add_argument("data")

@@ -140,7 +140,11 @@ class IdMap:
         return f"IdMap([{head}{more}], n={len(self)})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, IdMap) and len(self) == len(other) and bool(np.all(self._ids == other._ids))
+        if not isinstance(other, IdMap) or len(self) != len(other):
+            return False
+        if len(self) and (self._ids.dtype.kind == "U") != (other._ids.dtype.kind == "U"):
+            return False  # string ids never equal integer ids
+        return bool(np.all(self._ids == other._ids))
 
     __hash__ = None  # mutable-looking value type; compare, don't hash
 

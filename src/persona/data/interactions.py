@@ -345,8 +345,9 @@ class Interactions:
         def cat(name):
             arrs = [getattr(p, name) for p in parts]
             if any(a is None for a in arrs):
-                if name == "timestamps" and any(a is not None for a in arrs):
-                    raise DataError("cannot concatenate interactions with and without timestamps")
+                if any(a is not None for a in arrs):
+                    raise DataError(f"cannot concatenate interactions with and without {name}; "
+                                    f"every part must carry {name}, or none")
                 return None
             return np.concatenate(arrs)
 

@@ -64,6 +64,36 @@ def _is_row_list(obj, n_rows: int) -> bool:
     return len(obj) == n_rows and not np.isscalar(first) and not isinstance(first, (str, bytes))
 
 
+def _take_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, indices) of ``m[rows]`` without building a scipy matrix (the per-request hot path)."""
+    ip = m.indptr
+    if len(rows) == 1:
+        r = int(rows[0])
+        idx = m.indices[ip[r]:ip[r + 1]]
+        return np.array([0, len(idx)], dtype=np.int64), idx
+    starts, ends = ip[rows], ip[rows + 1]
+    lens = (ends - starts).astype(np.int64)
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    # position j of the output reads m.indices[starts[row(j)] + (j - indptr[row(j)])]
+    gather = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1], dtype=np.int64)
+    return indptr, m.indices[gather]
+
+
+def _stack_rows(a: tuple[np.ndarray, np.ndarray], b: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise union (with repeats, which the kernel tolerates) of two exclusion structures."""
+    a_ptr, a_ind = a
+    la, lb = np.diff(a_ptr), np.diff(b.indptr)
+    indptr = np.zeros(len(la) + 1, dtype=np.int64)
+    np.cumsum(la + lb, out=indptr[1:])
+    out = np.empty(indptr[-1], dtype=np.int32)
+    pos_a = np.repeat(indptr[:-1] - a_ptr[:-1], la) + np.arange(len(a_ind))
+    pos_b = np.repeat(indptr[:-1] + la - b.indptr[:-1], lb) + np.arange(len(b.indices))
+    out[pos_a] = a_ind
+    out[pos_b] = b.indices
+    return indptr, out
+
+
 class Recommender:
     """Base class of every persona model; see the module docstring for what subclasses provide.
 
@@ -258,9 +288,10 @@ class Recommender:
         for s in range(0, m, step):
             sl = slice(s, min(s + step, m))
             block = users[sl]
-            excl = self.user_items_[block] if filter_seen else None
+            excl = _take_rows(self.user_items_, block) if filter_seen else None
             if exclude is not None:
-                excl = exclude[sl] if excl is None else (excl + exclude[sl]).tocsr()
+                extra = exclude[sl].tocsr()
+                excl = (extra.indptr, extra.indices) if excl is None else _stack_rows(excl, extra)
             row_allow = allow[sl] if isinstance(allow, list) else allow
             scores = self._score_users(block)
             out_i[sl], out_s[sl] = topk(scores, n, exclude=excl, allow=row_allow, mask=mask,
