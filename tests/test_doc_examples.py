@@ -7,6 +7,7 @@ behind. Blocks fenced as anything else (```bash, a plain ```) are not run.
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 from pathlib import Path
@@ -68,13 +69,18 @@ def test_doc_examples_run(path, tmp_path, monkeypatch):
     if not blocks:
         pytest.skip(f"{name} has no python examples")
     namespace = {"__name__": "__doc_example__"}
-    for number, (line, code) in enumerate(blocks, start=1):
-        where = f"{name}, python block {number} of {len(blocks)} (line {line})"
-        try:
-            compiled = compile(code, f"<{name} block {number}>", "exec")
-            exec(compiled, namespace)
-        except BaseException as exc:  # noqa: BLE001 - report any failure of the example, then stop
-            if isinstance(exc, (KeyboardInterrupt, pytest.skip.Exception, pytest.fail.Exception)):
-                raise
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            pytest.fail(f"{where} failed: {type(exc).__name__}: {exc}\n\n{code}\n{tb}", pytrace=False)
+    environ = dict(os.environ)  # examples may set e.g. PERSONA_DATA; other tests must not see it
+    try:
+        for number, (line, code) in enumerate(blocks, start=1):
+            where = f"{name}, python block {number} of {len(blocks)} (line {line})"
+            failure = None
+            try:
+                exec(compile(code, f"<{name} block {number}>", "exec"), namespace)
+            except Exception as exc:  # report any failure of the example, then stop
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                failure = f"{where} failed: {type(exc).__name__}: {exc}\n\n{code}\n{tb}"
+            if failure is not None:
+                pytest.fail(failure, pytrace=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)

@@ -602,3 +602,13 @@ def test_moderately_large_frame_matches_pandas_reference():
     ip = inter.sequence_indptr
     same_user = np.repeat(np.arange(inter.n_users), np.diff(ip))
     assert np.all((np.diff(inter.timestamps) >= 0) | (np.diff(same_user) != 0))
+
+
+def test_dropped_rows_warning_points_at_the_callers_line():
+    import warnings
+
+    df = pd.DataFrame({"user_id": ["a", None, "c"], "item_id": ["x", "y", "z"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Interactions.from_frame(df, user="user_id", item="item_id", strict=False)
+    assert caught and caught[0].filename == __file__

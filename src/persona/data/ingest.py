@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
+from .._warn import warn_user
 from ..errors import DataError
 from .idmap import IdMap, normalize_ids
 from .interactions import AGGREGATIONS, CleaningReport, Interactions, _canonical_order
@@ -92,11 +92,10 @@ class _Cleaner:
     def warn(self, n: int) -> None:
         if self.dropped:
             total = n - int(self.keep.sum())
-            warnings.warn(
+            warn_user(
                 f"dropped {total} of {n} rows with bad data: {'; '.join(self.dropped)}; "
                 f"see interactions.report, or pass strict=True to raise instead",
                 UserWarning,
-                stacklevel=4,
             )
 
 
