@@ -5,9 +5,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
+#include "persona/similarity.h"
 #include "persona/topk.h"
 
 namespace py = pybind11;
@@ -78,6 +84,51 @@ py::tuple topk_py(FloatArray scores, int64_t k, std::optional<Int64Array> excl_i
     return py::make_tuple(out_idx, out_score);
 }
 
+py::tuple topk_similarity_py(Int64Array indptr, Int32Array indices, FloatArray data, int64_t n_cols, int64_t k,
+                            bool normalize, double shrinkage, int num_threads) {
+    if (indptr.ndim() != 1 || indices.ndim() != 1 || data.ndim() != 1)
+        bad("indptr, indices and data must be 1-D arrays (a CSR matrix's parts)");
+    if (indptr.shape(0) < 1) bad("indptr must have n_rows + 1 >= 1 entries, got 0");
+    if (indices.shape(0) != data.shape(0))
+        bad("indices has " + std::to_string(indices.shape(0)) + " entries but data has " +
+            std::to_string(data.shape(0)) + "; pass one value per stored entry");
+    if (n_cols < 0) bad("n_cols must be >= 0, got " + std::to_string(n_cols));
+    if (k < 0) bad("k must be >= 0, got " + std::to_string(k));
+    if (!std::isfinite(shrinkage) || shrinkage < 0)
+        bad("shrinkage must be a finite number >= 0, got " + std::to_string(shrinkage));
+    if (!normalize && shrinkage != 0)
+        bad("shrinkage only applies with normalize=True (it is added to norm_i * norm_j); pass shrinkage=0");
+    if (num_threads < 0) bad("num_threads must be >= 0 (0 = all cores), got " + std::to_string(num_threads));
+
+    persona::CsrView a;
+    a.n_rows = indptr.shape(0) - 1;
+    a.n_cols = n_cols;
+    if (a.n_rows > std::numeric_limits<int32_t>::max())
+        bad("the matrix has " + std::to_string(a.n_rows) + " rows; at most 2**31 - 1 are supported");
+    a.indptr = indptr.data();
+    a.indices = indices.data();
+    a.data = data.data();
+    try {
+        persona::validate_csr(a.indptr, a.indices, a.n_rows, indices.shape(0), n_cols, "matrix");
+        persona::validate_finite(a.data, data.shape(0), "matrix data");
+    } catch (const std::invalid_argument& e) {
+        bad(e.what());
+    }
+
+    persona::SimilarityResult r;
+    {
+        py::gil_scoped_release release;
+        r = persona::topk_similarity(a, k, normalize, shrinkage, num_threads);
+    }
+    auto to_numpy = [](auto& vec) {
+        using T = typename std::decay_t<decltype(vec)>::value_type;
+        auto* owner = new std::vector<T>(std::move(vec));
+        py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+        return py::array_t<T>({static_cast<py::ssize_t>(owner->size())}, {sizeof(T)}, owner->data(), free_when_done);
+    };
+    return py::make_tuple(to_numpy(r.indptr), to_numpy(r.indices), to_numpy(r.data));
+}
+
 int max_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -98,6 +149,15 @@ PYBIND11_MODULE(_core, m) {
 Exclusions and allow-lists are CSR structures (int64 indptr of n_rows + 1, int32 indices); `mask`
 is one bool per item (False = never return it). Ties go to the lower index, NaN ranks as -inf.
 Returns (indices int64, scores float32), both (rows, k), padded with -1 / -inf.)doc");
+    m.def("topk_similarity", &topk_similarity_py, py::arg("indptr"), py::arg("indices"), py::arg("data"),
+          py::arg("n_cols"), py::arg("k"), py::arg("normalize") = true, py::arg("shrinkage") = 0.0,
+          py::arg("num_threads") = 0,
+          R"doc(Top-k most similar other rows of a CSR matrix (int64 indptr, int32 indices, float32 data).
+
+sim(i, j) = dot(i, j) / (norm_i * norm_j + shrinkage) when `normalize`, else dot(i, j); duplicates
+count as their sum; pairs with dot == 0 are left out; ties go to the lower index.
+Returns the CSR parts (indptr int64, indices int32, data float32) of an n_rows x n_rows matrix whose
+rows hold at most k entries, best first.)doc");
     m.def("max_threads", &max_threads, "Threads the compiled kernels use by default.");
 #ifdef _OPENMP
     m.attr("openmp") = true;

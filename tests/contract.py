@@ -99,7 +99,8 @@ class RecommenderContract:
         for row, u in enumerate(users):
             one_ids, one_scores = fitted.recommend(u, n=7)
             np.testing.assert_array_equal(ids[row, : len(one_ids)], one_ids)
-            np.testing.assert_allclose(scores[row, : len(one_ids)], one_scores, rtol=1e-6)
+            # float32 BLAS sums a batch and a single row in different orders: equal to rounding
+            np.testing.assert_allclose(scores[row, : len(one_ids)], one_scores, rtol=1e-5, atol=1e-6)
 
     def test_batch_pads_short_rows(self, fitted, data):
         ids, scores = fitted.recommend_batch(["u005"], n=data.n_items + 5, filter_seen=False)

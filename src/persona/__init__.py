@@ -26,10 +26,11 @@ from .errors import (
     UnsupportedError,
 )
 from .io import load
-from .models import MostPopular, Recommender
+from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, UserKNN
 
 __all__ = [
-    "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "load", "evaluate",
+    "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF",
+    "BPR", "EASE", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError",

@@ -3,3 +3,7 @@
 from .metrics import METRICS, evaluate
 
 __all__ = ["evaluate", "METRICS"]
+
+from .ratings import rating_metrics  # noqa: E402
+
+__all__ = [*__all__, "rating_metrics"]

@@ -1,6 +1,13 @@
 """Recommender models sharing one interface (see :class:`persona.models.base.Recommender`)."""
 
+from .als import ALS
 from .base import PAD_SCORE, Recommender, pad_id_for
+from .bpr import BPR
+from .ease import EASE
+from .factor import FactorModel
+from .knn import ItemKNN, UserKNN
+from .mf import MF
 from .popular import MostPopular
 
-__all__ = ["Recommender", "MostPopular", "PAD_SCORE", "pad_id_for"]
+__all__ = ["Recommender", "FactorModel", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF", "BPR", "EASE",
+           "PAD_SCORE", "pad_id_for"]

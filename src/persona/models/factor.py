@@ -26,7 +26,8 @@ class FactorModel(Recommender):
         if it is not None and (isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it <= 0):
             raise ParameterError(f"iterations must be a positive integer, got {it!r}")
         reg = getattr(self, "regularization", None)
-        if reg is not None and not (np.isfinite(reg) and reg >= 0):
+        if reg is not None and (isinstance(reg, bool) or not isinstance(reg, (int, float, np.number))
+                                or not (np.isfinite(reg) and reg >= 0)):
             raise ParameterError(f"regularization must be a finite number >= 0, got {reg!r}")
 
     def _validate_params(self) -> None:

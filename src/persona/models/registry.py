@@ -7,7 +7,12 @@ their entries here.
 from __future__ import annotations
 
 from ..errors import ParameterError
+from .als import ALS
 from .base import Recommender
+from .bpr import BPR
+from .ease import EASE
+from .knn import ItemKNN, UserKNN
+from .mf import MF
 from .popular import MostPopular
 
 __all__ = ["MODELS", "make_model", "model_names"]
@@ -17,6 +22,14 @@ MODELS: dict[str, tuple[type[Recommender], dict, str]] = {
     "popular": (MostPopular, {}, "most popular items (distinct users)"),
     "trending": (MostPopular, {"half_life": 7.0}, "popularity with a 7-day half-life"),
     "segment-popular": (MostPopular, {}, "popularity within the user's demographic segment"),
+    "itemknn": (ItemKNN, {"k": 100}, "item-item cosine neighbours (K 100)"),
+    "itemknn-bm25": (ItemKNN, {"k": 100, "weighting": "bm25"}, "item-item neighbours on BM25 weights (K 100)"),
+    "userknn": (UserKNN, {"k": 100}, "user-user cosine neighbours (K 100)"),
+    "als": (ALS, {"factors": 64, "iterations": 15, "regularization": 0.01, "alpha": 1.0},
+            "implicit-feedback ALS, conjugate gradient (64 factors)"),
+    "bpr": (BPR, {"factors": 64, "iterations": 100}, "Bayesian personalised ranking, SGD (64 factors)"),
+    "ease": (EASE, {"regularization": 500.0}, "EASE closed-form item-item model (lambda 500)"),
+    "mf": (MF, {"factors": 32}, "explicit-rating matrix factorisation with biases"),
 }
 
 

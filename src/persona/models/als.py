@@ -1,0 +1,463 @@
+"""Implicit-feedback alternating least squares (Hu, Koren and Volinsky 2008)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.interactions import Interactions
+from ..errors import DataError, ParameterError
+from .factor import FactorModel
+
+__all__ = ["ALS"]
+
+log = logging.getLogger("persona.models")
+
+_SOLVERS = ("cg", "cholesky")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _numba_threads:
+    """Run a block with ``n`` Numba threads (``0``: leave the setting alone), then restore it.
+
+    Numba's thread count is per calling thread, so two fits in two threads do not interfere.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n or 0)
+        self.old = None
+
+    def __enter__(self):
+        if self.n > 0:
+            import numba
+
+            limit = numba.config.NUMBA_NUM_THREADS
+            if self.n > limit:
+                log.warning("num_threads=%d exceeds Numba's thread pool (%d, set by NUMBA_NUM_THREADS); "
+                            "using %d", self.n, limit, limit)
+            self.old = numba.get_num_threads()
+            numba.set_num_threads(min(self.n, limit))
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            import numba
+
+            numba.set_num_threads(self.old)
+        return False
+
+
+def _checked_weights(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
+    """Canonical float32 CSR (duplicates summed, rows sorted) with finite, non-negative weights.
+
+    ``Interactions.matrix`` already is one and is used as is (ALS only reads it); anything else is
+    copied, never changed under the caller.
+    """
+    if sp.issparse(matrix) and matrix.format == "csr" and matrix.dtype == np.float32 \
+            and matrix.has_canonical_format:
+        m = matrix
+    else:
+        m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        m.sum_duplicates()
+        m.sort_indices()
+    data = m.data
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise DataError(f"{what}: expected finite interaction weights, got {int(bad.sum())} NaN or infinite "
+                        f"weight(s), e.g. {data[bad][:3].tolist()}; fix or drop those events before fitting")
+    neg = data < 0
+    if neg.any():
+        raise DataError(f"{what}: expected non-negative interaction weights (confidence = 1 + alpha * weight), "
+                        f"got {int(neg.sum())} negative weight(s), e.g. {data[neg][:3].tolist()}; drop "
+                        "dislikes or map them to 0 before fitting")
+    return m
+
+
+def _replace_rows(old: sp.csr_matrix, n_rows: int, rows: np.ndarray, block: sp.csr_matrix) -> sp.csr_matrix:
+    """``old`` grown to ``n_rows`` rows, with row ``rows[j]`` replaced by row ``j`` of ``block``."""
+    old = old.tocoo()
+    drop = np.zeros(n_rows, dtype=bool)
+    drop[rows] = True
+    keep = ~drop[old.row]
+    blk = block.tocoo()
+    r = np.concatenate([old.row[keep], rows[blk.row]])
+    c = np.concatenate([old.col[keep], blk.col])
+    d = np.concatenate([old.data[keep], blk.data]).astype(np.float32)
+    out = sp.csr_matrix((d, (r, c)), shape=(n_rows, old.shape[1]), dtype=np.float32)
+    out.sort_indices()
+    return out
+
+
+def _gram64(Y: np.ndarray) -> np.ndarray:
+    """``Y^T Y`` in float64 by numpy, for the fold-in (serving paths do not import Numba)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    return Y.T @ Y
+
+
+def _is_int(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+# ---------------------------------------------------------------------------------------------- the model
+class ALS(FactorModel):
+    """Matrix factorisation for implicit feedback by alternating least squares.
+
+    Every user-item pair has preference ``p = 1`` when the user interacted with the item and ``0``
+    otherwise, trusted with confidence ``c = 1 + alpha * weight`` (weight: the interaction
+    matrix's entry, 0 for pairs never seen). ALS minimises
+    ``sum c (p - x_u . y_i)^2 + regularization * (|x_u|^2 + |y_i|^2)`` over all pairs, solving
+    the users given the items, then the items given the users, ``iterations`` times.
+
+    Parameters
+    ----------
+    factors : int, default 64
+        Dimension of the user and item vectors.
+    iterations : int, default 15
+        Alternations (one user half-step and one item half-step each).
+    regularization : float, default 0.01
+        L2 penalty on every vector.
+    alpha : float, default 1.0
+        Confidence scale: ``c = 1 + alpha * weight``.
+    cg_steps : int, default 3
+        Conjugate-gradient steps per row and half-step, warm-started from the previous solution
+        (as implicit does); ignored by the Cholesky solver.
+    solver : {"cg", "cholesky"}
+        ``"cg"`` (fast, approximate per half-step) or ``"cholesky"`` (exact least squares per row;
+        ``O(f^2)`` per stored entry, slower for many factors).
+    random_state : int or None
+        Seeds the initial factors (uniform in ``[0, 0.01)``, as implicit). The same seed and thread
+        count give identical factors; in fact rows are solved independently, so the thread count
+        does not change the result either.
+    num_threads : int, default 0
+        Numba threads while fitting; 0 keeps Numba's setting (all cores by default).
+    show_progress : bool, default False
+        A tqdm bar over the iterations (with the training loss when ``fit(..., compute_loss=True)``).
+
+    Notes
+    -----
+    ``fit(interactions, compute_loss=False)``: with ``compute_loss=True`` the objective is
+    evaluated after every iteration (one more pass over the data) and kept in ``loss_history_``.
+
+    Interaction weights must be finite and non-negative (:class:`~persona.DataError` otherwise);
+    a stored weight of 0 still counts as an observed pair with confidence 1.
+
+    ``recommend_for_history`` solves the user's least-squares problem exactly against the fitted
+    item factors (every history item has weight 1, repeats add up) -- a real ALS fold-in, no
+    refit. :meth:`recalculate_user` returns that vector; :meth:`partial_fit_users` and
+    :meth:`partial_fit_items` fold new or changed users / items into the model offline.
+
+    Examples
+    --------
+    >>> import persona as ps
+    >>> shop = ps.datasets.synthetic_shop(n_users=200, n_items=50, seed=0)
+    >>> from persona.models.als import ALS
+    >>> model = ALS(factors=8, iterations=3, random_state=0).fit(shop.interactions)
+    >>> model.user_factors_.shape, model.item_factors_.dtype
+    ((200, 8), dtype('float32'))
+    >>> items, scores = model.recommend(shop.interactions.user_ids[0], n=3)
+    >>> len(items)
+    3
+    """
+
+    def __init__(self, *, factors: int = 64, iterations: int = 15, regularization: float = 0.01,
+                 alpha: float = 1.0, cg_steps: int = 3, solver: str = "cg", random_state=None,
+                 num_threads: int = 0, show_progress: bool = False):
+        self.factors = factors
+        self.iterations = iterations
+        self.regularization = regularization
+        self.alpha = alpha
+        self.cg_steps = cg_steps
+        self.solver = solver
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_params(self) -> None:
+        self._validate_factor_params()
+        a = self.alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)) or not (
+                np.isfinite(a) and a >= 0):
+            raise ParameterError(f"alpha must be a finite number >= 0 (confidence = 1 + alpha * weight), got {a!r}")
+        if not _is_int(self.cg_steps) or self.cg_steps < 1:
+            raise ParameterError(f"cg_steps must be a positive integer, got {self.cg_steps!r}; try 3")
+        if self.solver not in _SOLVERS:
+            raise ParameterError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
+        rs = self.random_state
+        if rs is not None and (not _is_int(rs) or rs < 0):
+            raise ParameterError(f"random_state must be None or an integer >= 0, got {rs!r}")
+        t = self.num_threads
+        if not _is_int(t) or t < 0:
+            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
+
+    # ------------------------------------------------------------------ fitting
+    def _half_step(self, kernels, W: sp.csr_matrix, X: np.ndarray, Y: np.ndarray) -> None:
+        G = kernels.gramian(Y)
+        if self.solver == "cholesky":
+            kernels.als_half_step_cholesky(W.indptr, W.indices, W.data, X, Y, G, float(self.regularization),
+                                           float(self.alpha))
+        else:
+            kernels.als_half_step_cg(W.indptr, W.indices, W.data, X, Y, G, float(self.regularization),
+                                     float(self.alpha), int(self.cg_steps))
+
+    def _fit(self, interactions: Interactions, *, compute_loss: bool = False) -> None:
+        from ..kernels import als as kernels  # Numba: imported (and compiled, or loaded from cache) here
+
+        W = _checked_weights(self.user_items_, "ALS")
+        WT = W.T.tocsr()
+        WT.sort_indices()
+        n_users, n_items = W.shape
+        f = int(self.factors)
+        rng = np.random.default_rng(self.random_state)
+        X = rng.random((n_users, f), dtype=np.float32)
+        X *= np.float32(0.01)
+        Y = rng.random((n_items, f), dtype=np.float32)
+        Y *= np.float32(0.01)
+
+        bar = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(self.iterations), desc="ALS", unit="it")
+        losses = []
+        t0 = time.perf_counter()
+        try:
+            with _numba_threads(self.num_threads):
+                for _ in range(int(self.iterations)):
+                    self._half_step(kernels, W, X, Y)
+                    self._half_step(kernels, WT, Y, X)
+                    if compute_loss:
+                        losses.append(kernels.als_loss(W.indptr, W.indices, W.data, X, Y,
+                                                       float(self.regularization), float(self.alpha),
+                                                       YtY=kernels.gramian(Y)))
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{losses[-1] / max(W.nnz, 1):.5f}")
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        log.debug("ALS fitted %d iterations in %.2f s", self.iterations, time.perf_counter() - t0)
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            raise ParameterError("ALS produced non-finite factors; raise regularization (it is "
+                                 f"{self.regularization}) or lower alpha (it is {self.alpha})")
+        self.user_factors_ = X
+        self.item_factors_ = Y
+        self.loss_history_ = losses
+        self._item_gram = _gram64(Y)
+
+    def _restore_extra(self, meta, arrays) -> None:
+        self._item_gram = _gram64(self.item_factors_)
+
+    # ------------------------------------------------------------------ fold-in
+    def _gram(self) -> np.ndarray:
+        g = getattr(self, "_item_gram", None)
+        if g is None or g.shape[0] != self.item_factors_.shape[1]:
+            g = _gram64(self.item_factors_)  # not stored: serving paths never write to the model
+        return g
+
+    def _solve_user(self, items: np.ndarray, weights: np.ndarray, G: np.ndarray) -> np.ndarray:
+        """Exact least-squares user vector (float64) for item indices with aggregated weights."""
+        f = self.item_factors_.shape[1]
+        if len(items) == 0:
+            return np.zeros(f)
+        Yh = self.item_factors_[items].astype(np.float64)
+        cm1 = float(self.alpha) * weights.astype(np.float64)
+        A = G + float(self.regularization) * np.eye(f) + (Yh.T * cm1) @ Yh
+        b = Yh.T @ (1.0 + cm1)
+        try:
+            return np.linalg.solve(A, b)
+        except np.linalg.LinAlgError:  # singular only with regularization=0
+            return np.linalg.lstsq(A, b, rcond=None)[0]
+
+    def _fold_in(self, histories) -> np.ndarray:
+        G = self._gram()
+        out = np.zeros((len(histories), self.item_factors_.shape[1]), dtype=np.float32)
+        for r, h in enumerate(histories):
+            items, counts = np.unique(np.asarray(h, dtype=np.int64), return_counts=True)
+            out[r] = self._solve_user(items, counts.astype(np.float64), G)
+        return out
+
+    def recalculate_user(self, history_items, weights=None) -> np.ndarray:
+        """The ALS user vector for a history of external item ids, against the fitted item factors.
+
+        Side-effect free: the model is not changed. Item ids the model does not know are ignored;
+        repeated items add up their weights.
+
+        Parameters
+        ----------
+        history_items : sequence of external item ids
+        weights : sequence of float, optional
+            One non-negative weight per history entry (default 1 each), as in the interaction matrix.
+
+        Returns
+        -------
+        float32 array (factors,)
+            Score items with ``vector @ model.item_factors_.T``.
+
+        Examples
+        --------
+        >>> import persona as ps
+        >>> inter = ps.Interactions.from_records([("u1", "a"), ("u1", "b"), ("u2", "b"), ("u2", "c")])
+        >>> from persona.models.als import ALS
+        >>> model = ALS(factors=2, iterations=5, solver="cholesky", random_state=0).fit(inter)
+        >>> v = model.recalculate_user(["a", "b"])
+        >>> bool(abs(v - model.user_factors_[0]).max() < 0.05)  # close to u1's own fitted vector
+        True
+        """
+        self._check_fitted()
+        idx = self.item_map_.lookup(history_items) if len(history_items) else np.zeros(0, dtype=np.int64)
+        if weights is None:
+            w = np.ones(len(idx), dtype=np.float64)
+        else:
+            w = np.asarray(weights, dtype=np.float64).reshape(-1)
+            if len(w) != len(idx):
+                raise ParameterError(f"weights has {len(w)} entries but history_items has {len(idx)}; "
+                                     "pass one weight per history item")
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise DataError("recalculate_user: expected finite, non-negative weights, got "
+                                f"{w[~(np.isfinite(w) & (w >= 0))][:3].tolist()}")
+        known = idx >= 0
+        items, inverse = np.unique(idx[known], return_inverse=True)
+        agg = np.bincount(inverse.reshape(-1), weights=w[known], minlength=len(items))
+        return self._solve_user(items, agg, self._gram()).astype(np.float32)
+
+    # ------------------------------------------------------------------ incremental updates
+    def _block(self, interactions: Interactions, by: str):
+        """Rows with events of ``interactions`` (by user or item), columns mapped into the model.
+
+        Returns (external ids of the rows, CSR block rows x model columns).
+        """
+        if not isinstance(interactions, Interactions):
+            raise DataError(f"partial_fit_{by}s expects a persona.Interactions, got {type(interactions).__name__}")
+        if len(interactions) == 0:
+            raise DataError(f"partial_fit_{by}s got empty interactions; there is nothing to update")
+        M = _checked_weights(interactions.matrix, f"partial_fit_{by}s")
+        if by == "item":
+            M = M.T.tocsr()
+            row_ids, col_ids, col_map, other = interactions.item_ids, interactions.user_ids, self.user_map_, "user"
+        else:
+            row_ids, col_ids, col_map, other = interactions.user_ids, interactions.item_ids, self.item_map_, "item"
+        rows = np.flatnonzero(np.diff(M.indptr))
+        sub = M[rows].tocoo()
+        cols = col_map.lookup(col_ids)[sub.col]
+        keep = cols >= 0
+        if not keep.all():
+            n_unknown = len(np.unique(sub.col[~keep]))
+            log.warning("partial_fit_%ss: ignored %d event(s) with %d %s id(s) the model does not know; "
+                        "add those %ss first with partial_fit_%ss", by, int((~keep).sum()), n_unknown, other,
+                        other, other)
+        block = sp.csr_matrix((sub.data[keep], (sub.row[keep], cols[keep])), shape=(len(rows), len(col_map)),
+                              dtype=np.float32)
+        block.sort_indices()
+        return row_ids[rows], block
+
+    def _solve_rows(self, block: sp.csr_matrix, fixed: np.ndarray) -> np.ndarray:
+        from ..kernels import als as kernels
+
+        out = np.zeros((block.shape[0], fixed.shape[1]), dtype=np.float32)
+        with _numba_threads(self.num_threads):
+            G = kernels.gramian(fixed)
+            kernels.als_half_step_cholesky(block.indptr, block.indices, block.data, out, fixed, G,
+                                           float(self.regularization), float(self.alpha))
+        return out
+
+    def partial_fit_users(self, interactions: Interactions, *, replace: bool = True) -> "ALS":
+        """Re-solve the users of ``interactions`` against the fixed item factors (offline updates).
+
+        Every user with at least one event in ``interactions`` gets a new vector: the exact
+        least-squares solution for their row of the interaction matrix, item factors unchanged.
+        Users the model does not know are appended (``user_map_``, ``user_factors_`` and
+        ``user_items_`` grow; existing indices keep their meaning), so they can be recommended to
+        right away. Events on items the model does not know are ignored (logged); add such items
+        first with :meth:`partial_fit_items`. Not for serving threads: it mutates the model.
+
+        Parameters
+        ----------
+        interactions : Interactions
+            Events of the users to update, in any id maps.
+        replace : bool, default True
+            True: ``interactions`` holds each user's **complete** history, which replaces their row
+            (like implicit's ``partial_fit_users``). False: the events are **added** to the
+            user's existing row (weights summed), e.g. for a nightly batch of new events.
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> import persona as ps
+        >>> inter = ps.Interactions.from_records([("u1", "a"), ("u1", "b"), ("u2", "b"), ("u2", "c")])
+        >>> from persona.models.als import ALS
+        >>> model = ALS(factors=2, iterations=3, random_state=0).fit(inter)
+        >>> _ = model.partial_fit_users(ps.Interactions.from_records([("u3", "a"), ("u3", "c")]))
+        >>> model.n_users, len(model.recommend("u3", n=1)[0])
+        (3, 1)
+        """
+        self._check_fitted()
+        ids, block = self._block(interactions, "user")
+        new_map = self.user_map_.grow(ids)
+        rows = new_map.lookup(ids)
+        n = len(new_map)
+        ui = self.user_items_.tocsr()
+        if ui.shape[0] < n:
+            ui = sp.vstack([ui, sp.csr_matrix((n - ui.shape[0], ui.shape[1]), dtype=np.float32)]).tocsr()
+        if not replace:
+            block = _checked_weights(block + ui[rows], "partial_fit_users")
+        user_items = _replace_rows(ui, n, rows, block)
+        solved = self._solve_rows(block, self.item_factors_)
+        X = np.zeros((n, self.user_factors_.shape[1]), dtype=np.float32)
+        X[: self.user_factors_.shape[0]] = self.user_factors_
+        X[rows] = solved
+        # the map last: a concurrent reader holding the old map only sees indices valid in both
+        self.user_factors_ = X
+        self.user_items_ = user_items
+        self.user_map_ = new_map
+        return self
+
+    def partial_fit_items(self, interactions: Interactions, *, replace: bool = True) -> "ALS":
+        """Re-solve the items of ``interactions`` against the fixed user factors (offline updates).
+
+        The mirror image of :meth:`partial_fit_users`: every item with at least one event gets the
+        exact least-squares vector for its column of the interaction matrix; unknown items are
+        appended (``item_map_``, ``item_factors_`` and the columns of ``user_items_`` grow). Events
+        of users the model does not know are ignored (logged); add them with
+        :meth:`partial_fit_users` afterwards, which then sees the new items.
+
+        Parameters
+        ----------
+        interactions : Interactions
+        replace : bool, default True
+            True: the events are each item's complete history (its column is replaced); False:
+            they are added to the existing column.
+
+        Returns
+        -------
+        self
+        """
+        self._check_fitted()
+        ids, block = self._block(interactions, "item")
+        new_map = self.item_map_.grow(ids)
+        rows = new_map.lookup(ids)
+        n = len(new_map)
+        iu = self.user_items_.T.tocsr()
+        if iu.shape[0] < n:
+            iu = sp.vstack([iu, sp.csr_matrix((n - iu.shape[0], iu.shape[1]), dtype=np.float32)]).tocsr()
+        if not replace:
+            block = _checked_weights(block + iu[rows], "partial_fit_items")
+        item_users = _replace_rows(iu, n, rows, block)
+        solved = self._solve_rows(block, self.user_factors_)
+        Y = np.zeros((n, self.item_factors_.shape[1]), dtype=np.float32)
+        Y[: self.item_factors_.shape[0]] = self.item_factors_
+        Y[rows] = solved
+        user_items = item_users.T.tocsr()
+        user_items.sort_indices()
+        self.item_factors_ = Y
+        self._item_gram = _gram64(Y)
+        self.user_items_ = user_items
+        self.item_map_ = new_map
+        return self

@@ -1,0 +1,247 @@
+"""Bayesian Personalised Ranking: matrix factorisation trained on sampled (user, liked, not-liked) pairs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.interactions import Interactions
+from ..errors import DataError, ParameterError
+from .factor import FactorModel
+
+__all__ = ["BPR"]
+
+log = logging.getLogger("persona.models")
+
+_SAMPLING = ("uniform", "popularity")
+
+
+def check_nonnegative_weights(matrix: sp.csr_matrix, model: str) -> None:
+    """DataError when the interaction matrix holds negative weights (dislikes) or NaN."""
+    data = matrix.data
+    bad = ~(data >= 0)
+    if bad.any():
+        example = data[bad][:3].tolist()
+        raise DataError(
+            f"{model} expects non-negative interaction weights, got {int(bad.sum())} negative or NaN "
+            f"weight(s), e.g. {example}; drop dislikes or map them to 0 before fitting"
+        )
+
+
+def positive_csr(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The stored entries with weight > 0, canonical (no duplicates, sorted rows), weights set to 1."""
+    m = sp.csr_matrix(matrix, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.sort_indices()
+    m.data = np.ones(len(m.data), dtype=np.float32)
+    return m
+
+
+class BPR(FactorModel):
+    """Bayesian Personalised Ranking (Rendle et al. 2009) trained by lock-free parallel SGD.
+
+    Each SGD step takes a stored (user, item) pair ``(u, i)`` and an item ``j`` the user has not
+    interacted with, and raises ``ln sigmoid(x_ui - x_uj)``. One iteration makes as many steps as
+    there are stored pairs.
+
+    Parameters
+    ----------
+    factors : int, default 64
+        Latent dimensions. An item bias is learned as well, as one extra column: ``user_factors_``
+        and ``item_factors_`` have ``factors + 1`` columns, the user's last one the constant 1 and
+        the item's last one its bias (the layout implicit uses), so a score is one dot product.
+    learning_rate : float, default 0.05
+        SGD step size.
+    regularization : float, default 0.01
+        L2 penalty on the user vector and the two item vectors (bias included) of every step.
+    iterations : int, default 100
+        Passes over the data; each pass draws ``nnz`` triples.
+    negative_sampling : {"uniform", "popularity"}
+        How the not-liked item is drawn: uniformly over the catalogue, or proportional to
+        ``count ** 0.75`` (``count`` = users who interacted with it; never-seen items are then never
+        drawn). Popular negatives are harder ones, which often helps the top of the ranking on
+        long-tailed shops. Either way an item the user has is rejected (a binary search of the
+        user's sorted row) and drawn again; a sample gives up after 64 draws (a user holding nearly
+        the whole catalogue) and is counted in ``history_["skipped"]``.
+    random_state : int or None
+        Seeds the initial factors and every sampling stream. With ``num_threads=1`` the same seed
+        gives identical factors; with more threads the updates race (hogwild) and results differ
+        slightly from run to run.
+    num_threads : int, default 0
+        Numba threads for fitting; 0 uses all Numba's threads.
+    show_progress : bool, default False
+        A tqdm bar showing, per iteration, the mean BPR loss ``-ln sigmoid(x_uij)`` and the fraction
+        of sampled pairs that were already ordered correctly.
+
+    Notes
+    -----
+    Weights of the interaction matrix are ignored beyond "stored and > 0" (BPR learns from the
+    presence of an interaction); negative weights raise :class:`~persona.DataError`.
+
+    ``history_`` holds the per-iteration ``loss``, ``pair_accuracy`` and ``skipped`` lists of the
+    last fit (not saved with the model).
+
+    Examples
+    --------
+    >>> import persona as ps
+    >>> from persona.models.bpr import BPR
+    >>> shop = ps.datasets.synthetic_shop(n_users=200, n_items=50, seed=0)
+    >>> model = BPR(factors=8, iterations=5, random_state=0, num_threads=1).fit(shop.interactions)
+    >>> model.item_factors_.shape == (shop.interactions.n_items, 9)  # 8 factors + the item bias
+    True
+    >>> items, scores = model.recommend(shop.interactions.user_ids[0], n=3)
+    >>> len(items)
+    3
+    """
+
+    def __init__(self, *, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
+                 iterations: int = 100, negative_sampling: str = "uniform", random_state=None,
+                 num_threads: int = 0, show_progress: bool = False):
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.negative_sampling = negative_sampling
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------ fitting
+    def _validate_params(self) -> None:
+        reg = self.regularization
+        if isinstance(reg, bool) or not isinstance(reg, (int, float, np.integer, np.floating)):
+            raise ParameterError(f"regularization must be a finite number >= 0, got {reg!r}")
+        self._validate_factor_params()
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not (
+                np.isfinite(lr) and lr > 0):
+            raise ParameterError(f"learning_rate must be a finite number > 0, got {lr!r}; try 0.05")
+        if self.negative_sampling not in _SAMPLING:
+            raise ParameterError(f"negative_sampling must be one of {_SAMPLING}, got {self.negative_sampling!r}")
+        t = self.num_threads
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
+
+    def _fit(self, interactions: Interactions) -> None:
+        from ..kernels import bpr as kernels  # Numba: imported (and compiled, or loaded from cache) here
+
+        check_nonnegative_weights(self.user_items_, "BPR")
+        x = positive_csr(self.user_items_)
+        if x.nnz == 0:
+            raise DataError("BPR got interactions whose weights are all 0; there is no positive pair to learn from")
+        n_users, n_items = x.shape
+        f = int(self.factors)
+        rng = np.random.default_rng(self.random_state)
+
+        # implicit's initialisation: small uniform factors, zero bias; rows without data stay at zero
+        user_f = ((rng.random((n_users, f + 1), dtype=np.float32) - 0.5) / f).astype(np.float32)
+        item_f = ((rng.random((n_items, f + 1), dtype=np.float32) - 0.5) / f).astype(np.float32)
+        user_f[:, f] = 1.0
+        item_f[:, f] = 0.0
+        item_counts = np.bincount(x.indices, minlength=n_items)
+        item_f[item_counts == 0] = 0.0
+        user_f[np.diff(x.indptr) == 0, :f] = 0.0
+
+        indptr = x.indptr.astype(np.int64)
+        indices = x.indices.astype(np.int32)
+        sample_users = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(indptr))
+        use_pop = self.negative_sampling == "popularity"
+        cdf = kernels.popularity_cdf(item_counts) if use_pop else np.zeros(1, dtype=np.float64)
+        n_samples = int(x.nnz)
+        seeds = rng.integers(0, 2 ** 63 - 1, size=int(self.iterations), dtype=np.int64)
+
+        history = {"loss": [], "pair_accuracy": [], "skipped": []}
+        bar = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(self.iterations), desc="BPR", unit="it")
+        t0 = time.perf_counter()
+        with _numba_threads(self.num_threads):
+            for it in range(int(self.iterations)):
+                loss, correct, skipped = kernels.bpr_epoch(
+                    user_f, item_f, sample_users, indptr, indices, cdf, use_pop, n_samples,
+                    float(self.learning_rate), float(self.regularization), int(seeds[it]),
+                    kernels.MAX_NEGATIVE_TRIES)
+                done = max(n_samples - int(skipped), 1)
+                history["loss"].append(float(loss) / done)
+                history["pair_accuracy"].append(float(correct) / done)
+                history["skipped"].append(int(skipped))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{history['loss'][-1]:.4f}",
+                                    correct=f"{history['pair_accuracy'][-1]:.3f}")
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        if history["skipped"] and history["skipped"][-1]:
+            log.info("BPR: %d of %d samples per iteration found no negative item (users with nearly every "
+                     "item)", history["skipped"][-1], n_samples)
+        log.debug("BPR fitted %d iterations in %.2f s", self.iterations, time.perf_counter() - t0)
+        if not (np.isfinite(user_f).all() and np.isfinite(item_f).all()):
+            raise ParameterError(f"BPR diverged (non-finite factors) with learning_rate={self.learning_rate}; "
+                                 "lower learning_rate or raise regularization")
+        self.user_factors_ = user_f
+        self.item_factors_ = item_f
+        self.history_ = history
+        self._item_f64 = None
+
+    # ------------------------------------------------------------------ scoring beyond FactorModel's
+    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
+        """Dot products accumulated in float64, then rounded to float32.
+
+        In float32, BLAS sums a batch (GEMM) and a single row (GEMV) in different orders, so
+        ``recommend_batch`` and ``recommend`` could disagree in the last bit; in float64 the two
+        differ far below float32's resolution and round to the same scores.
+        """
+        cache = getattr(self, "_item_f64", None)
+        if cache is None or cache[0] is not self.item_factors_:
+            # first request after fit/load; a race only computes the same array twice
+            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_, dtype=np.float64))
+            self._item_f64 = cache
+        q = cache[1]
+        return (self.user_factors_[user_indices].astype(np.float64) @ q.T).astype(np.float32)
+
+    def _restore_extra(self, meta, arrays) -> None:
+        self._item_f64 = None
+
+    def _fold_in(self, histories) -> np.ndarray:
+        """Mean latent vector of the history's items, with the constant 1 that picks up item biases."""
+        f = self.item_factors_.shape[1] - 1
+        out = np.zeros((len(histories), f + 1), dtype=np.float32)
+        out[:, f] = 1.0
+        for r, h in enumerate(histories):
+            if len(h):
+                out[r, :f] = self.item_factors_[h, :f].mean(axis=0)
+        return out
+
+    def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the items' latent vectors (the bias column left out)."""
+        v = self.item_factors_[:, :-1]
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v[item_indices] @ v.T
+
+
+class _numba_threads:
+    """Run a block with ``n`` Numba threads (0: all), restoring the previous count after."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def __enter__(self):
+        import numba
+
+        self.prev = numba.get_num_threads()
+        limit = numba.config.NUMBA_NUM_THREADS
+        n = limit if self.n <= 0 else min(self.n, limit)
+        numba.set_num_threads(n)
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self.prev)
+        return False
