@@ -59,7 +59,6 @@ def main(argv=None) -> int:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    import persona as ps
     from persona.data import IdMap
     from persona.models.factor import FactorModel
 

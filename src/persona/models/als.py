@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from .factor import FactorModel
+from ..kernels.threads import numba_threads as _numba_threads
 
 __all__ = ["ALS"]
 
@@ -20,36 +21,6 @@ _SOLVERS = ("cg", "cholesky")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-class _numba_threads:
-    """Run a block with ``n`` Numba threads (``0``: leave the setting alone), then restore it.
-
-    Numba's thread count is per calling thread, so two fits in two threads do not interfere.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = int(n or 0)
-        self.old = None
-
-    def __enter__(self):
-        if self.n > 0:
-            import numba
-
-            limit = numba.config.NUMBA_NUM_THREADS
-            if self.n > limit:
-                log.warning("num_threads=%d exceeds Numba's thread pool (%d, set by NUMBA_NUM_THREADS); "
-                            "using %d", self.n, limit, limit)
-            self.old = numba.get_num_threads()
-            numba.set_num_threads(min(self.n, limit))
-        return self
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            import numba
-
-            numba.set_num_threads(self.old)
-        return False
-
-
 def _checked_weights(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
     """Canonical float32 CSR (duplicates summed, rows sorted) with finite, non-negative weights.
 

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
+from ..kernels.threads import numba_threads as _numba_threads
 from .factor import FactorModel
 
 __all__ = ["BPR"]
@@ -223,25 +224,3 @@ class BPR(FactorModel):
         v = self.item_factors_[:, :-1]
         v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         return v[item_indices] @ v.T
-
-
-class _numba_threads:
-    """Run a block with ``n`` Numba threads (0: all), restoring the previous count after."""
-
-    def __init__(self, n: int):
-        self.n = int(n)
-
-    def __enter__(self):
-        import numba
-
-        self.prev = numba.get_num_threads()
-        limit = numba.config.NUMBA_NUM_THREADS
-        n = limit if self.n <= 0 else min(self.n, limit)
-        numba.set_num_threads(n)
-        return self
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self.prev)
-        return False

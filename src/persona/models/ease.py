@@ -12,6 +12,7 @@ from ..data.interactions import Interactions
 from ..errors import ParameterError
 from .base import Recommender
 from .bpr import check_nonnegative_weights, positive_csr
+from ..kernels.threads import blas_threads as _blas_threads
 
 __all__ = ["EASE"]
 
@@ -203,26 +204,3 @@ def ease_weights(x: sp.csr_matrix, regularization: float, *, bar=None) -> tuple[
     if bar is not None:
         bar.update(1)
     return np.ascontiguousarray(b, dtype=np.float32), np.dtype(dtype).name
-
-
-class _blas_threads:
-    """Limit BLAS threads to ``n`` inside the block when threadpoolctl is installed (0: leave as is)."""
-
-    def __init__(self, n: int):
-        self.n = int(n)
-        self._ctl = None
-
-    def __enter__(self):
-        if self.n > 0:
-            try:
-                from threadpoolctl import threadpool_limits
-            except ImportError:
-                log.debug("threadpoolctl not installed; EASE uses BLAS's default thread count")
-            else:
-                self._ctl = threadpool_limits(limits=self.n, user_api="blas")
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctl is not None:
-            self._ctl.restore_original_limits()
-        return False
