@@ -91,13 +91,13 @@ def test_kernel_matches_reference_on_float_data(data, m, normalize):
         cand = np.flatnonzero(shares[i] & (np.arange(m.shape[0]) != i))
         assert len(idx) == min(k, len(cand)), "every pair with a common feature counts, up to k"
         assert len(set(idx.tolist())) == len(idx) and i not in idx
-        np.testing.assert_allclose(val, full[i, idx], rtol=1e-5)
+        np.testing.assert_allclose(val, full[i, idx], rtol=1e-4)  # float32 sums
         assert np.all(np.diff(val) <= 0), "best first"
         ref = np.sort(full[i, cand])[::-1][: len(idx)]
-        np.testing.assert_allclose(val, ref, rtol=1e-5)
+        np.testing.assert_allclose(val, ref, rtol=1e-4)
         if len(idx) and len(idx) < len(cand):
             cutoff = float(val[-1])
-            clearly_in = cand[full[i, cand] > cutoff + 1e-5 * abs(cutoff)]
+            clearly_in = cand[full[i, cand] > cutoff + 1e-4 * abs(cutoff)]
             assert set(clearly_in.tolist()) <= set(idx.tolist())
 
 

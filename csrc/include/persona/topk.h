@@ -43,6 +43,11 @@ class TopKHeap {
 
     void clear() { items_.clear(); }
 
+    bool full() const { return k_ > 0 && static_cast<int64_t>(items_.size()) == k_; }
+
+    // Score of the worst kept candidate; only meaningful when full().
+    float worst() const { return items_[0].score; }
+
     void push(float score, int64_t index) {
         if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
         Candidate c{score, index};
@@ -133,6 +138,30 @@ inline void validate_csr(const int64_t* indptr, const int32_t* indices, int64_t 
     }
 }
 
+// Offers items [0, n) to the heap in index order. Once the heap is full, an item can only enter
+// with a score strictly above the worst kept one: an equal score loses the tie to the lower index
+// already kept, and NaN ranks as -inf. So a block of scores none of which beats the worst is
+// skipped with one comparison per score that the compiler vectorises; most blocks are.
+template <bool Filtered>
+inline void scan_in_order(const float* s, int64_t n, TopKHeap& heap, const uint8_t* marks, const uint8_t* mask) {
+    constexpr int64_t kBlock = 16;
+    auto allowed = [&](int64_t i) { return !Filtered || (!marks[i] && !(mask && !mask[i])); };
+    int64_t i = 0;
+    for (; i < n && !heap.full(); ++i)
+        if (allowed(i)) heap.push(s[i], i);
+    if (!heap.full()) return;  // k == 0, or fewer candidates than k
+    for (; i + kBlock <= n; i += kBlock) {
+        const float threshold = heap.worst();
+        int any = 0;
+        for (int64_t j = 0; j < kBlock; ++j) any |= s[i + j] > threshold;
+        if (!any) continue;
+        for (int64_t j = i; j < i + kBlock; ++j)
+            if (s[j] > heap.worst() && allowed(j)) heap.push(s[j], j);
+    }
+    for (; i < n; ++i)
+        if (s[i] > heap.worst() && allowed(i)) heap.push(s[i], i);
+}
+
 // Selects one row. `marks` is a per-thread scratch buffer of n_items zero bytes, left zeroed.
 inline void topk_row(const TopKArgs& a, int64_t row, TopKHeap& heap, std::vector<uint8_t>& marks) {
     const float* s = a.scores + row * a.n_items;
@@ -154,12 +183,9 @@ inline void topk_row(const TopKArgs& a, int64_t row, TopKHeap& heap, std::vector
         for (int64_t j = b0; j < b1; ++j)
             if (marks[a.allow_indices[j]] == 2) marks[a.allow_indices[j]] = 0;
     } else if (e1 > e0 || a.mask) {
-        for (int64_t i = 0; i < a.n_items; ++i) {
-            if (marks[i] || (a.mask && !a.mask[i])) continue;
-            heap.push(s[i], i);
-        }
+        scan_in_order<true>(s, a.n_items, heap, marks.data(), a.mask);
     } else {
-        for (int64_t i = 0; i < a.n_items; ++i) heap.push(s[i], i);
+        scan_in_order<false>(s, a.n_items, heap, nullptr, nullptr);
     }
     for (int64_t j = e0; j < e1; ++j) marks[a.excl_indices[j]] = 0;
     heap.drain_sorted(a.out_idx + row * a.k, a.out_score + row * a.k);

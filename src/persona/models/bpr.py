@@ -188,27 +188,8 @@ class BPR(FactorModel):
         self.user_factors_ = user_f
         self.item_factors_ = item_f
         self.history_ = history
-        self._item_f64 = None
 
     # ------------------------------------------------------------------ scoring beyond FactorModel's
-    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
-        """Dot products accumulated in float64, then rounded to float32.
-
-        In float32, BLAS sums a batch (GEMM) and a single row (GEMV) in different orders, so
-        ``recommend_batch`` and ``recommend`` could disagree in the last bit; in float64 the two
-        differ far below float32's resolution and round to the same scores.
-        """
-        cache = getattr(self, "_item_f64", None)
-        if cache is None or cache[0] is not self.item_factors_:
-            # first request after fit/load; a race only computes the same array twice
-            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_, dtype=np.float64))
-            self._item_f64 = cache
-        q = cache[1]
-        return (self.user_factors_[user_indices].astype(np.float64) @ q.T).astype(np.float32)
-
-    def _restore_extra(self, meta, arrays) -> None:
-        self._item_f64 = None
-
     def _fold_in(self, histories) -> np.ndarray:
         """Mean latent vector of the history's items, with the constant 1 that picks up item biases."""
         f = self.item_factors_.shape[1] - 1

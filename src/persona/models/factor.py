@@ -34,8 +34,25 @@ class FactorModel(Recommender):
         self._validate_factor_params()
 
     # ------------------------------------------------------------------ scoring
+    def _item_factors_t(self) -> np.ndarray:
+        """``item_factors_.T`` as a contiguous (f, n_items) array, built once per factor array.
+
+        BLAS multiplies a batch of users by a contiguous transposed matrix several times faster
+        than by the transposed view. Factor arrays are replaced, never written in place, after fit,
+        so the cache is keyed on the array object; a race between threads only builds it twice.
+        """
+        cache = getattr(self, "_item_t_cache", None)
+        if cache is None or cache[0] is not self.item_factors_:
+            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_.T))
+            self._item_t_cache = cache
+        return cache[1]
+
+    def _batch_rows(self) -> int:
+        # larger blocks keep the BLAS product efficient; 256 MB of scores at most
+        return max(1, min(2048, (256 << 20) // (4 * max(1, self.n_items))))
+
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
-        return self.user_factors_[user_indices] @ self.item_factors_.T
+        return self.user_factors_[user_indices] @ self._item_factors_t()
 
     def _fold_in(self, histories: list[np.ndarray]) -> np.ndarray:
         """User vectors for item-index histories (default: mean item factor; empty -> zeros)."""
@@ -46,7 +63,7 @@ class FactorModel(Recommender):
         return out
 
     def _score_histories(self, histories) -> np.ndarray:
-        return self._fold_in(histories) @ self.item_factors_.T
+        return self._fold_in(histories) @ self._item_factors_t()
 
     def _normalized_items(self) -> np.ndarray:
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)

@@ -194,7 +194,7 @@ class MF(FactorModel):
 
     # ------------------------------------------------------------------ scoring (predicted ratings)
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
-        scores = self.user_factors_[user_indices] @ self.item_factors_.T
+        scores = self.user_factors_[user_indices] @ self._item_factors_t()
         scores += self.item_bias_[None, :]
         scores += (self.global_mean_ + self.user_bias_[user_indices]).astype(np.float32)[:, None]
         return scores
