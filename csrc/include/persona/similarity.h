@@ -38,6 +38,12 @@
 #include <omp.h>
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define PERSONA_PREFETCH(address) __builtin_prefetch(address)
+#else
+#define PERSONA_PREFETCH(address) ((void)0)
+#endif
+
 namespace persona {
 
 // Raw views of a CSR matrix; indices are int64 (offsets) and int32 (column ids).
@@ -237,7 +243,7 @@ inline SimilarityResult topk_similarity(const CsrView& a, int64_t k, bool normal
     for (auto& s : states) {
         s.acc.assign(static_cast<size_t>(n), 0.0f);
         s.flag.assign(static_cast<size_t>(positive ? 0 : n), 0);
-        s.touched.resize(static_cast<size_t>(n));
+        s.touched.resize(static_cast<size_t>(n) + 1);  // +1: the branch-free append writes one past
         s.keys.resize(static_cast<size_t>(n));
     }
     // where each row's results sit: which thread's buffers, at which offset, and how many
@@ -256,7 +262,7 @@ inline SimilarityResult topk_similarity(const CsrView& a, int64_t k, bool normal
         // thousands of terms) far below what changes a neighbour list
         float* acc = s.acc.data();
         uint8_t* flag = s.flag.data();
-        int32_t* touched = s.touched.data();  // sized n_rows: each row is touched at most once
+        int32_t* touched = s.touched.data();  // n_rows + 1: each row is touched at most once
         int64_t n_touched = 0;
         const int64_t* t_ptr = t.indptr.data();
         const int32_t* t_rows = t.rows.data();
@@ -265,20 +271,30 @@ inline SimilarityResult topk_similarity(const CsrView& a, int64_t k, bool normal
             const int32_t u = a.indices[e];
             const float w = a.data[e];
             const int64_t f1 = t_ptr[u + 1];
+            // the users of a row sit far apart in memory: fetch the lists of the users a few
+            // steps ahead (and their offsets further ahead) while this one is summed
+            if (e + 8 < e1) PERSONA_PREFETCH(&t_ptr[a.indices[e + 8]]);
+            if (e + 4 < e1) {
+                const int64_t ahead = t_ptr[a.indices[e + 4]];
+                PERSONA_PREFETCH(&t_rows[ahead]);
+                PERSONA_PREFETCH(&t_data[ahead]);
+            }
             if (positive) {
                 for (int64_t f = t_ptr[u]; f < f1; ++f) {
                     const int32_t j = t_rows[f];
                     const float before = acc[j];
-                    if (before == 0.0f) touched[n_touched++] = j;
+                    // branch-free: about half the products are a row's first touch, which no
+                    // predictor guesses; always write the slot, advance only on a first touch
+                    touched[n_touched] = j;
+                    n_touched += (before == 0.0f);
                     acc[j] = before + w * t_data[f];
                 }
             } else {
                 for (int64_t f = t_ptr[u]; f < f1; ++f) {
                     const int32_t j = t_rows[f];
-                    if (!flag[j]) {
-                        flag[j] = 1;
-                        touched[n_touched++] = j;
-                    }
+                    touched[n_touched] = j;
+                    n_touched += !flag[j];
+                    flag[j] = 1;
                     acc[j] += w * t_data[f];
                 }
             }
@@ -292,6 +308,7 @@ inline SimilarityResult topk_similarity(const CsrView& a, int64_t k, bool normal
         const double norm_i = normalize ? norms[i] : 1.0;
         for (int64_t c = 0; c < n_touched; ++c) {
             const int32_t j = touched[c];
+            if (normalize && c + 16 < n_touched) PERSONA_PREFETCH(&norms[touched[c + 16]]);
             const double dot = acc[j];
             acc[j] = 0.0f;
             if (!positive) flag[j] = 0;
