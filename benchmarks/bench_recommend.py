@@ -18,25 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from datagen import power_law_matrix  # noqa: E402
 from machine import machine_facts  # noqa: E402
-
-
-def power_law_matrix(n_users: int, n_items: int, nnz: int, exponent: float = 0.8, seed: int = 0) -> sp.csr_matrix:
-    """Seeded users x items binary CSR whose item popularity follows rank^-exponent."""
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, n_items + 1) ** exponent
-    p /= p.sum()
-    items = rng.choice(n_items, size=nnz, p=p)
-    activity = rng.lognormal(0.0, 1.0, size=n_users)
-    users = rng.choice(n_users, size=nnz, p=activity / activity.sum())
-    m = sp.csr_matrix((np.ones(nnz, dtype=np.float32), (users, items)), shape=(n_users, n_items))
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
 
 
 def main(argv=None) -> int:

@@ -157,12 +157,6 @@ class ALS(FactorModel):
             raise ParameterError(f"cg_steps must be a positive integer, got {self.cg_steps!r}; try 3")
         if self.solver not in _SOLVERS:
             raise ParameterError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
-        rs = self.random_state
-        if rs is not None and (not _is_int(rs) or rs < 0):
-            raise ParameterError(f"random_state must be None or an integer >= 0, got {rs!r}")
-        t = self.num_threads
-        if not _is_int(t) or t < 0:
-            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
 
     # ------------------------------------------------------------------ fitting
     def _half_step(self, kernels, W: sp.csr_matrix, X: np.ndarray, Y: np.ndarray) -> None:

@@ -144,6 +144,7 @@ class Recommender:
             )
         if len(interactions) == 0:
             raise DataError("fit got empty interactions; there is nothing to learn from")
+        self._validate_common_params()
         self._validate_params()
         self.user_map_ = interactions.user_map
         self.item_map_ = interactions.item_map
@@ -152,6 +153,15 @@ class Recommender:
         self._fit(interactions, **kwargs)
         self._fitted = True
         return self
+
+    def _validate_common_params(self) -> None:
+        """The hyperparameters many models share: ``num_threads`` and ``random_state``."""
+        t = getattr(self, "num_threads", 0)
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
+        rs = getattr(self, "random_state", None)
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or rs < 0):
+            raise ParameterError(f"random_state must be None or an integer >= 0, got {rs!r}")
 
     def _validate_params(self) -> None:
         """Raise ParameterError for bad hyperparameters (subclasses extend)."""

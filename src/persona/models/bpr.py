@@ -123,9 +123,6 @@ class BPR(FactorModel):
             raise ParameterError(f"learning_rate must be a finite number > 0, got {lr!r}; try 0.05")
         if self.negative_sampling not in _SAMPLING:
             raise ParameterError(f"negative_sampling must be one of {_SAMPLING}, got {self.negative_sampling!r}")
-        t = self.num_threads
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
 
     def _fit(self, interactions: Interactions) -> None:
         from ..kernels import bpr as kernels  # Numba: imported (and compiled, or loaded from cache) here

@@ -96,9 +96,6 @@ class EASE(Recommender):
         m = self.max_items
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m <= 0:
             raise ParameterError(f"max_items must be a positive integer, got {m!r}")
-        t = self.num_threads
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ParameterError(f"num_threads must be an integer >= 0 (0: default), got {t!r}")
 
     def _fit(self, interactions: Interactions) -> None:
         n_items = interactions.n_items

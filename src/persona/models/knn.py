@@ -105,9 +105,6 @@ class _Neighbourhood(Recommender):
             raise ParameterError(f"shrinkage only applies to the normalised weightings {_NORMALISED}, "
                                  f"got weighting={self.weighting!r} with shrinkage={self.shrinkage!r}; "
                                  "set shrinkage=0 or weighting='cosine'")
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, (int, np.integer)) \
-                or self.num_threads < 0:
-            raise ParameterError(f"num_threads must be an integer >= 0 (0 = all cores), got {self.num_threads!r}")
 
     # ------------------------------------------------------------------ weighting
     def _learn_weighting(self, rows: sp.csr_matrix) -> None:

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from ..data.idmap import normalize_ids
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
-from .als import _is_int, _numba_threads
+from ..kernels.threads import numba_threads as _numba_threads
 from .factor import FactorModel
 
 __all__ = ["MF"]
@@ -103,12 +103,6 @@ class MF(FactorModel):
 
     def _validate_params(self) -> None:
         self._validate_factor_params()
-        rs = self.random_state
-        if rs is not None and (not _is_int(rs) or rs < 0):
-            raise ParameterError(f"random_state must be None or an integer >= 0, got {rs!r}")
-        t = self.num_threads
-        if not _is_int(t) or t < 0:
-            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, interactions: Interactions) -> None:
