@@ -303,10 +303,16 @@ class Recommender:
                 extra = exclude[sl].tocsr()
                 excl = (extra.indptr, extra.indices) if excl is None else _stack_rows(excl, extra)
             row_allow = allow[sl] if isinstance(allow, list) else allow
-            scores = self._score_users(block)
-            out_i[sl], out_s[sl] = topk(scores, n, exclude=excl, allow=row_allow, mask=mask,
-                                        num_threads=getattr(self, "num_threads", 0) or 0)
+            out_i[sl], out_s[sl] = self._select_for_users(block, n, excl, row_allow, mask)
         return out_i, out_s
+
+    def _select_for_users(self, users: np.ndarray, n: int, excl, allow, mask):
+        """Top ``n`` for a block of user indices: score every item, then the top-k kernel.
+
+        Models that serve through a retrieval index override this (see FactorModel.use_index).
+        """
+        return topk(self._score_users(users), n, exclude=excl, allow=allow, mask=mask,
+                    num_threads=getattr(self, "num_threads", 0) or 0)
 
     def _select(self, scores: np.ndarray, n: int, excl, allow, mask):
         return topk(scores, n, exclude=excl, allow=allow, mask=mask,
@@ -472,9 +478,13 @@ class Recommender:
         for s in range(0, m, step):
             sl = slice(s, min(s + step, m))
             row_allow = allow[sl] if isinstance(allow, list) else allow
-            out_i[sl], out_s[sl] = self._select(self._score_similar(idx[sl]), n, excl_rows[sl], row_allow, mask)
+            out_i[sl], out_s[sl] = self._select_similar(idx[sl], n, excl_rows[sl], row_allow, mask)
         ids, scores = self._to_ids(out_i, out_s)
         return ids, scores, (out_i >= 0).sum(axis=1)
+
+    def _select_similar(self, item_indices: np.ndarray, n: int, excl, allow, mask):
+        """Top ``n`` similar items for a block of item indices (overridable, like _select_for_users)."""
+        return self._select(self._score_similar(item_indices), n, excl, allow, mask)
 
     def similar_items(self, item, n: int = 10, *, items=None, exclude=None, mask=None):
         """The ``n`` items most similar to one external item id (itself excluded)."""

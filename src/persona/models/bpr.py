@@ -197,8 +197,6 @@ class BPR(FactorModel):
                 out[r, :f] = self.item_factors_[h, :f].mean(axis=0)
         return out
 
-    def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
-        """Cosine similarity of the items' latent vectors (the bias column left out)."""
-        v = self.item_factors_[:, :-1]
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        return v[item_indices] @ v.T
+    def _similar_vectors(self) -> np.ndarray:
+        return self.item_factors_[:, :-1]  # similarity leaves the item bias out
+

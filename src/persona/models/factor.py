@@ -7,12 +7,26 @@ refitting (ALS solves its least-squares problem; the default averages item facto
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..errors import ParameterError
 from .base import Recommender
 
 __all__ = ["FactorModel"]
+
+log = logging.getLogger("persona.models")
+
+
+def _rows_of(excl, n_rows: int):
+    """Per-row index arrays from the exclusion structures the base class builds (or None)."""
+    if excl is None:
+        return None
+    if isinstance(excl, tuple):
+        indptr, indices = excl
+        return [indices[indptr[r]:indptr[r + 1]] for r in range(n_rows)]
+    return [np.asarray(r) for r in excl]
 
 
 class FactorModel(Recommender):
@@ -66,8 +80,8 @@ class FactorModel(Recommender):
         return self._fold_in(histories) @ self._item_factors_t()
 
     def _normalized_items(self) -> np.ndarray:
-        norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
-        return self.item_factors_ / np.maximum(norms, 1e-12)
+        v = self._similar_vectors()
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
     def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
         """Cosine similarity of item factors."""
@@ -78,9 +92,71 @@ class FactorModel(Recommender):
         """Summed predicted preference of every user for the items: one matrix-vector product."""
         return self.user_factors_ @ self.item_factors_[item_indices].sum(axis=0)
 
+    # ------------------------------------------------------------------ retrieval
+    def use_index(self, kind: str | None = "auto", **options) -> "FactorModel":
+        """Serve ``recommend`` and ``similar_items`` through a retrieval index over the item factors.
+
+        Parameters
+        ----------
+        kind : {"auto", "exact", "hnsw", "ivf", "ivfpq"} or None
+            ``"auto"`` picks exact search for small catalogues and HNSW (faiss) for large ones;
+            None goes back to scoring every item. Filters (seen items, allow/deny lists, masks)
+            are applied inside the index, so results still hold exactly ``n`` items whenever
+            ``n`` pass them.
+        **options
+            Passed to :func:`persona.retrieval.make_index` (e.g. ``ef_search=256``).
+
+        The choice is saved with the model; ``load`` rebuilds the index.
+        """
+        self._check_fitted()
+        if kind is None:
+            self.index_ = self.similar_index_ = None
+            self._index_spec = None
+            return self
+        from ..retrieval import make_index
+
+        self.index_ = make_index(self.item_factors_, metric="ip", kind=kind, **options)
+        self.similar_index_ = make_index(self._similar_vectors(), metric="cosine", kind=kind, **options)
+        self._index_spec = {"kind": kind, "options": options}
+        self._index_for = self.item_factors_
+        return self
+
+    def _current_index(self, name: str):
+        """The index ``name`` ("index_" or "similar_index_"), rebuilt when the factors changed
+        since it was built (a refit, partial_fit_items)."""
+        if getattr(self, name, None) is None:
+            return None
+        if getattr(self, "_index_for", None) is not self.item_factors_:
+            log.info("%s: item factors changed since the retrieval index was built; rebuilding it",
+                     type(self).__name__)
+            spec = self._index_spec
+            self.use_index(spec["kind"], **spec["options"])
+        return getattr(self, name)
+
+    def _similar_vectors(self) -> np.ndarray:
+        """The vectors whose cosine defines item similarity (subclasses may drop bias columns)."""
+        return self.item_factors_
+
+    def _select_for_users(self, users, n, excl, allow, mask):
+        index = self._current_index("index_")
+        if index is None:
+            return super()._select_for_users(users, n, excl, allow, mask)
+        return index.search(self.user_factors_[users], n, allow=allow, deny=_rows_of(excl, len(users)),
+                            mask=mask)
+
+    def _select_similar(self, item_indices, n, excl, allow, mask):
+        index = self._current_index("similar_index_")
+        if index is None:
+            return super()._select_similar(item_indices, n, excl, allow, mask)
+        return index.search(self._similar_vectors()[item_indices], n, allow=allow,
+                            deny=_rows_of(excl, len(item_indices)), mask=mask)
+
     # ------------------------------------------------------------------ persistence
     def _state(self):
         meta, arrays = self._extra_state()
+        spec = getattr(self, "_index_spec", None)
+        if spec is not None:
+            meta = {**meta, "index": spec}
         return meta, {"user_factors": self.user_factors_, "item_factors": self.item_factors_, **arrays}
 
     def _extra_state(self) -> tuple[dict, dict]:
@@ -91,6 +167,10 @@ class FactorModel(Recommender):
         self.user_factors_ = np.asarray(arrays["user_factors"])
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self._restore_extra(meta, arrays)
+        spec = meta.get("index")
+        if spec is not None:
+            self._fitted = True  # use_index checks it; load sets it again after _restore
+            self.use_index(spec["kind"], **spec.get("options", {}))
 
     def _restore_extra(self, meta, arrays) -> None:
         """Subclass hook: inverse of :meth:`_extra_state`."""

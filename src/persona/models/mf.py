@@ -186,6 +186,16 @@ class MF(FactorModel):
                                dtype=np.float64)
         return out.astype(np.float32)
 
+    def use_index(self, kind="auto", **options):
+        """Not available: MF's scores add user and item biases that an inner-product index over
+        the factors alone would ignore. MF scores every item exactly."""
+        from ..errors import UnsupportedError
+
+        if kind is None:
+            return self
+        raise UnsupportedError("MF ranks with rating biases, which a retrieval index over the factors "
+                               "would ignore; use ALS or BPR with use_index, or MF without an index")
+
     # ------------------------------------------------------------------ scoring (predicted ratings)
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
         scores = self.user_factors_[user_indices] @ self._item_factors_t()
