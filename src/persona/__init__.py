@@ -31,13 +31,13 @@ from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, UserK
 __all__ = [
     "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF",
     "BPR", "EASE", "load", "evaluate",
-    "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing",
+    "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError",
 ]
 
 # Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
-_LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data"}
+_LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval"}
 _LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback")}
 
 

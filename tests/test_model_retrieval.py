@@ -1,0 +1,81 @@
+"""Factor models serving through a retrieval index (FactorModel.use_index)."""
+
+import numpy as np
+import pytest
+
+import persona as ps
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    shop = ps.datasets.synthetic_shop(n_users=800, n_items=400, seed=5)
+    inter = shop.interactions
+    return ps.ALS(factors=16, iterations=4, random_state=0).fit(inter), inter
+
+
+def _plain(model):
+    """A copy of the model's serving state without an index."""
+    clone = ps.ALS(**model.get_params())
+    for k, v in vars(model).items():
+        setattr(clone, k, v)
+    clone.index_ = clone.similar_index_ = None
+    clone._index_spec = None
+    return clone
+
+
+def test_exact_index_gives_the_same_lists(fitted):
+    model, inter = fitted
+    plain = _plain(model)
+    model.use_index("exact")
+    users = inter.user_ids[:50]
+    a, sa = model.recommend_batch(users, n=10)
+    b, sb = plain.recommend_batch(users, n=10)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.similar_items_batch(inter.item_ids[:20], n=5)[0],
+                                  plain.similar_items_batch(inter.item_ids[:20], n=5)[0])
+
+
+def test_hnsw_index_is_close_and_honours_filters(fitted):
+    model, inter = fitted
+    plain = _plain(model)
+    model.use_index("hnsw", ef_search=200)
+    users = inter.user_ids[:100]
+    a, _ = model.recommend_batch(users, n=10)
+    b, _ = plain.recommend_batch(users, n=10)
+    recall = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)])
+    assert recall >= 0.9
+    # seen items never come back, and a selective mask still yields exactly n items
+    mask = np.zeros(inter.n_items, dtype=bool)
+    mask[::25] = True  # 16 items in stock
+    for u in users[:20]:
+        ids, _ = model.recommend(u, n=5, mask=mask)
+        seen = set(inter.item_map.to_ids(inter.matrix[inter.user_map.index_of(u)].indices).tolist())
+        allowed = set(inter.item_ids[mask].tolist()) - seen
+        assert len(ids) == min(5, len(allowed)) and set(ids.tolist()) <= allowed
+
+
+def test_index_choice_survives_save_load(fitted, tmp_path):
+    model, inter = fitted
+    model.use_index("exact")
+    loaded = ps.load(model.save(tmp_path / "als.persona"))
+    assert loaded.index_ is not None
+    np.testing.assert_array_equal(loaded.recommend_batch(inter.user_ids[:5], n=5)[0],
+                                  model.recommend_batch(inter.user_ids[:5], n=5)[0])
+    model.use_index(None)
+    assert model.index_ is None
+
+
+def test_refit_rebuilds_a_stale_index(fitted):
+    model, inter = fitted
+    m = ps.ALS(factors=8, iterations=2, random_state=1).fit(inter).use_index("exact")
+    before = m.index_
+    m.fit(inter)  # new factors: the next request must not use the old index
+    m.recommend(inter.user_ids[0], n=3)
+    assert m.index_ is not before
+
+
+def test_mf_refuses_an_index(fitted):
+    _, inter = fitted
+    with pytest.raises(ps.UnsupportedError, match="biases"):
+        ps.MF(factors=4, iterations=2, random_state=0).fit(inter).use_index("exact")
