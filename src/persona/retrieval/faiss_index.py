@@ -75,9 +75,10 @@ class FaissIndex(Index):
 
     Notes
     -----
-    Every returned score is the true inner product, recomputed from a float32 copy of the vectors,
-    so approximate and exact scores compare directly and ties order by the lower row. Memory: that
-    copy (``4 * n_rows * dim`` bytes) plus the faiss index (for ``hnsw``/``ivf`` another copy of
+    Every returned score is the true inner product -- faiss's own for flat storage (``hnsw``,
+    ``ivf``), recomputed from a float32 copy of the vectors for ``ivfpq`` -- so approximate and
+    exact scores compare directly and ties order by the lower row. Memory: that copy
+    (``4 * n_rows * dim`` bytes, also used for the exact fallback) plus the faiss index (for ``hnsw``/``ivf`` another copy of
     the vectors, plus ~``8 * M`` bytes per row of graph for ``hnsw``).
 
     A row holds exactly ``n`` results whenever ``n`` rows pass its filters: a short answer from
@@ -263,7 +264,7 @@ class FaissIndex(Index):
         want = min(n, count)
         k = min(count, n * self.refine)
         with self._threads():
-            _, ids = self._index.search(queries, k, params=self._params(k, sel, 1))
+            dist, ids = self._index.search(queries, k, params=self._params(k, sel, 1))
             found = np.count_nonzero(ids >= 0, axis=1)
             short = np.flatnonzero(found < want)
             widen = 1
@@ -271,11 +272,16 @@ class FaissIndex(Index):
                 if not len(short):
                     break
                 widen *= _WIDEN
-                _, again = self._index.search(queries[short], k, params=self._params(k, sel, widen))
-                ids[short] = again
+                d_again, again = self._index.search(queries[short], k, params=self._params(k, sel, widen))
+                ids[short], dist[short] = again, d_again
                 short = short[np.count_nonzero(again >= 0, axis=1) < want]
         del bitmap  # searches are done
-        scores = self._rescore(queries, ids)
+        if self.kind == "ivfpq":
+            scores = self._rescore(queries, ids)  # PQ distances are approximations
+        else:
+            # flat storage: faiss's inner products are exact already; only the padding needs -inf
+            scores = dist
+            scores[ids < 0] = -np.inf
         order = np.lexsort((ids, -scores), axis=-1)  # best score first, ties by lower row; -1/-inf last
         ids = np.take_along_axis(ids, order, axis=1)[:, :n]
         scores = np.take_along_axis(scores, order, axis=1)[:, :n]
