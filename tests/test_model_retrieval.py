@@ -75,7 +75,12 @@ def test_refit_rebuilds_a_stale_index(fitted):
     assert m.index_ is not before
 
 
-def test_mf_refuses_an_index(fitted):
+def test_mf_ranks_with_its_biases_through_an_index(fitted):
     _, inter = fitted
-    with pytest.raises(ps.UnsupportedError, match="biases"):
-        ps.MF(factors=4, iterations=2, random_state=0).fit(inter).use_index("exact")
+    mf = ps.MF(factors=4, iterations=3, random_state=0).fit(inter)
+    users = inter.user_ids[:30]
+    plain_ids, plain_scores = mf.recommend_batch(users, n=8)
+    mf.use_index("exact")
+    ids, scores = mf.recommend_batch(users, n=8)
+    np.testing.assert_array_equal(ids, plain_ids)
+    np.testing.assert_allclose(scores, plain_scores, rtol=1e-4, atol=1e-4)

@@ -394,3 +394,20 @@ def test_short_faiss_rows_fall_back_to_exact(monkeypatch, exact, data):
     ids, scores = index.search(queries, 10, allow=allow)  # ... but not enough allowed ones
     check_valid(index, queries, 10, ids, scores, allow=allow)
     np.testing.assert_array_equal(ids, exact.search(queries, 10, allow=allow)[0])
+
+
+# ------------------------------------------------------------------ growing an index
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_added_rows_are_searchable_with_the_next_ids(kind):
+    from persona.retrieval import ExactIndex, FaissIndex
+
+    rng = np.random.default_rng(11)
+    base_rows = rng.standard_normal((500, 8)).astype(np.float32)
+    index = ExactIndex(base_rows) if kind == "exact" else FaissIndex(base_rows, kind=kind, nlist=8, nprobe=8)
+    new = rng.standard_normal((20, 8)).astype(np.float32) * 10  # far larger norms: they win inner products
+    assert index.add(new) is index and index.n == 520
+    ids, scores = index.search(new[:3], n=1)
+    assert ids[:, 0].tolist() == [500, 501, 502]
+    np.testing.assert_allclose(scores[:, 0], (new[:3] * new[:3]).sum(axis=1), rtol=1e-4)
+    with pytest.raises(ParameterError, match="columns"):
+        index.add(np.ones((2, 3), dtype=np.float32))

@@ -115,7 +115,7 @@ class FactorModel(Recommender):
             return self
         from ..retrieval import make_index
 
-        self.index_ = make_index(self.item_factors_, metric="ip", kind=kind, **options)
+        self.index_ = make_index(self._index_item_vectors(), metric="ip", kind=kind, **options)
         self.similar_index_ = make_index(self._similar_vectors(), metric="cosine", kind=kind, **options)
         self._index_spec = {"kind": kind, "options": options}
         self._index_for = self.item_factors_
@@ -133,6 +133,15 @@ class FactorModel(Recommender):
             self.use_index(spec["kind"], **spec["options"])
         return getattr(self, name)
 
+    def _index_item_vectors(self) -> np.ndarray:
+        """Item rows of the recommend index; with :meth:`_index_queries` their inner products
+        rank items exactly as :meth:`_score_users` does (models with biases append columns)."""
+        return self.item_factors_
+
+    def _index_queries(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Query vectors for users, and a per-user constant to add back to the scores (or None)."""
+        return self.user_factors_[users], None
+
     def _similar_vectors(self) -> np.ndarray:
         """The vectors whose cosine defines item similarity (subclasses may drop bias columns)."""
         return self.item_factors_
@@ -141,8 +150,11 @@ class FactorModel(Recommender):
         index = self._current_index("index_")
         if index is None:
             return super()._select_for_users(users, n, excl, allow, mask)
-        return index.search(self.user_factors_[users], n, allow=allow, deny=_rows_of(excl, len(users)),
-                            mask=mask)
+        queries, offset = self._index_queries(users)
+        ids, scores = index.search(queries, n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+        if offset is not None:
+            scores += np.where(ids >= 0, offset[:, None], 0).astype(np.float32)
+        return ids, scores
 
     def _select_similar(self, item_indices, n, excl, allow, mask):
         index = self._current_index("similar_index_")

@@ -186,15 +186,15 @@ class MF(FactorModel):
                                dtype=np.float64)
         return out.astype(np.float32)
 
-    def use_index(self, kind="auto", **options):
-        """Not available: MF's scores add user and item biases that an inner-product index over
-        the factors alone would ignore. MF scores every item exactly."""
-        from ..errors import UnsupportedError
+    def _index_item_vectors(self) -> np.ndarray:
+        # [V, b_i] . [u, 1] = u.v + b_i; mu + b_u is added back per user after the search
+        return np.hstack([self.item_factors_, self.item_bias_[:, None]]).astype(np.float32)
 
-        if kind is None:
-            return self
-        raise UnsupportedError("MF ranks with rating biases, which a retrieval index over the factors "
-                               "would ignore; use ALS or BPR with use_index, or MF without an index")
+    def _index_queries(self, users):
+        users = np.asarray(users)
+        ones = np.ones((len(users), 1), dtype=np.float32)
+        offset = (self.global_mean_ + self.user_bias_[users]).astype(np.float32)
+        return np.hstack([self.user_factors_[users], ones]), offset
 
     # ------------------------------------------------------------------ scoring (predicted ratings)
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:

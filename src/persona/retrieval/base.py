@@ -216,6 +216,26 @@ class Index(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.n}, dim={self.dim}, metric={self.metric!r})"
 
+    # -- growing ---------------------------------------------------------------------------------
+
+    def add(self, vectors) -> "Index":
+        """Append rows (e.g. new items); they get ids ``n, n + 1, ...``. Returns ``self``.
+
+        An offline operation: do not call it while other threads search this index; build or
+        grow a copy and swap it in instead.
+        """
+        rows = _prepare_vectors(vectors, self.metric)
+        if rows.shape[1] != self.dim:
+            raise ParameterError(f"vectors to add must have {self.dim} columns like the index, got {rows.shape[1]}")
+        self._add(rows)
+        grown = np.concatenate([self._vectors, rows])
+        grown.setflags(write=False)
+        self._vectors = grown
+        return self
+
+    def _add(self, rows: np.ndarray) -> None:
+        """Subclass hook: take ``rows`` (validated, normalised for cosine) into the structure."""
+
     # -- searching -------------------------------------------------------------------------------
 
     def _check_queries(self, queries) -> np.ndarray:

@@ -97,6 +97,11 @@ class ExactIndex(Index):
     def _meta(self) -> dict:
         return {**super()._meta(), "num_threads": self.num_threads}
 
+    def _add(self, rows: np.ndarray) -> None:
+        vt = np.ascontiguousarray(np.concatenate([self._vectors, rows]).T)
+        vt.setflags(write=False)
+        self._vt = vt
+
     # -- search ----------------------------------------------------------------------------------
 
     def _search(self, queries, n, filters: Filters):

@@ -162,6 +162,11 @@ class FaissIndex(Index):
             index.add(x)
             return index
 
+    def _add(self, rows: np.ndarray) -> None:
+        # HNSW links the new rows into the graph; IVF assigns them to the trained lists
+        with self._threads():
+            self._index.add(rows)
+
     @property
     def faiss_index(self):
         """The underlying faiss index (do not change it while searches run)."""
