@@ -84,3 +84,18 @@ def test_mf_ranks_with_its_biases_through_an_index(fitted):
     ids, scores = mf.recommend_batch(users, n=8)
     np.testing.assert_array_equal(ids, plain_ids)
     np.testing.assert_allclose(scores, plain_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_a_ready_memory_mapped_index_can_be_attached(fitted, tmp_path):
+    from persona.retrieval import FaissIndex, load_index
+
+    model, inter = fitted
+    model.use_index(None)
+    plain_ids = model.recommend_batch(inter.user_ids[:20], n=5)[0]
+    path = FaissIndex(model.item_factors_, kind="hnsw", ef_search=400).save(tmp_path / "items.index")
+    model.use_index(load_index(path, mmap=True))
+    ids = model.recommend_batch(inter.user_ids[:20], n=5)[0]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, plain_ids)]) >= 0.9
+    with pytest.raises(ps.ParameterError, match="inner-product index"):
+        model.use_index(FaissIndex(model.item_factors_[:10], kind="hnsw"))
+    model.use_index(None)

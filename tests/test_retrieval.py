@@ -411,3 +411,29 @@ def test_added_rows_are_searchable_with_the_next_ids(kind):
     np.testing.assert_allclose(scores[:, 0], (new[:3] * new[:3]).sum(axis=1), rtol=1e-4)
     with pytest.raises(ParameterError, match="columns"):
         index.add(np.ones((2, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_index_loads_memory_mapped_and_read_only(kind, tmp_path):
+    rng = np.random.default_rng(12)
+    rows = rng.standard_normal((800, 8)).astype(np.float32)
+    index = FaissIndex(rows, kind=kind, nlist=8, nprobe=8)
+    path = index.save(tmp_path / "idx")
+    assert (path / "files" / "index.faiss").exists()
+    queries = rng.standard_normal((5, 8)).astype(np.float32)
+    mapped = load_index(path, mmap=True)
+    np.testing.assert_array_equal(mapped.search(queries, n=5)[0], index.search(queries, n=5)[0])
+    with pytest.raises(ParameterError, match="read-only"):
+        mapped.add(rows[:2])
+    assert load_index(path).add(rows[:2]).n == 802  # a normal load can grow
+
+
+def test_corrupted_faiss_file_is_refused(tmp_path):
+    rows = np.random.default_rng(13).standard_normal((300, 8)).astype(np.float32)
+    path = FaissIndex(rows, kind="hnsw").save(tmp_path / "idx")
+    victim = path / "files" / "index.faiss"
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_index(path)

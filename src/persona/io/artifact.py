@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from .._version import __version__
 from ..errors import ArtifactError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "write_artifact", "read_artifact", "pack_csr", "unpack_csr"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "write_artifact", "read_artifact", "artifact_files", "pack_csr", "unpack_csr"]
 
 FORMAT = "persona-artifact"
 FORMAT_VERSION = 1
@@ -71,8 +71,13 @@ def _json_default(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in an artifact manifest")
 
 
-def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` and JSON-able ``meta`` as an artifact directory at ``path`` (atomically)."""
+def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray], files: dict | None = None) -> Path:
+    """Write ``arrays`` and JSON-able ``meta`` as an artifact directory at ``path`` (atomically).
+
+    ``files`` maps a name to a function that writes one file at the path it is given: data in a
+    library's own format (a faiss index), stored under ``files/`` with a checksum like the arrays,
+    so that it can be memory-mapped by that library when loaded.
+    """
     path = Path(path)
     if path.exists() and not (path / "manifest.json").exists() and any(path.iterdir()):
         raise ArtifactError(f"{path} exists and is not a persona artifact; refusing to overwrite it")
@@ -89,6 +94,15 @@ def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -
             np.save(tmp / fname, arr, allow_pickle=False)
             index[name] = {"file": fname, "dtype": arr.dtype.str, "shape": list(arr.shape),
                            "sha256": _sha256(tmp / fname)}
+        file_index = {}
+        if files:
+            (tmp / "files").mkdir()
+            for name, writer in files.items():
+                if not name or "/" in name or name.startswith("."):
+                    raise ArtifactError(f"artifact file name {name!r} must be a plain file name")
+                dest = tmp / "files" / name
+                writer(dest)
+                file_index[name] = {"file": f"files/{name}", "sha256": _sha256(dest), "size": dest.stat().st_size}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -97,6 +111,7 @@ def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "meta": meta,
             "arrays": index,
+            "files": file_index,
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1, default=_json_default, sort_keys=True)
@@ -161,3 +176,18 @@ def read_artifact(path, *, mmap: bool = False, verify: bool = True) -> tuple[dic
             raise ArtifactError(f"cannot read array {name!r} of {path}: {e}") from None
         arrays[name] = arr
     return manifest, arrays
+
+
+def artifact_files(path, manifest: dict, *, verify: bool = True) -> dict[str, Path]:
+    """Paths of the raw files stored with an artifact (see ``write_artifact(files=...)``), checked."""
+    path = Path(path)
+    out = {}
+    for name, entry in manifest.get("files", {}).items():
+        f = path / entry["file"]
+        if not f.exists():
+            raise ArtifactError(f"{path} lacks {entry['file']} (file {name!r}); the artifact is incomplete")
+        if verify and _sha256(f) != entry["sha256"]:
+            raise ArtifactError(f"checksum mismatch for {entry['file']} in {path}; the file was changed or "
+                                "corrupted, save it again")
+        out[name] = f
+    return out

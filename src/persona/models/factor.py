@@ -98,9 +98,11 @@ class FactorModel(Recommender):
 
         Parameters
         ----------
-        kind : {"auto", "exact", "hnsw", "ivf", "ivfpq"} or None
+        kind : {"auto", "exact", "hnsw", "ivf", "ivfpq"}, a persona.retrieval.Index, or None
             ``"auto"`` picks exact search for small catalogues and HNSW (faiss) for large ones;
-            None goes back to scoring every item. Filters (seen items, allow/deny lists, masks)
+            a ready inner-product index over the model's item vectors is used as it is (not saved
+            with the model; ``similar_items`` then scores exactly); None goes back to scoring
+            every item. Filters (seen items, allow/deny lists, masks)
             are applied inside the index, so results still hold exactly ``n`` items whenever
             ``n`` pass them.
         **options
@@ -113,7 +115,20 @@ class FactorModel(Recommender):
             self.index_ = self.similar_index_ = None
             self._index_spec = None
             return self
-        from ..retrieval import make_index
+        from ..retrieval import Index, make_index
+
+        if isinstance(kind, Index):
+            # a ready index, e.g. one saved apart and loaded with mmap=True so that worker
+            # processes share it; it is not saved with the model
+            vectors = self._index_item_vectors()
+            if kind.n != vectors.shape[0] or kind.dim != vectors.shape[1] or kind.metric != "ip":
+                raise ParameterError(
+                    f"the index holds {kind.n} x {kind.dim} vectors ({kind.metric}); this model needs an "
+                    f"inner-product index over its {vectors.shape[0]} x {vectors.shape[1]} item vectors, "
+                    "e.g. make_index(model._index_item_vectors())")
+            self.index_, self.similar_index_, self._index_spec = kind, None, None
+            self._index_for = self.item_factors_
+            return self
 
         self.index_ = make_index(self._index_item_vectors(), metric="ip", kind=kind, **options)
         self.similar_index_ = make_index(self._similar_vectors(), metric="cosine", kind=kind, **options)

@@ -305,11 +305,15 @@ class Index(ABC):
     def _arrays(self) -> dict:
         return {"vectors": self._vectors}
 
+    def _files(self) -> dict:
+        """Raw files to store beside the arrays (name -> writer); see FaissIndex."""
+        return {}
+
     def save(self, path) -> Path:
         """Write the index as a persona artifact directory (JSON manifest + .npy, no pickle)."""
         from ..io.artifact import write_artifact
 
-        return write_artifact(path, "index", self._meta(), self._arrays())
+        return write_artifact(path, "index", self._meta(), self._arrays(), files=self._files())
 
     @classmethod
     def load(cls, path, *, mmap: bool = False) -> "Index":
@@ -318,10 +322,11 @@ class Index(ABC):
         Called on :class:`Index` itself it dispatches on the stored class, like
         :func:`~persona.retrieval.load_index`.
         """
-        from ..io.artifact import read_artifact
+        from ..io.artifact import artifact_files, read_artifact
         from . import _classes
 
         manifest, arrays = read_artifact(path, mmap=mmap)
+        files = artifact_files(path, manifest)
         if manifest.get("kind") != "index":
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not an index; "
                                 "load it with persona.load")
@@ -335,7 +340,8 @@ class Index(ABC):
             raise ArtifactError(f"{path} holds a {name}, not a {cls.__name__}; use persona.retrieval.load_index")
         if meta.get("metric") not in METRICS or "vectors" not in arrays:
             raise ArtifactError(f"{path} lacks a valid metric or the vectors array; save the index again")
-        return target._from_artifact(meta, arrays)
+        # raw files travel to the subclass beside the arrays, with the mmap wish
+        return target._from_artifact({**meta, "_files": files, "_mmap": bool(mmap)}, arrays)
 
     @classmethod
     @abstractmethod

@@ -163,6 +163,9 @@ class FaissIndex(Index):
             return index
 
     def _add(self, rows: np.ndarray) -> None:
+        if getattr(self, "_read_only", False):
+            raise ParameterError("this index was loaded with mmap=True and is read-only; load it without "
+                                 "mmap to add rows")
         # HNSW links the new rows into the graph; IVF assigns them to the trained lists
         with self._threads():
             self._index.add(rows)
@@ -181,13 +184,18 @@ class FaissIndex(Index):
         return {**super()._meta(), "params": {p: getattr(self, p) for p in self._PARAMS}}
 
     def _arrays(self) -> dict:
-        return {"vectors": self._vectors, "faiss": _faiss().serialize_index(self._index)}
+        return {"vectors": self._vectors}
+
+    def _files(self) -> dict:
+        # faiss's own file format, so that load(mmap=True) can map it instead of copying it
+        return {"index.faiss": lambda dest: _faiss().write_index(self._index, str(dest))}
 
     @classmethod
     def _from_artifact(cls, meta, arrays):
         faiss = _faiss()
-        if "faiss" not in arrays:
-            raise ArtifactError("the index artifact lacks its faiss array; save the index again")
+        stored = meta.get("_files", {}).get("index.faiss")
+        if stored is None:
+            raise ArtifactError("the index artifact lacks its faiss file; save the index again")
         params = meta.get("params", {})
         self = cls.__new__(cls)
         self.metric = meta["metric"]
@@ -199,9 +207,11 @@ class FaissIndex(Index):
         if vec.ndim != 2 or vec.dtype != np.float32:
             raise ArtifactError(f"index vectors must be a 2-D float32 array, got {vec.dtype} {vec.shape}")
         self._vectors = vec
-        blob = np.ascontiguousarray(np.asarray(arrays["faiss"]), dtype=np.uint8)
+        # with mmap, faiss maps the stored vectors and lists read-only: worker processes share them
+        self._read_only = bool(meta.get("_mmap"))
+        flags = (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if self._read_only else 0
         try:
-            self._index = faiss.deserialize_index(blob)
+            self._index = faiss.read_index(str(stored), flags)
         except RuntimeError as e:
             raise ArtifactError(f"faiss could not read the stored index: {e}") from None
         if self._index.ntotal != vec.shape[0] or self._index.d != vec.shape[1]:
