@@ -107,6 +107,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--single", type=int, default=None, help="single queries timed per configuration")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of each batch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--als-data", default=None, metavar="SEQUENCES",
+                    help="instead of random vectors: ALS (64 factors) item factors of this sequences file "
+                         "as the rows and its user factors as the queries; 'beauty' = the shared Beauty.txt")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
     rows = args.rows or (20_000 if args.quick else 100_000)
@@ -114,8 +117,21 @@ def main(argv=None) -> dict:
     n_single = args.single or (300 if args.quick else 1000)
 
     rng = np.random.default_rng(args.seed)
-    vectors = rng.standard_normal((rows, dim)).astype(np.float32)
-    queries = np.random.default_rng(args.seed + 1).standard_normal((args.batch, dim)).astype(np.float32)
+    if args.als_data:
+        import persona as ps
+
+        path = args.als_data
+        if path == "beauty":
+            path = ps.datasets.default_data_path("amazon-beauty") / "Beauty.txt"
+        inter = ps.datasets.load_sequences(path).interactions
+        als = ps.ALS(factors=64, iterations=15, alpha=40.0, regularization=0.1, random_state=args.seed).fit(inter)
+        vectors = als.item_factors_
+        pick = rng.choice(inter.n_users, size=min(args.batch, inter.n_users), replace=False)
+        queries = als.user_factors_[pick]
+        rows, dim = vectors.shape
+    else:
+        vectors = rng.standard_normal((rows, dim)).astype(np.float32)
+        queries = np.random.default_rng(args.seed + 1).standard_normal((args.batch, dim)).astype(np.float32)
     single_q = queries[:n_single]
     mask = np.random.default_rng(args.seed + 2).random(rows) < 0.10
     print(f"{rows} x {dim} vectors, batch {args.batch}, {n_single} single queries, k={K}", flush=True)
@@ -202,6 +218,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "retrieval-quick" if args.quick else "retrieval"
+    if args.als_data:
+        stem += "-als"
     (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     md = to_markdown(results)
     (out / f"{stem}.md").write_text(md)

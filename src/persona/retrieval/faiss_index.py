@@ -297,9 +297,13 @@ class FaissIndex(Index):
             # flat storage: faiss's inner products are exact already; only the padding needs -inf
             scores = dist
             scores[ids < 0] = -np.inf
-        order = np.lexsort((ids, -scores), axis=-1)  # best score first, ties by lower row; -1/-inf last
-        ids = np.take_along_axis(ids, order, axis=1)[:, :n]
-        scores = np.take_along_axis(scores, order, axis=1)[:, :n]
+        # faiss returns flat results best first already; re-sort only when that order could be
+        # off: rescored candidates, or equal neighbouring scores (ties go to the lower row)
+        if self.kind == "ivfpq" or np.any(scores[:, 1:] >= scores[:, :-1]):
+            order = np.lexsort((ids, -scores), axis=-1)  # best first, ties by lower row; -1/-inf last
+            ids = np.take_along_axis(ids, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+        ids, scores = ids[:, :n], scores[:, :n]
         out_ids, out_scores = _pad(nq, n)
         out_ids[:, :ids.shape[1]], out_scores[:, :ids.shape[1]] = ids, scores
         if len(short):
