@@ -98,6 +98,18 @@ def numpy_topk(queries, vectors, k):
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
+def index_memory_mb(index) -> float:
+    """Bytes the index holds: its vectors, ExactIndex's transposed copy, faiss's structure."""
+    total = index.vectors.nbytes
+    if hasattr(index, "_vt"):
+        total += index._vt.nbytes
+    if hasattr(index, "faiss_index"):
+        import faiss
+
+        total += faiss.serialize_index(index.faiss_index).nbytes
+    return total / 2**20
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="20,000 x 32 instead of 100,000 x 64")
@@ -167,7 +179,8 @@ def main(argv=None) -> dict:
         got, _ = index.search(queries, K)
         lat = single_latencies(lambda q: index.search(q, K), single_q)
         batch_s = median_time(lambda: index.search(queries, K), args.repeats)
-        row = {"index": name, "setting": setting, "build_s": round(build, 3), "recall@10": recall(truth, got),
+        row = {"index": name, "setting": setting, "build_s": round(build, 3), "memory_mb": index_memory_mb(index),
+               "recall@10": recall(truth, got),
                **lat, "qps_batch": args.batch / batch_s}
         results["unfiltered"].append(row)
         print(row, flush=True)
@@ -233,10 +246,13 @@ def to_markdown(r: dict) -> str:
              f"machine: {m.get('cores')} cores, {m.get('processor')}, numpy {m.get('numpy')}, "
              f"faiss {m.get('faiss')}, persona {m.get('persona')}, top-k backend {m.get('topk_backend')}", "",
              "## unfiltered", "",
-             "| index | setting | build s | recall@10 | p50 µs (1 core) | p99 µs (1 core) | qps @ batch |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "memory: the index's own arrays (persona's float32 copy of the vectors, ExactIndex's transposed "
+             "copy, faiss's serialised structure)", "",
+             "| index | setting | build s | memory MB | recall@10 | p50 µs (1 core) | p99 µs (1 core) | qps @ batch |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for x in r["unfiltered"]:
-        lines.append(f"| {x['index']} | {x['setting']} | {x['build_s']:.2f} | {x['recall@10']:.3f} | "
+        lines.append(f"| {x['index']} | {x['setting']} | {x['build_s']:.2f} | {x['memory_mb']:.1f} | "
+                     f"{x['recall@10']:.3f} | "
                      f"{x['p50_us']:.0f} | {x['p99_us']:.0f} | {x['qps_batch']:,.0f} |")
     lines += ["", f"## filtered: random {c['filter_share']:.0%} of rows allowed (mask)", "",
               "path `selector`: faiss search with an IDSelectorBitmap; `default`: persona's choice "

@@ -99,3 +99,21 @@ def test_a_ready_memory_mapped_index_can_be_attached(fitted, tmp_path):
     with pytest.raises(ps.ParameterError, match="inner-product index"):
         model.use_index(FaissIndex(model.item_factors_[:10], kind="hnsw"))
     model.use_index(None)
+
+
+def test_attribute_predicates_compile_to_a_mask_that_recommend_honours():
+    from persona.retrieval import attribute_mask
+
+    shop = ps.datasets.synthetic_shop(n_users=300, n_items=120, seed=8)
+    inter = shop.interactions
+    model = ps.ALS(factors=8, iterations=3, random_state=0).fit(inter).use_index("hnsw")
+    cat = shop.items["category"].iloc[0]
+    mask = attribute_mask(shop.items, model.item_map_.ids, category=cat, price=(None, 40.0))
+    want = shop.items[(shop.items["category"] == cat) & (shop.items["price"] <= 40.0)]["item_id"]
+    assert set(model.item_map_.ids[mask].tolist()) == set(want.tolist()) & set(model.item_map_.ids.tolist())
+    ids, _ = model.recommend(inter.user_ids[0], n=5, mask=mask, filter_seen=False)
+    assert len(ids) == min(5, int(mask.sum())) and set(ids.tolist()) <= set(want.tolist())
+    with pytest.raises(ps.ParameterError, match="no item attribute"):
+        attribute_mask(shop.items, model.item_map_.ids, colour="red")
+    assert attribute_mask(shop.items, model.item_map_.ids, category=[cat, "nothing"]).sum() >= mask.sum()
+    assert attribute_mask(shop.items, model.item_map_.ids, price=lambda p: p > 1e9).sum() == 0

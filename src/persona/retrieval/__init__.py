@@ -17,8 +17,9 @@ from ..errors import ParameterError
 from .base import METRICS, Index
 from .exact import ExactIndex
 from .faiss_index import KINDS, FaissIndex
+from .filters import attribute_mask
 
-__all__ = ["Index", "ExactIndex", "FaissIndex", "make_index", "load_index", "METRICS", "KINDS",
+__all__ = ["Index", "ExactIndex", "FaissIndex", "make_index", "load_index", "attribute_mask", "METRICS", "KINDS",
            "EXACT_MAX_ROWS"]
 
 EXACT_MAX_ROWS = 50_000  # make_index's default: exact search up to this many rows
