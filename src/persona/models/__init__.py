@@ -8,6 +8,7 @@ from .factor import FactorModel
 from .knn import ItemKNN, UserKNN
 from .mf import MF
 from .popular import MostPopular
+from .sasrec import SASRec
 
 __all__ = ["Recommender", "FactorModel", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF", "BPR", "EASE",
-           "PAD_SCORE", "pad_id_for"]
+           "SASRec", "PAD_SCORE", "pad_id_for"]

@@ -35,7 +35,7 @@ from ..errors import (
     UnknownUserError,
     UnsupportedError,
 )
-from ..io.artifact import pack_csr, read_artifact, unpack_csr, write_artifact
+from ..io.artifact import artifact_files, pack_csr, read_artifact, unpack_csr, write_artifact
 from ..kernels import topk
 
 __all__ = ["Recommender", "PAD_SCORE", "pad_id_for"]
@@ -532,7 +532,15 @@ class Recommender:
         return {}, {}
 
     def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Inverse of :meth:`_state`."""
+        """Inverse of :meth:`_state`.
+
+        When the model stored raw files (:meth:`_files`), ``meta["_files"]`` maps each name to
+        its checksum-verified path inside the artifact.
+        """
+
+    def _files(self) -> dict:
+        """Raw files to store beside the arrays, name -> writer(path) (e.g. an ONNX graph)."""
+        return {}
 
     def save(self, path) -> Path:
         """Save as an artifact directory (JSON manifest + .npy arrays, checksummed, no pickle)."""
@@ -546,12 +554,13 @@ class Recommender:
                 raise RuntimeError(f"{type(self).__name__}._state uses the reserved array name {k!r}")
             all_arrays[k] = v
         return write_artifact(path, "model", {"class": type(self).__name__, "params": params, "state": meta},
-                              all_arrays)
+                              all_arrays, files=self._files())
 
     @classmethod
     def load(cls, path, *, mmap: bool = False) -> "Recommender":
         """Load a model saved with :meth:`save` (format version and checksums verified)."""
         manifest, arrays = read_artifact(path, mmap=mmap)
+        files = artifact_files(path, manifest)
         if manifest.get("kind") != "model":
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not a model")
         meta = manifest.get("meta", {})
@@ -573,6 +582,9 @@ class Recommender:
             raise ArtifactError(f"{path} lacks the array {e.args[0]!r}") from None
         model.user_items_ = unpack_csr("user_items", arrays)
         model.fallback_ = None
-        model._restore(meta.get("state", {}), arrays)
+        state = meta.get("state", {})
+        if files:
+            state = {**state, "_files": files}
+        model._restore(state, arrays)
         model._fitted = True
         return model

@@ -14,6 +14,7 @@ from .ease import EASE
 from .knn import ItemKNN, UserKNN
 from .mf import MF
 from .popular import MostPopular
+from .sasrec import SASRec
 
 __all__ = ["MODELS", "make_model", "model_names"]
 
@@ -30,6 +31,8 @@ MODELS: dict[str, tuple[type[Recommender], dict, str]] = {
     "bpr": (BPR, {"factors": 64, "iterations": 100}, "Bayesian personalised ranking, SGD (64 factors)"),
     "ease": (EASE, {"regularization": 500.0}, "EASE closed-form item-item model (lambda 500)"),
     "mf": (MF, {"factors": 32}, "explicit-rating matrix factorisation with biases"),
+    "sasrec": (SASRec, {"factors": 64, "blocks": 2, "max_len": 50, "epochs": 50},
+               "sequential self-attention (SASRec); needs persona[train] (PyTorch) to fit"),
 }
 
 

@@ -1,0 +1,297 @@
+"""Benchmark SASRec on Amazon Beauty: ranking quality, training time, and ONNX vs PyTorch serving.
+
+Protocol (the data README's): ``train, valid, test = ps.split.leave_last_out(inter)``. SASRec is
+fitted on ``train`` with early stopping on the validation targets (NDCG@10, ``--patience``
+epochs), then scored on the test targets (HR / NDCG @ 5, 10, 20; full ranking, seen items
+excluded, ``ps.evaluate``). At test time the model must see each user's validation item too:
+
+- ``--test-history extend`` (default): the trained model is kept and only the users' histories are
+  replaced by those of ``train + valid`` (``user_tokens_`` and the seen-items matrix). This is the
+  SASRec papers' protocol -- the network never trains on the validation item, it only reads it --
+  and what a shop does between retrainings.
+- ``--test-history refit``: a new model is fitted on ``train + valid`` for the best epoch count
+  found on validation (twice the training time).
+
+Most popular (fitted on train + valid) is the floor, in the same run. Serving: the same trained
+encoder run by onnxruntime and by PyTorch eager (``torch.no_grad``, same thread count) on
+single-user requests (p50 / p99 of the encoder alone, and of a whole ``recommend`` call through
+onnxruntime) and on batches of 256 users (users/s).
+
+Writes ``sasrec.json`` / ``.md`` (``sasrec-quick.*`` with ``--quick``) to ``benchmarks/results/``.
+
+    python benchmarks/bench_sasrec.py                       # the full run (about 15+ min on 2 cores)
+    python benchmarks/bench_sasrec.py --quick               # 3000 users, a few epochs: a smoke test
+    python benchmarks/bench_sasrec.py --epochs 100 --factors 64 --blocks 2 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import persona as ps  # noqa: E402
+from machine import machine_facts  # noqa: E402
+from persona.data import IdMap, Interactions  # noqa: E402
+from persona.models.sasrec import SASRec, _tokens  # noqa: E402
+
+KS = (5, 10, 20)
+
+
+def default_data() -> Path | None:
+    folder = ps.datasets.default_data_path("amazon-beauty")
+    return None if folder is None else folder / "Beauty.txt"
+
+
+def sample_users(inter: Interactions, max_users: int | None, seed: int) -> Interactions:
+    """A random sample of whole users (their sequences intact); items re-indexed."""
+    if max_users is None or max_users >= inter.n_users:
+        return inter
+    chosen = np.random.default_rng(seed).choice(inter.n_users, size=max_users, replace=False)
+    keep = np.isin(inter.users, chosen)
+    users, items = inter.users[keep], inter.items[keep]
+    u_old, u_new = np.unique(users, return_inverse=True)
+    i_old, i_new = np.unique(items, return_inverse=True)
+    ts = None if inter.timestamps is None else inter.timestamps[keep]
+    return Interactions(IdMap(inter.user_ids[u_old]), IdMap(inter.item_ids[i_old]), u_new, i_new,
+                        inter.weights[keep], ts)
+
+
+def with_histories(model: SASRec, inter: Interactions) -> SASRec:
+    """A shallow copy of ``model`` that reads the users' histories of ``inter`` (same id maps)."""
+    if inter.user_map is not model.user_map_ and not np.array_equal(inter.user_ids, model.user_map_.ids):
+        raise SystemExit("with_histories needs the model's user map")
+    m = copy.copy(model)
+    m.user_tokens_ = _tokens(inter.sequences(), model.max_len).astype(np.int32)
+    m.user_items_ = inter.matrix.tocsr()
+    m._user_vector_cache = None
+    return m
+
+
+def scores_of(report: dict) -> dict:
+    return {f"{m}@{k}": report[f"{m}@{k}"] for k in KS for m in ("hr", "ndcg")}
+
+
+def percentiles(times: list[float]) -> dict:
+    a = np.asarray(times) * 1e6
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)),
+            "mean_us": float(a.mean())}
+
+
+def serving(model: SASRec, args) -> dict:
+    """Encoder latency and throughput: onnxruntime vs PyTorch eager on the same weights."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = model._network
+    net.eval()
+    rng = np.random.default_rng(args.seed)
+    users = rng.choice(model.n_users, size=min(args.requests, model.n_users), replace=False)
+    tokens = model.user_tokens_.astype(np.int64)
+    warm = tokens[users[:20]]
+    for row in warm:  # warm both runtimes (session creation, allocator)
+        model.encoder_.run(row[None, :])
+        with torch.no_grad():
+            net.encode(torch.from_numpy(row[None, :]))[:, -1, :]
+
+    onnx_t, torch_t, rec_t = [], [], []
+    uid = model.user_map_.ids
+    for u in users:
+        x = tokens[u:u + 1]
+        t = time.perf_counter()
+        model.encoder_.run(x)
+        onnx_t.append(time.perf_counter() - t)
+        xt = torch.from_numpy(x)
+        t = time.perf_counter()
+        with torch.no_grad():
+            net.encode(xt)[:, -1, :].numpy()
+        torch_t.append(time.perf_counter() - t)
+    # apart from the torch calls: PyTorch's idle worker threads spin for a while after each call
+    # and would slow whatever numpy / top-k work follows on a small machine
+    time.sleep(0.5)
+    for u in users:
+        t = time.perf_counter()
+        model.recommend(uid[u], n=10)
+        rec_t.append(time.perf_counter() - t)
+
+    batch = tokens[rng.choice(model.n_users, size=256, replace=model.n_users < 256)]
+    bt = torch.from_numpy(batch)
+
+    def throughput(fn) -> float:
+        fn()
+        reps, t = 0, time.perf_counter()
+        while reps < 3 or time.perf_counter() - t < args.batch_seconds:
+            fn()
+            reps += 1
+        return 256 * reps / (time.perf_counter() - t)
+
+    def torch_batch():
+        with torch.no_grad():
+            net.encode(bt)[:, -1, :].numpy()
+
+    onnx_tp = throughput(lambda: model.encoder_.run(batch))
+    torch_tp = throughput(torch_batch)
+    onnx_single, torch_single = percentiles(onnx_t), percentiles(torch_t)
+    return {"requests": len(users), "onnx_single": onnx_single, "torch_single": torch_single,
+            "recommend_single_onnx": percentiles(rec_t),
+            "onnx_batch256_users_per_s": onnx_tp, "torch_batch256_users_per_s": torch_tp,
+            "single_p50_ratio_onnx_over_torch": onnx_single["p50_us"] / torch_single["p50_us"],
+            "batch_throughput_ratio_onnx_over_torch": onnx_tp / torch_tp,
+            "torch_threads": torch.get_num_threads(), "onnx_providers": model.encoder_.session.get_providers()}
+
+
+def run(args) -> dict:
+    data = args.data or default_data()
+    if data is None or not Path(data).exists():
+        raise SystemExit("no data: pass --data PATH (a `user item item ...` file such as Beauty.txt)")
+    inter = sample_users(ps.datasets.load_sequences(data).interactions, args.max_users, args.seed)
+    train, valid, test = ps.split.leave_last_out(inter)
+    full = train.concat(valid)
+    print(f"{Path(data).name}: {inter.n_users} users, {inter.n_items} items, {len(inter)} events; "
+          f"{len(test)} test targets", flush=True)
+    rows = []
+
+    def add(name, model, fit_s, extra=None):
+        t = time.perf_counter()
+        rep = ps.evaluate(model, test, k=KS, metrics=("hr", "ndcg"))
+        row = {"model": name, "fit_s": fit_s, "eval_s": time.perf_counter() - t, **scores_of(rep),
+               "n_users": rep["n_users"], **(extra or {})}
+        rows.append(row)
+        print(f"  {name}: HR@10 {row['hr@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} fit {fit_s:.2f} s", flush=True)
+        return row
+
+    t = time.perf_counter()
+    add("most popular", ps.MostPopular().fit(full), time.perf_counter() - t)
+
+    params = dict(factors=args.factors, blocks=args.blocks, heads=args.heads, max_len=args.max_len,
+                  dropout=args.dropout, learning_rate=args.learning_rate, epochs=args.epochs,
+                  batch_size=args.batch_size, patience=args.patience, random_state=args.seed,
+                  num_threads=args.threads, show_progress=args.progress)
+    t = time.perf_counter()
+    model = SASRec(**params).fit(train, valid=valid)
+    fit_s = time.perf_counter() - t
+    best = model.history_[model.best_epoch_ - 1]
+    print(f"  SASRec trained {len(model.history_)} epochs in {fit_s:.1f} s; best epoch {model.best_epoch_} "
+          f"(valid NDCG@10 {best['valid_ndcg@10']:.4f})", flush=True)
+    extra = {"epochs_run": len(model.history_), "best_epoch": model.best_epoch_,
+             "valid_ndcg@10": best["valid_ndcg@10"], "valid_hr@10": best["valid_hr@10"],
+             "s_per_epoch": fit_s / len(model.history_)}
+    if args.test_history == "extend":
+        tested = with_histories(model, full)
+        add("persona SASRec (train, early stop; test reads train+valid)", tested, fit_s, extra)
+    else:
+        t = time.perf_counter()
+        tested = SASRec(**{**params, "epochs": model.best_epoch_}).fit(full)
+        add(f"persona SASRec (refit on train+valid, {model.best_epoch_} epochs)", tested,
+            fit_s + time.perf_counter() - t, extra)
+
+    serve = None if args.skip_serving else serving(tested, args)
+    if serve:
+        print(f"  encoder single p50: onnx {serve['onnx_single']['p50_us']:.0f} us, torch "
+              f"{serve['torch_single']['p50_us']:.0f} us; batch 256: onnx {serve['onnx_batch256_users_per_s']:.0f} "
+              f"users/s, torch {serve['torch_batch256_users_per_s']:.0f} users/s", flush=True)
+    return {"data": str(data), "n_users": inter.n_users, "n_items": inter.n_items, "n_events": len(inter),
+            "protocol": "leave-last-out; SASRec fitted on train with early stopping on valid NDCG@10; "
+                        f"test history: {args.test_history}; most popular fitted on train+valid; test "
+                        "targets, full ranking, seen items excluded",
+            "params": {**params, "test_history": args.test_history, "max_users": args.max_users,
+                       "quick": args.quick},
+            "rows": rows, "history": model.history_, "serving": serve,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "machine": {**machine_facts(), "usable_cores": len(os.sched_getaffinity(0))
+                        if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}}
+
+
+def markdown(res: dict) -> str:
+    f, p, s = res["machine"], res["params"], res["serving"]
+    lines = [
+        f"# SASRec on {Path(res['data']).stem}" + (" (quick)" if p["quick"] else ""),
+        "",
+        f"{res['n_users']} users, {res['n_items']} items, {res['n_events']} events. {res['protocol']}.",
+        "",
+        f"SASRec: factors {p['factors']}, blocks {p['blocks']}, heads {p['heads']}, max_len {p['max_len']}, "
+        f"dropout {p['dropout']}, learning rate {p['learning_rate']}, batch {p['batch_size']}, at most "
+        f"{p['epochs']} epochs, patience {p['patience']}, loss full-softmax cross-entropy, seed {p['random_state']}, "
+        f"threads {p['num_threads'] or 'all'}.",
+        f"Machine: {f.get('processor')}, {f.get('usable_cores')} usable cores, Python {f.get('python')}, torch "
+        f"{f.get('torch')}, onnxruntime {f.get('onnxruntime')}, persona {f.get('persona')}.",
+        "",
+        "| model | " + " | ".join(f"HR@{k} | NDCG@{k}" for k in KS) + " | fit s | eval s |",
+        "|---|" + "---:|" * (2 * len(KS) + 2),
+    ]
+    for r in res["rows"]:
+        lines.append(f"| {r['model']} | " + " | ".join(f"{r[f'hr@{k}']:.4f} | {r[f'ndcg@{k}']:.4f}" for k in KS)
+                     + f" | {r['fit_s']:.2f} | {r['eval_s']:.2f} |")
+    sr = next(r for r in res["rows"] if r["model"].startswith("persona SASRec"))
+    lines += ["", f"Training: {sr['epochs_run']} epochs ({sr['s_per_epoch']:.2f} s each), best epoch "
+                  f"{sr['best_epoch']} with valid NDCG@10 {sr['valid_ndcg@10']:.4f} / HR@10 {sr['valid_hr@10']:.4f}."]
+    if s:
+        lines += ["", f"Serving the same encoder ({s['requests']} single-user requests; torch threads "
+                      f"{s['torch_threads']}, onnxruntime providers {s['onnx_providers']}):", "",
+                  "| runtime | single p50 µs | single p99 µs | batch 256 users/s |", "|---|---:|---:|---:|",
+                  f"| onnxruntime | {s['onnx_single']['p50_us']:.0f} | {s['onnx_single']['p99_us']:.0f} | "
+                  f"{s['onnx_batch256_users_per_s']:.0f} |",
+                  f"| PyTorch eager | {s['torch_single']['p50_us']:.0f} | {s['torch_single']['p99_us']:.0f} | "
+                  f"{s['torch_batch256_users_per_s']:.0f} |",
+                  f"| `recommend` (onnxruntime + top-10) | {s['recommend_single_onnx']['p50_us']:.0f} | "
+                  f"{s['recommend_single_onnx']['p99_us']:.0f} | |",
+                  "", f"onnxruntime / PyTorch: single-request p50 time ratio "
+                      f"**{s['single_p50_ratio_onnx_over_torch']:.2f}** (below 1: onnxruntime faster), batch "
+                      f"throughput ratio **{s['batch_throughput_ratio_onnx_over_torch']:.2f}** (above 1: faster)."]
+    lines += ["", f"Peak resident memory of the whole run: {res['peak_rss_mb']:.0f} MB."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="sequences file (default: the shared Amazon Beauty)")
+    ap.add_argument("--factors", type=int, default=64)
+    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=1)
+    ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument("--learning-rate", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=None, help="most epochs (default 200; 3 with --quick)")
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--test-history", choices=("extend", "refit"), default="extend",
+                    help="how the test sees the validation item (see the module docstring)")
+    ap.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: their defaults)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-users", type=int, default=None, help="keep a random sample of users")
+    ap.add_argument("--requests", type=int, default=1000, help="single-user requests timed per runtime")
+    ap.add_argument("--batch-seconds", type=float, default=2.0, help="time spent per batch-throughput measure")
+    ap.add_argument("--skip-serving", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="tqdm bar over epochs")
+    ap.add_argument("--quick", action="store_true", help="3000 users, 3 epochs, 200 requests: a smoke test")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.max_users = args.max_users or 3000
+        args.requests = min(args.requests, 200)
+        args.batch_seconds = min(args.batch_seconds, 0.5)
+    args.epochs = args.epochs or (3 if args.quick else 200)
+
+    res = run(args)
+    stem = "sasrec-quick" if args.quick else "sasrec"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
+    md = markdown(res)
+    (args.out / f"{stem}.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,514 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+A causal Transformer encoder reads a user's last ``max_len`` items (oldest first) and predicts the
+next one at every position; the item embeddings double as the output layer, so the score of
+item ``i`` after a history is ``encoder(history) . item_factors_[i]``.
+
+PyTorch is needed only by :meth:`SASRec.fit`. Fitting ends by exporting the encoder to ONNX; the
+fitted model (and a saved one) serves through onnxruntime alone:
+
+* ``recommend`` encodes the user's own training sequence (``user_tokens_``);
+* ``recommend_for_history`` encodes any history of known items, without refitting;
+* ``similar_items`` is the cosine of item embeddings;
+* ``recommend_users`` scores every user's encoded history against the items.
+
+Tokens are item index + 1; 0 is padding, on the left, so the newest item is always the last
+position, whose hidden state is the history's vector.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import time
+import warnings
+
+import numpy as np
+
+from ..data.interactions import Interactions
+from ..errors import DataError, ParameterError
+from .base import Recommender
+
+__all__ = ["SASRec"]
+
+log = logging.getLogger("persona.models")
+
+_LOSSES = ("ce",)
+_OPSET = 17
+_ENCODER_FILE = "sequence_encoder.onnx"
+# Users encoded per onnxruntime call when all users are needed (recommend_users).
+_ENCODE_ROWS = 1024
+# The additive attention mask of left-out keys: large and finite so that an all-padding row
+# (an empty history) stays finite instead of turning into NaN.
+_MASKED = -1e9
+
+
+def _tokens(histories, max_len: int) -> np.ndarray:
+    """Left-padded int64 tokens (index + 1) of the last ``max_len`` items of each history."""
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for r, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)[-max_len:]
+        if len(h):
+            out[r, max_len - len(h):] = h + 1
+    return out
+
+
+def _build_network(torch, n_items: int, factors: int, blocks: int, heads: int, max_len: int, dropout: float):
+    """The SASRec encoder as a torch module (defined here so torch is imported only to fit)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        """Pre-norm causal self-attention and a position-wise feed-forward layer, as in SASRec."""
+
+        def __init__(self):
+            super().__init__()
+            self.attn_norm = nn.LayerNorm(factors, eps=1e-8)
+            self.q = nn.Linear(factors, factors)
+            self.k = nn.Linear(factors, factors)
+            self.v = nn.Linear(factors, factors)
+            self.out = nn.Linear(factors, factors)
+            self.attn_drop = nn.Dropout(dropout)
+            self.ffn_norm = nn.LayerNorm(factors, eps=1e-8)
+            self.ffn1 = nn.Linear(factors, factors)
+            self.ffn2 = nn.Linear(factors, factors)
+            self.ffn_drop1 = nn.Dropout(dropout)
+            self.ffn_drop2 = nn.Dropout(dropout)
+
+        def forward(self, x, bias, keep):
+            b, t, _ = x.shape
+            dh = factors // heads
+            q_in = self.attn_norm(x)
+            q = self.q(q_in).view(b, t, heads, dh).transpose(1, 2)
+            k = self.k(x).view(b, t, heads, dh).transpose(1, 2)
+            v = self.v(x).view(b, t, heads, dh).transpose(1, 2)
+            att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(dh)) + bias
+            att = self.attn_drop(torch.softmax(att, dim=-1))
+            y = torch.matmul(att, v).transpose(1, 2).reshape(b, t, factors)
+            x = q_in + self.out(y)  # SASRec's residual adds the normalised query
+            h = self.ffn_norm(x)
+            h = self.ffn_drop2(self.ffn2(self.ffn_drop1(torch.relu(self.ffn1(h)))))
+            return (h + x) * keep
+
+    class Network(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.items = nn.Embedding(n_items + 1, factors, padding_idx=0)
+            self.positions = nn.Embedding(max_len, factors)
+            self.emb_drop = nn.Dropout(dropout)
+            self.blocks = nn.ModuleList([Block() for _ in range(blocks)])
+            self.last_norm = nn.LayerNorm(factors, eps=1e-8)
+            self.register_buffer("causal", torch.triu(torch.full((max_len, max_len), _MASKED), diagonal=1),
+                                 persistent=False)
+            nn.init.normal_(self.items.weight, std=factors ** -0.5)
+            with torch.no_grad():
+                self.items.weight[0].zero_()
+
+        def encode(self, tokens):
+            """Hidden states (batch, max_len, factors) of left-padded token rows."""
+            keep = (tokens > 0).unsqueeze(-1).to(self.items.weight.dtype)
+            pos = torch.arange(tokens.shape[1], device=tokens.device)
+            x = self.items(tokens) * (factors ** 0.5) + self.positions(pos)
+            x = self.emb_drop(x) * keep
+            # a query may attend to earlier, non-padding keys only
+            bias = self.causal + (1.0 - keep.transpose(1, 2)).unsqueeze(1) * _MASKED
+            for block in self.blocks:
+                x = block(x, bias, keep)
+            return self.last_norm(x)
+
+        def item_weights(self):
+            return self.items.weight[1:]
+
+    class LastState(nn.Module):
+        """What is exported: the hidden state of the last (newest) position."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, tokens):
+            return self.net.encode(tokens)[:, -1, :]
+
+    return Network(), LastState
+
+
+class SASRec(Recommender):
+    """Self-attentive sequential recommender with an ONNX-served encoder.
+
+    Parameters
+    ----------
+    factors : int
+        Width of the item embeddings and hidden states (a multiple of ``heads``).
+    blocks : int
+        Number of self-attention blocks.
+    heads : int
+        Attention heads per block.
+    max_len : int
+        The model reads the last ``max_len`` items of a history.
+    dropout : float
+        Dropout rate in [0, 1) of embeddings, attention and feed-forward layers.
+    learning_rate : float
+        Adam's step size.
+    epochs : int
+        Most passes over the training sequences.
+    batch_size : int
+        Sequences per step.
+    patience : int
+        With ``fit(train, valid=...)``: stop after this many epochs without a better validation
+        NDCG@10, and keep the best epoch's weights.
+    loss : {"ce"}
+        ``"ce"``: cross-entropy of the next item over the whole catalogue (full softmax).
+    random_state : int, optional
+        Seeds initialisation, dropout and batch order; with ``num_threads=1`` a seed gives
+        bit-identical weights.
+    num_threads : int
+        Threads of PyTorch while fitting and of onnxruntime while serving; 0: their defaults.
+    show_progress : bool
+        A tqdm bar over epochs with the loss and validation metric.
+
+    Attributes
+    ----------
+    item_factors_ : float32 (n_items, factors)
+        Item embeddings (the output layer).
+    user_tokens_ : int32 (n_users, max_len)
+        Each user's last ``max_len`` training items as left-padded tokens (index + 1).
+    encoder_ : persona.onnx.OnnxModel
+        The sequence encoder: int64 tokens (batch, max_len) -> float32 (batch, factors).
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss`` and, with validation, ``valid_ndcg@10`` / ``valid_hr@10``.
+    best_epoch_ : int
+        The epoch whose weights were kept (1-based).
+
+    Notes
+    -----
+    ``fit(interactions, valid=None)``: ``valid`` (e.g. the middle part of
+    :func:`persona.split.leave_last_out`) enables early stopping. Users and items of ``valid``
+    are matched to ``interactions`` by external id. An empty history is answered with item
+    popularity.
+
+    Examples
+    --------
+    >>> import persona as ps
+    >>> from persona.models.sasrec import SASRec
+    >>> shop = ps.datasets.synthetic_shop(n_users=100, n_items=30, seed=0)
+    >>> model = SASRec(factors=8, blocks=1, max_len=5, epochs=2, random_state=0).fit(shop.interactions)
+    >>> items, scores = model.recommend_for_history(shop.interactions.item_ids[:3], n=4)
+    >>> len(items)
+    4
+    """
+
+    def __init__(self, *, factors: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50,
+                 dropout: float = 0.5, learning_rate: float = 1e-3, epochs: int = 200, batch_size: int = 128,
+                 patience: int = 10, loss: str = "ce", random_state=None, num_threads: int = 0,
+                 show_progress: bool = False):
+        self.factors = factors
+        self.blocks = blocks
+        self.heads = heads
+        self.max_len = max_len
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.loss = loss
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_params(self) -> None:
+        for name in ("factors", "blocks", "heads", "max_len", "epochs", "batch_size", "patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+        if self.factors % self.heads:
+            raise ParameterError(f"factors ({self.factors}) must be a multiple of heads ({self.heads}); "
+                                 "each head gets factors // heads dimensions")
+        d = self.dropout
+        if isinstance(d, bool) or not isinstance(d, (int, float, np.number)) or not (0.0 <= d < 1.0):
+            raise ParameterError(f"dropout must be a number in [0, 1), got {d!r}")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not (np.isfinite(lr) and lr > 0):
+            raise ParameterError(f"learning_rate must be a finite number > 0, got {lr!r}")
+        if self.loss not in _LOSSES:
+            raise ParameterError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if not isinstance(self.show_progress, (bool, np.bool_)):
+            raise ParameterError(f"show_progress must be True or False, got {self.show_progress!r}")
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, interactions: Interactions, valid: Interactions | None = None) -> None:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ImportError("SASRec.fit needs PyTorch; install persona[train] (pip install 'persona[train]'). "
+                              "A fitted, saved SASRec serves without it.") from None
+        if valid is not None and not isinstance(valid, Interactions):
+            raise DataError(f"valid must be a persona.Interactions (e.g. from ps.split.leave_last_out), "
+                            f"got {type(valid).__name__}")
+        n_users, n_items = interactions.n_users, interactions.n_items
+        seqs = interactions.sequences()
+        self.user_tokens_ = _tokens(seqs, self.max_len).astype(np.int32)
+        self.item_popularity_ = np.bincount(interactions.items, minlength=n_items).astype(np.float32)
+        # one training row per user with a next item to predict: the last max_len + 1 items
+        train_rows = [s[-(self.max_len + 1):] for s in seqs if len(s) >= 2]
+        if not train_rows:
+            raise DataError("SASRec needs users with at least 2 events to learn what comes next; "
+                            "none of these interactions' users has 2")
+        inputs = _tokens([s[:-1] for s in train_rows], self.max_len)
+        targets = _tokens([s[1:] for s in train_rows], self.max_len)  # 0 = no target at that position
+
+        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
+        old_threads = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        try:
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            net, last_state = _build_network(torch, n_items, int(self.factors), int(self.blocks), int(self.heads),
+                                             int(self.max_len), float(self.dropout))
+            opt = torch.optim.Adam(net.parameters(), lr=float(self.learning_rate), betas=(0.9, 0.98))
+            vdata = self._valid_targets(valid) if valid is not None else None
+            self.history_ = []
+            best, best_state, best_epoch, waited = -1.0, None, 0, 0
+            x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(targets)
+            bar = None
+            if self.show_progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=int(self.epochs), desc="SASRec", unit="epoch")
+            t0 = time.perf_counter()
+            for epoch in range(1, int(self.epochs) + 1):
+                net.train()
+                order = torch.from_numpy(rng.permutation(len(inputs)))
+                total, count = 0.0, 0
+                for s in range(0, len(order), int(self.batch_size)):
+                    rows = order[s:s + int(self.batch_size)]
+                    x, y = x_all[rows], y_all[rows]
+                    h = net.encode(x)
+                    sel = y > 0
+                    logits = h[sel] @ net.item_weights().T
+                    loss = torch.nn.functional.cross_entropy(logits, y[sel] - 1)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    k = int(sel.sum())
+                    loss = loss.detach()
+                    total += loss.item() * k
+                    count += k
+                record = {"epoch": epoch, "loss": total / max(count, 1)}
+                if vdata is not None:
+                    ndcg, hr = self._valid_metrics(torch, net, vdata)
+                    record.update({"valid_ndcg@10": ndcg, "valid_hr@10": hr})
+                    if ndcg > best:
+                        best, best_epoch, waited = ndcg, epoch, 0
+                        best_state = copy.deepcopy(net.state_dict())
+                    else:
+                        waited += 1
+                self.history_.append(record)
+                if bar is not None:
+                    bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+                    bar.update(1)
+                log.debug("SASRec epoch %d: %s", epoch, record)
+                if vdata is not None and waited >= int(self.patience):
+                    log.info("SASRec: early stop after epoch %d; best epoch %d (valid NDCG@10 %.4f)",
+                             epoch, best_epoch, best)
+                    break
+            if bar is not None:
+                bar.close()
+            if best_state is not None:
+                net.load_state_dict(best_state)
+            self.best_epoch_ = best_epoch if vdata is not None else len(self.history_)
+            self.fit_seconds_ = time.perf_counter() - t0
+            net.eval()
+            self._network = net  # the PyTorch module, kept in memory for parity checks; never saved
+            with torch.no_grad():
+                self.item_factors_ = net.item_weights().detach().numpy().astype(np.float32, copy=True)
+            self._set_encoder(self._export(torch, last_state(net)))
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _export(self, torch, module) -> bytes:
+        """The encoder as an ONNX graph (bytes): int64 tokens (batch, max_len) -> float32 (batch, factors)."""
+        module.eval()
+        buf = io.BytesIO()
+        example = torch.from_numpy(_tokens([[0, 1], [2]], int(self.max_len)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=_OPSET,
+                              input_names=["tokens"], output_names=["hidden"],
+                              dynamic_axes={"tokens": {0: "batch"}, "hidden": {0: "batch"}})
+        return buf.getvalue()
+
+    def _valid_targets(self, valid: Interactions):
+        """(user index, target item index) pairs of ``valid`` known to the model, one per pair."""
+        u = self.user_map_.lookup(valid.user_ids[valid.users])
+        i = self.item_map_.lookup(valid.item_ids[valid.items])
+        keep = (u >= 0) & (i >= 0)
+        if not keep.any():
+            raise DataError("valid shares no (user, item) pair with the training interactions' ids; pass the "
+                            "validation part of the same split")
+        pairs = np.unique(np.stack([u[keep], i[keep]], axis=1), axis=0)
+        return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+
+    def _valid_metrics(self, torch, net, vdata, k: int = 10, rows: int = 1024) -> tuple[float, float]:
+        """NDCG@k and HR@k of the validation targets: full ranking, training items excluded."""
+        users, targets = vdata
+        net.eval()
+        ndcg = hits = 0.0
+        ui = self.user_items_
+        with torch.no_grad():
+            weights = net.item_weights()
+            for s in range(0, len(users), rows):
+                bu, bt = users[s:s + rows], targets[s:s + rows]
+                tokens = torch.from_numpy(self.user_tokens_[bu].astype(np.int64))
+                scores = net.encode(tokens)[:, -1, :] @ weights.T
+                target_scores = scores[torch.arange(len(bu)), torch.from_numpy(bt)].clone()
+                r = np.repeat(np.arange(len(bu)), np.diff(ui.indptr)[bu])
+                c = np.concatenate([ui.indices[ui.indptr[x]:ui.indptr[x + 1]] for x in bu])
+                scores[torch.from_numpy(r), torch.from_numpy(c.astype(np.int64))] = -np.inf
+                scores[torch.arange(len(bu)), torch.from_numpy(bt)] = target_scores
+                rank = (scores > target_scores[:, None]).sum(dim=1).numpy()
+                hit = rank < k
+                hits += float(hit.sum())
+                ndcg += float((1.0 / np.log2(rank[hit] + 2.0)).sum())
+        return ndcg / len(users), hits / len(users)
+
+    # ------------------------------------------------------------------ serving
+    def _set_encoder(self, graph: bytes) -> None:
+        from ..onnx import OnnxModel
+
+        self.encoder_onnx_ = graph
+        self.encoder_ = OnnxModel(graph, intra_op_threads=int(self.num_threads or 0))
+        self._user_vector_cache = None
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        """Vectors (m, factors) of token rows (m, max_len): item index + 1, left-padded with 0.
+
+        Rows without any item get zeros (the callers answer them with popularity).
+        """
+        self._check_fitted()
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if tokens.ndim != 2 or tokens.shape[1] != self.max_len:
+            raise ParameterError(f"tokens must have shape (m, {self.max_len}), got {tokens.shape}")
+        out = np.zeros((len(tokens), self.item_factors_.shape[1]), dtype=np.float32)
+        live = tokens[:, -1] > 0
+        if live.all():
+            return self.encoder_.run(tokens)
+        if live.any():
+            out[live] = self.encoder_.run(np.ascontiguousarray(tokens[live]))
+        return out
+
+    def _item_factors_t(self) -> np.ndarray:
+        cache = getattr(self, "_item_t_cache", None)
+        if cache is None or cache[0] is not self.item_factors_:
+            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_.T))
+            self._item_t_cache = cache
+        return cache[1]
+
+    def _scores_of(self, tokens: np.ndarray) -> np.ndarray:
+        scores = self.encode(tokens) @ self._item_factors_t()
+        empty = tokens[:, -1] == 0
+        if empty.any():
+            scores[empty] = self.item_popularity_
+        return scores
+
+    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
+        return self._scores_of(self.user_tokens_[user_indices])
+
+    # ------------------------------------------------------------------ retrieval
+    def use_index(self, kind: str | None = "auto", **options) -> "SASRec":
+        """Serve ``recommend`` through a retrieval index over ``item_factors_`` (inner product).
+
+        ``kind`` is one of :func:`persona.retrieval.make_index`'s (``"auto"``, ``"exact"``,
+        ``"hnsw"``, ...), or None to score every item again. The encoded history is the query;
+        filters are applied inside the index. Users without any history still get popularity.
+        The choice is saved with the model and the index rebuilt on load.
+        """
+        self._check_fitted()
+        if kind is None:
+            self.index_, self._index_spec = None, None
+            return self
+        if not isinstance(kind, str):
+            raise ParameterError(f"kind must be an index name such as 'exact' or 'hnsw', or None; got {kind!r}")
+        from ..retrieval import make_index
+
+        self.index_ = make_index(self.item_factors_, metric="ip", kind=kind, **options)
+        self._index_spec = {"kind": kind, "options": options}
+        return self
+
+    def _select_for_users(self, users, n, excl, allow, mask):
+        index = getattr(self, "index_", None)
+        tokens = self.user_tokens_[users]
+        if index is None or not (tokens[:, -1] > 0).all():
+            return super()._select_for_users(users, n, excl, allow, mask)
+        from .factor import _rows_of
+
+        return index.search(self.encode(tokens), n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+
+    def _score_histories(self, histories) -> np.ndarray:
+        return self._scores_of(_tokens(histories, int(self.max_len)))
+
+    def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
+        v = self.item_factors_
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v[item_indices] @ v.T
+
+    def user_vectors(self) -> np.ndarray:
+        """The encoded training history of every user (n_users, factors); computed once, then cached."""
+        self._check_fitted()
+        cache = getattr(self, "_user_vector_cache", None)
+        if cache is None or cache[0] is not self.item_factors_:
+            out = np.concatenate([self.encode(self.user_tokens_[s:s + _ENCODE_ROWS])
+                                  for s in range(0, self.n_users, _ENCODE_ROWS)]) if self.n_users else \
+                np.zeros((0, self.item_factors_.shape[1]), np.float32)
+            cache = (self.item_factors_, out)
+            self._user_vector_cache = cache
+        return cache[1]
+
+    def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
+        scores = self.user_vectors() @ self.item_factors_[item_indices].sum(axis=0)
+        empty = self.user_tokens_[:, -1] == 0
+        if empty.any():
+            scores[empty] = -np.inf  # nothing known about them; rank them last
+        return scores
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self):
+        meta = {"onnx_opset": _OPSET, "encoder_file": _ENCODER_FILE,
+                "best_epoch": int(getattr(self, "best_epoch_", 0)),
+                "history": list(getattr(self, "history_", []))}
+        if getattr(self, "_index_spec", None) is not None:
+            meta["index"] = self._index_spec
+        arrays = {"item_factors": self.item_factors_, "user_tokens": self.user_tokens_,
+                  "item_popularity": self.item_popularity_}
+        return meta, arrays
+
+    def _files(self) -> dict:
+        graph = self.encoder_onnx_
+
+        def write(path):
+            with open(path, "wb") as f:
+                f.write(graph)
+
+        return {_ENCODER_FILE: write}
+
+    def _restore(self, meta, arrays):
+        from ..errors import ArtifactError
+
+        self.item_factors_ = np.asarray(arrays["item_factors"])
+        self.user_tokens_ = np.asarray(arrays["user_tokens"])
+        self.item_popularity_ = np.asarray(arrays["item_popularity"])
+        self.best_epoch_ = int(meta.get("best_epoch", 0))
+        self.history_ = list(meta.get("history", []))
+        path = meta.get("_files", {}).get(meta.get("encoder_file", _ENCODER_FILE))
+        if path is None:
+            raise ArtifactError(f"the SASRec artifact lacks its encoder graph {_ENCODER_FILE}; save the model again")
+        # read now (the checksum was just verified), so a later overwrite of the artifact
+        # cannot change the graph under a lazily created session
+        with open(path, "rb") as f:
+            self._set_encoder(f.read())
+        spec = meta.get("index")
+        if spec is not None:
+            self._fitted = True  # use_index checks it; load sets it again after _restore
+            self.use_index(spec["kind"], **spec.get("options", {}))

@@ -1,0 +1,132 @@
+"""One ONNX graph run by onnxruntime, shared by every thread of a process.
+
+The session is created on first use, not when the model is loaded, so that loading stays cheap
+and a process that never serves the model never pays for it. A lock guards only the creation;
+``InferenceSession.run`` itself is thread-safe in onnxruntime, so requests run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, ParameterError
+
+__all__ = ["OnnxModel", "default_providers"]
+
+log = logging.getLogger("persona.onnx")
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it, then CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    out = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return out + ["CPUExecutionProvider"]
+
+
+def _check_threads(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ParameterError(f"{name} must be an integer >= 0 (0: onnxruntime's default), got {value!r}")
+    return int(value)
+
+
+class OnnxModel:
+    """A lazily created onnxruntime session over one graph with one input and one output.
+
+    Parameters
+    ----------
+    path_or_bytes : str, os.PathLike or bytes
+        The serialized graph, or the path of an ``.onnx`` file (read when the session is made).
+    providers : list of str, optional
+        onnxruntime execution providers in order of preference; default: CUDA when this
+        onnxruntime build has it, then CPU (see :func:`default_providers`).
+    intra_op_threads, inter_op_threads : int
+        onnxruntime's thread pools; 0 lets onnxruntime choose.
+
+    Examples
+    --------
+    >>> import numpy as np, onnx
+    >>> from onnx import helper, TensorProto
+    >>> graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+    ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+    ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+    >>> raw = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    >>> OnnxModel(raw).run(np.array([[-1.0, 2.0]], dtype=np.float32)).tolist()
+    [[0.0, 2.0]]
+    """
+
+    def __init__(self, path_or_bytes, *, providers=None, intra_op_threads: int = 0, inter_op_threads: int = 0):
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            self._source = bytes(path_or_bytes)
+        elif isinstance(path_or_bytes, (str, os.PathLike)):
+            self._source = str(Path(path_or_bytes))
+        else:
+            raise ParameterError(f"OnnxModel expects the graph as bytes or a file path, got "
+                                 f"{type(path_or_bytes).__name__}")
+        if providers is not None and (isinstance(providers, str) or not all(isinstance(p, str) for p in providers)):
+            raise ParameterError(f"providers must be a list of onnxruntime provider names, got {providers!r}")
+        self.providers = None if providers is None else list(providers)
+        self.intra_op_threads = _check_threads(intra_op_threads, "intra_op_threads")
+        self.inter_op_threads = _check_threads(inter_op_threads, "inter_op_threads")
+        self._session = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        src = f"{len(self._source)} bytes" if isinstance(self._source, bytes) else repr(self._source)
+        return f"OnnxModel({src}, providers={self.providers!r})"
+
+    def __getstate__(self):
+        # the session and its lock are process-local; a copy makes its own on first use
+        return {k: v for k, v in self.__dict__.items() if k not in ("_session", "_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        """The onnxruntime ``InferenceSession`` (created on first access)."""
+        s = self._session
+        if s is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._create()
+                s = self._session
+        return s
+
+    def _create(self):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.intra_op_threads
+        opts.inter_op_num_threads = self.inter_op_threads
+        opts.log_severity_level = 3
+        providers = self.providers or default_providers()
+        try:
+            sess = ort.InferenceSession(self._source, sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            where = self._source if isinstance(self._source, str) else "the stored graph"
+            raise ArtifactError(f"onnxruntime could not load {where}: {e}") from None
+        if len(sess.get_inputs()) != 1 or len(sess.get_outputs()) != 1:
+            raise ArtifactError("OnnxModel expects a graph with one input and one output, got "
+                                f"{len(sess.get_inputs())} and {len(sess.get_outputs())}")
+        log.info("onnxruntime session ready on %s", sess.get_providers())
+        return sess
+
+    @property
+    def source(self):
+        """The graph as given: bytes, or a path string."""
+        return self._source
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Run the graph on one input array; returns its one output array."""
+        sess = self.session
+        name = sess.get_inputs()[0].name
+        return sess.run(None, {name: inputs})[0]
