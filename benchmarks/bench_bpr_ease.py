@@ -38,6 +38,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
+from common import default_beauty, scores_of  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import IdMap, Interactions  # noqa: E402
 from persona.kernels import topk  # noqa: E402
@@ -48,12 +49,6 @@ KS = (5, 10, 20)
 
 
 # ---------------------------------------------------------------------------------------------- data
-def default_data() -> Path | None:
-    p = ps.datasets.default_data_path("amazon-beauty")
-    if p is not None and p.is_dir():
-        p = p / "Beauty.txt"
-    return p if p is not None and p.exists() else None
-
 
 def subsample(inter: Interactions, max_items: int | None, max_users: int | None, seed: int) -> Interactions:
     """The events on the ``max_items`` most popular items, of ``max_users`` random users, with compact maps."""
@@ -114,12 +109,9 @@ def fit_implicit(train: Interactions, args):
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def scores_of(report: dict) -> dict:
-    return {f"{m}@{k}": report[f"{m}@{k}"] for k in KS for m in ("hr", "ndcg")}
-
 
 def run(args) -> dict:
-    data = args.data or default_data()
+    data = args.data or default_beauty()
     if data is None or not Path(data).exists():
         raise SystemExit("no data: pass --data PATH (a `user item item ...` file such as Beauty.txt)")
     loaded = ps.datasets.load_sequences(data)

@@ -40,16 +40,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
+from common import default_beauty, scores_of  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import IdMap, Interactions  # noqa: E402
 from persona.models.sasrec import SASRec, _tokens  # noqa: E402
 
 KS = (5, 10, 20)
 
-
-def default_data() -> Path | None:
-    folder = ps.datasets.default_data_path("amazon-beauty")
-    return None if folder is None else folder / "Beauty.txt"
 
 
 def sample_users(inter: Interactions, max_users: int | None, seed: int) -> Interactions:
@@ -76,9 +73,6 @@ def with_histories(model: SASRec, inter: Interactions) -> SASRec:
     m._user_vector_cache = None
     return m
 
-
-def scores_of(report: dict) -> dict:
-    return {f"{m}@{k}": report[f"{m}@{k}"] for k in KS for m in ("hr", "ndcg")}
 
 
 def percentiles(times: list[float]) -> dict:
@@ -151,7 +145,7 @@ def serving(model: SASRec, args) -> dict:
 
 
 def run(args) -> dict:
-    data = args.data or default_data()
+    data = args.data or default_beauty()
     if data is None or not Path(data).exists():
         raise SystemExit("no data: pass --data PATH (a `user item item ...` file such as Beauty.txt)")
     inter = sample_users(ps.datasets.load_sequences(data).interactions, args.max_users, args.seed)

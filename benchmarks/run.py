@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
+from common import default_beauty  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.models.registry import make_model, model_names  # noqa: E402
 
@@ -34,10 +35,6 @@ PUBLISHED = {
 }
 
 
-def default_data() -> Path | None:
-    p = ps.datasets.default_data_path("amazon-beauty")
-    return (p / "Beauty.txt") if p is not None and (p / "Beauty.txt").exists() else None
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=None, help="result file stem (default: data file stem)")
     args = ap.parse_args(argv)
 
-    data = args.data or default_data()
+    data = args.data or default_beauty()
     if data is None or not Path(data).exists():
         print("no data: pass --data PATH (a `user item item ...` file)", file=sys.stderr)
         return 2
