@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import persona as ps
 from persona.models.sasrec import SASRec, _tokens
@@ -305,3 +307,148 @@ def test_onnx_model_pickles_without_its_session(tiny):
     copy_ = pickle.loads(pickle.dumps(m))
     assert copy_._session is None
     np.testing.assert_array_equal(copy_.run(tokens), first)
+
+
+# ---------------------------------------------------------------------- side information, sampled softmax
+def _shop_attributes(inter):
+    """Category one-hot of the synthetic shop's items, rows in the interactions' item order."""
+    import scipy.sparse as sp
+
+    shop = ps.datasets.synthetic_shop(n_users=300, n_items=80, seed=1)
+    codes = shop.item_categories(inter.item_map)
+    return sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
+                         shape=(len(codes), codes.max() + 1)), shop
+
+
+def test_item_attributes_enter_the_item_vectors_and_the_graph(shop_split):
+    _, train, valid, _ = shop_split
+    attrs, _ = _shop_attributes(train)
+    m = SASRec(**TINY).fit(train, valid=valid, item_attributes=attrs)
+    net = m._network
+    with torch.no_grad():
+        ids = net.items.weight[1:].numpy()
+        cat = net.attributes.weight.numpy()
+    # an item's vector is its id embedding plus its attributes' embeddings
+    np.testing.assert_allclose(m.item_factors_, ids + attrs @ cat, atol=1e-6)
+    tokens = m.user_tokens_[:64].astype(np.int64)
+    assert np.abs(m.encode(tokens) - _torch_last_state(m, tokens)).max() <= 1e-4
+    plain = SASRec(**TINY).fit(train, valid=valid)
+    assert not np.allclose(plain.item_factors_, m.item_factors_)
+
+
+def test_item_attributes_from_features_match_by_id(shop_split):
+    from persona.data import Features
+
+    _, train, _, _ = shop_split
+    attrs, shop = _shop_attributes(train)
+    # Features over the catalogue in another order: rows are matched by item id
+    catalogue = ps.IdMap(shop.items["item_id"].to_numpy(dtype=str)[::-1])
+    feats = Features.from_frame(shop.items, catalogue, "item_id", categorical=["category"])
+    b = SASRec(**TINY).fit(train, item_attributes=feats)
+    aligned = feats.matrix[catalogue.lookup(train.item_ids)].toarray()
+    with torch.no_grad():
+        ids, cat = b._network.items.weight[1:].numpy(), b._network.attributes.weight.numpy()
+    np.testing.assert_allclose(b.item_factors_, ids + aligned @ cat, atol=1e-6)
+    # the rows found by id carry the shop's categories (one column per category, in another order)
+    col_of, code_of = aligned.argmax(axis=1), attrs.toarray().argmax(axis=1)
+    assert (aligned.sum(axis=1) == 1).all()
+    assert all(len(set(col_of[code_of == c])) == 1 for c in np.unique(code_of))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("matrix with wrong rows", "rows"), ("a list", "sparse matrix"), ("nan", "NaN"), ("no common ids", "none of"),
+])
+def test_bad_item_attributes(bad, match, shop_split):
+    import scipy.sparse as sp
+
+    from persona.data import Features
+
+    _, train, _, _ = shop_split
+    attrs, shop = _shop_attributes(train)
+    value = {
+        "matrix with wrong rows": attrs[:-1],
+        "a list": [[1, 0]] * train.n_items,
+        "nan": sp.csr_matrix(np.where(attrs.toarray() > 0, np.nan, 0.0)),
+        "no common ids": Features.from_frame(shop.items.assign(item_id="x" + shop.items["item_id"]),
+                                             ps.IdMap(("x" + shop.items["item_id"]).to_numpy(dtype=str)),
+                                             "item_id", categorical=["category"]),
+    }[bad]
+    with pytest.raises(ps.DataError, match=match):
+        SASRec(**TINY).fit(train, item_attributes=value)
+
+
+def test_sampled_softmax_learns(shop_split):
+    _, train, valid, _ = shop_split
+    m = SASRec(factors=16, blocks=1, max_len=10, epochs=40, dropout=0.5, learning_rate=1e-2, loss="sampled",
+               negatives=20, random_state=0, num_threads=1).fit(train)
+    assert m.history_[-1]["loss"] < m.history_[0]["loss"]
+    hr = ps.evaluate(m, valid, k=(10,), metrics=("hr",))["hr@10"]
+    pop = ps.evaluate(ps.MostPopular().fit(train), valid, k=(10,), metrics=("hr",))["hr@10"]
+    assert hr > pop + 0.02, (hr, pop)
+
+
+def test_sampled_loss_estimates_the_full_softmax():
+    """With logQ correction and many draws, the sampled loss approaches the full cross-entropy."""
+    torch.manual_seed(0)
+    n, f = 50, 8
+    h, w = torch.randn(6, f), torch.randn(n, f)
+    target = torch.randint(0, n, (6,))
+    q = torch.rand(n) + 0.1
+    q = (q / q.sum()).double()
+    full = torch.nn.functional.cross_entropy(h @ w.T, target).item()
+    model = SASRec(loss="sampled", negatives=4000)
+    sampled = np.mean([model._loss(torch, h, target, w, q.float()).item() for _ in range(20)])
+    assert abs(sampled - full) < 0.05 * full, (sampled, full)
+    few = SASRec(loss="sampled", negatives=3)._loss(torch, h, target, w, q.float()).item()
+    assert few < full  # few negatives: a smaller normaliser
+
+
+# ---------------------------------------------------------------------- batches and checkpoints
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=300), st.integers(1, 64), st.integers(0, 2**31))
+def test_length_batches_cover_every_row_once_by_length(lengths, batch_size, seed):
+    from persona.models.sasrec import _length_batches
+
+    lengths = np.asarray(lengths)
+    batches = _length_batches(lengths, batch_size, np.random.default_rng(seed))
+    rows = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(lengths)))
+    budget = batch_size * max(lengths.mean(), 1.0)
+    for b in batches:  # a batch overshoots its budget by less than one row
+        assert lengths[b].sum() < budget + lengths.max()
+    # batches are contiguous runs of lengths: no batch's range strictly overlaps another's
+    spans = sorted((lengths[b].min(), lengths[b].max()) for b in batches)
+    for (lo1, hi1), (lo2, hi2) in zip(spans, spans[1:]):
+        assert hi1 <= lo2
+
+
+def test_checkpoint_resumes_to_the_same_weights(shop_split, tmp_path):
+    _, train, valid, _ = shop_split
+    straight = SASRec(**{**TINY, "epochs": 5}).fit(train, valid=valid)
+    folder = tmp_path / "ckpt"
+    first = SASRec(**{**TINY, "epochs": 2, "checkpoint": folder}).fit(train, valid=valid)
+    assert (folder / "state.json").exists() and len(first.history_) == 2
+    resumed = SASRec(**{**TINY, "epochs": 5, "checkpoint": str(folder)}).fit(train, valid=valid)
+    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3, 4, 5]
+    assert resumed.history_ == straight.history_
+    np.testing.assert_array_equal(resumed.item_factors_, straight.item_factors_)
+    assert resumed.best_epoch_ == straight.best_epoch_
+    assert len(list(folder.glob("arrays-*.npz"))) == 1
+    # the checkpoint folder's path is saved as a string parameter
+    loaded = ps.load(resumed.save(tmp_path / "m"))
+    assert loaded.checkpoint == str(folder)
+
+
+def test_checkpoint_of_another_model_or_broken_is_refused(shop_split, tmp_path):
+    _, train, _, _ = shop_split
+    folder = tmp_path / "ckpt"
+    SASRec(**{**TINY, "epochs": 1, "checkpoint": folder}).fit(train)
+    with pytest.raises(ps.ParameterError, match="factors"):
+        SASRec(**{**TINY, "factors": 8, "checkpoint": folder}).fit(train)
+    with pytest.raises(ps.ParameterError, match="training data"):
+        SASRec(**{**TINY, "checkpoint": folder}).fit(shop_split[0])
+    (folder / "state.json").write_text("{not json")
+    with pytest.raises(ps.ArtifactError, match="unreadable"):
+        SASRec(**{**TINY, "checkpoint": folder}).fit(train)
+    with pytest.raises(ps.ParameterError, match="checkpoint"):
+        SASRec(**{**TINY, "checkpoint": 3}).fit(train)

@@ -19,7 +19,10 @@ position, whose hidden state is the history's vector.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
+import os
 import logging
 import math
 import time
@@ -28,14 +31,14 @@ import warnings
 import numpy as np
 
 from ..data.interactions import Interactions
-from ..errors import DataError, ParameterError
+from ..errors import ArtifactError, DataError, ParameterError
 from .base import Recommender
 
 __all__ = ["SASRec"]
 
 log = logging.getLogger("persona.models")
 
-_LOSSES = ("ce",)
+_LOSSES = ("ce", "sampled")
 _OPSET = 17
 _ENCODER_FILE = "sequence_encoder.onnx"
 # Users encoded per onnxruntime call when all users are needed (recommend_users).
@@ -55,8 +58,136 @@ def _tokens(histories, max_len: int) -> np.ndarray:
     return out
 
 
-def _build_network(torch, n_items: int, factors: int, blocks: int, heads: int, max_len: int, dropout: float):
-    """The SASRec encoder as a torch module (defined here so torch is imported only to fit)."""
+def _attribute_rows(item_attributes, interactions: Interactions):
+    """``item_attributes`` as a float32 CSR with one row per item of ``interactions`` (or None)."""
+    if item_attributes is None:
+        return None
+    import scipy.sparse as sp
+
+    from ..data.features import Features
+
+    if isinstance(item_attributes, Features):
+        pos = item_attributes.id_map.lookup(interactions.item_ids)
+        found = pos >= 0
+        if not found.any():
+            raise DataError("item_attributes describes none of the interactions' items (no item id in common); "
+                            "build the Features over the same item ids")
+        if not found.all():
+            log.warning("SASRec: %d of %d items have no row in item_attributes; they get no attribute embeddings",
+                        int((~found).sum()), len(found))
+        m = item_attributes.matrix.tocsr()
+        padded = sp.vstack([m, sp.csr_matrix((1, m.shape[1]), dtype=np.float32)]).tocsr()  # last row: empty
+        matrix = padded[np.where(found, pos, m.shape[0])]
+    elif sp.issparse(item_attributes):
+        matrix = sp.csr_matrix(item_attributes, dtype=np.float32)
+        if matrix.shape[0] != interactions.n_items:
+            raise DataError(f"item_attributes has {matrix.shape[0]} rows but the interactions have "
+                            f"{interactions.n_items} items; pass one row per item in the interactions' item order "
+                            "(e.g. SequenceData.attribute_matrix(train))")
+    else:
+        raise DataError("item_attributes must be a scipy sparse matrix (one row per item) or a "
+                        f"persona.data.Features; got {type(item_attributes).__name__}")
+    if not np.isfinite(matrix.data).all():
+        raise DataError("item_attributes holds NaN or infinite values; attributes must be finite (e.g. 1 per attribute)")
+    if matrix.shape[1] == 0 or matrix.nnz == 0:
+        return None
+    return matrix
+
+
+def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row batches of similar history lengths, each about ``batch_size`` x the mean length in positions.
+
+    Rows are sorted by length (randomly among equal lengths) and cut where the running number of
+    positions passes each multiple of the budget; the batches come back in random order. A step
+    then computes over little padding, and every position weighs about the same in the epoch.
+    """
+    n = len(lengths)
+    order = np.lexsort((rng.random(n), lengths))
+    budget = batch_size * max(float(lengths.mean()), 1.0)
+    batch_of = (np.cumsum(lengths[order]) - 1) // budget
+    batches = np.split(order, np.flatnonzero(np.diff(batch_of)) + 1)
+    return [batches[b] for b in rng.permutation(len(batches))]
+
+
+class _Checkpoint:
+    """SASRec's training state in a folder: ``state.json`` naming an ``arrays-<epoch>.npz``.
+
+    The arrays are written first and ``state.json`` replaced atomically after them, so a run
+    killed at any moment leaves the previous complete epoch readable.
+    """
+
+    def __init__(self, folder, fingerprint: dict):
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        self.fingerprint = fingerprint
+
+    def restore(self, torch, net, opt, rng, state: dict) -> bool:
+        meta_path = self.folder / "state.json"
+        if not meta_path.exists():
+            return False
+        try:
+            meta = json.loads(meta_path.read_text())
+            with np.load(self.folder / meta["arrays"], allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(f"the SASRec checkpoint in {self.folder} is unreadable ({e}); delete the folder "
+                                "to start afresh") from None
+        if meta.get("fingerprint") != self.fingerprint:
+            theirs, ours = meta.get("fingerprint", {}), self.fingerprint
+            what = [k for k in ours["params"] if theirs.get("params", {}).get(k) != ours["params"][k]]
+            if theirs.get("data_sha256") != ours["data_sha256"]:
+                what.append("the training data")
+            raise ParameterError(f"the checkpoint in {self.folder} was written by a SASRec fit with other "
+                                 f"{', '.join(what) or 'settings'}; pass another checkpoint folder, or delete this "
+                                 "one to start afresh")
+        net.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("net/")})
+        opt_state = {"state": {}, "param_groups": opt.state_dict()["param_groups"]}
+        for k, v in arrays.items():
+            if k.startswith("opt/"):
+                _, index, name = k.split("/")
+                opt_state["state"].setdefault(int(index), {})[name] = torch.from_numpy(v)
+        opt.load_state_dict(opt_state)
+        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"]))
+        rng.bit_generator.state = meta["numpy_rng"]
+        best = {k[5:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("best/")}
+        state.update(epoch=int(meta["epoch"]), history=list(meta["history"]), best=float(meta["best"]),
+                     best_epoch=int(meta["best_epoch"]), waited=int(meta["waited"]), best_state=best or None)
+        log.info("SASRec: resumed from %s after epoch %d", self.folder, state["epoch"])
+        return True
+
+    def save(self, torch, net, opt, rng, state: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"net/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+        for index, values in opt.state_dict()["state"].items():
+            for name, v in values.items():
+                arrays[f"opt/{index}/{name}"] = v.detach().numpy() if hasattr(v, "detach") else np.asarray(v)
+        if state["best_state"] is not None:
+            arrays.update({f"best/{k}": v.detach().numpy() for k, v in state["best_state"].items()})
+        arrays["torch_rng"] = torch.get_rng_state().numpy()
+        name = f"arrays-{state['epoch']}.npz"
+        tmp = self.folder / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, self.folder / name)
+        meta = {"format": 1, "fingerprint": self.fingerprint, "arrays": name, "epoch": state["epoch"],
+                "history": state["history"], "best": state["best"], "best_epoch": state["best_epoch"],
+                "waited": state["waited"], "numpy_rng": rng.bit_generator.state}
+        tmp = self.folder / ".state.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.folder / "state.json")
+        for old in self.folder.glob("arrays-*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+def _build_network(torch, n_items: int, factors: int, blocks: int, heads: int, max_len: int, dropout: float,
+                   attributes=None):
+    """The SASRec encoder as a torch module (defined here so torch is imported only to fit).
+
+    ``attributes`` (scipy sparse, n_items x n_attributes) adds each item's summed attribute
+    embeddings to its id embedding, in the input and in the output layer alike.
+    """
     nn = torch.nn
 
     class Block(nn.Module):
@@ -104,31 +235,56 @@ def _build_network(torch, n_items: int, factors: int, blocks: int, heads: int, m
             nn.init.normal_(self.items.weight, std=factors ** -0.5)
             with torch.no_grad():
                 self.items.weight[0].zero_()
+            self.attributes = None
+            if attributes is not None:
+                a = attributes.tocoo()
+                index = torch.from_numpy(np.vstack([a.row, a.col]).astype(np.int64))
+                values = torch.from_numpy(a.data.astype(np.float32))
+                self.register_buffer("item_attributes", torch.sparse_coo_tensor(index, values, a.shape, check_invariants=True).coalesce(),
+                                     persistent=False)
+                self.attributes = nn.Embedding(a.shape[1], factors)
+                nn.init.normal_(self.attributes.weight, std=0.1 * factors ** -0.5)
 
-        def encode(self, tokens):
-            """Hidden states (batch, max_len, factors) of left-padded token rows."""
-            keep = (tokens > 0).unsqueeze(-1).to(self.items.weight.dtype)
-            pos = torch.arange(tokens.shape[1], device=tokens.device)
-            x = self.items(tokens) * (factors ** 0.5) + self.positions(pos)
+        def table(self):
+            """Embeddings of the padding token (zeros) and every item (n_items + 1, factors)."""
+            if self.attributes is None:
+                return self.items.weight
+            extra = torch.sparse.mm(self.item_attributes, self.attributes.weight)
+            return self.items.weight + torch.cat([extra.new_zeros(1, factors), extra])
+
+        def encode(self, tokens, table=None):
+            """Hidden states (batch, t, factors) of left-padded token rows (t <= max_len).
+
+            Fewer than ``max_len`` columns are the newest positions: a batch of short histories
+            is cut to its longest one and reads the same positions as the full row would.
+            """
+            if table is None:
+                table = self.table()
+            t = tokens.shape[1]
+            keep = (tokens > 0).unsqueeze(-1).to(table.dtype)
+            pos = torch.arange(max_len - t, max_len, device=tokens.device)
+            x = nn.functional.embedding(tokens, table) * (factors ** 0.5) + self.positions(pos)
             x = self.emb_drop(x) * keep
             # a query may attend to earlier, non-padding keys only
-            bias = self.causal + (1.0 - keep.transpose(1, 2)).unsqueeze(1) * _MASKED
+            bias = self.causal[:t, :t] + (1.0 - keep.transpose(1, 2)).unsqueeze(1) * _MASKED
             for block in self.blocks:
                 x = block(x, bias, keep)
             return self.last_norm(x)
 
-        def item_weights(self):
-            return self.items.weight[1:]
+        def item_weights(self, table=None):
+            return (self.table() if table is None else table)[1:]
 
     class LastState(nn.Module):
-        """What is exported: the hidden state of the last (newest) position."""
+        """What is exported: the hidden state of the last (newest) position, over a fixed item table."""
 
         def __init__(self, net):
             super().__init__()
             self.net = net
+            with torch.no_grad():
+                self.register_buffer("frozen_table", net.table().detach().clone())
 
         def forward(self, tokens):
-            return self.net.encode(tokens)[:, -1, :]
+            return self.net.encode(tokens, self.frozen_table)[:, -1, :]
 
     return Network(), LastState
 
@@ -153,12 +309,26 @@ class SASRec(Recommender):
     epochs : int
         Most passes over the training sequences.
     batch_size : int
-        Sequences per step.
+        Sequences per step on average: histories are batched by length (similar lengths
+        together, batch order shuffled) so that every step holds about ``batch_size`` times the
+        mean history length of positions and no step pays for padding.
     patience : int
         With ``fit(train, valid=...)``: stop after this many epochs without a better validation
         NDCG@10, and keep the best epoch's weights.
-    loss : {"ce"}
+    loss : {"ce", "sampled"}
         ``"ce"``: cross-entropy of the next item over the whole catalogue (full softmax).
+        ``"sampled"``: softmax over the next item and ``negatives`` items drawn per step from
+        item popularity, with the logQ correction (a drawn item's logit minus the log of its
+        expected number of draws; draws of the target are dropped) so that the loss tends to
+        the full softmax's as draws grow; for catalogues too large to score whole at every step.
+    negatives : int
+        Items drawn per step for ``loss="sampled"`` (shared by the step's positions).
+    checkpoint : str or path, optional
+        A folder where the training state (weights, Adam's moments, random generators, the best
+        epoch so far, the history) is written atomically after every epoch. A ``fit`` given a
+        folder that holds a checkpoint of the same model and data resumes after its last epoch,
+        and with ``num_threads=1`` ends with the same weights as an uninterrupted run. Arrays
+        and JSON only, no pickle.
     random_state : int, optional
         Seeds initialisation, dropout and batch order; with ``num_threads=1`` a seed gives
         bit-identical weights.
@@ -182,8 +352,13 @@ class SASRec(Recommender):
 
     Notes
     -----
-    ``fit(interactions, valid=None)``: ``valid`` (e.g. the middle part of
-    :func:`persona.split.leave_last_out`) enables early stopping. Users and items of ``valid``
+    ``fit(interactions, valid=None, item_attributes=None)``: ``valid`` (e.g. the middle part of
+    :func:`persona.split.leave_last_out`) enables early stopping. ``item_attributes`` (a
+    scipy sparse matrix with one row per item of ``interactions``, e.g.
+    ``SequenceData.attribute_matrix(train)``, or a :class:`persona.data.Features` matched by
+    item id) adds side information: an item's vector is its id embedding plus the sum of its
+    attributes' embeddings, in the input and output layers; the exported graph and
+    ``item_factors_`` hold the sums, so serving needs no attributes. Users and items of ``valid``
     are matched to ``interactions`` by external id. An empty history is answered with item
     popularity.
 
@@ -200,8 +375,8 @@ class SASRec(Recommender):
 
     def __init__(self, *, factors: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50,
                  dropout: float = 0.5, learning_rate: float = 1e-3, epochs: int = 200, batch_size: int = 128,
-                 patience: int = 10, loss: str = "ce", random_state=None, num_threads: int = 0,
-                 show_progress: bool = False):
+                 patience: int = 10, loss: str = "ce", negatives: int = 256, checkpoint=None,
+                 random_state=None, num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.blocks = blocks
         self.heads = heads
@@ -212,13 +387,15 @@ class SASRec(Recommender):
         self.batch_size = batch_size
         self.patience = patience
         self.loss = loss
+        self.negatives = negatives
+        self.checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
         self.random_state = random_state
         self.num_threads = num_threads
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
-        for name in ("factors", "blocks", "heads", "max_len", "epochs", "batch_size", "patience"):
+        for name in ("factors", "blocks", "heads", "max_len", "epochs", "batch_size", "patience", "negatives"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ParameterError(f"{name} must be a positive integer, got {v!r}")
@@ -233,11 +410,13 @@ class SASRec(Recommender):
             raise ParameterError(f"learning_rate must be a finite number > 0, got {lr!r}")
         if self.loss not in _LOSSES:
             raise ParameterError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise ParameterError(f"checkpoint must be a folder path or None, got {self.checkpoint!r}")
         if not isinstance(self.show_progress, (bool, np.bool_)):
             raise ParameterError(f"show_progress must be True or False, got {self.show_progress!r}")
 
     # ------------------------------------------------------------------ fitting
-    def _fit(self, interactions: Interactions, valid: Interactions | None = None) -> None:
+    def _fit(self, interactions: Interactions, valid: Interactions | None = None, item_attributes=None) -> None:
         try:
             import torch
         except ImportError:  # pragma: no cover - depends on the environment
@@ -246,6 +425,7 @@ class SASRec(Recommender):
         if valid is not None and not isinstance(valid, Interactions):
             raise DataError(f"valid must be a persona.Interactions (e.g. from ps.split.leave_last_out), "
                             f"got {type(valid).__name__}")
+        attributes = _attribute_rows(item_attributes, interactions)
         n_users, n_items = interactions.n_users, interactions.n_items
         seqs = interactions.sequences()
         self.user_tokens_ = _tokens(seqs, self.max_len).astype(np.int32)
@@ -257,6 +437,7 @@ class SASRec(Recommender):
                             "none of these interactions' users has 2")
         inputs = _tokens([s[:-1] for s in train_rows], self.max_len)
         targets = _tokens([s[1:] for s in train_rows], self.max_len)  # 0 = no target at that position
+        lengths = (inputs > 0).sum(axis=1)
 
         seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
         old_threads = torch.get_num_threads()
@@ -266,59 +447,70 @@ class SASRec(Recommender):
             torch.manual_seed(seed)
             rng = np.random.default_rng(seed)
             net, last_state = _build_network(torch, n_items, int(self.factors), int(self.blocks), int(self.heads),
-                                             int(self.max_len), float(self.dropout))
+                                             int(self.max_len), float(self.dropout), attributes)
             opt = torch.optim.Adam(net.parameters(), lr=float(self.learning_rate), betas=(0.9, 0.98))
             vdata = self._valid_targets(valid) if valid is not None else None
-            self.history_ = []
-            best, best_state, best_epoch, waited = -1.0, None, 0, 0
+            state = {"epoch": 0, "history": [], "best": -1.0, "best_epoch": 0, "waited": 0, "best_state": None}
+            ckpt = None
+            if self.checkpoint is not None:
+                ckpt = _Checkpoint(self.checkpoint, self._fingerprint(interactions, attributes, valid, seed))
+                ckpt.restore(torch, net, opt, rng, state)
+            self.history_ = state["history"]
             x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(targets)
+            sampler = None
+            if self.loss == "sampled":
+                q = (self.item_popularity_.astype(np.float64) + 1.0)
+                sampler = torch.from_numpy(q / q.sum())
             bar = None
             if self.show_progress:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=int(self.epochs), desc="SASRec", unit="epoch")
+                bar = tqdm(total=int(self.epochs), initial=state["epoch"], desc="SASRec", unit="epoch")
             t0 = time.perf_counter()
-            for epoch in range(1, int(self.epochs) + 1):
+            for epoch in range(state["epoch"] + 1, int(self.epochs) + 1):
+                if vdata is not None and state["waited"] >= int(self.patience):
+                    break  # a resumed run that had already stopped early
                 net.train()
-                order = torch.from_numpy(rng.permutation(len(inputs)))
                 total, count = 0.0, 0
-                for s in range(0, len(order), int(self.batch_size)):
-                    rows = order[s:s + int(self.batch_size)]
-                    x, y = x_all[rows], y_all[rows]
-                    h = net.encode(x)
+                for rows in _length_batches(lengths, int(self.batch_size), rng):
+                    t = int(lengths[rows].max())
+                    rows = torch.from_numpy(rows)
+                    x, y = x_all[rows, -t:], y_all[rows, -t:]
+                    table = net.table()
+                    h = net.encode(x, table)
                     sel = y > 0
-                    logits = h[sel] @ net.item_weights().T
-                    loss = torch.nn.functional.cross_entropy(logits, y[sel] - 1)
+                    loss = self._loss(torch, h[sel], y[sel] - 1, net.item_weights(table), sampler)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     k = int(sel.sum())
-                    loss = loss.detach()
-                    total += loss.item() * k
+                    total += loss.detach().item() * k
                     count += k
                 record = {"epoch": epoch, "loss": total / max(count, 1)}
                 if vdata is not None:
                     ndcg, hr = self._valid_metrics(torch, net, vdata)
                     record.update({"valid_ndcg@10": ndcg, "valid_hr@10": hr})
-                    if ndcg > best:
-                        best, best_epoch, waited = ndcg, epoch, 0
-                        best_state = copy.deepcopy(net.state_dict())
+                    if ndcg > state["best"]:
+                        state.update(best=ndcg, best_epoch=epoch, waited=0, best_state=copy.deepcopy(net.state_dict()))
                     else:
-                        waited += 1
+                        state["waited"] += 1
+                state["epoch"] = epoch
                 self.history_.append(record)
+                if ckpt is not None:
+                    ckpt.save(torch, net, opt, rng, state)
                 if bar is not None:
                     bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
                     bar.update(1)
                 log.debug("SASRec epoch %d: %s", epoch, record)
-                if vdata is not None and waited >= int(self.patience):
+                if vdata is not None and state["waited"] >= int(self.patience):
                     log.info("SASRec: early stop after epoch %d; best epoch %d (valid NDCG@10 %.4f)",
-                             epoch, best_epoch, best)
+                             epoch, state["best_epoch"], state["best"])
                     break
             if bar is not None:
                 bar.close()
-            if best_state is not None:
-                net.load_state_dict(best_state)
-            self.best_epoch_ = best_epoch if vdata is not None else len(self.history_)
+            if state["best_state"] is not None:
+                net.load_state_dict(state["best_state"])
+            self.best_epoch_ = state["best_epoch"] if vdata is not None else len(self.history_)
             self.fit_seconds_ = time.perf_counter() - t0
             net.eval()
             self._network = net  # the PyTorch module, kept in memory for parity checks; never saved
@@ -327,6 +519,39 @@ class SASRec(Recommender):
             self._set_encoder(self._export(torch, last_state(net)))
         finally:
             torch.set_num_threads(old_threads)
+
+    def _loss(self, torch, h, target, weights, sampler):
+        """Mean next-item cross-entropy of hidden states ``h`` (m, f) with targets (m,)."""
+        F = torch.nn.functional
+        if sampler is None:
+            return F.cross_entropy(h @ weights.T, target)
+        neg = torch.multinomial(sampler, int(self.negatives), replacement=True)
+        log_q = torch.log(sampler * float(self.negatives))  # log of each item's expected number of draws
+        # the drawn items stand for the whole catalogue: exp(logit) / expected draws sums to the
+        # full softmax's normaliser on average; draws of the target itself are left out
+        pos = (h * weights[target]).sum(dim=1, keepdim=True)
+        negs = h @ weights[neg].T - log_q[neg]
+        negs = negs.masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
+        logits = torch.cat([pos, negs], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64))
+
+    def _fingerprint(self, interactions: Interactions, attributes, valid, seed) -> dict:
+        """What a checkpoint must match to be resumed: the parameters that shape training and the data."""
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("epochs", "patience", "checkpoint", "show_progress", "num_threads")}
+        params["random_state"] = int(seed)
+        digest = hashlib.sha256()
+        for a in (interactions.users, interactions.items, interactions.user_ids.astype(str),
+                  interactions.item_ids.astype(str)):
+            digest.update(np.ascontiguousarray(a).tobytes())
+        if attributes is not None:
+            for a in (attributes.indptr, attributes.indices, attributes.data):
+                digest.update(np.ascontiguousarray(a).tobytes())
+        if valid is not None:
+            digest.update(np.ascontiguousarray(valid.users).tobytes() + np.ascontiguousarray(valid.items).tobytes())
+        return {"params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                           for k, v in params.items()},
+                "data_sha256": digest.hexdigest()}
 
     def _export(self, torch, module) -> bytes:
         """The encoder as an ONNX graph (bytes): int64 tokens (batch, max_len) -> float32 (batch, factors)."""
