@@ -89,6 +89,8 @@ def serving(model: SASRec, args) -> dict:
         torch.set_num_threads(args.threads)
     net = model._network
     net.eval()
+    with torch.no_grad():
+        table = net.table().detach()  # the item table, computed once as in the exported graph
     rng = np.random.default_rng(args.seed)
     users = rng.choice(model.n_users, size=min(args.requests, model.n_users), replace=False)
     tokens = model.user_tokens_.astype(np.int64)
@@ -96,7 +98,7 @@ def serving(model: SASRec, args) -> dict:
     for row in warm:  # warm both runtimes (session creation, allocator)
         model.encoder_.run(row[None, :])
         with torch.no_grad():
-            net.encode(torch.from_numpy(row[None, :]))[:, -1, :]
+            net.encode(torch.from_numpy(row[None, :]), table)[:, -1, :]
 
     onnx_t, torch_t, rec_t = [], [], []
     uid = model.user_map_.ids
@@ -108,7 +110,7 @@ def serving(model: SASRec, args) -> dict:
         xt = torch.from_numpy(x)
         t = time.perf_counter()
         with torch.no_grad():
-            net.encode(xt)[:, -1, :].numpy()
+            net.encode(xt, table)[:, -1, :].numpy()
         torch_t.append(time.perf_counter() - t)
     # apart from the torch calls: PyTorch's idle worker threads spin for a while after each call
     # and would slow whatever numpy / top-k work follows on a small machine
@@ -131,7 +133,7 @@ def serving(model: SASRec, args) -> dict:
 
     def torch_batch():
         with torch.no_grad():
-            net.encode(bt)[:, -1, :].numpy()
+            net.encode(bt, table)[:, -1, :].numpy()
 
     onnx_tp = throughput(lambda: model.encoder_.run(batch))
     torch_tp = throughput(torch_batch)
@@ -148,8 +150,12 @@ def run(args) -> dict:
     data = args.data or default_beauty()
     if data is None or not Path(data).exists():
         raise SystemExit("no data: pass --data PATH (a `user item item ...` file such as Beauty.txt)")
-    inter = sample_users(ps.datasets.load_sequences(data).interactions, args.max_users, args.seed)
+    seq = ps.datasets.load_sequences(data)
+    inter = sample_users(seq.interactions, args.max_users, args.seed)
     train, valid, test = ps.split.leave_last_out(inter)
+    attributes = seq.attribute_matrix(train) if args.attributes and seq.n_attributes else None
+    if args.attributes and attributes is None:
+        raise SystemExit(f"--attributes: no item attribute file beside {data}")
     full = train.concat(valid)
     print(f"{Path(data).name}: {inter.n_users} users, {inter.n_items} items, {len(inter)} events; "
           f"{len(test)} test targets", flush=True)
@@ -169,10 +175,10 @@ def run(args) -> dict:
 
     params = dict(factors=args.factors, blocks=args.blocks, heads=args.heads, max_len=args.max_len,
                   dropout=args.dropout, learning_rate=args.learning_rate, epochs=args.epochs,
-                  batch_size=args.batch_size, patience=args.patience, random_state=args.seed,
-                  num_threads=args.threads, show_progress=args.progress)
+                  batch_size=args.batch_size, patience=args.patience, loss=args.loss, negatives=args.negatives,
+                  random_state=args.seed, num_threads=args.threads, show_progress=args.progress)
     t = time.perf_counter()
-    model = SASRec(**params).fit(train, valid=valid)
+    model = SASRec(**params).fit(train, valid=valid, item_attributes=attributes)
     fit_s = time.perf_counter() - t
     best = model.history_[model.best_epoch_ - 1]
     print(f"  SASRec trained {len(model.history_)} epochs in {fit_s:.1f} s; best epoch {model.best_epoch_} "
@@ -185,7 +191,8 @@ def run(args) -> dict:
         add("persona SASRec (train, early stop; test reads train+valid)", tested, fit_s, extra)
     else:
         t = time.perf_counter()
-        tested = SASRec(**{**params, "epochs": model.best_epoch_}).fit(full)
+        tested = SASRec(**{**params, "epochs": model.best_epoch_}).fit(
+            full, item_attributes=None if attributes is None else seq.attribute_matrix(full))
         add(f"persona SASRec (refit on train+valid, {model.best_epoch_} epochs)", tested,
             fit_s + time.perf_counter() - t, extra)
 
@@ -199,7 +206,8 @@ def run(args) -> dict:
                         f"test history: {args.test_history}; most popular fitted on train+valid; test "
                         "targets, full ranking, seen items excluded",
             "params": {**params, "test_history": args.test_history, "max_users": args.max_users,
-                       "quick": args.quick},
+                       "quick": args.quick, "attributes": attributes is not None,
+                       "n_attributes": 0 if attributes is None else attributes.shape[1]},
             "rows": rows, "history": model.history_, "serving": serve,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "machine": {**machine_facts(), "usable_cores": len(os.sched_getaffinity(0))
@@ -216,8 +224,10 @@ def markdown(res: dict) -> str:
         "",
         f"SASRec: factors {p['factors']}, blocks {p['blocks']}, heads {p['heads']}, max_len {p['max_len']}, "
         f"dropout {p['dropout']}, learning rate {p['learning_rate']}, batch {p['batch_size']}, at most "
-        f"{p['epochs']} epochs, patience {p['patience']}, loss full-softmax cross-entropy, seed {p['random_state']}, "
-        f"threads {p['num_threads'] or 'all'}.",
+        f"{p['epochs']} epochs, patience {p['patience']}, loss "
+        + ("full-softmax cross-entropy" if p["loss"] == "ce" else f"sampled softmax ({p['negatives']} negatives, logQ)")
+        + (f", item attributes ({p['n_attributes']})" if p.get("attributes") else ", no item attributes")
+        + f", seed {p['random_state']}, threads {p['num_threads'] or 'all'}.",
         f"Machine: {f.get('processor')}, {f.get('usable_cores')} usable cores, Python {f.get('python')}, torch "
         f"{f.get('torch')}, onnxruntime {f.get('onnxruntime')}, persona {f.get('persona')}.",
         "",
@@ -259,6 +269,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=None, help="most epochs (default 200; 3 with --quick)")
     ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--loss", choices=("ce", "sampled"), default="ce")
+    ap.add_argument("--negatives", type=int, default=256, help="draws per step with --loss sampled")
+    ap.add_argument("--attributes", action="store_true",
+                    help="item attributes as side information (<Name>_item2attributes.json beside the data)")
     ap.add_argument("--test-history", choices=("extend", "refit"), default="extend",
                     help="how the test sees the validation item (see the module docstring)")
     ap.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: their defaults)")
@@ -278,7 +292,8 @@ def main(argv=None) -> int:
     args.epochs = args.epochs or (3 if args.quick else 200)
 
     res = run(args)
-    stem = "sasrec-quick" if args.quick else "sasrec"
+    name = Path(res["data"]).stem
+    stem = "sasrec" + ("" if name == "Beauty" else f"-{name}") + ("-quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
     md = markdown(res)
