@@ -1,0 +1,732 @@
+"""The in-process recommendation service a shop's web workers call inside a request.
+
+One :class:`RecommenderService` per process holds the model that serves now and answers every
+request, from any number of threads, through a chain: the model (the user's own history, or the
+session's history for a user it does not know), then the fallbacks given (e.g. popularity in the
+user's segment), then global popularity counted from the serving model's own training data --
+so an unknown user, a model error or a slow model still gets ``n`` sensible items, and the
+reason is recorded on the answer and in the counters.
+
+What serves is one immutable snapshot (the model, its catalogue columns in the model's item
+order, a version number) behind one reference: :meth:`RecommenderService.swap` builds the new
+snapshot completely and then replaces the reference, so a request sees either the old model or
+the new one, never a mix, and never waits on a lock held by a swap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import threading
+import time
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParameterError, PersonaError, UnknownItemError, UnknownUserError
+
+__all__ = ["RecommenderService", "Recommendations", "limit_threads"]
+
+log = logging.getLogger("persona.serving")
+
+_LATENCY_WINDOW = 8192  # the last requests whose latencies the percentiles describe
+_CONTEXT_KEYS = frozenset({"history", "exclude", "items", "segment", "where", "in_stock", "filter_seen"})
+
+
+def limit_threads(n: int = 1) -> None:
+    """Limit BLAS, OpenMP and Numba threads of this process to ``n`` (call it in each web worker).
+
+    A web worker serves one request per thread; a BLAS call that spreads over every core would
+    fight the other workers for them. Call it after the fork (e.g. gunicorn's ``post_fork``).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ParameterError(f"n must be a positive integer, got {n!r}")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(n))
+    os.environ["OMP_NUM_THREADS"] = str(int(n))
+    import sys
+
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+class Recommendations(tuple):
+    """``(items, scores)`` of one request; unpacks like the tuple ``recommend`` returns.
+
+    Attributes
+    ----------
+    items, scores : np.ndarray
+        External item ids and float32 scores, best first.
+    source : str
+        What answered: ``"model"``, ``"model-history"`` (the session's history, for a user the
+        model does not know), ``"fallback-<i>"`` (the i-th fallback given, from 0) or ``"popular"``.
+    reason : str or None
+        Why the model did not answer (``"unknown user"``, ``"model error: ValueError"``,
+        ``"timeout"``, ``"forgotten user"``); None when it did.
+    cached : bool
+        Served from the cache.
+    model_version : int
+        The service's model version that answered (1 for the first model, +1 per swap).
+    """
+
+    def __new__(cls, items, scores, source: str, reason: str | None = None, cached: bool = False,
+                model_version: int = 0):
+        self = super().__new__(cls, (items, scores))
+        self.source, self.reason, self.cached, self.model_version = source, reason, cached, model_version
+        return self
+
+    @property
+    def items(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return (f"Recommendations({len(self[0])} items, source={self.source!r}, reason={self.reason!r}, "
+                f"cached={self.cached}, model_version={self.model_version})")
+
+
+class _Snapshot:
+    """What serves: the model, popularity from its data, catalogue columns in its item order."""
+
+    __slots__ = ("model", "version", "popularity", "columns", "item_ids", "path", "stamp", "_masks", "_lock")
+
+    def __init__(self, model, version: int, catalog, path=None, stamp=None):
+        self.model = model
+        self.version = version
+        self.item_ids = model.item_map_.ids
+        counts = np.asarray(model.user_items_.getnnz(axis=0), dtype=np.float32)
+        self.popularity = counts
+        self.columns = _align_catalog(catalog, self.item_ids)
+        self.path, self.stamp = path, stamp
+        self._masks: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def mask(self, where: dict | None, stock: dict, stock_version: int) -> np.ndarray | None:
+        """The bool item mask of ``where`` conditions and stock (cached per distinct request)."""
+        if not where and not stock:
+            return None
+        key = None
+        try:
+            key = (stock_version, tuple(sorted((k, _freeze(v)) for k, v in (where or {}).items())))
+            hash(key)
+        except TypeError:
+            key = None  # a callable or unhashable condition: computed each time
+        if key is not None:
+            with self._lock:
+                hit = self._masks.get(key)
+                if hit is not None:
+                    self._masks.move_to_end(key)
+                    return hit
+        mask = np.ones(len(self.item_ids), dtype=bool)
+        for column, cond in (where or {}).items():
+            values = self.columns.get(column)
+            if values is None:
+                raise ParameterError(f"no catalogue column {column!r} to filter on; the catalogue has "
+                                     f"{sorted(self.columns)} (pass catalog= to the service)")
+            mask &= _condition(values, cond, column)
+        if stock:
+            out = stock.get("out")
+            if out is not None:
+                mask &= ~np.isin(self.item_ids, out)
+        if key is not None:
+            with self._lock:
+                self._masks[key] = mask
+                while len(self._masks) > 256:
+                    self._masks.popitem(last=False)
+        return mask
+
+
+def _freeze(v):
+    if isinstance(v, (list, set, frozenset, np.ndarray)):
+        return ("in", tuple(sorted(map(str, v))))
+    if callable(v):
+        raise TypeError("callable")
+    return v
+
+
+def _align_catalog(catalog, item_ids: np.ndarray) -> dict:
+    """Catalogue columns as arrays in ``item_ids`` order (items missing from it: NaN / None)."""
+    if catalog is None:
+        return {}
+    import pandas as pd
+
+    if not isinstance(catalog, pd.DataFrame):
+        raise ParameterError(f"catalog must be a pandas DataFrame with an 'item_id' column, got {type(catalog).__name__}")
+    if "item_id" not in catalog.columns:
+        raise ParameterError(f"catalog has no 'item_id' column; its columns are {list(catalog.columns)}")
+    frame = catalog.drop_duplicates("item_id", keep="last")
+    ids = frame["item_id"].astype(str).to_numpy()
+    order = pd.Index(ids).get_indexer(np.asarray(item_ids).astype(str))
+    found = order >= 0
+    cols = {}
+    for c in frame.columns:
+        if c == "item_id":
+            continue
+        v = frame[c].to_numpy()
+        if v.dtype.kind in "biuf":
+            out = np.full(len(order), np.nan)
+            out[found] = v[order[found]]
+        else:
+            out = np.full(len(order), None, dtype=object)
+            out[found] = v[order[found]]
+        cols[c] = out
+    cols["_known"] = found
+    return cols
+
+
+def _condition(values: np.ndarray, cond, column: str) -> np.ndarray:
+    if callable(cond):
+        hit = np.asarray(cond(values), dtype=bool)
+        if hit.shape != values.shape:
+            raise ParameterError(f"the predicate for {column!r} must return one bool per item")
+        return hit
+    if isinstance(cond, tuple):
+        if len(cond) != 2:
+            raise ParameterError(f"{column}=(low, high) needs two bounds, got {cond!r}")
+        low, high = cond
+        hit = np.ones(len(values), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            if low is not None:
+                hit &= np.asarray(values >= low, dtype=bool)
+            if high is not None:
+                hit &= np.asarray(values <= high, dtype=bool)
+        return hit
+    if isinstance(cond, (list, set, frozenset, np.ndarray)):
+        return np.isin(values, list(cond))
+    return np.asarray(values == cond, dtype=bool)
+
+
+class RecommenderService:
+    """Thread-safe recommendations with a fallback chain, request filters, a cache and hot swap.
+
+    Parameters
+    ----------
+    model : Recommender
+        The fitted model that serves first.
+    fallback : Recommender or list of Recommender, optional
+        Tried in order when the model cannot answer (e.g. ``ps.MostPopular().fit(inter,
+        user_segments=...)``: with a ``context={"segment": ...}`` it answers with that segment's
+        popularity). Global popularity counted from the serving model's data always ends the chain.
+    catalog : pandas.DataFrame, optional
+        Item attributes (an ``item_id`` column and e.g. ``category``, ``price``, ``in_stock``)
+        that ``context["where"]`` filters on; replace it with :meth:`set_catalog`.
+    store : persona.store.EventStore, optional
+        Where :meth:`track` writes events; :meth:`forget_user` deletes the user's events there.
+    timeout : float, optional
+        Seconds a model call may take before the request is answered by the fallbacks (the call
+        runs on a small thread pool then). None: no limit, no extra thread hop.
+    cache_size : int
+        Answers kept (least recently used dropped); 0 disables the cache. Entries of a user go
+        when :meth:`track` records an event of that user or :meth:`invalidate` is called; all go
+        on a swap.
+    filter_seen : bool
+        Leave out the items a user has interacted with (per request: ``context["filter_seen"]``).
+
+    Notes
+    -----
+    ``context`` (a dict, every key optional): ``history`` (the session's item ids, used for users
+    the model does not know), ``exclude`` (item ids to leave out, e.g. the cart), ``items`` (an
+    allow-list), ``where`` (catalogue conditions: ``{"category": "shoes", "price": (10, 50)}``,
+    lists for membership, callables for anything else), ``in_stock`` (True: leave out what
+    :meth:`set_stock` marked unavailable), ``segment`` (for segment fallbacks) and ``filter_seen``.
+    Filters are applied inside the top-k, so ``n`` items come back whenever ``n`` pass them.
+
+    The service is fork-safe: a process forked after it was made (gunicorn ``--preload``) starts
+    with an empty cache, new locks and, if it was watching an artifact, its own watcher.
+    """
+
+    def __init__(self, model, fallback=None, *, catalog=None, store=None, timeout: float | None = None,
+                 cache_size: int = 10_000, filter_seen: bool = True):
+        self._check_model(model, "model")
+        chain = [] if fallback is None else list(fallback) if isinstance(fallback, (list, tuple)) else [fallback]
+        for i, f in enumerate(chain):
+            self._check_model(f, f"fallback[{i}]")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
+            raise ParameterError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, (int, np.integer)) or cache_size < 0:
+            raise ParameterError(f"cache_size must be an integer >= 0, got {cache_size!r}")
+        self.fallbacks = chain
+        self.store = store
+        self.timeout = timeout
+        self.cache_size = int(cache_size)
+        self.filter_seen = bool(filter_seen)
+        self._catalog = catalog
+        self._stock: dict = {}
+        self._stock_version = 0
+        self._versions = 0
+        self._watch = None
+        self._init_runtime()
+        self._snapshot = self._make_snapshot(model)
+        if hasattr(os, "register_at_fork"):
+            import weakref
+
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._after_fork())
+
+    # ------------------------------------------------------------------ plumbing
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()  # guards the cache, counters and swaps; never held while a model runs
+        self._cache: OrderedDict = OrderedDict()
+        self._user_keys: dict = {}
+        self._forgotten: set = set()
+        self._counts: Counter = Counter()
+        self._latency = np.zeros(_LATENCY_WINDOW)
+        self._n_latency = 0
+        self._pool = None
+        self._watch_stop = threading.Event()
+        self._watch_thread = None
+
+    def _after_fork(self) -> None:
+        watch = self._watch
+        self._init_runtime()
+        if watch is not None:
+            self.watch(*watch)
+
+    @staticmethod
+    def _check_model(model, what: str) -> None:
+        from ..models.base import Recommender
+
+        if not isinstance(model, Recommender):
+            raise ParameterError(f"{what} must be a persona Recommender, got {type(model).__name__}")
+        if not getattr(model, "_fitted", False):
+            raise ParameterError(f"{what} ({type(model).__name__}) is not fitted; fit or load it first")
+
+    def _make_snapshot(self, model, path=None, stamp=None) -> _Snapshot:
+        self._check_model(model, "model")
+        self._versions += 1
+        return _Snapshot(model, self._versions, self._catalog, path, stamp)
+
+    @property
+    def model(self):
+        """The model serving now."""
+        return self._snapshot.model
+
+    @property
+    def model_version(self) -> int:
+        return self._snapshot.version
+
+    # ------------------------------------------------------------------ swapping
+    def swap(self, model) -> int:
+        """Serve ``model`` from now on (atomically); returns its version. Requests in flight finish on the old one."""
+        with self._lock:
+            snap = self._make_snapshot(model)
+            self._snapshot = snap
+            self._cache.clear()
+            self._user_keys.clear()
+            self._counts["swaps"] += 1
+        log.info("persona service: now serving %s (version %d)", type(model).__name__, snap.version)
+        return snap.version
+
+    def reload(self, path, *, mmap: bool = True) -> int:
+        """Load the artifact at ``path`` (memory-mapped by default, shared between processes) and swap to it."""
+        from ..io import load
+
+        stamp = _stamp(path)
+        model = load(path, mmap=mmap)
+        with self._lock:
+            snap = self._make_snapshot(model, path=str(path), stamp=stamp)
+            self._snapshot = snap
+            self._cache.clear()
+            self._user_keys.clear()
+            self._counts["swaps"] += 1
+        log.info("persona service: loaded %s (version %d)", path, snap.version)
+        return snap.version
+
+    def watch(self, path, interval: float = 2.0, *, mmap: bool = True) -> None:
+        """Reload ``path`` whenever a new artifact is published there (checked every ``interval`` s).
+
+        A publish that fails to load is logged and retried at the next change; the current model
+        keeps serving.
+        """
+        if not (isinstance(interval, (int, float)) and interval > 0):
+            raise ParameterError(f"interval must be a number of seconds > 0, got {interval!r}")
+        self.stop_watching()
+        self._watch = (path, interval)
+        stop = self._watch_stop = threading.Event()
+        seen = [self._snapshot.stamp if self._snapshot.path == str(path) else None]
+
+        def loop():
+            while not stop.wait(interval):
+                stamp = _stamp(path)
+                if stamp is None or stamp == seen[0]:
+                    continue
+                seen[0] = stamp
+                try:
+                    self.reload(path, mmap=mmap)
+                except Exception:  # noqa: BLE001 - a bad publish must not stop serving
+                    log.exception("persona service: could not load the artifact published at %s", path)
+                    with self._lock:
+                        self._counts["reload_errors"] += 1
+
+        t = threading.Thread(target=loop, name="persona-watch", daemon=True)
+        self._watch_thread = t
+        t.start()
+
+    def stop_watching(self) -> None:
+        self._watch_stop.set()
+        t = self._watch_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+        self._watch_thread, self._watch = None, None
+
+    # ------------------------------------------------------------------ catalogue and stock
+    def set_catalog(self, catalog) -> None:
+        """Replace the item attributes that ``context["where"]`` filters on."""
+        with self._lock:
+            self._catalog = catalog
+            old = self._snapshot
+            snap = _Snapshot(old.model, old.version, catalog, old.path, old.stamp)
+            self._snapshot = snap
+            self._cache.clear()
+            self._user_keys.clear()
+
+    def set_stock(self, items, available: bool) -> None:
+        """Mark ``items`` (external ids) available or not; requests with ``in_stock=True`` leave out the unavailable."""
+        items = np.atleast_1d(np.asarray(items)).tolist()
+        with self._lock:
+            out = set(self._stock.get("out", np.array([])).tolist())
+            out = out - set(items) if available else out | set(items)
+            self._stock = {"out": np.array(sorted(out, key=str))} if out else {}
+            self._stock_version += 1
+            self._cache.clear()
+            self._user_keys.clear()
+
+    # ------------------------------------------------------------------ requests
+    def recommend(self, user, n: int = 10, context: dict | None = None) -> Recommendations:
+        """``n`` items for ``user`` (an external id): never raises for an unknown user or a failing model.
+
+        Returns a :class:`Recommendations`, which unpacks as ``items, scores``.
+        """
+        t0 = time.perf_counter()
+        ctx = _check_context(context)
+        _check_id(user, "user")
+        _check_n(n)
+        snap = self._snapshot
+        key = self._cache_key(snap, "u", user, n, ctx)
+        if key is not None:
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    self._counts["cache_hits"] += 1
+            if hit is not None:
+                out = Recommendations(hit[0], hit[1], hit.source, hit.reason, True, hit.model_version)
+                self._record(t0, out)
+                return out
+        out = self._answer(snap, user, int(n), ctx)
+        if key is not None:
+            self._remember(key, user, out)
+        self._record(t0, out)
+        return out
+
+    def similar_items(self, item, n: int = 10, context: dict | None = None) -> Recommendations:
+        """Items like ``item`` ("customers also bought"); popularity for an item the model does not know."""
+        t0 = time.perf_counter()
+        ctx = _check_context(context)
+        _check_id(item, "item")
+        _check_n(n)
+        snap = self._snapshot
+        allow, deny, mask = self._filters(snap, ctx)
+        reason = None
+        try:
+            items, scores = self._call(snap.model.similar_items, item, n=n, items=allow,
+                                       exclude=_with(deny, [item]), mask=mask)
+            out = Recommendations(items, scores, "model", None, False, snap.version)
+        except UnknownItemError:
+            reason = "unknown item"
+        except _Timeout:
+            reason = "timeout"
+        except PersonaError as e:
+            if isinstance(e, ParameterError):
+                raise
+            reason = f"model error: {type(e).__name__}"
+        except Exception as e:  # noqa: BLE001 - a model failure must not fail the request
+            log.exception("persona service: similar_items(%r) failed; answering with popularity", item)
+            reason = f"model error: {type(e).__name__}"
+        if reason is not None:
+            items, scores = self._popular(snap, n, allow, _with(deny, [item]), mask)
+            out = Recommendations(items, scores, "popular", reason, False, snap.version)
+        self._record(t0, out)
+        return out
+
+    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict) -> Recommendations:
+        model = snap.model
+        allow, deny, mask = self._filters(snap, ctx)
+        filter_seen = ctx.get("filter_seen", self.filter_seen)
+        reason = None
+        if user in self._forgotten:
+            reason = "forgotten user"
+        else:
+            try:
+                if user in model.user_map_:
+                    items, scores = self._call(model.recommend, user, n=n, filter_seen=filter_seen, items=allow,
+                                               exclude=deny, mask=mask)
+                    return Recommendations(items, scores, "model", None, False, snap.version)
+                reason = "unknown user"
+                history = ctx.get("history")
+                if history is not None and len(history):
+                    items, scores = self._call(model.recommend_for_history, list(history), n=n,
+                                               filter_seen=filter_seen, items=allow, exclude=deny, mask=mask)
+                    return Recommendations(items, scores, "model-history", None, False, snap.version)
+            except _Timeout:
+                reason = "timeout"
+            except ParameterError:
+                raise  # the caller's mistake (a bad filter, n), not the model's
+            except Exception as e:  # noqa: BLE001 - a model failure must not fail the request
+                log.exception("persona service: the model failed for user %r; answering with the fallbacks", user)
+                reason = f"model error: {type(e).__name__}"
+        for i, fb in enumerate(self.fallbacks):
+            try:
+                got = self._from_fallback(fb, user, n, ctx, allow, deny, mask)
+            except ParameterError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("persona service: fallback %d failed for user %r", i, user)
+                continue
+            if got is not None:
+                return Recommendations(got[0], got[1], f"fallback-{i}", reason, False, snap.version)
+        items, scores = self._popular(snap, n, allow, deny, mask)
+        return Recommendations(items, scores, "popular", reason, False, snap.version)
+
+    def _from_fallback(self, fb, user, n, ctx, allow, deny, mask):
+        from ..models.popular import MostPopular
+
+        segment = ctx.get("segment")
+        if isinstance(fb, MostPopular) and segment is not None and getattr(fb, "segment_map_", None) is not None \
+                and fb.segment_map_.index_of(segment) >= 0:
+            return fb.top_items(n, segment=segment, items=allow, exclude=deny, mask=_remap(mask, self._snapshot, fb))
+        if user not in self._forgotten and user in fb.user_map_:
+            return fb.recommend(user, n=n, items=allow, exclude=deny, mask=_remap(mask, self._snapshot, fb))
+        if isinstance(fb, MostPopular):
+            return fb.top_items(n, items=allow, exclude=deny, mask=_remap(mask, self._snapshot, fb))
+        history = ctx.get("history")
+        if history is not None and len(history):
+            return fb.recommend_for_history(list(history), n=n, items=allow, exclude=deny,
+                                            mask=_remap(mask, self._snapshot, fb))
+        return None
+
+    def _popular(self, snap: _Snapshot, n: int, allow, deny, mask):
+        from ..kernels import topk
+
+        scores = snap.popularity
+        keep = np.ones(len(scores), dtype=bool) if mask is None else mask.copy()
+        if allow is not None:
+            a = np.zeros(len(scores), dtype=bool)
+            idx = snap.model.item_map_.lookup(np.asarray(allow))
+            a[idx[idx >= 0]] = True
+            keep &= a
+        if deny is not None and len(deny):
+            idx = snap.model.item_map_.lookup(np.asarray(deny))
+            keep[idx[idx >= 0]] = False
+        idx, sc = topk(scores[None, :], min(n, int(keep.sum())), mask=keep)
+        return snap.item_ids[idx[0]], sc[0].astype(np.float32)
+
+    def _filters(self, snap: _Snapshot, ctx: dict):
+        where = ctx.get("where")
+        stock = self._stock if ctx.get("in_stock") else {}
+        mask = snap.mask(where, stock, self._stock_version)
+        allow = ctx.get("items")
+        deny = ctx.get("exclude")
+        if allow is not None:
+            allow = list(allow)
+        if deny is not None:
+            deny = list(deny)
+        return allow, deny, mask
+
+    def _call(self, fn, *args, **kwargs):
+        if self.timeout is None:
+            return fn(*args, **kwargs)
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="persona-serve")
+                pool = self._pool
+        future = pool.submit(fn, *args, **kwargs)
+        try:
+            return future.result(timeout=self.timeout)
+        except cf.TimeoutError:
+            raise _Timeout() from None
+
+    # ------------------------------------------------------------------ cache and counters
+    def _cache_key(self, snap, kind, who, n, ctx):
+        if not self.cache_size:
+            return None
+        try:
+            key = (snap.version, kind, who, n, tuple(sorted((k, _freeze_deep(v)) for k, v in ctx.items())))
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def _remember(self, key, user, out: Recommendations) -> None:
+        with self._lock:
+            if key[0] != self._snapshot.version:
+                return  # a swap happened meanwhile: the answer is of the old model
+            self._cache[key] = out
+            self._user_keys.setdefault(user, set()).add(key)
+            while len(self._cache) > self.cache_size:
+                old, _ = self._cache.popitem(last=False)
+                keys = self._user_keys.get(old[2])
+                if keys is not None:
+                    keys.discard(old)
+                    if not keys:
+                        del self._user_keys[old[2]]
+
+    def invalidate(self, user=None) -> None:
+        """Drop the cached answers of ``user`` (all answers with None)."""
+        with self._lock:
+            if user is None:
+                self._cache.clear()
+                self._user_keys.clear()
+                return
+            for key in self._user_keys.pop(user, ()):
+                self._cache.pop(key, None)
+
+    def _record(self, t0: float, out: Recommendations) -> None:
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self._latency[self._n_latency % _LATENCY_WINDOW] = dt
+            self._n_latency += 1
+            c = self._counts
+            c["requests"] += 1
+            c[f"source:{out.source}"] += 1
+            if out.reason is not None:
+                c["fallbacks"] += 1
+                c[f"reason:{out.reason}"] += 1
+
+    def stats(self) -> dict:
+        """Counters: requests, cache hits, fallbacks (by reason and source), swaps, latency p50/p99 (ms)."""
+        with self._lock:
+            c = dict(self._counts)
+            lat = self._latency[:min(self._n_latency, _LATENCY_WINDOW)].copy()
+            snap = self._snapshot
+        req = c.get("requests", 0)
+        out = {"requests": req, "cache_hits": c.get("cache_hits", 0), "fallbacks": c.get("fallbacks", 0),
+               "fallback_rate": c.get("fallbacks", 0) / req if req else 0.0,
+               "cache_hit_rate": c.get("cache_hits", 0) / req if req else 0.0,
+               "swaps": c.get("swaps", 0), "reload_errors": c.get("reload_errors", 0),
+               "model": type(snap.model).__name__, "model_version": snap.version,
+               "reasons": {k[7:]: v for k, v in c.items() if k.startswith("reason:")},
+               "sources": {k[7:]: v for k, v in c.items() if k.startswith("source:")},
+               "cache_entries": len(self._cache)}
+        if len(lat):
+            out.update(latency_p50_ms=float(np.percentile(lat, 50) * 1e3),
+                       latency_p99_ms=float(np.percentile(lat, 99) * 1e3))
+        return out
+
+    # ------------------------------------------------------------------ events and privacy
+    def track(self, user, item, event: str = "view", **kwargs) -> None:
+        """Record an event in the store (non-blocking) and drop the user's cached answers."""
+        if self.store is None:
+            raise ParameterError("this service has no event store; pass store=persona.store.EventStore(...)")
+        self.store.track(user, item, event, **kwargs)
+        self.invalidate(user)
+
+    def forget_user(self, user) -> int:
+        """Erase ``user``: their events in the store, their cached answers, and their model rows in use.
+
+        The serving model's rows of the user are no longer used (the user is answered like a
+        stranger, by popularity) until a model trained without their events is swapped in.
+        Returns the number of events deleted from the store (0 without a store).
+        """
+        deleted = 0
+        if self.store is not None:
+            self.store.flush()
+            deleted = int(self.store.forget_user(user))
+        with self._lock:
+            self._forgotten.add(user)
+        self.invalidate(user)
+        return deleted
+
+    def close(self) -> None:
+        """Stop the watcher and the timeout pool."""
+        self.stop_watching()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "RecommenderService":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        snap = self._snapshot
+        return (f"RecommenderService({type(snap.model).__name__} v{snap.version}, {len(self.fallbacks)} fallbacks, "
+                f"cache {len(self._cache)}/{self.cache_size}, timeout={self.timeout})")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _freeze_deep(v):
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze_deep(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return tuple(_freeze_deep(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v))
+    if isinstance(v, (set, frozenset)):
+        return ("set", tuple(sorted(map(str, v))))
+    if callable(v):
+        raise TypeError("callable")
+    return v
+
+
+def _check_id(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, np.integer, np.str_)):
+        raise ParameterError(f"{what} must be one external id (a str or an int), got {type(value).__name__}")
+
+
+def _check_n(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ParameterError(f"n must be a positive integer, got {n!r}")
+
+
+def _check_context(context) -> dict:
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise ParameterError(f"context must be a dict (keys {sorted(_CONTEXT_KEYS)}), got {type(context).__name__}")
+    unknown = set(context) - _CONTEXT_KEYS
+    if unknown:
+        raise ParameterError(f"unknown context keys {sorted(unknown)}; known: {sorted(_CONTEXT_KEYS)}")
+    where = context.get("where")
+    if where is not None and not isinstance(where, dict):
+        raise ParameterError(f"context['where'] must be a dict of column -> condition, got {type(where).__name__}")
+    return context
+
+
+def _with(deny, extra):
+    return list(extra) if deny is None else [*deny, *extra]
+
+
+def _remap(mask, snap: _Snapshot, model):
+    """``mask`` (in the serving model's item order) in ``model``'s item order."""
+    if mask is None or model.item_map_ is snap.model.item_map_:
+        return mask
+    ids = model.item_map_.ids
+    if len(ids) == len(snap.item_ids) and np.array_equal(ids, snap.item_ids):
+        return mask
+    pos = snap.model.item_map_.lookup(ids)
+    return np.where(pos >= 0, mask[np.maximum(pos, 0)], False)
+
+
+def _stamp(path):
+    """What changes when an artifact is published at ``path``: (folder inode, manifest mtime and size)."""
+    p = Path(path)
+    try:
+        st = (p / "manifest.json").stat() if p.is_dir() else p.stat()
+        return (p.stat().st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None
