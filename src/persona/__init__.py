@@ -21,6 +21,7 @@ from .errors import (
     NotFittedError,
     ParameterError,
     PersonaError,
+    StoreError,
     UnknownItemError,
     UnknownUserError,
     UnsupportedError,
@@ -33,12 +34,14 @@ __all__ = [
     "BPR", "EASE", "SASRec", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
-    "ParameterError", "UnsupportedError",
+    "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore",
 ]
 
 # Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
-_LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval"}
-_LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback")}
+_LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
+                 "store"}
+_LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback"),
+               "EventStore": ("store", "EventStore")}
 
 
 def __getattr__(name: str):

@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactError",
     "ParameterError",
     "UnsupportedError",
+    "StoreError",
 ]
 
 
@@ -55,3 +56,11 @@ class ParameterError(PersonaError, ValueError):
 
 class UnsupportedError(PersonaError, NotImplementedError):
     """The model cannot answer this kind of question (e.g. item similarity from popularity)."""
+
+
+class StoreError(PersonaError, RuntimeError):
+    """The event store could not write or read: the database is gone, locked or refused a batch.
+
+    Raised by ``EventStore.flush()`` / ``close()`` with the number of events not yet written, so a
+    writer failure is never silent.
+    """

@@ -1,0 +1,407 @@
+"""The two places events can live: one SQLite file (embedded default) or a PostgreSQL table.
+
+Both backends store the same columns and behave the same; :class:`~persona.store.EventStore` only
+talks to them through the small interface below. A backend object is cheap and holds no
+connection: every caller (the writer thread, a reader in another thread, a forked child) opens its
+own with :meth:`connect`, because neither ``sqlite3`` nor ``psycopg`` connections may be shared
+across threads and processes.
+
+Columns (``ts`` is epoch seconds, UTC; ``kinds`` says which ids were Python ints so they come
+back as ints: bit 1 the user id, bit 2 the item id)::
+
+    seq        ingestion order, assigned by the database
+    event_id   the idempotency key, UNIQUE: a replayed event is ignored
+    ts, user_id, item_id, event, value, properties (JSON text / JSONB), kinds
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from ..errors import ParameterError, StoreError
+
+__all__ = ["Backend", "SQLiteBackend", "PostgresBackend", "make_backend", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = "1"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+#: one queued event, already validated and encoded by the caller's thread
+#: (event_id, ts, user_id, item_id, event, value, properties_json, kinds)
+Row = tuple
+
+COLUMNS = ("event_id", "ts", "user_id", "item_id", "event", "value", "properties", "kinds")
+
+
+class Backend:
+    """What :class:`~persona.store.EventStore` needs from a database."""
+
+    name = "?"
+
+    def __init__(self, table: str) -> None:
+        if not isinstance(table, str) or not _IDENT.match(table):
+            raise ParameterError(
+                f"table: expected an SQL identifier (letters, digits, underscores, not starting with a "
+                f"digit, at most 63 characters), got {table!r}; pass e.g. table='persona_events'"
+            )
+        self.table = table
+        self.meta = f"{table}_meta"
+
+    # every method takes a connection from connect(), so threads and processes never share one
+    def connect(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def setup(self, meta: dict) -> dict:  # pragma: no cover - abstract
+        """Create the table if needed; record ``meta`` if absent; return the stored meta."""
+        raise NotImplementedError
+
+    def write(self, conn, rows: Sequence[Row]) -> int:  # pragma: no cover - abstract
+        """Insert ``rows`` in one transaction, ignoring known event ids; return how many were new."""
+        raise NotImplementedError
+
+    def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:  # pragma: no cover
+        raise NotImplementedError
+
+    def delete_user(self, conn, user_id: str) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def snapshot(self, conn):  # pragma: no cover - abstract
+        """A context in which several reads see one consistent state of the table."""
+        raise NotImplementedError
+
+    def kinds(self, conn, where: str, params: list) -> tuple[int, bool, bool]:
+        """(number of rows, whether all their user ids are ints, whether all item ids are ints)."""
+        sql = (f"SELECT count(*), coalesce(sum(kinds & 1), 0), coalesce(sum((kinds & 2) / 2), 0)"
+               f" FROM {self.table}{self._sql(where)}")
+        n, u, i = self._one(conn, sql, params)
+        n, u, i = int(n), int(u), int(i)
+        return n, n > 0 and u == n, n > 0 and i == n
+
+    def _sql(self, where: str) -> str:
+        return where
+
+    def _one(self, conn, sql: str, params: list):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def count(self, conn, where: str, params: list) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    # shared SQL pieces; "?" placeholders, translated by the PostgreSQL backend
+    def where(self, since, until, event_types, user) -> tuple[str, list]:
+        parts, params = [], []
+        if since is not None:
+            parts.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            parts.append("ts < ?")
+            params.append(until)
+        if event_types is not None:
+            parts.append("event IN (" + ", ".join("?" * len(event_types)) + ")" if event_types else "1 = 0")
+            params.extend(event_types)
+        if user is not None:
+            parts.append("user_id = ?")
+            params.append(user)
+        return (" WHERE " + " AND ".join(parts)) if parts else "", params
+
+    def describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------- SQLite
+class SQLiteBackend(Backend):
+    """One SQLite file in WAL mode, shared by any number of threads and processes on one machine.
+
+    WAL lets readers run beside the one writer; ``BEGIN IMMEDIATE`` takes the write lock at the start
+    of each batch, and the busy timeout makes a process wait for another's batch instead of failing.
+    ``synchronous="full"`` fsyncs the WAL at every commit (a committed batch survives a power cut);
+    ``"normal"`` skips that fsync (a committed batch survives the process being killed, but the last
+    batches before a power cut or OS crash may be lost) and is faster on slow disks.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path, table: str, *, synchronous: str, busy_timeout: float) -> None:
+        super().__init__(table)
+        self.path = os.fspath(path)
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            raise ParameterError(
+                f"SQLite store: expected a file path, got {self.path!r}; an in-memory database would "
+                f"not be shared with other threads or processes, pass e.g. 'events.db'"
+            )
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = float(busy_timeout)
+
+    def describe(self) -> str:
+        return f"SQLite file {self.path!r}, table {self.table!r}"
+
+    def connect(self):
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=True)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the SQLite event store {self.path!r}: {e}; check that the "
+                             f"directory exists and is writable") from e
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    def setup(self, meta: dict) -> dict:
+        conn = self.connect()
+        try:
+            # switching to WAL needs a moment alone with the file; the busy handler does not cover
+            # it, so several processes opening a new store at once retry here
+            for attempt in range(200):
+                try:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    time.sleep(0.01 + 0.005 * attempt)
+            else:  # pragma: no cover
+                raise StoreError(f"{self.describe()}: could not switch to WAL mode, the file stays locked")
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.describe()}: the file system refused WAL mode (got {mode!r}); "
+                                 f"put the store on a local disk")
+            t, m = self.table, self.meta
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {t} ("
+                " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " event_id TEXT NOT NULL UNIQUE,"
+                " ts REAL NOT NULL,"
+                " user_id TEXT NOT NULL,"
+                " item_id TEXT NOT NULL,"
+                " event TEXT NOT NULL,"
+                " value REAL,"
+                " properties TEXT,"
+                " kinds INTEGER NOT NULL DEFAULT 0)"
+            )
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {m} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.executemany(f"INSERT OR IGNORE INTO {m} (name, value) VALUES (?, ?)", list(meta.items()))
+            stored = dict(conn.execute(f"SELECT name, value FROM {m}").fetchall())
+            conn.execute("COMMIT")
+            return stored
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.describe()}: cannot create the event table: {e}") from e
+        finally:
+            conn.close()
+
+    def write(self, conn, rows: Sequence[Row]) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(
+                f"INSERT OR IGNORE INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties,"
+                f" kinds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            inserted = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return inserted
+
+    def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:
+        cur = conn.execute(
+            f"SELECT event_id, ts, user_id, item_id, event, value, properties, kinds FROM {self.table}"
+            f"{where} ORDER BY ts, seq",
+            params,
+        )
+        while True:
+            chunk = cur.fetchmany(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+
+    def delete_user(self, conn, user_id: str) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return n
+
+    def count(self, conn, where: str, params: list) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM {self.table}{where}", params).fetchone()[0])
+
+    def _one(self, conn, sql: str, params: list):
+        return conn.execute(sql, params).fetchone()
+
+    @contextmanager
+    def snapshot(self, conn):
+        # in WAL mode a read transaction sees the database as of its first read, whatever commits later
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL
+class PostgresBackend(Backend):
+    """A PostgreSQL table, written with psycopg 3; one ``INSERT ... ON CONFLICT DO NOTHING`` per batch.
+
+    A batch travels as one statement over column arrays (``unnest``), so a batch of 1,000 events is
+    one round trip and one commit. ``synchronous="full"`` keeps the server's ``synchronous_commit``
+    (on by default: a commit returns once the WAL is flushed to disk); ``"normal"`` sets
+    ``synchronous_commit = off`` for this store's sessions: a committed batch survives the writing
+    process being killed, but the last fraction of a second of commits may be lost if the *server*
+    crashes.
+    """
+
+    name = "postgres"
+
+    def __init__(self, conninfo: str, table: str, *, synchronous: str, busy_timeout: float) -> None:
+        super().__init__(table)
+        self.conninfo = conninfo
+        self.synchronous = synchronous
+        self.busy_timeout = float(busy_timeout)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {_redact(self.conninfo)!r}, table {self.table!r}"
+
+    def _psycopg(self):
+        try:
+            import psycopg
+        except ImportError:
+            raise ImportError(
+                "a PostgreSQL event store needs psycopg 3, which is not installed; "
+                "pip install 'persona[postgres]' (or pip install 'psycopg[binary]')"
+            ) from None
+        return psycopg
+
+    def connect(self):
+        psycopg = self._psycopg()
+        try:
+            # autocommit: a batch is one explicit transaction (conn.transaction()), reads need none
+            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=max(1, int(self.busy_timeout)))
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to the PostgreSQL event store {_redact(self.conninfo)!r}: {e}") from e
+        with conn.cursor() as cur:
+            cur.execute("SET synchronous_commit = " + ("off" if self.synchronous == "normal" else "on"))
+            # a lock held elsewhere (a migration, a VACUUM FULL) makes the batch fail and be retried
+            # rather than hang the writer forever
+            cur.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def setup(self, meta: dict) -> dict:
+        psycopg = self._psycopg()
+        conn = self.connect()
+        t, m = self.table, self.meta
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                # concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogue: serialise it
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"persona.store:{t}",))
+                cur.execute(
+                    f"CREATE TABLE IF NOT EXISTS {t} ("
+                    " seq BIGSERIAL PRIMARY KEY,"
+                    " event_id TEXT NOT NULL UNIQUE,"
+                    " ts TIMESTAMPTZ NOT NULL,"
+                    " user_id TEXT NOT NULL,"
+                    " item_id TEXT NOT NULL,"
+                    " event TEXT NOT NULL,"
+                    " value DOUBLE PRECISION,"
+                    " properties JSONB,"
+                    " kinds SMALLINT NOT NULL DEFAULT 0)"
+                )
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id)")
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {m} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                cur.executemany(f"INSERT INTO {m} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                                list(meta.items()))
+                cur.execute(f"SELECT name, value FROM {m}")
+                return dict(cur.fetchall())
+        except psycopg.Error as e:
+            raise StoreError(f"{self.describe()}: cannot create the event table: {e}") from e
+        finally:
+            conn.close()
+
+    def write(self, conn, rows: Sequence[Row]) -> int:
+        cols = list(zip(*rows))
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
+                " SELECT e, to_timestamp(t), u, i, ev, v, p::jsonb, k"
+                " FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::float8[],"
+                " %s::text[], %s::int2[]) AS x(e, t, u, i, ev, v, p, k)"
+                " ON CONFLICT (event_id) DO NOTHING",
+                [list(c) for c in cols],
+            )
+            return cur.rowcount
+
+    def _sql(self, where: str) -> str:
+        return where.replace("ts >= ?", "ts >= to_timestamp(?)").replace("ts < ?", "ts < to_timestamp(?)") \
+            .replace("?", "%s")
+
+    def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:
+        # a server-side cursor streams the table in chunks instead of loading it into the client;
+        # it lives in the transaction that snapshot() opened
+        with conn.cursor(name="persona_store_select") as cur:
+            cur.itersize = chunk_size
+            cur.execute(
+                f"SELECT event_id, extract(epoch from ts)::float8, user_id, item_id, event, value,"
+                f" properties::text, kinds FROM {self.table}{self._sql(where)} ORDER BY ts, seq",
+                params,
+            )
+            while True:
+                chunk = cur.fetchmany(chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+
+    def delete_user(self, conn, user_id: str) -> int:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {self.table} WHERE user_id = %s", (user_id,))
+            return cur.rowcount
+
+    def count(self, conn, where: str, params: list) -> int:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {self.table}{self._sql(where)}", params)
+            return int(cur.fetchone()[0])
+
+    def _one(self, conn, sql: str, params: list):
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+
+    @contextmanager
+    def snapshot(self, conn):
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+
+
+def _redact(conninfo: str) -> str:
+    """The connection string without its password, for messages."""
+    s = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", conninfo)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", s)
+
+
+def make_backend(target, table: str, *, synchronous: str, busy_timeout: float) -> Backend:
+    """A backend for ``target``: a ``postgresql://`` URL, an ``sqlite:///`` URL, or a file path."""
+    if isinstance(target, Backend):
+        return target
+    if isinstance(target, (str, os.PathLike)):
+        s = os.fspath(target)
+        if isinstance(s, str) and s.startswith(("postgresql://", "postgres://")):
+            return PostgresBackend(s, table, synchronous=synchronous, busy_timeout=busy_timeout)
+        if isinstance(s, str) and s.startswith("sqlite:///"):
+            s = s[len("sqlite:///"):]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+        return SQLiteBackend(s, table, synchronous=synchronous, busy_timeout=busy_timeout)
+    raise ParameterError(
+        f"store target: expected a file path (SQLite) or a 'postgresql://...' URL, got {type(target).__name__}"
+    )
