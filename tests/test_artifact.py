@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 import persona as ps
-from persona.io.artifact import read_artifact, write_artifact
+from persona.io.artifact import FORMAT_VERSION, _manifest_digest, read_artifact, write_artifact
+
+
+def _write_manifest(path, manifest: dict, *, resign: bool = True) -> None:
+    """Write an edited manifest; ``resign`` recomputes its own checksum (a deliberate edit)."""
+    if resign:
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _model():
@@ -18,7 +25,7 @@ def test_round_trip_arrays(tmp_path):
     arrays = {"x": np.arange(5, dtype=np.float32), "ids": np.array(["a", "bb"]), "m": np.eye(2)}
     write_artifact(tmp_path / "a", "model", {"k": 1}, arrays)
     manifest, back = read_artifact(tmp_path / "a")
-    assert manifest["meta"] == {"k": 1} and manifest["format_version"] == 1
+    assert manifest["meta"] == {"k": 1} and manifest["format_version"] == FORMAT_VERSION
     for k, v in arrays.items():
         np.testing.assert_array_equal(back[k], v)
 
@@ -40,7 +47,7 @@ def test_pickled_array_file_is_not_loaded(tmp_path):
     import hashlib
 
     entry["sha256"] = hashlib.sha256((path / entry["file"]).read_bytes()).hexdigest()
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    _write_manifest(path, manifest)
     with pytest.raises(ps.ArtifactError, match="cannot read array"):
         ps.load(path)
 
@@ -49,8 +56,12 @@ def test_format_version_mismatch(tmp_path):
     path = _model().save(tmp_path / "m.persona")
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["format_version"] = 999
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ps.ArtifactError, match="format version 999"):
+    _write_manifest(path, manifest)
+    with pytest.raises(ps.ArtifactError, match="format version 999, newer.*upgrade persona"):
+        ps.load(path)
+    manifest["format_version"] = 1
+    _write_manifest(path, manifest)
+    with pytest.raises(ps.ArtifactError, match="format version 1.*re-save"):
         ps.load(path)
 
 
@@ -58,7 +69,7 @@ def test_unknown_class_is_refused(tmp_path):
     path = _model().save(tmp_path / "m.persona")
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["meta"]["class"] = "os.system"
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    _write_manifest(path, manifest)
     with pytest.raises(ps.ArtifactError, match="does not know"):
         ps.load(path)
 
@@ -91,3 +102,131 @@ def test_save_replaces_existing_artifact(tmp_path):
 def test_load_checks_requested_class(tmp_path):
     path = _model().save(tmp_path / "m.persona")
     assert isinstance(ps.MostPopular.load(path), ps.MostPopular)
+
+
+def test_an_edited_manifest_is_refused_by_its_checksum(tmp_path):
+    path = _model().save(tmp_path / "m.persona")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["meta"]["params"]["half_life"] = 3.0
+    _write_manifest(path, manifest, resign=False)
+    with pytest.raises(ps.ArtifactError, match="manifest was changed"):
+        ps.load(path)
+
+
+@pytest.mark.parametrize("edit", ["escape", "absolute", "no-sha", "arrays-list", "meta-list", "class-list"])
+def test_malformed_manifest_entries_are_refused(tmp_path, edit):
+    path = _model().save(tmp_path / "m.persona")
+    manifest = json.loads((path / "manifest.json").read_text())
+    entry = next(iter(manifest["arrays"].values()))
+    if edit == "escape":
+        entry["file"] = "../../../etc/passwd"
+    elif edit == "absolute":
+        entry["file"] = "/etc/passwd"
+    elif edit == "no-sha":
+        del entry["sha256"]
+    elif edit == "arrays-list":
+        manifest["arrays"] = []
+    elif edit == "meta-list":
+        manifest["meta"] = ["MostPopular"]
+    elif edit == "class-list":
+        manifest["meta"]["class"] = ["MostPopular"]
+    _write_manifest(path, manifest)
+    with pytest.raises(ps.ArtifactError):
+        ps.load(path)
+
+
+# ---------------------------------------------------------------------- mutations (hypothesis)
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A small model of each storage kind: factors (ALS) and a sparse similarity (ItemKNN)."""
+    shop = ps.datasets.synthetic_shop(n_users=60, n_items=25, seed=2)
+    root = tmp_path_factory.mktemp("artifacts")
+    out = {}
+    for name, model in (("als", ps.ALS(factors=4, iterations=2, random_state=0)), ("knn", ps.ItemKNN(k=5))):
+        model.fit(shop.interactions)
+        path = model.save(root / f"{name}.persona")
+        users = model.user_map_.ids[:5]
+        out[name] = (path, model.recommend_batch(users, n=3), users)
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _same_answers(path, want, users) -> bool:
+    got = ps.load(path).recommend_batch(users, n=3)
+    return np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["als", "knn"]), data=st.data())
+def test_every_byte_mutation_is_refused_or_harmless(saved, tmp_path_factory, kind, data):
+    """Flip, drop or append bytes of any file of an artifact: load refuses it with ArtifactError,
+    or (a change JSON does not see, such as whitespace) loads the very same model."""
+    src, want, users = saved[kind]
+    path = _copy(src, tmp_path_factory.mktemp("mut") / "m.persona")
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    target = data.draw(st.sampled_from(files))
+    raw = bytearray(target.read_bytes())
+    how = data.draw(st.sampled_from(["flip", "truncate", "append", "delete"]))
+    if how == "flip" and raw:
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        raw = raw[:data.draw(st.integers(0, max(len(raw) - 1, 0)))]
+    elif how == "append":
+        raw += bytes(data.draw(st.binary(min_size=1, max_size=16)))
+    if how == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(bytes(raw))
+    try:
+        ok = _same_answers(path, want, users)
+    except ps.ArtifactError:
+        return
+    assert ok, f"{how} of {target.name} loaded a different model without an error"
+
+
+def _paths(obj, prefix=()):
+    """Every key path of a JSON value."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["als", "knn"]), data=st.data())
+def test_every_structural_manifest_edit_is_refused_cleanly(saved, tmp_path_factory, kind, data):
+    """Delete a key or give it a value of another type, even re-signing the manifest: load either
+    refuses with ArtifactError or loads a model that answers; never another exception."""
+    src, want, users = saved[kind]
+    path = _copy(src, tmp_path_factory.mktemp("edit") / "m.persona")
+    manifest = json.loads((path / "manifest.json").read_text())
+    keys = [p for p in _paths(manifest) if p != ("manifest_sha256",)]
+    where = data.draw(st.sampled_from(keys))
+    parent = manifest
+    for k in where[:-1]:
+        parent = parent[k]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[where[-1]]
+    else:
+        parent[where[-1]] = data.draw(st.sampled_from([None, [], {}, "x", -1, 1e308, True, "../x"]))
+    _write_manifest(path, manifest, resign=data.draw(st.booleans()))
+    try:
+        model = ps.load(path)
+    except ps.ArtifactError:
+        return
+    model.recommend_batch(users, n=3)  # a loaded model must answer

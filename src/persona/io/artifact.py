@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,8 +30,11 @@ from ..errors import ArtifactError
 __all__ = ["FORMAT", "FORMAT_VERSION", "write_artifact", "read_artifact", "artifact_files", "pack_csr", "unpack_csr"]
 
 FORMAT = "persona-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries a checksum of itself
 _CHUNK = 1 << 20
+_ARRAY_FILE = re.compile(r"arrays/[0-9]{3,}\.npy")
+_RAW_FILE = re.compile(r"files/[^/\\]+")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(path: Path) -> str:
@@ -61,6 +65,13 @@ def unpack_csr(name: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
         )
     except KeyError as e:
         raise ArtifactError(f"artifact lacks the sparse matrix {name!r} ({e.args[0]} missing)") from None
+
+
+def _manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON, without its own checksum field."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _json_default(obj):
@@ -113,6 +124,8 @@ def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray], f
             "arrays": index,
             "files": file_index,
         }
+        manifest = json.loads(json.dumps(manifest, default=_json_default))  # what a reader will see
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
         with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1, default=_json_default, sort_keys=True)
             f.flush()
@@ -147,12 +160,38 @@ def read_manifest(path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mf} is not a persona artifact manifest")
     version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(f"{mf} has no valid format_version; the artifact is corrupt, save it again")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path} has artifact format version {version}, newer than this persona ({__version__}) reads "
+            f"({FORMAT_VERSION}); upgrade persona to load it"
+        )
     if version != FORMAT_VERSION:
         raise ArtifactError(
             f"{path} has artifact format version {version}, this persona ({__version__}) reads version "
             f"{FORMAT_VERSION}; re-save the model with a matching persona version"
         )
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise ArtifactError(f"checksum mismatch for {mf}: the manifest was changed or corrupted; save the model again")
+    _check_layout(manifest, mf)
     return manifest
+
+
+def _check_layout(manifest: dict, mf: Path) -> None:
+    """The manifest's structure: every entry names a file inside the artifact with a checksum."""
+    if not isinstance(manifest.get("meta", {}), dict):
+        raise ArtifactError(f"{mf}: 'meta' must be an object; the artifact is malformed")
+    for section, pattern in (("arrays", _ARRAY_FILE), ("files", _RAW_FILE)):
+        entries = manifest.get(section, {})
+        if not isinstance(entries, dict):
+            raise ArtifactError(f"{mf}: {section!r} must be an object; the artifact is malformed")
+        for name, entry in entries.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
+                    or not pattern.fullmatch(entry["file"]) or ".." in entry["file"] \
+                    or not isinstance(entry.get("sha256"), str) or not _HEX64.fullmatch(entry["sha256"]):
+                raise ArtifactError(f"{mf}: the {section} entry {name!r} is malformed (it needs a file inside the "
+                                    "artifact and a sha256); the artifact is corrupt, save it again")
 
 
 def read_artifact(path, *, mmap: bool = False, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:

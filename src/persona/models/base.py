@@ -565,7 +565,7 @@ class Recommender:
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not a model")
         meta = manifest.get("meta", {})
         name = meta.get("class")
-        target = Recommender._registry.get(name)
+        target = Recommender._registry.get(name) if isinstance(name, str) else None
         if target is None:
             raise ArtifactError(f"{path} holds a model of class {name!r}, which this persona does not know; "
                                 "upgrade persona or check the artifact")
@@ -578,13 +578,19 @@ class Recommender:
         try:
             model.user_map_ = IdMap(np.asarray(arrays["user_ids"]))
             model.item_map_ = IdMap(np.asarray(arrays["item_ids"]))
+            model.user_items_ = unpack_csr("user_items", arrays)
+            model.fallback_ = None
+            state = meta.get("state", {})
+            if not isinstance(state, dict):
+                raise TypeError("'state' is not an object")
+            if files:
+                state = {**state, "_files": files}
+            model._restore(state, arrays)
         except KeyError as e:
-            raise ArtifactError(f"{path} lacks the array {e.args[0]!r}") from None
-        model.user_items_ = unpack_csr("user_items", arrays)
-        model.fallback_ = None
-        state = meta.get("state", {})
-        if files:
-            state = {**state, "_files": files}
-        model._restore(state, arrays)
+            raise ArtifactError(f"{path} lacks {e.args[0]!r}; the artifact is incomplete, save the model again") from None
+        except (ArtifactError, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever a malformed artifact trips, it is refused cleanly
+            raise ArtifactError(f"{path} is malformed ({type(e).__name__}: {e}); save the model again") from None
         model._fitted = True
         return model
