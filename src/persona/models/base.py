@@ -585,6 +585,8 @@ class Recommender:
                 raise TypeError("'state' is not an object")
             if files:
                 state = {**state, "_files": files}
+            if mmap:
+                state = {**state, "_mmap": True}
             model._restore(state, arrays)
         except KeyError as e:
             raise ArtifactError(f"{path} lacks {e.args[0]!r}; the artifact is incomplete, save the model again") from None

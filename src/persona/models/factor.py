@@ -108,7 +108,9 @@ class FactorModel(Recommender):
         **options
             Passed to :func:`persona.retrieval.make_index` (e.g. ``ef_search=256``).
 
-        The choice is saved with the model; ``load`` rebuilds the index.
+        The choice is saved with the model; a faiss index is saved built (faiss's own format) and
+        ``load`` reads it back -- memory-mapped with ``load(path, mmap=True)``, so worker processes
+        share it -- instead of building it again; an exact index is rebuilt.
         """
         self._check_fitted()
         if kind is None:
@@ -184,7 +186,31 @@ class FactorModel(Recommender):
         spec = getattr(self, "_index_spec", None)
         if spec is not None:
             meta = {**meta, "index": spec}
+            built = self._built_faiss_indexes()
+            if built:
+                # the built graphs/lists in faiss's own format: load maps them instead of rebuilding
+                meta["index_files"] = {name: {"meta": idx._meta(), "file": f"{name.rstrip('_')}.faiss"}
+                                       for name, idx in built.items()}
+                for name, idx in built.items():
+                    arrays[f"{name.rstrip('_')}.vectors"] = idx._vectors
         return meta, {"user_factors": self.user_factors_, "item_factors": self.item_factors_, **arrays}
+
+    def _built_faiss_indexes(self) -> dict:
+        """The faiss indexes built from the saved spec and still current (name -> FaissIndex)."""
+        from ..retrieval.faiss_index import FaissIndex
+
+        if getattr(self, "_index_for", None) is not self.item_factors_:
+            return {}
+        out = {name: getattr(self, name, None) for name in ("index_", "similar_index_")}
+        if not all(isinstance(v, FaissIndex) for v in out.values()):
+            return {}
+        return out
+
+    def _files(self) -> dict:
+        if getattr(self, "_index_spec", None) is None:
+            return {}
+        return {f"{name.rstrip('_')}.faiss": idx._files()["index.faiss"]
+                for name, idx in self._built_faiss_indexes().items()}
 
     def _extra_state(self) -> tuple[dict, dict]:
         """Subclass hook: more (meta, arrays) to save beside the factors."""
@@ -195,9 +221,24 @@ class FactorModel(Recommender):
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self._restore_extra(meta, arrays)
         spec = meta.get("index")
-        if spec is not None:
-            self._fitted = True  # use_index checks it; load sets it again after _restore
-            self.use_index(spec["kind"], **spec.get("options", {}))
+        if spec is None:
+            return
+        stored, files = meta.get("index_files"), meta.get("_files", {})
+        if stored and all(entry["file"] in files for entry in stored.values()):
+            from ..retrieval.faiss_index import FaissIndex
+
+            for name, entry in stored.items():
+                if name not in ("index_", "similar_index_"):
+                    raise ParameterError(f"unknown stored index {name!r}")
+                index = FaissIndex._from_artifact(
+                    {**entry["meta"], "_files": {"index.faiss": files[entry["file"]]}, "_mmap": meta.get("_mmap", False)},
+                    {"vectors": arrays[f"{name.rstrip('_')}.vectors"]})
+                setattr(self, name, index)
+            self._index_spec = spec
+            self._index_for = self.item_factors_
+            return
+        self._fitted = True  # use_index checks it; load sets it again after _restore
+        self.use_index(spec["kind"], **spec.get("options", {}))
 
     def _restore_extra(self, meta, arrays) -> None:
         """Subclass hook: inverse of :meth:`_extra_state`."""
