@@ -1,0 +1,30 @@
+"""persona as a Django app: ``INSTALLED_APPS += ["persona.contrib.django"]``.
+
+Settings (``settings.PERSONA``; every key optional, see :data:`~persona.contrib.django.runtime.DEFAULTS`)::
+
+    PERSONA = {
+        "MODEL_PATH": BASE_DIR / "var" / "model.persona",   # what the web processes serve
+        "STORE": BASE_DIR / "var" / "events.db",            # or "postgresql://...", or EventStore kwargs
+        "WATCH": True,                                      # pick up what persona_train publishes
+        "TRACK_VIEWS": {"product": "item_id"},              # url name -> kwarg: views the middleware records
+    }
+
+What the app gives:
+
+* ``path("persona/", include("persona.contrib.django.urls"))``: JSON endpoints
+  ``recommendations/<user>/``, ``recommendations/`` (the requester's), ``similar/<item>/``,
+  ``events/`` (POST) and ``stats/``;
+* ``"persona.contrib.django.middleware.TrackViewsMiddleware"``: records a ``view`` for each
+  successful GET of a view named in ``TRACK_VIEWS``;
+* ``{% load persona %}``, ``{% recommended_for user 6 %}``, ``{% also_bought item 6 %}`` (or
+  ``... as recs`` to loop yourself);
+* ``python manage.py persona_train``: trains on the store's events and publishes the model;
+* in Python: :func:`track`, :func:`recommend`, :func:`similar_items`, :func:`get_service`,
+  :func:`get_store`, :func:`current_user`.
+"""
+
+from __future__ import annotations
+
+from .runtime import current_user, get_service, get_store, recommend, reset, similar_items, track
+
+__all__ = ["get_service", "get_store", "reset", "current_user", "track", "recommend", "similar_items"]

@@ -1,0 +1,424 @@
+"""persona.contrib.flask: the JSON endpoints, event tracking into the store, retrain + swap, the
+``flask persona train`` command, the example shop (test client), and one end-to-end run of the
+example shop in headless Chromium."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flask  # the test extra installs it: pip install ".[test]"
+
+import persona as ps
+from persona.contrib import common
+from persona.contrib.flask import Persona, get_persona, persona_blueprint
+from persona.serving import RecommenderService
+from persona.store import EventStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed(store, shop):
+    ev = shop.events
+    for i, (u, it, ts, e) in enumerate(zip(ev["user_id"], ev["item_id"], ev["timestamp"], ev["event"].astype(str))):
+        store.track(u, it, e, timestamp=ts.timestamp(), event_id=f"seed-{i}")
+    store.flush()
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return ps.datasets.synthetic_shop(n_users=150, n_items=80, seed=11)
+
+
+@pytest.fixture(scope="module")
+def catalog(shop):
+    return shop.items[["item_id", "name", "category", "brand", "price"]]
+
+
+@pytest.fixture(scope="module")
+def store(shop, tmp_path_factory):
+    st = EventStore(tmp_path_factory.mktemp("flask-store") / "events.db")
+    seed(st, shop)
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def service(shop, catalog, store):
+    svc = RecommenderService(ps.ItemKNN(k=20).fit(shop.interactions), catalog=catalog, store=store)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def client(service, store):
+    app = flask.Flask("test-shop")
+    Persona(app, service=service, store=store)
+    return app.test_client()
+
+
+def known_user(shop, i=0):
+    return str(shop.interactions.user_ids[i])
+
+
+# ------------------------------------------------------------------------------ recommendations
+def test_recommendations_for_a_known_user_are_the_service_answer(client, service, shop):
+    user = known_user(shop, 3)
+    got = client.get(f"/persona/recommendations/{user}?n=5")
+    assert got.status_code == 200 and got.is_json
+    body = got.get_json()
+    want = service.recommend(user, 5)
+    assert body["user"] == user and body["items"] == want.items.tolist()
+    np.testing.assert_allclose(body["scores"], want.scores, rtol=1e-5)
+    assert body["source"] == "model" and body["reason"] is None and body["model_version"] == 1
+
+
+def test_unknown_user_is_answered_by_the_fallback(client):
+    body = client.get("/persona/recommendations/someone-new?n=4").get_json()
+    assert len(body["items"]) == 4 and body["source"] == "popular" and body["reason"] == "unknown user"
+
+
+def test_history_answers_an_unknown_visitor(client, shop):
+    seen = shop.interactions.item_ids[:3].tolist()
+    body = client.get("/persona/recommendations/visitor-1?n=5&history=" + ",".join(seen)).get_json()
+    assert body["source"] == "model-history" and len(body["items"]) == 5
+    assert not set(body["items"]) & set(seen)
+
+
+def test_query_filters_reach_the_service(client, service, shop, catalog):
+    user = known_user(shop, 1)
+    cat = catalog["category"].value_counts().index[0]
+    body = client.get(f"/persona/recommendations/{user}?n=3&category={cat}&max_price=1000").get_json()
+    by_id = catalog.set_index("item_id")
+    assert body["items"] and all(by_id.loc[i, "category"] == cat for i in body["items"])
+
+    cheap = client.get(f"/persona/recommendations/{user}?n=5&min_price=5&max_price=20").get_json()["items"]
+    assert cheap and all(5 <= by_id.loc[i, "price"] <= 20 for i in cheap)
+
+    first = client.get(f"/persona/recommendations/{user}?n=5").get_json()["items"]
+    without = client.get(f"/persona/recommendations/{user}?n=5&exclude={first[0]},{first[1]}").get_json()["items"]
+    assert len(without) == 5 and not {first[0], first[1]} & set(without)
+
+    service.set_stock([first[2]], available=False)
+    in_stock = client.get(f"/persona/recommendations/{user}?n=5&in_stock=1").get_json()["items"]
+    assert first[2] not in in_stock and len(in_stock) == 5
+
+
+def test_similar_items(client, shop):
+    item = str(shop.interactions.item_ids[0])
+    body = client.get(f"/persona/similar/{item}?n=4").get_json()
+    assert body["item"] == item and len(body["items"]) == 4 and item not in body["items"]
+    assert body["source"] == "model"
+    unknown = client.get("/persona/similar/no-such-item?n=3").get_json()
+    assert unknown["source"] == "popular" and unknown["reason"] == "unknown item" and len(unknown["items"]) == 3
+
+
+@pytest.mark.parametrize("query, field, words", [
+    ("n=0", "n", "1 to 100"),
+    ("n=abc", "n", "whole number"),
+    ("n=1000", "n", "1 to 100"),
+    ("n=2&n=3", "n", "once"),
+    ("in_stock=maybe", "in_stock", "true or false"),
+    ("min_price=cheap", "min_price", "number"),
+    ("min_price=50&max_price=10", "min_price", "above"),
+    ("colour=red", None, "colour"),
+])
+def test_bad_queries_are_400_json(client, query, field, words):
+    got = client.get(f"/persona/recommendations/someone?{query}")
+    assert got.status_code == 400 and got.is_json, got.data
+    body = got.get_json()
+    assert words in body["error"]
+    assert body.get("field") == field
+
+
+def test_stats(client, shop):
+    client.get(f"/persona/recommendations/{known_user(shop)}?n=2")
+    body = client.get("/persona/stats").get_json()
+    assert body["service"]["requests"] >= 1 and body["service"]["model"] == "ItemKNN"
+    assert body["store"]["written"] >= 0
+
+
+def test_integer_ids_in_urls_reach_a_model_with_integer_ids():
+    import pandas as pd
+
+    frame = pd.DataFrame({"user": [1, 1, 2, 2, 3, 3], "item": [10, 11, 11, 12, 10, 12]})
+    model = ps.ItemKNN(k=5).fit(ps.Interactions.from_frame(frame, user="user", item="item"))
+    app = flask.Flask("int-shop")
+    app.register_blueprint(persona_blueprint(RecommenderService(model)))
+    c = app.test_client()
+    body = c.get("/persona/recommendations/1?n=1&exclude=12").get_json()
+    assert body["user"] == 1 and body["source"] == "model" and body["items"] == []  # 10, 11 seen, 12 excluded
+    body = c.get("/persona/recommendations/1?n=1").get_json()
+    assert body["items"] == [12]
+    assert c.get("/persona/similar/10?n=1").get_json()["source"] == "model"
+
+
+# ------------------------------------------------------------------------------ events
+def test_a_posted_event_reaches_the_store(client, store):
+    got = client.post("/persona/events", json={"user": "ann-flask", "item": "i0003", "event": "cart", "value": 12.5,
+                                               "properties": {"source": "test"}})
+    assert got.status_code == 202, got.data
+    body = got.get_json()
+    assert body["tracked"] == 1 and len(body["event_ids"]) == 1
+    store.flush()
+    ev = store.events(user="ann-flask")
+    assert ev["event"].tolist() == ["cart"] and ev["value"].tolist() == [12.5]
+    assert ev["properties"].tolist() == [{"source": "test"}] and ev["event_id"].tolist() == body["event_ids"]
+
+
+def test_a_batch_of_events(client, store):
+    events = [{"user": "bob-flask", "item": f"i000{k}", "event": "view"} for k in range(3)]
+    got = client.post("/persona/events", json={"events": events})
+    assert got.status_code == 202 and got.get_json()["tracked"] == 3
+    store.flush()
+    assert store.count(user="bob-flask") == 3
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"item": "i1", "event": "view"}, "user", "user is required"),
+    ({"user": "u", "event": "view"}, "item", "item is required"),
+    ({"user": "u", "item": "i1"}, "event", "event expected a non-empty string"),
+    ({"user": "u", "item": "i1", "event": ""}, "event", "non-empty"),
+    ({"user": True, "item": "i1", "event": "view"}, "user", "string or integer"),
+    ({"user": "u", "item": ["i1"], "event": "view"}, "item", "string or integer"),
+    ({"user": "u", "item": "i1", "event": "view", "value": "12"}, "value", "finite number"),
+    ({"user": "u", "item": "i1", "event": "view", "properties": [1]}, "properties", "object"),
+    ({"user": "u", "item": "i1", "event": "view", "colour": "red"}, "colour", "unknown field"),
+    ({"user": "u", "item": "i1", "event": "view", "timestamp": "yesterday-ish"}, None, "ISO-8601"),
+    ([], "events", "no events"),
+    ("just text", None, "JSON object"),
+    ({"events": [{"user": "u", "item": "i1", "event": "view"}, {"user": "u", "event": "view"}]},
+     "events[1].item", "events[1].item is required"),
+])
+def test_bad_events_are_400_json_and_nothing_is_tracked(client, store, body, field, words):
+    store.flush()
+    before = store.count()
+    got = client.post("/persona/events", json=body)
+    assert got.status_code == 400 and got.is_json, got.data
+    out = got.get_json()
+    assert words in out["error"], out
+    assert out.get("field") == field
+    store.flush()
+    assert store.count() == before
+
+
+def test_a_body_that_is_not_json_is_400(client):
+    got = client.post("/persona/events", data="user=ann&item=i1", content_type="application/x-www-form-urlencoded")
+    assert got.status_code == 400 and "JSON body" in got.get_json()["error"]
+    got = client.post("/persona/events", data="{not json", content_type="application/json")
+    assert got.status_code == 400 and got.is_json
+
+
+def test_tracking_drops_the_users_cached_answers(client, shop):
+    user = known_user(shop, 7)
+    client.get(f"/persona/recommendations/{user}?n=5")
+    assert client.get(f"/persona/recommendations/{user}?n=5").get_json()["cached"] is True
+    assert client.post("/persona/events", json={"user": user, "item": "i0001", "event": "view"}).status_code == 202
+    assert client.get(f"/persona/recommendations/{user}?n=5").get_json()["cached"] is False
+
+
+def test_recommendations_change_after_events_and_a_retrain(client, service, store, tmp_path):
+    before = client.get("/persona/recommendations/newcomer?n=5").get_json()
+    assert before["source"] == "popular"
+    liked = ["i0010", "i0011", "i0012"]
+    events = [{"user": "newcomer", "item": i, "event": e} for i in liked for e in ("view", "cart", "purchase")]
+    assert client.post("/persona/events", json={"events": events}).status_code == 202
+
+    published = common.train_and_publish(store, tmp_path / "model.persona", model="itemknn", params={"k": 20})
+    assert published.path.exists() and "newcomer" in published.model.user_map_
+    service.reload(published.path)
+    after = client.get("/persona/recommendations/newcomer?n=5").get_json()
+    assert after["source"] == "model" and after["model_version"] == before["model_version"] + 1
+    assert not set(after["items"]) & set(liked)  # seen items are filtered
+    assert after["items"] != before["items"]
+
+
+# ------------------------------------------------------------------------------ signed-in users, lazy config, CLI
+def test_current_user_mode(service, store):
+    app = flask.Flask("secure-shop")
+    app.register_blueprint(persona_blueprint(service, store, url_prefix="/api",
+                                             current_user=lambda: flask.request.headers.get("X-User"),
+                                             allowed_events={"view", "cart"}))
+    c = app.test_client()
+    mine = c.get("/api/recommendations?n=3", headers={"X-User": "carol"}).get_json()
+    assert mine["user"] == "carol" and len(mine["items"]) == 3
+    assert c.get("/api/recommendations?n=3").status_code == 401
+    assert c.get("/api/recommendations/carol?n=3").status_code == 404  # nobody reads others' lists by id
+
+    ok = c.post("/api/events", json={"item": "i0002", "event": "view"}, headers={"X-User": "carol"})
+    assert ok.status_code == 202
+    store.flush()
+    assert store.count(user="carol") == 1
+    other = c.post("/api/events", json={"user": "dave", "item": "i0002", "event": "view"}, headers={"X-User": "carol"})
+    assert other.status_code == 403 and other.get_json()["field"] == "user"
+    buy = c.post("/api/events", json={"item": "i0002", "event": "purchase"}, headers={"X-User": "carol"})
+    assert buy.status_code == 400 and "not accepted" in buy.get_json()["error"]
+
+
+def test_the_extension_builds_the_service_from_config_and_trains_from_the_cli(shop, tmp_path):
+    app = flask.Flask("configured-shop")
+    store_path, model_path = tmp_path / "events.db", tmp_path / "model.persona"
+    app.config.update(PERSONA_MODEL_PATH=str(model_path), PERSONA_STORE=str(store_path),
+                      PERSONA_TRAIN={"model": "itemknn", "params": {"k": 10}})
+    persona = Persona(app)
+    c = app.test_client()
+    try:
+        missing = c.get("/persona/recommendations/ann")
+        assert missing.status_code == 503 and "no model has been published" in missing.get_json()["error"]
+        events = [{"user": u, "item": i, "event": "purchase"} for u, items in
+                  {"ann": ["a", "b"], "bob": ["b", "c"], "cid": ["a", "c"]}.items() for i in items]
+        assert c.post("/persona/events", json={"events": events}).status_code == 202  # tracking needs no model
+
+        result = app.test_cli_runner().invoke(args=["persona", "train"])
+        assert result.exit_code == 0, result.output
+        assert "published ItemKNN trained on 6 events" in result.output
+        assert isinstance(ps.load(model_path), ps.ItemKNN)
+
+        body = c.get("/persona/recommendations/ann?n=1").get_json()
+        assert body["source"] == "model" and body["items"] == ["c"]
+        with app.app_context():
+            assert get_persona() is persona
+    finally:
+        persona.service.close()
+        persona.store.close()
+
+
+def test_import_persona_stays_light():
+    code = ("import sys, persona, persona.contrib, persona.contrib.common; "
+            "print(sorted(m for m in ('flask', 'django', 'selenium') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+# ------------------------------------------------------------------------------ the example shop
+def load_example():
+    path = ROOT / "examples" / "flask_shop" / "app.py"
+    spec = importlib.util.spec_from_file_location("persona_example_flask_shop", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def example_app(tmp_path_factory):
+    app = load_example().create_app(tmp_path_factory.mktemp("flask-shop"), n_users=200, n_items=150, watch=False)
+    yield app
+    app.extensions["shop"]["service"].close()
+    app.extensions["shop"]["store"].close()
+
+
+def listed(html: str, list_id: str) -> tuple[list[str], str | None]:
+    m = re.search(rf'<ul class="cards" id="{list_id}"(?: data-source="([^"]+)")?>(.*?)</ul>', html, re.S)
+    assert m, f"no list {list_id!r} on the page"
+    return re.findall(r'data-item="([^"]+)"', m.group(2)), m.group(1)
+
+
+def test_example_shop_pages(example_app):
+    c = example_app.test_client()
+    home = c.get("/")
+    assert home.status_code == 200
+    products, _ = listed(home.get_data(as_text=True), "products")
+    assert len(products) == 150
+    assert c.get("/product/no-such-product").status_code == 404
+
+    store = example_app.extensions["shop"]["store"]
+    item = products[1]
+    page = c.get(f"/product/{item}").get_data(as_text=True)
+    mine, source = listed(page, "recommended")
+    also, _ = listed(page, "also-bought")
+    assert source == "popular" and len(mine) == 6 and len(also) == 6
+    assert item not in mine and item not in also and not set(mine) & set(also)
+    with c.session_transaction() as s:
+        visitor = s["visitor"]
+    store.flush()
+    assert store.events(user=visitor)["event"].tolist() == ["view"]
+
+    added = c.post("/cart", data={"item_id": item})
+    assert added.status_code == 302
+    page = c.get(added.location).get_data(as_text=True)
+    assert 'id="added"' in page
+    after, source = listed(page, "recommended")
+    assert source == "model-history" and len(after) == 6 and after != mine and item not in after
+    store.flush()
+    ev = store.events(user=visitor)
+    assert ev["event"].tolist() == ["view", "cart"]  # coming back from the cart is not a second view
+    price = example_app.extensions["shop"]["products"][item]["price"]
+    assert ev["value"].tolist()[1] == pytest.approx(price)
+
+
+def test_example_shop_sample_customer_gets_the_model(example_app):
+    c = example_app.test_client()
+    user = example_app.extensions["shop"]["shop"].interactions.user_ids[0]
+    c.get(f"/login/{user}")
+    _, source = listed(c.get("/").get_data(as_text=True), "recommended")
+    assert source == "model"
+
+
+# ------------------------------------------------------------------------------ end to end, in Chromium
+def chrome_driver():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.fail("the end-to-end test needs Chromium and its driver: apt-get install -y chromium chromium-driver "
+                    f"(found chromium={chromium}, chromedriver={driver}); .ci/run installs them", pytrace=False)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("the end-to-end test needs selenium: pip install '.[test]'", pytrace=False)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-extensions",
+                "--window-size=1200,900"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def test_end_to_end_in_chromium_add_to_cart_changes_recommendations(example_app):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, example_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="flask-shop", daemon=True)
+    thread.start()
+    browser = None
+    try:
+        browser = chrome_driver()
+        browser.set_page_load_timeout(30)
+        base = f"http://127.0.0.1:{server.server_port}"
+        browser.get(base + "/")
+        first = browser.find_elements(By.CSS_SELECTOR, "#products li a")[2]
+        item = first.find_element(By.XPATH, "..").get_attribute("data-item")
+        first.click()
+        WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "add-to-cart")))
+        assert browser.find_element(By.ID, "product").get_attribute("data-item") == item
+
+        def recommended():
+            ul = browser.find_element(By.ID, "recommended")
+            return ul.get_attribute("data-source"), [li.get_attribute("data-item")
+                                                     for li in ul.find_elements(By.TAG_NAME, "li")]
+
+        source, before = recommended()
+        assert source == "popular" and len(before) == 6
+        browser.find_element(By.ID, "add-to-cart").click()
+        WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "added")))
+        source, after = recommended()
+        assert source == "model-history" and len(after) == 6
+        assert after != before and item not in after
+        assert browser.find_element(By.ID, "cart-count").text == "1"
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.shutdown()
+        thread.join(timeout=10)
