@@ -177,13 +177,17 @@ def run(args) -> dict:
                   dropout=args.dropout, learning_rate=args.learning_rate, epochs=args.epochs,
                   batch_size=args.batch_size, patience=args.patience, loss=args.loss, negatives=args.negatives,
                   random_state=args.seed, num_threads=args.threads, show_progress=args.progress)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     model = SASRec(**params).fit(train, valid=valid, item_attributes=attributes)
     fit_s = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU seconds of this process: on a machine shared with other work the wall time stretches,
+    # CPU time / threads is what the fit takes on the cores alone
+    fit_cpu_s = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
     best = model.history_[model.best_epoch_ - 1]
     print(f"  SASRec trained {len(model.history_)} epochs in {fit_s:.1f} s; best epoch {model.best_epoch_} "
           f"(valid NDCG@10 {best['valid_ndcg@10']:.4f})", flush=True)
-    extra = {"epochs_run": len(model.history_), "best_epoch": model.best_epoch_,
+    extra = {"epochs_run": len(model.history_), "best_epoch": model.best_epoch_, "fit_cpu_s": fit_cpu_s,
              "valid_ndcg@10": best["valid_ndcg@10"], "valid_hr@10": best["valid_hr@10"],
              "s_per_epoch": fit_s / len(model.history_)}
     if args.test_history == "extend":
@@ -239,7 +243,9 @@ def markdown(res: dict) -> str:
                      + f" | {r['fit_s']:.2f} | {r['eval_s']:.2f} |")
     sr = next(r for r in res["rows"] if r["model"].startswith("persona SASRec"))
     lines += ["", f"Training: {sr['epochs_run']} epochs ({sr['s_per_epoch']:.2f} s each), best epoch "
-                  f"{sr['best_epoch']} with valid NDCG@10 {sr['valid_ndcg@10']:.4f} / HR@10 {sr['valid_hr@10']:.4f}."]
+                  f"{sr['best_epoch']} with valid NDCG@10 {sr['valid_ndcg@10']:.4f} / HR@10 {sr['valid_hr@10']:.4f}; "
+                  f"wall {sr['fit_s']:.0f} s, CPU {sr.get('fit_cpu_s', float('nan')):.0f} s "
+                  f"(load average at start {res['machine'].get('load_average_at_start')})."]
     if s:
         lines += ["", f"Serving the same encoder ({s['requests']} single-user requests; torch threads "
                       f"{s['torch_threads']}, onnxruntime providers {s['onnx_providers']}):", "",
