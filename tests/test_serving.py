@@ -344,3 +344,17 @@ def test_bad_construction(shop, als):
         RecommenderService(als).track("u", "i")
     with pytest.raises(ps.ParameterError, match="one external id"):
         RecommenderService(als).recommend(["a", "b"])
+
+
+def test_from_artifact_loads_once_and_watches(shop, als, knn, tmp_path):
+    path = als.save(tmp_path / "live.persona")
+    service = RecommenderService.from_artifact(path, watch=0.02, cache_size=10)
+    assert service.model_version == 1 and isinstance(service.model, ps.ALS)
+    time.sleep(0.15)
+    assert service.model_version == 1  # the loaded artifact is not loaded again
+    knn.save(path)
+    deadline = time.time() + 10
+    while service.model_version == 1 and time.time() < deadline:
+        time.sleep(0.02)
+    assert isinstance(service.model, ps.ItemKNN) and service.model_version == 2
+    service.close()

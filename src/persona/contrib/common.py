@@ -457,12 +457,8 @@ def build_service(model_path, *, store=None, fallback=None, catalog=None, watch:
                            f"(flask persona train / manage.py persona_train)", status=503)
     if isinstance(fallback, (str, Path)):
         fallback = load(fallback, mmap=mmap)
-    service = RecommenderService(load(path, mmap=mmap), fallback=fallback, catalog=catalog, store=store, **options)
-    if watch:
-        # reload once through the path so the watcher knows which publish is serving now
-        service.reload(path, mmap=mmap)
-        service.watch(path, watch_interval, mmap=mmap)
-    return service
+    return RecommenderService.from_artifact(path, mmap=mmap, watch=watch_interval if watch else None,
+                                            fallback=fallback, catalog=catalog, store=store, **options)
 
 
 @dataclass

@@ -272,6 +272,24 @@ class RecommenderService:
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._after_fork())
 
+    @classmethod
+    def from_artifact(cls, path, *, mmap: bool = True, watch: float | None = None, **options) -> "RecommenderService":
+        """A service over the artifact at ``path`` (memory-mapped by default).
+
+        ``watch``: an interval in seconds to reload ``path`` whenever a new artifact is published
+        there (see :meth:`watch`); the artifact loaded here counts as seen, so nothing is loaded
+        twice. ``options`` go to the constructor (``fallback``, ``catalog``, ``store``, ...).
+        """
+        from ..io import load
+
+        stamp = _stamp(path)
+        service = cls(load(path, mmap=mmap), **options)
+        snap = service._snapshot
+        snap.path, snap.stamp = str(path), stamp
+        if watch is not None:
+            service.watch(path, watch, mmap=mmap)
+        return service
+
     # ------------------------------------------------------------------ plumbing
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()  # guards the cache, counters and swaps; never held while a model runs
