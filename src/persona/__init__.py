@@ -34,12 +34,12 @@ __all__ = [
     "BPR", "EASE", "SASRec", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
-    "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore",
+    "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving",
 ]
 
 # Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
 _LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
-                 "store"}
+                 "store", "serving"}
 _LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback"),
                "EventStore": ("store", "EventStore")}
 
