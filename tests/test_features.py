@@ -168,3 +168,23 @@ def test_integer_ids_and_integral_float_categories():
     assert f.n_missing == 1 and f.n_unknown == 1
     g = f.transform(pd.DataFrame({"item_id": [5], "brand": [7]}))
     assert g.codes("brand").tolist() == [0]
+
+
+def test_to_dict_from_dict_round_trip_through_json():
+    import json
+
+    for mode in ("tfidf", "hash"):
+        f = Features.from_frame(catalog(), ITEMS, "item", categorical=["cat"], numeric=["price"], tags=["tags"],
+                                text=["title"], n_buckets=3, numeric_scaled=True, text_mode=mode, hash_dim=16)
+        spec = f.to_dict()
+        g = Features.from_dict(json.loads(json.dumps(spec)))  # JSON data only: no pickle, no numpy types
+        assert len(g) == 0 and g.columns == f.columns and g.fields == f.fields
+        new = pd.DataFrame({"item": ["n1", "a"], "cat": ["hats", "shoes"], "price": [25.0, 10.0],
+                            "tags": ["winter|new", "sale"], "title": ["shoe", "red shoe"]})
+        np.testing.assert_array_equal(g.transform(new).matrix.toarray(), f.transform(new).matrix.toarray())
+        np.testing.assert_array_equal(g.transform(catalog(), id_map=ITEMS).matrix.toarray(), dense(f))
+    raw = Features(sp.csr_matrix(np.eye(2, dtype=np.float32)), ["x", "y"], IdMap(["a", "b"]))
+    with pytest.raises(DataError, match="from_frame"):
+        raw.to_dict()
+    with pytest.raises(DataError, match="to_dict"):
+        Features.from_dict({"fields": {}})

@@ -27,11 +27,11 @@ from .errors import (
     UnsupportedError,
 )
 from .io import load
-from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, SASRec, UserKNN
+from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN
 
 __all__ = [
     "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF",
-    "BPR", "EASE", "SASRec", "load", "evaluate",
+    "BPR", "EASE", "SASRec", "TwoTower", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving",

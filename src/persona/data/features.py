@@ -312,6 +312,47 @@ class Features:
             id_map = IdMap(normalize_ids(df[id_column].to_numpy(), what=f"column {id_column!r}"))
         return self._build(df, id_map, self._spec, fit=False)
 
+    # ------------------------------------------------------------------ as data
+    def to_dict(self) -> dict:
+        """The fitted encoding as plain JSON data: fields, vocabularies, bucket edges, idf, columns.
+
+        The rows (``matrix``, ``id_map``) are not included; :meth:`from_dict` gives back an encoder
+        whose :meth:`transform` encodes new rows exactly as this one (what a saved model keeps to
+        encode cold-start items, without pickle).
+
+        Examples
+        --------
+        >>> import json, pandas as pd
+        >>> from persona.data import IdMap
+        >>> df = pd.DataFrame({"item": ["a", "b"], "cat": ["shoes", "hats"]})
+        >>> f = Features.from_frame(df, IdMap(["a", "b"]), "item", categorical=["cat"])
+        >>> g = Features.from_dict(json.loads(json.dumps(f.to_dict())))
+        >>> g.transform(pd.DataFrame({"item": ["n"], "cat": ["shoes"]})).matrix.toarray().tolist()
+        [[0.0, 1.0]]
+        """
+        import json
+
+        spec = self._spec
+        if "options" not in spec or "columns" not in spec:
+            raise DataError("these Features were built from a matrix, not by Features.from_frame; there is no "
+                            "fitted encoding to export")
+        return json.loads(json.dumps(spec))  # a deep copy made only of JSON types (tuples become lists)
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "Features":
+        """An encoder with no rows, from :meth:`to_dict`'s data; use its :meth:`transform`."""
+        if not isinstance(spec, dict) or any(k not in spec for k in ("fields", "order", "id_column", "options",
+                                                                       "columns")):
+            raise DataError("expected the dict of Features.to_dict() (keys fields, order, id_column, options, "
+                            f"columns), got {type(spec).__name__}"
+                            + (f" with keys {sorted(spec)}" if isinstance(spec, dict) else ""))
+        spec = dict(spec, order=[(str(name), str(kind)) for name, kind in spec["order"]])
+        missing = [name for name, _ in spec["order"] if name not in spec["fields"]]
+        if missing:
+            raise DataError(f"Features spec lists fields {missing} in its order but does not describe them")
+        columns = list(spec["columns"])
+        return cls(sp.csr_matrix((0, len(columns)), dtype=np.float32), columns, IdMap([]), spec=spec)
+
     # ------------------------------------------------------------------ internals
     @classmethod
     def _build(cls, df: pd.DataFrame, id_map: IdMap, spec: dict, *, fit: bool) -> "Features":

@@ -9,6 +9,7 @@ from .knn import ItemKNN, UserKNN
 from .mf import MF
 from .popular import MostPopular
 from .sasrec import SASRec
+from .twotower import TwoTower
 
 __all__ = ["Recommender", "FactorModel", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF", "BPR", "EASE",
-           "SASRec", "PAD_SCORE", "pad_id_for"]
+           "SASRec", "TwoTower", "PAD_SCORE", "pad_id_for"]

@@ -15,6 +15,7 @@ from .knn import ItemKNN, UserKNN
 from .mf import MF
 from .popular import MostPopular
 from .sasrec import SASRec
+from .twotower import TwoTower
 
 __all__ = ["MODELS", "make_model", "model_names"]
 
@@ -33,6 +34,9 @@ MODELS: dict[str, tuple[type[Recommender], dict, str]] = {
     "mf": (MF, {"factors": 32}, "explicit-rating matrix factorisation with biases"),
     "sasrec": (SASRec, {"factors": 64, "blocks": 2, "max_len": 50, "epochs": 50},
                "sequential self-attention (SASRec); needs persona[train] (PyTorch) to fit"),
+    "twotower": (TwoTower, {"factors": 64, "epochs": 20},
+                 "two-tower model over pooled histories (item id embeddings; item and user features through "
+                 "the Python API); needs persona[train] (PyTorch) to fit"),
 }
 
 
