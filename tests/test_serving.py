@@ -358,3 +358,23 @@ def test_from_artifact_loads_once_and_watches(shop, als, knn, tmp_path):
         time.sleep(0.02)
     assert isinstance(service.model, ps.ItemKNN) and service.model_version == 2
     service.close()
+
+
+def test_a_pseudonymising_store_is_followed(shop, tmp_path):
+    from persona.store import EventStore
+
+    store = EventStore(tmp_path / "events.db", pseudonymize_key=b"k" * 32)
+    events = shop.events.head(3000)
+    for row in events.itertuples():
+        store.track(row.user_id, row.item_id, str(row.event), timestamp=row.timestamp)
+    store.flush()
+    model = ps.ItemKNN(k=20).fit(store.interactions())
+    raw = events["user_id"].iloc[0]
+    assert raw not in model.user_map_ and store.pseudonym(raw) in model.user_map_
+    service = RecommenderService(model, store=store)
+    r = service.recommend(raw, n=4)  # the shop keeps using raw ids
+    assert r.source == "model"
+    np.testing.assert_array_equal(r.items, model.recommend(store.pseudonym(raw), n=4)[0])
+    service.forget_user(raw)
+    assert service.recommend(raw, n=4).reason == "forgotten user"
+    store.close()

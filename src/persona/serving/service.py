@@ -220,6 +220,9 @@ class RecommenderService:
         that ``context["where"]`` filters on; replace it with :meth:`set_catalog`.
     store : persona.store.EventStore, optional
         Where :meth:`track` writes events; :meth:`forget_user` deletes the user's events there.
+        When the store pseudonymises user ids (``pseudonymize_key``), requests keep using raw ids
+        and the service looks users up in the models by their pseudonym, as a model trained on
+        ``store.interactions()`` knows them.
     timeout : float, optional
         Seconds a model call may take before the request is answered by the fallbacks (the call
         runs on a small thread pool then). None: no limit, no extra thread hop.
@@ -440,7 +443,7 @@ class RecommenderService:
                 out = Recommendations(hit[0], hit[1], hit.source, hit.reason, True, hit.model_version)
                 self._record(t0, out)
                 return out
-        out = self._answer(snap, user, int(n), ctx)
+        out = self._answer(snap, self._model_id(user), int(n), ctx, raw=user)
         if key is not None:
             self._remember(key, user, out)
         self._record(t0, out)
@@ -476,12 +479,20 @@ class RecommenderService:
         self._record(t0, out)
         return out
 
-    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict) -> Recommendations:
+    def _model_id(self, user):
+        """The id the models know ``user`` by: the store's pseudonym when the store pseudonymises ids."""
+        store = self.store
+        if store is not None and getattr(store, "_key", None) is not None:
+            return store.pseudonym(user)
+        return user
+
+    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict, raw=None) -> Recommendations:
         model = snap.model
         allow, deny, mask = self._filters(snap, ctx)
         filter_seen = ctx.get("filter_seen", self.filter_seen)
         reason = None
-        if user in self._forgotten:
+        forgotten = (user if raw is None else raw) in self._forgotten
+        if forgotten:
             reason = "forgotten user"
         else:
             try:
@@ -504,7 +515,7 @@ class RecommenderService:
                 reason = f"model error: {type(e).__name__}"
         for i, fb in enumerate(self.fallbacks):
             try:
-                got = self._from_fallback(fb, user, n, ctx, allow, deny, mask)
+                got = self._from_fallback(fb, user, n, ctx, allow, deny, mask, forgotten)
             except ParameterError:
                 raise
             except Exception:  # noqa: BLE001
@@ -515,14 +526,14 @@ class RecommenderService:
         items, scores = self._popular(snap, n, allow, deny, mask)
         return Recommendations(items, scores, "popular", reason, False, snap.version)
 
-    def _from_fallback(self, fb, user, n, ctx, allow, deny, mask):
+    def _from_fallback(self, fb, user, n, ctx, allow, deny, mask, forgotten: bool):
         from ..models.popular import MostPopular
 
         segment = ctx.get("segment")
         if isinstance(fb, MostPopular) and segment is not None and getattr(fb, "segment_map_", None) is not None \
                 and fb.segment_map_.index_of(segment) >= 0:
             return fb.top_items(n, segment=segment, items=allow, exclude=deny, mask=_remap(mask, self._snapshot, fb))
-        if user not in self._forgotten and user in fb.user_map_:
+        if not forgotten and user in fb.user_map_:
             return fb.recommend(user, n=n, items=allow, exclude=deny, mask=_remap(mask, self._snapshot, fb))
         if isinstance(fb, MostPopular):
             return fb.top_items(n, items=allow, exclude=deny, mask=_remap(mask, self._snapshot, fb))
