@@ -3,3 +3,27 @@
 from .logged import LoggedFeedback
 
 __all__ = ["LoggedFeedback"]
+
+# Campaigns, channels, planning, feedback and A/B analysis (numpy at import; pandas / scipy inside
+# the functions that need them), loaded on first use.
+_CAMPAIGN_NAMES = {
+    "campaigns": ("Offer", "AudienceRule", "Budget", "Campaign"),
+    "channels": ("Channel", "Contacts", "FrequencyCap", "ContactHistory", "default_channels"),
+    "rfm": ("rfm_table",),
+    "optimize": ("assign", "Assignment"),
+    "plan": ("Message", "Holdout", "Plan"),
+    "planner": ("Planner", "ModelPropensity"),
+    "feedback": ("FeedbackRecorder", "campaign_metrics", "compare"),
+    "abtest": ("ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size", "power"),
+}
+_CAMPAIGN_LAZY = {name: mod for mod, names in _CAMPAIGN_NAMES.items() for name in names}
+__all__ += list(_CAMPAIGN_LAZY)
+
+
+def __getattr__(name):
+    mod = _CAMPAIGN_LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'persona.marketing' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{mod}", __name__), name)

@@ -1,0 +1,96 @@
+"""Small helpers shared by the campaign modules: times, names, numbers (numpy and the stdlib only)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import numbers
+
+from ..errors import ParameterError
+
+DAY = 86400.0
+WEEK = 7 * DAY
+_MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def epoch(t, what: str = "time") -> float:
+    """Epoch seconds (UTC) of a datetime (naive = UTC), date, ISO-8601 string or epoch number."""
+    if isinstance(t, bool):
+        raise ParameterError(f"{what}: expected a datetime, ISO-8601 string or epoch seconds, got {t!r}")
+    if isinstance(t, numbers.Real):
+        v = float(t)
+    elif isinstance(t, _dt.datetime):
+        try:
+            v = (t if t.tzinfo is not None else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise ParameterError(f"{what}: expected a valid datetime, got {t!r}") from None
+    elif isinstance(t, _dt.date):
+        v = _dt.datetime(t.year, t.month, t.day, tzinfo=_dt.timezone.utc).timestamp()
+    elif isinstance(t, str):
+        s = t.strip()
+        try:
+            d = _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+        except ValueError:
+            raise ParameterError(
+                f"{what}: cannot parse {t!r} as an ISO-8601 time; pass e.g. '2024-05-01T10:00:00Z', "
+                "a datetime or epoch seconds"
+            ) from None
+        return epoch(d, what)
+    elif hasattr(t, "dtype") and getattr(t.dtype, "kind", "") == "M":  # numpy.datetime64
+        d = t.astype("datetime64[us]").item()
+        if d is None:
+            raise ParameterError(f"{what}: expected a valid datetime, got {t!r}")
+        return epoch(d, what)
+    else:
+        raise ParameterError(
+            f"{what}: expected a datetime, ISO-8601 string or epoch seconds, got {type(t).__name__} {t!r}"
+        )
+    if not (math.isfinite(v) and -_MAX_EPOCH < v < _MAX_EPOCH):
+        raise ParameterError(f"{what}: expected a finite time between years 1 and 9999, got {t!r}")
+    return v
+
+
+def utc(t: float) -> _dt.datetime:
+    """The aware UTC datetime of epoch seconds."""
+    return _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc)
+
+
+def name_arg(value, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(f"{what}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def number_arg(value, what: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ParameterError(f"{what}: expected a finite number, got {value!r}")
+    v = float(value)
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ParameterError(f"{what}: expected a number {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and v > high:
+        raise ParameterError(f"{what}: expected a number <= {high}, got {value!r}")
+    return v
+
+
+def count_arg(value, what: str, *, low: int = 0, allow_none: bool = True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ParameterError(f"{what}: expected an integer >= {low}{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
+def str_tuple(values, what: str) -> tuple:
+    """A tuple of ids / names from one value or a sequence (a lone string is one value)."""
+    if values is None:
+        return ()
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        values = [values]
+    out = tuple(v.item() if hasattr(v, "item") else v for v in values)
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, (str, numbers.Integral)):
+            raise ParameterError(f"{what}: expected str or int ids, got {type(v).__name__} {v!r}")
+    return out

@@ -1,0 +1,255 @@
+"""Campaign feedback through the event store, and the metrics and A/B comparisons built on it.
+
+:class:`FeedbackRecorder` writes ``send``, ``open``, ``click``, ``conversion`` (and ``holdout``
+for control-group members) events with :meth:`EventStore.track
+<persona.store.EventStore.track>`. Every event carries the message's tracking properties --
+``message_id``, ``campaign``, ``channel``, ``offer``, ``variant``, ``group`` (treatment / control),
+``segment``, ``rfm_group``, ``propensity`` (the planning policy's probability of this choice) and
+``p_convert`` (its predicted conversion probability) -- so metrics group without joins and later
+off-policy evaluation has the propensities it needs. Event ids are derived from the message id,
+so a webhook delivered twice stores one open.
+
+:func:`campaign_metrics` counts per message (a message opened three times is one open) and
+reports, per campaign / channel / segment / variant / group: recipients, messages, opens, clicks,
+conversions, revenue, cost, open rate, CTR, conversion rate, revenue per recipient and ROI.
+:func:`compare` turns two groups into an :func:`~persona.marketing.ab_test`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import DataError, ParameterError
+from .abtest import ab_test, ab_test_means
+from .plan import Holdout, Message
+
+__all__ = ["FeedbackRecorder", "campaign_metrics", "compare", "FEEDBACK_EVENTS"]
+
+FEEDBACK_EVENTS = ("send", "holdout", "open", "click", "conversion")
+_KEYS = ("message_id", "campaign", "channel", "offer", "variant", "group", "segment", "rfm_group")
+
+
+def _tracking(message) -> tuple[object, dict, object]:
+    """(user, properties, default item) of a Message, Holdout, or a dict with at least the ids."""
+    if isinstance(message, (Message, Holdout)):
+        item = message.items[0] if isinstance(message, Message) and message.items else f"campaign:{message.campaign}"
+        return message.user, message.tracking(), item
+    if isinstance(message, Mapping):
+        missing = [k for k in ("message_id", "user", "campaign", "channel") if k not in message]
+        if missing:
+            raise ParameterError(f"feedback: the message dict lacks {missing}; pass the Message, or "
+                                 "Message.to_dict()")
+        props = {k: message[k] for k in (*_KEYS, "propensity", "p_convert") if k in message}
+        props.setdefault("group", "treatment")
+        items = message.get("items") or ()
+        return message["user"], props, (items[0] if items else f"campaign:{message['campaign']}")
+    raise ParameterError(f"feedback: expected a Message, Holdout or dict, got {type(message).__name__}")
+
+
+class FeedbackRecorder:
+    """Record what happened to planned messages in an :class:`~persona.store.EventStore`.
+
+    Parameters
+    ----------
+    store : EventStore
+    history : ContactHistory, optional
+        Updated on every :meth:`sent`, so the planner's caps and budgets see the message at once.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from persona.store import EventStore
+    >>> from persona.marketing import Message
+    >>> msg = Message("m1", "ann", "spring", "email", send_at=1714557600.0, subject="", text="",
+    ...               items=("shoe-42",), offer="discount", propensity=0.9)
+    >>> with EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+    ...     rec = FeedbackRecorder(store)
+    ...     _ = rec.sent(msg); _ = rec.opened(msg); _ = rec.opened(msg)       # a repeated webhook
+    ...     _ = rec.converted(msg, value=59.0, order_id="o-1")
+    ...     store.flush()
+    ...     m = campaign_metrics(store)
+    >>> m.loc["spring", ["messages", "opens", "conversions"]].tolist(), float(m.loc["spring", "revenue"])
+    ([1, 1, 1], 59.0)
+    """
+
+    def __init__(self, store, *, history=None) -> None:
+        if not hasattr(store, "track"):
+            raise ParameterError(f"FeedbackRecorder: expected an EventStore, got {type(store).__name__}")
+        self.store = store
+        self.history = history
+
+    def _track(self, message, event, timestamp, *, item=None, value=None, extra=None, key=None):
+        user, props, default_item = _tracking(message)
+        if extra:
+            props.update(extra)
+        event_id = f"{props['message_id']}:{event}" + (f":{key}" if key is not None else "")
+        return self.store.track(user, default_item if item is None else item, event, timestamp=timestamp,
+                                value=value, properties=props, event_id=event_id)
+
+    def sent(self, message: Message, timestamp=None):
+        """The host sent ``message`` (default time: its ``send_at``)."""
+        if not isinstance(message, Message):
+            raise ParameterError(f"sent: expected the Message that was sent, got {type(message).__name__}")
+        ts = message.send_at if timestamp is None else timestamp
+        eid = self._track(message, "send", ts, extra={"cost": float(message.cost), "coupon": message.coupon,
+                                                       "expected_value": float(message.expected_value)})
+        if self.history is not None:
+            self.history.record_message(message, ts)
+        return eid
+
+    def held_out(self, holdout: Holdout, timestamp=None):
+        """``holdout`` was kept out as control (record it so its conversions can be compared)."""
+        if not isinstance(holdout, Holdout):
+            raise ParameterError(f"held_out: expected a Holdout, got {type(holdout).__name__}")
+        return self._track(holdout, "holdout", holdout.send_at if timestamp is None else timestamp)
+
+    def opened(self, message, timestamp=None):
+        return self._track(message, "open", timestamp)
+
+    def clicked(self, message, item=None, timestamp=None):
+        return self._track(message, "click", timestamp, item=item)
+
+    def converted(self, message, value: float | None = None, item=None, timestamp=None, order_id=None):
+        """A conversion attributed to ``message`` (or to a held-out user's would-be message).
+
+        ``order_id`` makes it idempotent; several orders may convert one message.
+        """
+        return self._track(message, "conversion", timestamp, item=item, value=value,
+                           key="0" if order_id is None else str(order_id))
+
+
+def _frame(events):
+    import pandas as pd
+
+    if hasattr(events, "events") and callable(events.events):
+        events = events.events(event_types=list(FEEDBACK_EVENTS))
+    if not isinstance(events, pd.DataFrame):
+        raise ParameterError(f"expected an EventStore or EventStore.events() frame, got {type(events).__name__}")
+    for col in ("event", "properties"):
+        if col not in events.columns:
+            raise DataError(f"feedback events need an {col!r} column (EventStore.events()); got {list(events.columns)}")
+    return events[events["event"].isin(FEEDBACK_EVENTS)]
+
+
+def _per_message(events):
+    """One row per message: its attributes (from the send / holdout event) and what happened."""
+    import pandas as pd
+
+    ev = _frame(events)
+    props = [p if isinstance(p, dict) else {} for p in ev["properties"].tolist()]
+    if any("message_id" not in p for p in props):
+        raise DataError("feedback events without a 'message_id' property; record them with FeedbackRecorder")
+    flat = pd.DataFrame({k: [p.get(k, "") for p in props] for k in _KEYS})
+    flat["cost"] = [float(p.get("cost", 0.0) or 0.0) for p in props]
+    flat["event"] = ev["event"].to_numpy()
+    value = ev["value"].to_numpy(dtype=np.float64) if "value" in ev.columns else np.zeros(len(ev))
+    flat["revenue"] = np.where((flat["event"] == "conversion") & np.isfinite(value), value, 0.0)
+    if len(flat) == 0:
+        cols = [*_KEYS[1:], "sent", "held", "opened", "clicked", "converted", "orders", "revenue", "cost"]
+        return pd.DataFrame(columns=cols)
+    # attributes of a message: from its send / holdout event when present, else the first event's
+    first = flat.assign(_o=(~flat["event"].isin(("send", "holdout"))).astype(int)).sort_values("_o", kind="stable")
+    attrs = first.drop_duplicates("message_id").set_index("message_id")[list(_KEYS[1:])]
+    g = flat.groupby("message_id")
+    has = lambda e: g["event"].agg(lambda s: bool((s == e).any()))  # noqa: E731
+    out = attrs.join(pd.DataFrame({
+        "sent": has("send"), "held": has("holdout"), "opened": has("open"), "clicked": has("click"),
+        "converted": has("conversion"), "orders": g["event"].agg(lambda s: int((s == "conversion").sum())),
+        "revenue": g["revenue"].sum(), "cost": g["cost"].sum(),
+    }))
+    out["group"] = np.where(out["held"], "control", np.where(out["group"] == "", "treatment", out["group"]))
+    return out
+
+
+def campaign_metrics(events, by="campaign", *, margin: float | None = None):
+    """Metrics of recorded feedback, grouped by ``by``.
+
+    Parameters
+    ----------
+    events : EventStore or DataFrame
+        A store, or ``store.events()`` (the feedback events in it are used).
+    by : str or list of str
+        Any of ``campaign``, ``channel``, ``segment``, ``rfm_group``, ``offer``, ``variant``,
+        ``group`` (treatment / control).
+    margin : float, optional
+        Gross margin rate: ROI then uses margin (``revenue * margin - cost``) instead of revenue.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``recipients`` (messages sent plus held-out users), ``messages``, ``opens``, ``clicks``,
+        ``conversions`` (messages with at least one conversion), ``orders``, ``revenue``, ``cost``,
+        ``open_rate`` and ``ctr`` (per message sent), ``conversion_rate`` and
+        ``revenue_per_recipient`` (per recipient), ``roi`` (``(revenue - cost) / cost``, NaN at zero
+        cost). Opens and clicks count once per message.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    bad = [k for k in keys if k not in _KEYS[1:]]
+    if bad or not keys:
+        raise ParameterError(f"campaign_metrics: by must name columns among {list(_KEYS[1:])}, got {by!r}")
+    pm = _per_message(events)
+    g = pm.groupby(keys, sort=True)
+    out = g.agg(recipients=("sent", "size"), messages=("sent", "sum"), opens=("opened", "sum"),
+                clicks=("clicked", "sum"), conversions=("converted", "sum"), orders=("orders", "sum"),
+                revenue=("revenue", "sum"), cost=("cost", "sum"))
+    for col in ("recipients", "messages", "opens", "clicks", "conversions", "orders"):
+        out[col] = out[col].astype(np.int64)
+    sent = out["messages"].where(out["messages"] > 0)
+    out["open_rate"] = out["opens"] / sent
+    out["ctr"] = out["clicks"] / sent
+    out["conversion_rate"] = out["conversions"] / out["recipients"]
+    out["revenue_per_recipient"] = out["revenue"] / out["recipients"]
+    gain = out["revenue"] * (1.0 if margin is None else float(margin))
+    out["roi"] = (gain - out["cost"]) / out["cost"].where(out["cost"] > 0)
+    return out
+
+
+def compare(events, by: str = "group", *, a=None, b=None, campaign=None, metric: str = "conversion",
+            conf: float = 0.95, ci: str | None = None, random_state: int = 0):
+    """A/B comparison of two groups of recipients in recorded feedback.
+
+    Parameters
+    ----------
+    by : str
+        The column telling the groups apart: ``"group"`` (control vs treatment, the campaign's
+        lift), ``"variant"``, ``"channel"``, ...
+    a, b : str, optional
+        The two values of ``by``; default ``"control"`` / ``"treatment"`` for ``group``, else the
+        two values present (sorted).
+    campaign : str, optional
+        Restrict to one campaign.
+    metric : {"conversion", "click", "open", "revenue"}
+        Rates per recipient (``click`` / ``open`` per message) with :func:`ab_test`, or mean
+        revenue per recipient with :func:`ab_test_means`.
+    ci : str, optional
+        Interval method (default ``"newcombe"`` for rates, ``"bootstrap"`` for revenue).
+    """
+    pm = _per_message(events)
+    if by not in _KEYS[1:]:
+        raise ParameterError(f"compare: by must be one of {list(_KEYS[1:])}, got {by!r}")
+    if campaign is not None:
+        pm = pm[pm["campaign"] == campaign]
+    if a is None and b is None:
+        if by == "group":
+            a, b = "control", "treatment"
+        else:
+            vals = sorted(pm[by].unique().tolist())
+            if len(vals) != 2:
+                raise ParameterError(f"compare: {by!r} has values {vals}; pass a= and b= to pick two")
+            a, b = vals
+    ga, gb = pm[pm[by] == a], pm[pm[by] == b]
+    if len(ga) == 0 or len(gb) == 0:
+        raise DataError(f"compare: no recipients with {by} == {a!r} or {b!r}" +
+                        (f" in campaign {campaign!r}" if campaign else ""))
+    if metric == "revenue":
+        return ab_test_means(ga["revenue"].to_numpy(), gb["revenue"].to_numpy(), conf=conf, ci=ci or "bootstrap",
+                             random_state=random_state, names=(a, b))
+    col = {"conversion": "converted", "click": "clicked", "open": "opened"}.get(metric)
+    if col is None:
+        raise ParameterError(f"compare: metric must be conversion, click, open or revenue, got {metric!r}")
+    if metric != "conversion":  # opens and clicks exist only for messages actually sent
+        ga, gb = ga[ga["sent"]], gb[gb["sent"]]
+    return ab_test(int(ga[col].sum()), len(ga), int(gb[col].sum()), len(gb), conf=conf, ci=ci or "newcombe",
+                   random_state=random_state, names=(a, b))

@@ -1,0 +1,630 @@
+"""Audience selection and message planning: who gets which campaign, on which channel, saying what.
+
+:class:`Planner` turns campaigns into a :class:`~persona.marketing.Plan`:
+
+1. **scope** -- each active campaign's items (its ``items`` plus its ``categories`` in the catalog);
+2. **audience** -- users scored by a propensity: :class:`ModelPropensity` ranks them with the
+   model's ``recommend_users(scope, n)`` and turns the scores into conversion probabilities (a
+   logistic link, calibrated on feedback with :meth:`ModelPropensity.calibrate`), or any function
+   ``propensity(campaign, users, items) -> probabilities``; the campaign's audience rule (segments,
+   RFM groups, allow / deny lists, minimum propensity) filters them;
+3. **channels** -- a user is a candidate on a channel only with consent and outside its quiet
+   hours (in the user's time zone);
+4. **assignment** -- :func:`persona.marketing.assign` maximises expected conversions or margin minus
+   cost under the campaigns' remaining budgets and the users' remaining frequency caps (greedy with
+   a 1/2 or 1/3 guarantee, or exact MILP);
+5. **messages** -- for every chosen user the top items of the scope (``model.recommend(user, n,
+   items=scope)``), a reason (the most similar item of the user's history: "because you viewed
+   X"), a coupon code for coupon offers, an A/B variant, rendered with ``string.Template``.
+
+A random ``holdout`` share of the chosen users is kept out as a control group, so the lift of
+every campaign can be measured (:func:`persona.marketing.ab_test`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import string
+import time as _time
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError, UnknownItemError, UnsupportedError
+from ._util import DAY, WEEK, epoch, number_arg, utc
+from .campaigns import Campaign
+from .channels import Channel, ContactHistory, Contacts, FrequencyCap, default_channels
+from .optimize import assign
+from .plan import Holdout, Message, Plan
+
+__all__ = ["Planner", "ModelPropensity"]
+
+OBJECTIVES = ("margin", "conversions")
+_VERBS = {"view": "viewed", "click": "looked at", "cart": "added to your cart", "purchase": "bought",
+          "search": "searched for"}
+_VERB_RANK = {"view": 1, "search": 1, "click": 2, "cart": 3, "purchase": 4}
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+class ModelPropensity:
+    """Conversion probabilities from a recommender's audience scores.
+
+    For a campaign with scope items ``S``, every user's score from ``model.recommend_users(S, n)``
+    is standardised over all users (``z``) and mapped through a logistic link,
+    ``p = sigmoid(intercept + slope * z)``. Before any feedback the intercept is
+    ``logit(base_rate)`` and the slope ``slope``; :meth:`calibrate` fits both from observed
+    conversions (Platt scaling), for one campaign or for all.
+
+    Parameters
+    ----------
+    model : Recommender
+        A fitted model with ``recommend_users``.
+    base_rate : float
+        Expected conversion rate of an average user before calibration.
+    slope : float
+        Log-odds per standard deviation of the score before calibration.
+
+    Examples
+    --------
+    >>> import persona as ps
+    >>> shop = ps.datasets.synthetic_shop(n_users=200, n_items=60, seed=0)
+    >>> prop = ModelPropensity(ps.MostPopular().fit(shop.interactions), base_rate=0.05)
+    >>> users, z = prop.scores(["i0001", "i0002"])
+    >>> len(users) == 200, abs(float(z.mean())) < 1e-6
+    (True, True)
+    """
+
+    def __init__(self, model, *, base_rate: float = 0.02, slope: float = 1.0) -> None:
+        if not hasattr(model, "recommend_users"):
+            raise ParameterError(f"ModelPropensity: expected a fitted persona model, got {type(model).__name__}")
+        self.model = model
+        self.base_rate = number_arg(base_rate, "base_rate", low=0.0, low_open=True, high=1.0)
+        if self.base_rate >= 1.0:
+            raise ParameterError(f"base_rate: expected a probability in (0, 1), got {base_rate!r}")
+        self.slope = number_arg(slope, "slope")
+        self.calibration_: dict = {}
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return (f"ModelPropensity({type(self.model).__name__}, base_rate={self.base_rate:g}, slope={self.slope:g}, "
+                f"calibrated for {sorted(map(str, self.calibration_)) or 'nothing'})")
+
+    def scores(self, items) -> tuple[np.ndarray, np.ndarray]:
+        """Every user of the model, best first, with the standardised audience score ``z``."""
+        key = tuple(items)
+        hit = self._cache.get(key)
+        if hit is None:
+            users, s = self.model.recommend_users(list(items), n=self.model.n_users)
+            s = s.astype(np.float64)
+            sd = s.std()
+            z = (s - s.mean()) / sd if sd > 0 else np.zeros_like(s)
+            hit = (users, z)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit
+
+    def z(self, users, items) -> np.ndarray:
+        """Standardised scores of ``users`` for ``items`` (``-inf`` for users the model does not know)."""
+        from ..data.idmap import IdMap
+
+        ids, z = self.scores(items)
+        pos = IdMap(ids).lookup(users)
+        out = np.full(len(pos), -np.inf)
+        out[pos >= 0] = z[pos[pos >= 0]]
+        return out
+
+    def audience(self, campaign, items, n: int) -> np.ndarray:
+        """The ``n`` users with the highest scores."""
+        return self.scores(items)[0][:n]
+
+    def link(self, campaign=None) -> tuple[float, float]:
+        """(intercept, slope) used for ``campaign`` (its own calibration, the shared one, or the prior)."""
+        name = getattr(campaign, "name", campaign)
+        return self.calibration_.get(name, self.calibration_.get(None, (_logit(self.base_rate), self.slope)))
+
+    def __call__(self, campaign, users, items) -> np.ndarray:
+        a, b = self.link(campaign)
+        z = self.z(users, items)
+        p = _sigmoid(a + b * np.where(np.isfinite(z), z, 0.0))
+        return np.where(np.isfinite(z), p, 0.0)
+
+    def calibrate(self, z, converted, *, campaign=None, l2: float = 1.0) -> "ModelPropensity":
+        """Fit ``intercept`` and ``slope`` by L2-regularised logistic regression (Newton's method).
+
+        Parameters
+        ----------
+        z : float array
+            Standardised scores of users who got a message (:meth:`z`).
+        converted : bool / 0-1 array
+            Whether each of them converted.
+        campaign : Campaign or str, optional
+            Calibrate this campaign only; by default the link shared by all campaigns.
+        l2 : float
+            Ridge penalty pulling the fit towards the current link (stabilises small samples).
+        """
+        z = np.asarray(z, dtype=np.float64).reshape(-1)
+        y = np.asarray(converted, dtype=np.float64).reshape(-1)
+        if len(z) != len(y) or len(z) == 0:
+            raise ParameterError(f"calibrate: expected as many outcomes as scores, got {len(y)} and {len(z)}")
+        if not np.isfinite(z).all():
+            raise ParameterError("calibrate: scores must be finite (drop users the model does not know)")
+        prior = np.array(self.link(campaign))
+        w = prior.copy()
+        X = np.stack([np.ones_like(z), z], axis=1)
+        for _ in range(50):
+            p = _sigmoid(X @ w)
+            grad = X.T @ (p - y) + l2 * (w - prior)
+            hess = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.eye(2)
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-9:
+                break
+        self.calibration_[getattr(campaign, "name", campaign)] = (float(w[0]), float(w[1]))
+        return self
+
+
+def _as_channels(channels) -> dict:
+    if channels is None:
+        return default_channels()
+    if isinstance(channels, Mapping):
+        items = list(channels.values())
+    else:
+        items = list(channels)
+    out = {}
+    for ch in items:
+        if not isinstance(ch, Channel):
+            raise ParameterError(f"channels: expected Channel objects, got {type(ch).__name__}")
+        if ch.name in out:
+            raise ParameterError(f"channels: {ch.name!r} appears twice")
+        out[ch.name] = ch
+    return out
+
+
+def _token(*parts) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+
+
+class Planner:
+    """Plans campaigns: audience, channel, budget and caps, content. See the module docstring.
+
+    Parameters
+    ----------
+    contacts : Contacts
+        Consent, time zone and segment of every user that may be contacted.
+    channels : sequence or mapping of Channel, optional
+        Default :func:`~persona.marketing.default_channels` (e-mail, SMS, push, web).
+    model : Recommender, optional
+        Picks each message's items and reason; also the default propensity.
+    propensity : callable, optional
+        ``propensity(campaign, users, items) -> probabilities`` (one per user id in ``users``).
+        If it has an ``audience(campaign, items, n)`` method, only those ``n`` (``pool``) users are
+        scored. Default: ``ModelPropensity(model)``.
+    catalog : pandas.DataFrame, optional
+        ``item_id`` and optionally ``category``, ``name``, ``price``: scopes by category, item names
+        in messages, and the default order value (mean scope price).
+    caps : FrequencyCap
+        Messages per user across all campaigns: per rolling day and week.
+    history : ContactHistory, optional
+        Messages already sent (counted by caps and budgets); a new empty one by default. Pass
+        the same object to :class:`~persona.marketing.FeedbackRecorder` so sends are counted.
+    objective : {"margin", "conversions"}
+        Maximise expected margin minus message cost, or expected conversions.
+    method : {"greedy", "milp"}
+    pool : int, optional
+        Users scored per campaign when the propensity has an ``audience`` (default: all).
+    rfm : pandas.DataFrame or Series or mapping, optional
+        User -> RFM group (:func:`~persona.marketing.rfm_table`), for ``AudienceRule(rfm_groups=...)``.
+    holdout : float
+        Share of chosen users kept out at random as a control group.
+    interactions : Interactions, optional
+        With event types: the reason says "bought" / "added to your cart" / "viewed" accordingly.
+    filter_seen : bool
+        Leave items the user already interacted with out of the message.
+    random_state : int
+        Seeds holdouts and variants (combined with the plan time).
+    time_limit : float, optional
+        Seconds for the MILP solver.
+    """
+
+    def __init__(self, *, contacts: Contacts, channels=None, model=None, propensity=None, catalog=None,
+                 caps: FrequencyCap | None = None, history: ContactHistory | None = None, objective: str = "margin",
+                 method: str = "greedy", pool: int | None = None, rfm=None, holdout: float = 0.0,
+                 interactions=None, filter_seen: bool = True, random_state: int = 0,
+                 time_limit: float | None = None) -> None:
+        if not isinstance(contacts, Contacts):
+            raise ParameterError(f"Planner contacts: expected Contacts, got {type(contacts).__name__}")
+        if objective not in OBJECTIVES:
+            raise ParameterError(f"Planner objective: expected one of {OBJECTIVES}, got {objective!r}")
+        if method not in ("greedy", "milp"):
+            raise ParameterError(f"Planner method: expected 'greedy' or 'milp', got {method!r}")
+        if propensity is None and model is None:
+            raise ParameterError("Planner: pass a fitted model= or a propensity= function (or both)")
+        if propensity is not None and not callable(propensity):
+            raise ParameterError("Planner propensity: expected a callable (campaign, users, items) -> probabilities")
+        self.contacts = contacts
+        self.channels = _as_channels(channels)
+        self.model = model
+        self.propensity = propensity if propensity is not None else ModelPropensity(model)
+        self.caps = caps if caps is not None else FrequencyCap()
+        if not isinstance(self.caps, FrequencyCap):
+            raise ParameterError(f"Planner caps: expected a FrequencyCap, got {type(self.caps).__name__}")
+        self.history = history if history is not None else ContactHistory()
+        self.objective = objective
+        self.method = method
+        if pool is not None and (isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1):
+            raise ParameterError(f"Planner pool: expected a positive integer, got {pool!r}")
+        self.pool = pool
+        self.holdout = number_arg(holdout, "Planner holdout", low=0.0, high=1.0)
+        if self.holdout >= 1.0:
+            raise ParameterError("Planner holdout: expected a share in [0, 1)")
+        self.filter_seen = bool(filter_seen)
+        self.random_state = int(random_state)
+        self.time_limit = time_limit
+        self._catalog(catalog)
+        self._rfm = self._rfm_groups(rfm)
+        self._interactions = interactions
+
+    # ------------------------------------------------------------------ set-up
+    def _catalog(self, catalog) -> None:
+        self._name, self._price, self._cat_items = {}, {}, {}
+        if catalog is None:
+            return
+        if "item_id" not in catalog.columns:
+            raise ParameterError(f"Planner catalog: expected an 'item_id' column, got {list(catalog.columns)}")
+        ids = catalog["item_id"].tolist()
+        if "name" in catalog.columns:
+            self._name = dict(zip(ids, catalog["name"].astype(str).tolist()))
+        if "price" in catalog.columns:
+            self._price = dict(zip(ids, catalog["price"].astype(float).tolist()))
+        if "category" in catalog.columns:
+            for i, c in zip(ids, catalog["category"].tolist()):
+                self._cat_items.setdefault(c, []).append(i)
+
+    def _rfm_groups(self, rfm) -> np.ndarray | None:
+        if rfm is None:
+            return None
+        if hasattr(rfm, "columns"):
+            rfm = rfm["group"]
+        mapping = dict(rfm.items()) if hasattr(rfm, "items") else dict(rfm)
+        return np.array([str(mapping.get(u, "prospect")) for u in self.contacts.user_ids.tolist()], dtype=object)
+
+    def _scope(self, campaign: Campaign) -> list:
+        scope = list(dict.fromkeys(campaign.items))
+        for cat in campaign.categories:
+            if cat not in self._cat_items:
+                raise ParameterError(
+                    f"Campaign {campaign.name!r}: category {cat!r} is not in the catalog"
+                    + ("" if self._cat_items else "; pass catalog= (with a 'category' column) to the Planner")
+                )
+            scope.extend(self._cat_items[cat])
+        scope = list(dict.fromkeys(scope))
+        if self.model is not None:
+            known = self.model.item_map_.lookup(scope) >= 0
+            scope = [i for i, k in zip(scope, known.tolist()) if k]
+        return scope
+
+    def _order_value(self, campaign: Campaign, scope) -> float:
+        if campaign.order_value is not None:
+            return campaign.order_value
+        prices = [self._price[i] for i in scope if i in self._price]
+        if prices:
+            return float(np.mean(prices))
+        if self.objective == "margin":
+            raise ParameterError(f"Campaign {campaign.name!r}: set order_value=, or pass a catalog with prices, "
+                                 "to plan for margin")
+        return 0.0
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, campaigns: Sequence[Campaign], now=None) -> Plan:
+        """Plan messages for the campaigns active at ``now`` (default: the current time).
+
+        Every message of the plan is meant to go out at ``now``: users in a channel's quiet hours
+        are left for a later plan. Budgets and caps count ``history`` (messages sent before).
+        """
+        if isinstance(campaigns, Campaign):
+            campaigns = [campaigns]
+        campaigns = list(campaigns)
+        for c in campaigns:
+            if not isinstance(c, Campaign):
+                raise ParameterError(f"plan: expected Campaign objects, got {type(c).__name__}")
+        names = [c.name for c in campaigns]
+        if len(set(names)) != len(names):
+            raise ParameterError(f"plan: campaign names must be unique, got {names}")
+        for c in campaigns:
+            missing = [h for h in c.channels if h not in self.channels]
+            if missing:
+                raise ParameterError(f"Campaign {c.name!r} uses channel(s) {missing} the planner does not have "
+                                     f"({sorted(self.channels)}); add Channel objects for them")
+        t_now = _time.time() if now is None else epoch(now, "now")
+        contacts = self.contacts
+        n_users = contacts.n_users
+        minute = contacts.local_minute(t_now)
+        chan_names = list(self.channels)
+        chan_index = {h: k for k, h in enumerate(chan_names)}
+
+        # remaining frequency caps (global, and per channel where a channel has its own)
+        user_cap = np.full(n_users, np.inf)
+        if self.caps.per_day is not None:
+            user_cap = np.minimum(user_cap, self.caps.per_day - self.history.counts(contacts, t_now, DAY))
+        if self.caps.per_week is not None:
+            user_cap = np.minimum(user_cap, self.caps.per_week - self.history.counts(contacts, t_now, WEEK))
+        user_cap = np.maximum(user_cap, 0.0)
+        chan_cap = None
+        if any(ch.has_caps for ch in self.channels.values()):
+            chan_cap = np.full((n_users, len(chan_names)), np.inf)
+            for h, ch in self.channels.items():
+                k = chan_index[h]
+                if ch.per_day is not None:
+                    chan_cap[:, k] = np.minimum(chan_cap[:, k],
+                                                ch.per_day - self.history.counts(contacts, t_now, DAY, h))
+                if ch.per_week is not None:
+                    chan_cap[:, k] = np.minimum(chan_cap[:, k],
+                                                ch.per_week - self.history.counts(contacts, t_now, WEEK, h))
+            chan_cap = np.maximum(chan_cap, 0.0)
+
+        stats: dict = {}
+        cand_u, cand_c, cand_h, cand_p, cand_v = [], [], [], [], []
+        info = []  # per active campaign: (campaign, scope, order_value, margin per conversion)
+        budgets = []
+        elig_rows = []
+        for c in campaigns:
+            s = {"active": c.active(t_now), "note": "", "eligible": 0, "candidates": 0, "no_consent": 0,
+                 "quiet_hours": 0, "capped": 0, "chosen": 0, "messages": 0, "holdouts": 0, "by_channel": {},
+                 "expected_conversions": 0.0, "expected_margin": 0.0, "cost": 0.0, "budget_left": None, "scope": 0,
+                 "worth": 0}
+            stats[c.name] = s
+            if not s["active"]:
+                s["note"] = "not active at this time"
+                continue
+            sent, coupons = self.history.campaign_totals(c.name, until=t_now)
+            left = np.inf
+            if c.budget.messages is not None:
+                left = min(left, c.budget.messages - sent)
+            if c.budget.coupons is not None and c.offer.issues_coupon:
+                left = min(left, c.budget.coupons - coupons)
+            left = max(left, 0)
+            s["budget_left"] = None if left == np.inf else int(left)
+            scope = self._scope(c)
+            s["scope"] = len(scope)
+            if not scope:
+                s["note"] = "no scope item is known to the model"
+                continue
+            if left == 0:
+                s["note"] = "budget spent"
+                continue
+            order_value = self._order_value(c, scope)
+            margin = c.margin_per_conversion(order_value)
+
+            # audience
+            if hasattr(self.propensity, "audience"):
+                pool = self.pool or max(n_users, 1)
+                users = self.propensity.audience(c, scope, pool)
+                rows = contacts.index(list(users)) if len(users) else np.zeros(0, np.int64)
+                rows = np.unique(rows[rows >= 0])
+            else:
+                rows = np.arange(n_users)
+            keep = np.ones(len(rows), dtype=bool)
+            rule = c.audience
+            if rule.segments:
+                keep &= np.isin(contacts.segment[rows], list(rule.segments))
+            if rule.rfm_groups:
+                if self._rfm is None:
+                    raise ParameterError(f"Campaign {c.name!r} selects RFM groups; pass rfm= (rfm_table(...)) "
+                                         "to the Planner")
+                keep &= np.isin(self._rfm[rows], list(rule.rfm_groups))
+            if rule.users is not None:
+                allow = contacts.index(list(rule.users))
+                keep &= np.isin(rows, allow[allow >= 0])
+            if rule.exclude_users:
+                deny = contacts.index(list(rule.exclude_users))
+                keep &= ~np.isin(rows, deny[deny >= 0])
+            rows = rows[keep]
+            p = np.zeros(0)
+            if len(rows):
+                p = np.asarray(self.propensity(c, contacts.user_ids[rows], scope), dtype=np.float64).reshape(-1)
+                if p.shape != (len(rows),) or not np.all((p >= 0) & (p <= 1)):
+                    raise ParameterError(f"propensity returned {p.shape} values for {len(rows)} users; expected one "
+                                         "probability in [0, 1] per user")
+                ok = (p >= rule.min_propensity) & (p > 0)
+                rows, p = rows[ok], p[ok]
+            s["eligible"] = int(len(rows))
+            ci = len(info)
+            info.append((c, scope, order_value, margin))
+            budgets.append(left)
+            elig_rows.append((rows, p))
+
+            any_consent = np.zeros(len(rows), dtype=bool)
+            any_open = np.zeros(len(rows), dtype=bool)
+            best_value = np.full(len(rows), -np.inf)
+            for h in c.channels:
+                ch = self.channels[h]
+                consent = contacts.allowed(h, rows)
+                quiet = ch.is_quiet(minute[rows]) if len(rows) else np.zeros(0, bool)
+                any_consent |= consent
+                ok = consent & ~quiet
+                any_open |= ok
+                if not ok.any():
+                    continue
+                ph = np.minimum(1.0, p[ok] * ch.effectiveness)
+                val = ph if self.objective == "conversions" else ph * margin - ch.cost
+                best_value[ok] = np.maximum(best_value[ok], val)
+                cand_u.append(rows[ok])
+                cand_c.append(np.full(ok.sum(), ci))
+                cand_h.append(np.full(ok.sum(), chan_index[h]))
+                cand_p.append(ph)
+                cand_v.append(val)
+            s["no_consent"] = int((~any_consent).sum())
+            s["quiet_hours"] = int((any_consent & ~any_open).sum())
+            s["candidates"] = int(any_open.sum())
+            s["capped"] = int((any_open & (user_cap[rows] < 1)).sum())
+            s["worth"] = int((best_value > 0).sum())
+
+        if cand_u:
+            u = np.concatenate(cand_u)
+            cc = np.concatenate(cand_c)
+            hh = np.concatenate(cand_h)
+            pp = np.concatenate(cand_p)
+            vv = np.concatenate(cand_v)
+        else:
+            u = cc = hh = np.zeros(0, np.int64)
+            pp = vv = np.zeros(0)
+        # dense user indices for the optimiser
+        users_d, ud = np.unique(u, return_inverse=True)
+        ud = ud.reshape(-1)
+        res = assign(vv, ud, cc.astype(np.int64), hh.astype(np.int64), user_cap=user_cap[users_d],
+                     campaign_cap=np.asarray(budgets, dtype=np.float64) if budgets else np.zeros(0),
+                     user_channel_cap=None if chan_cap is None else chan_cap[users_d],
+                     method=self.method, time_limit=self.time_limit)
+        chosen = np.flatnonzero(res.chosen)
+
+        rng = np.random.default_rng([self.random_state & 0xFFFFFFFF, int(t_now) & 0xFFFFFFFF])
+        messages, holdouts = [], []
+        for ci, (c, scope, order_value, margin) in enumerate(info):
+            s = stats[c.name]
+            mine = chosen[cc[chosen] == ci]
+            # best first, so the report reads naturally
+            mine = mine[np.lexsort((mine, -vv[mine]))]
+            s["chosen"] = int(len(mine))
+            if not len(mine):
+                continue
+            rows_all, p_all = elig_rows[ci]
+            rank_of = {int(r): k + 1 for k, r in enumerate(rows_all[np.argsort(-p_all, kind="stable")].tolist())}
+            held = rng.random(len(mine)) < self.holdout if self.holdout > 0 else np.zeros(len(mine), bool)
+            variants = list(c.variants) if c.variants else []
+            pick = rng.integers(0, len(variants), len(mine)) if variants else None
+            send = mine[~held]
+            content = self._content(c, contacts.user_ids[u[send]], scope)
+            k_send = 0
+            for j, i in enumerate(mine.tolist()):
+                row = int(u[i])
+                user = contacts.user_ids[row].item()
+                h = chan_names[int(hh[i])]
+                ch = self.channels[h]
+                mid = base64.b32encode(_token("msg", c.name, user, t_now)[:10]).decode().lower()
+                seg = str(contacts.segment[row])
+                rfm_g = "" if self._rfm is None else str(self._rfm[row])
+                if held[j]:
+                    holdouts.append(Holdout(mid, user, c.name, h, t_now, propensity=self.holdout,
+                                            p_convert=float(pp[i]), offer=c.offer.kind, segment=seg, rfm_group=rfm_g))
+                    s["holdouts"] += 1
+                    continue
+                items, names, reason = content[k_send]
+                k_send += 1
+                variant = variants[pick[j]] if variants else ""
+                prop = (1.0 - self.holdout) / (len(variants) if variants else 1)
+                coupon = ""
+                if c.offer.issues_coupon:
+                    code = base64.b32encode(_token("coupon", self.random_state, c.name, user, t_now)[:5]).decode()
+                    coupon = f"{''.join(ch_ for ch_ in c.name.upper() if ch_.isalnum())[:6]}-{code}"
+                others = []
+                for h2 in c.channels:
+                    if h2 == h:
+                        continue
+                    if not contacts.allowed(h2, [row])[0]:
+                        others.append(f"{h2}: no consent")
+                    elif self.channels[h2].is_quiet(minute[row]):
+                        others.append(f"{h2}: quiet hours")
+                    else:
+                        others.append(f"{h2}: lower value")
+                why = (f"p_convert {pp[i]:.3g} (rank {rank_of.get(row, 0)} of {len(rows_all)} eligible), "
+                       f"{self.objective} value {vv[i]:.3g} on {h}" + (f"; {', '.join(others)}" if others else ""))
+                fields = dict(c.fields)
+                fields.update(
+                    user=str(user), campaign=c.name, channel=h, offer=c.offer.text(), headline=c.offer.headline(),
+                    coupon=coupon, item=names[0] if names else "", items=", ".join(names), reason=reason,
+                    expires="" if c.end is None else utc(c.end - 1).strftime("%Y-%m-%d"), variant=variant,
+                )
+                text = string.Template(c.template_for(h, variant or None)).substitute(fields)
+                subject = string.Template(c.subject).substitute(fields)
+                m = Message(
+                    message_id=mid, user=user, campaign=c.name, channel=h, send_at=t_now, subject=subject, text=text,
+                    items=tuple(items), item_names=tuple(names), reason=reason, why=why, coupon=coupon,
+                    variant=variant, offer=c.offer.kind, propensity=prop, p_convert=float(pp[i]),
+                    expected_value=float(vv[i]), cost=ch.cost, segment=seg, rfm_group=rfm_g,
+                )
+                messages.append(m)
+                s["messages"] += 1
+                s["by_channel"][h] = s["by_channel"].get(h, 0) + 1
+                s["expected_conversions"] += float(pp[i])
+                s["expected_margin"] += float(pp[i]) * margin
+                s["cost"] += ch.cost
+        return Plan(messages, holdouts, t_now, stats, objective=self.objective, method=self.method,
+                    value=res.value, upper_bound=res.upper_bound, guarantee=res.guarantee)
+
+    # ------------------------------------------------------------------ content
+    def _content(self, campaign: Campaign, users: np.ndarray, scope: list) -> list:
+        """(items, names, reason) for each user: the top scope items and why."""
+        n = campaign.n_items
+        if self.model is None or not len(users):
+            items = scope[:n]
+            names = [self._name.get(i, str(i)) for i in items]
+            return [(items, names, "for you")] * len(users)
+        model = self.model
+        known = model.user_map_.lookup(users)
+        out = []
+        recs = np.zeros((len(users), 0), dtype=object)
+        if (known >= 0).any():
+            recs, _ = model.recommend_batch(list(users[known >= 0]), n=n, items=scope, filter_seen=self.filter_seen)
+        k = 0
+        for user, row in zip(users.tolist(), known.tolist()):
+            if row < 0:
+                items = scope[:n]
+                reason = "for you"
+            else:
+                r = recs[k]
+                k += 1
+                items = [x.item() if hasattr(x, "item") else x for x in r if not (x == "" or x == -1)]
+                if not items:  # every scope item already seen: show them anyway
+                    items = scope[:n]
+                reason = self._reason(user, row, items[0])
+            out.append((items, [self._name.get(i, str(i)) for i in items], reason))
+        return out
+
+    def _reason(self, user, row: int, top) -> str:
+        model = self.model
+        m = model.user_items_
+        hist_idx = m.indices[m.indptr[row]:m.indptr[row + 1]]
+        if not len(hist_idx) or not getattr(model, "supports_similar_items", False):
+            return "for you"
+        history = model.item_map_.ids[hist_idx]
+        try:
+            if len(history) == 1 and history[0] == top:
+                best = top
+            else:
+                near, _ = model.similar_items(top, n=1, items=[h for h in history.tolist() if h != top])
+                if not len(near):
+                    return "for you"
+                best = near[0].item() if hasattr(near[0], "item") else near[0]
+        except (UnsupportedError, UnknownItemError):
+            return "for you"
+        return f"because you {self._verb(user, best)} {self._name.get(best, str(best))}"
+
+    def _verb(self, user, item) -> str:
+        inter = self._interactions
+        if inter is None or inter.events is None:
+            return "viewed"
+        if not hasattr(self, "_verb_cache"):
+            self._verb_cache = {}
+        ui = inter.user_map.lookup([user])[0]
+        if ui < 0:
+            return "viewed"
+        if ui not in self._verb_cache:
+            lo, hi = inter.sequence_indptr[ui], inter.sequence_indptr[ui + 1]
+            best = {}
+            for it, ev in zip(inter.items[lo:hi].tolist(), inter.events[lo:hi].tolist()):
+                name = inter.event_types[ev]
+                if _VERB_RANK.get(name, 0) >= _VERB_RANK.get(best.get(it, ""), 0):
+                    best[it] = name
+            self._verb_cache[ui] = best
+        ii = inter.item_map.lookup([item])[0]
+        return _VERBS.get(self._verb_cache[ui].get(int(ii), "view"), "viewed")
