@@ -1,0 +1,65 @@
+"""Action-probability arrays of simple policies, in the shape :func:`persona.ope.estimate` takes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError, ParameterError
+
+__all__ = ["uniform_policy", "greedy_policy", "softmax_policy"]
+
+
+def uniform_policy(n_rounds: int, n_actions: int, n_positions: int | None = None) -> np.ndarray:
+    """Every action equally likely: ``(n_rounds, n_actions)``, or ``(..., n_positions)`` when given.
+
+    >>> uniform_policy(2, 4).tolist()
+    [[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]
+    >>> uniform_policy(5, 34, 3).shape
+    (5, 34, 3)
+    """
+    for name, v in (("n_rounds", n_rounds), ("n_actions", n_actions)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "n_rounds" else 1):
+            raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+    shape = (int(n_rounds), int(n_actions))
+    if n_positions is not None:
+        shape += (int(n_positions),)
+    return np.full(shape, 1.0 / n_actions)
+
+
+def _scores(scores) -> np.ndarray:
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[1] == 0:
+        raise DataError(f"scores: expected (n_rounds, n_actions[, n_positions]) with n_actions >= 1, got {arr.shape}")
+    if np.isnan(arr).any():
+        raise DataError("scores: NaN values; replace them (e.g. by -inf for actions never to be chosen)")
+    return arr
+
+
+def greedy_policy(scores) -> np.ndarray:
+    """Probability 1 on the best-scoring action of each row (ties share it equally).
+
+    ``scores`` is ``(n_rounds, n_actions)`` or ``(n_rounds, n_actions, n_positions)``; the result
+    has the same shape.
+
+    >>> greedy_policy([[0.1, 0.5, 0.5], [2.0, 1.0, 0.0]]).tolist()
+    [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]]
+    """
+    arr = _scores(scores)
+    best = arr.max(axis=1, keepdims=True)
+    top = (arr == best).astype(np.float64)
+    return top / top.sum(axis=1, keepdims=True)
+
+
+def softmax_policy(scores, temperature: float = 1.0) -> np.ndarray:
+    """``exp(score / temperature)`` normalised over actions (axis 1); same shape as ``scores``.
+
+    >>> p = softmax_policy([[0.0, np.log(3.0)]])
+    >>> np.round(p, 3).tolist()
+    [[0.25, 0.75]]
+    """
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ParameterError(f"temperature must be > 0, got {temperature!r}; use greedy_policy for the limit 0")
+    arr = _scores(scores) / float(temperature)
+    arr = arr - arr.max(axis=1, keepdims=True)
+    e = np.exp(arr)
+    return e / e.sum(axis=1, keepdims=True)
