@@ -24,6 +24,9 @@ def test_ztest_hand_computed():
     zl, pl = two_proportion_ztest(100, 1000, 120, 1000, alternative="larger")
     zs, ps_ = two_proportion_ztest(100, 1000, 120, 1000, alternative="smaller")
     assert pl == pytest.approx(p / 2) and ps_ == pytest.approx(1 - p / 2)
+    # far tails stay accurate instead of rounding to 0
+    z, p = two_proportion_ztest(100, 10000, 300, 10000)
+    assert p == pytest.approx(2 * stats.norm.sf(z), rel=1e-9) and 0 < p < 1e-20
 
 
 @settings(max_examples=60, deadline=None)

@@ -88,16 +88,18 @@ def test_metrics_by_campaign_hand_computed(store):
     record_fixture(store)
     m = campaign_metrics(store)
     spring = m.loc["spring"]
-    assert spring[["recipients", "messages", "opens", "clicks", "conversions", "orders"]].tolist() == [6, 4, 3, 2, 2, 3]
-    assert spring["revenue"] == pytest.approx(80.0) and spring["cost"] == pytest.approx(0.12)
+    assert spring[["messages", "opens", "clicks", "conversions", "orders", "holdouts",
+                   "holdout_conversions"]].tolist() == [4, 3, 2, 1, 2, 2, 1]
+    assert spring["revenue"] == pytest.approx(60.0) and spring["cost"] == pytest.approx(0.12)
     assert spring["open_rate"] == pytest.approx(3 / 4) and spring["ctr"] == pytest.approx(2 / 4)
-    assert spring["conversion_rate"] == pytest.approx(2 / 6)
-    assert spring["revenue_per_recipient"] == pytest.approx(80 / 6)
-    assert spring["roi"] == pytest.approx((80 - 0.12) / 0.12)
+    assert spring["conversion_rate"] == pytest.approx(1 / 4)
+    assert spring["revenue_per_message"] == pytest.approx(60 / 4)
+    assert spring["roi"] == pytest.approx((60 - 0.12) / 0.12)
+    assert spring["holdout_conversion_rate"] == pytest.approx(1 / 2) and spring["lift"] == pytest.approx(-1 / 4)
     autumn = m.loc["autumn"]
-    assert autumn[["recipients", "messages", "opens", "clicks", "conversions"]].tolist() == [2, 2, 1, 0, 0]
-    assert autumn["roi"] == pytest.approx(-1.0)
-    assert campaign_metrics(store, margin=0.5).loc["spring", "roi"] == pytest.approx((40 - 0.12) / 0.12)
+    assert autumn[["messages", "opens", "clicks", "conversions", "holdouts"]].tolist() == [2, 1, 0, 0, 0]
+    assert autumn["roi"] == pytest.approx(-1.0) and np.isnan(autumn["lift"])
+    assert campaign_metrics(store, margin=0.5).loc["spring", "roi"] == pytest.approx((30 - 0.12) / 0.12)
     # the same from a frame
     frame = store.events()
     assert campaign_metrics(frame).equals(m)
@@ -109,11 +111,12 @@ def test_metrics_by_channel_segment_group_variant(store):
     assert by_channel.loc["sms", ["messages", "opens", "clicks", "conversions"]].tolist() == [2, 1, 1, 0]
     assert by_channel.loc["sms", "cost"] == pytest.approx(0.10)
     by_group = campaign_metrics(store, by=["campaign", "group"])
-    assert by_group.loc[("spring", "control"), ["recipients", "messages", "conversions"]].tolist() == [2, 0, 1]
+    assert by_group.loc[("spring", "control"), ["messages", "holdouts", "holdout_conversions"]].tolist() == [0, 2, 1]
     assert np.isnan(by_group.loc[("spring", "control"), "ctr"])  # no message sent to the control group
     assert by_group.loc[("spring", "treatment"), "conversion_rate"] == pytest.approx(1 / 4)
     seg = campaign_metrics(store, by="segment")
-    assert seg.loc["s2", "recipients"] == 2 and seg.loc["s1", "recipients"] == 6
+    assert seg.loc["s2", ["messages", "holdouts"]].tolist() == [1, 1]
+    assert seg.loc["s1", ["messages", "holdouts"]].tolist() == [5, 1]
     with pytest.raises(ps.ParameterError, match="by must"):
         campaign_metrics(store, by="colour")
 

@@ -102,12 +102,13 @@ def two_proportion_ztest(x_a, n_a, x_b, n_b, alternative: str = "two-sided") -> 
     if se == 0:
         return 0.0, 1.0
     z = diff / se
+    # erfc keeps the tail accurate far out (1 - cdf would round to 0 beyond z ~ 8)
     if alternative == "two-sided":
-        p = 2 * (1 - _N.cdf(abs(z)))
+        p = math.erfc(abs(z) / math.sqrt(2.0))
     elif alternative == "larger":
-        p = 1 - _N.cdf(z)
+        p = 0.5 * math.erfc(z / math.sqrt(2.0))
     else:
-        p = _N.cdf(z)
+        p = 0.5 * math.erfc(-z / math.sqrt(2.0))
     return z, min(1.0, p)
 
 
@@ -215,7 +216,7 @@ def ab_test_means(values_a, values_b, *, conf: float = 0.95, ci: str = "bootstra
     d = float(b.mean() - a.mean())
     se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     stat = d / se if se > 0 else 0.0
-    p_value = 2 * (1 - _N.cdf(abs(stat))) if se > 0 else 1.0
+    p_value = math.erfc(abs(stat) / math.sqrt(2.0)) if se > 0 else 1.0
     if ci == "normal":
         q = _N.inv_cdf(0.5 + conf / 2)
         lo, hi = d - q * se, d + q * se

@@ -10,8 +10,9 @@ off-policy evaluation has the propensities it needs. Event ids are derived from 
 so a webhook delivered twice stores one open.
 
 :func:`campaign_metrics` counts per message (a message opened three times is one open) and
-reports, per campaign / channel / segment / variant / group: recipients, messages, opens, clicks,
-conversions, revenue, cost, open rate, CTR, conversion rate, revenue per recipient and ROI.
+reports, per campaign / channel / segment / variant / group: messages, opens, clicks, conversions,
+revenue, cost, open rate, CTR, conversion rate, revenue per message and ROI, and the held-out
+control group's conversion rate and the lift over it.
 :func:`compare` turns two groups into an :func:`~persona.marketing.ab_test`.
 """
 
@@ -179,30 +180,40 @@ def campaign_metrics(events, by="campaign", *, margin: float | None = None):
     Returns
     -------
     pandas.DataFrame
-        ``recipients`` (messages sent plus held-out users), ``messages``, ``opens``, ``clicks``,
-        ``conversions`` (messages with at least one conversion), ``orders``, ``revenue``, ``cost``,
-        ``open_rate`` and ``ctr`` (per message sent), ``conversion_rate`` and
-        ``revenue_per_recipient`` (per recipient), ``roi`` (``(revenue - cost) / cost``, NaN at zero
-        cost). Opens and clicks count once per message.
+        Of the messages sent: ``messages``, ``opens``, ``clicks``, ``conversions`` (messages with at
+        least one conversion), ``orders``, ``revenue``, ``cost``, ``open_rate``, ``ctr`` (clicks per
+        message), ``conversion_rate``, ``revenue_per_message``, ``roi`` (``(revenue - cost) / cost``,
+        NaN at zero cost). Of the held-out control group: ``holdouts``, ``holdout_conversions``,
+        ``holdout_conversion_rate``, and ``lift`` (``conversion_rate - holdout_conversion_rate``).
+        Opens and clicks count once per message; rates are NaN where their denominator is 0.
     """
     keys = [by] if isinstance(by, str) else list(by)
     bad = [k for k in keys if k not in _KEYS[1:]]
     if bad or not keys:
         raise ParameterError(f"campaign_metrics: by must name columns among {list(_KEYS[1:])}, got {by!r}")
     pm = _per_message(events)
+    sent = pm["sent"].astype(bool)
+    ctrl = pm["held"].astype(bool) & ~sent
+    pm = pm.assign(
+        opened=pm["opened"] & sent, clicked=pm["clicked"] & sent, conv_sent=pm["converted"] & sent,
+        orders=pm["orders"].where(sent, 0), rev_sent=pm["revenue"].where(sent, 0.0), ctrl=ctrl,
+        conv_ctrl=pm["converted"] & ctrl,
+    )
     g = pm.groupby(keys, sort=True)
-    out = g.agg(recipients=("sent", "size"), messages=("sent", "sum"), opens=("opened", "sum"),
-                clicks=("clicked", "sum"), conversions=("converted", "sum"), orders=("orders", "sum"),
-                revenue=("revenue", "sum"), cost=("cost", "sum"))
-    for col in ("recipients", "messages", "opens", "clicks", "conversions", "orders"):
+    out = g.agg(messages=("sent", "sum"), opens=("opened", "sum"), clicks=("clicked", "sum"),
+                conversions=("conv_sent", "sum"), orders=("orders", "sum"), revenue=("rev_sent", "sum"),
+                cost=("cost", "sum"), holdouts=("ctrl", "sum"), holdout_conversions=("conv_ctrl", "sum"))
+    for col in ("messages", "opens", "clicks", "conversions", "orders", "holdouts", "holdout_conversions"):
         out[col] = out[col].astype(np.int64)
-    sent = out["messages"].where(out["messages"] > 0)
-    out["open_rate"] = out["opens"] / sent
-    out["ctr"] = out["clicks"] / sent
-    out["conversion_rate"] = out["conversions"] / out["recipients"]
-    out["revenue_per_recipient"] = out["revenue"] / out["recipients"]
+    n_sent = out["messages"].where(out["messages"] > 0)
+    out["open_rate"] = out["opens"] / n_sent
+    out["ctr"] = out["clicks"] / n_sent
+    out["conversion_rate"] = out["conversions"] / n_sent
+    out["revenue_per_message"] = out["revenue"] / n_sent
     gain = out["revenue"] * (1.0 if margin is None else float(margin))
     out["roi"] = (gain - out["cost"]) / out["cost"].where(out["cost"] > 0)
+    out["holdout_conversion_rate"] = out["holdout_conversions"] / out["holdouts"].where(out["holdouts"] > 0)
+    out["lift"] = out["conversion_rate"] - out["holdout_conversion_rate"]
     return out
 
 
