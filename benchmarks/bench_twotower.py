@@ -291,7 +291,7 @@ def markdown(res: dict) -> str:
     b = res.get("beauty")
     if b and "rows" in b:
         p = b["params"]
-        lines += ["## Amazon Beauty (leave-last-out, full ranking, seen excluded)", "",
+        lines += [f"## {Path(b['data']).stem} (leave-last-out, full ranking, seen excluded)", "",
                   f"{b['n_users']} users, {b['n_items']} items, {b['n_events']} events. TwoTower: factors "
                   f"{p['factors']}, hidden {p['hidden']}, max_history {p['max_history']}, temperature "
                   f"{p['temperature']}, id dropout {p['id_dropout']}, lr {p['learning_rate']}, batch "
