@@ -31,9 +31,14 @@ the user's category mixture. Uniforms U, V are shared by all arms (common random
 differences are not sampling noise. *Incremental* numbers use the true probabilities:
 ``(1 - p_organic) p_induced``.
 
+Also: the bandits' regret against the best offer of every round (and against the campaigns' fixed
+offers and a uniform random offer), off-policy estimates (``persona.ope``) of other offer policies
+from the epsilon-greedy arm's logged propensities against their true values, and greedy against
+the exact MILP on one four-campaign plan.
+
 Writes ``benchmarks/results/marketing.{json,md}`` and PNG plots (when matplotlib is installed).
 
-    python benchmarks/bench_marketing.py            # ~2-4 minutes on 2 cores
+    python benchmarks/bench_marketing.py            # ~1.5 minutes on 2 cores
     python benchmarks/bench_marketing.py --quick    # a smoke test
 """
 
@@ -207,16 +212,14 @@ class RandomPropensity:
         return self.rng.uniform(0.01, 0.02, len(users))
 
 
-def bandit_context(prop, truth, rfm_rf, users, scope, channels, top_items):
+def bandit_context(prop, truth, rfm_rf, users, scope, channels):
     """What the shop knows when it picks an offer: the model's score, the spending level, R and F,
-    the channel, and the price of the message's top item (offers cost differently on cheap and
-    dear orders)."""
+    and the channel."""
     z = prop.z(users, scope)
     u = np.array([truth.user_index[x] for x in users])
     spend = np.eye(3)[truth.spending[u]]
     chan = np.array([[h == c for c in COST] for h in channels], dtype=float)
-    price = truth.price[top_items]
-    return np.column_stack([np.clip(z, -5, 5), spend, rfm_rf[u], chan, price / 30.0, np.log(price) / 3.0])
+    return np.column_stack([np.clip(z, -5, 5), spend, rfm_rf[u], chan])
 
 
 def recalibrate(store, prop, scopes, since, until):
@@ -289,8 +292,7 @@ def run_arm(name, *, shop, truth, model, contacts, campaigns, rfm, rfm_rf, start
                 offers = [offer_of(camp)] * len(msgs)
                 chosen_p = np.ones(len(msgs))
                 if bandit is not None:
-                    ctx = bandit_context(prop, truth, rfm_rf, [m.user for m in msgs], scopes[camp.name], chans,
-                                         np.array([s[0] for s in shown]))
+                    ctx = bandit_context(prop, truth, rfm_rf, [m.user for m in msgs], scopes[camp.name], chans)
                     actions, chosen_p = bandit.choose(ctx)
                     offers = [OFFER_NAMES[a] for a in actions]
                 reach, q, best_k = truth.induced(uidx, cat, shown, offers, chans)
@@ -343,6 +345,14 @@ def run_arm(name, *, shop, truth, model, contacts, campaigns, rfm, rfm_rf, start
                     res.extra.setdefault("best_hits", []).extend((got >= best - 1e-12).tolist())
                     for o in offers:
                         res.offers_chosen[o] = res.offers_chosen.get(o, 0) + 1
+                    log = res.extra.setdefault("log", {"context": [], "action": [], "reward": [], "propensity": [],
+                                                       "expected": [], "fixed": []})
+                    log["context"].append(ctx)
+                    log["action"].append(np.asarray(actions))
+                    log["reward"].append(reward)
+                    log["propensity"].append(np.asarray(chosen_p, dtype=float))
+                    log["expected"].append(exp)
+                    log["fixed"].append(np.full(len(msgs), OFFER_NAMES.index(offer_of(camp))))
                     bandit.update(ctx, actions=[OFFER_NAMES.index(o) for o in offers], rewards=reward)
             for h in plan.holdouts:
                 uu = truth.user_index[h.user]
@@ -399,6 +409,37 @@ def greedy_vs_milp(shop, model, contacts, start, seed, pool):
     return out
 
 
+def off_policy(result):
+    """Evaluate other offer policies from a bandit arm's logs (the propensities recorded with every
+    send) with persona.ope, against their true expected reward on the same rounds."""
+    log = result.extra.get("log")
+    if not log:
+        return []
+    from persona.ope import estimate
+
+    cat = {k: np.concatenate(v) for k, v in log.items()}
+    n, k = cat["expected"].shape
+    logged = ps.LoggedFeedback(action=cat["action"], reward=cat["reward"], propensity=cat["propensity"],
+                               context=cat["context"], n_actions=k)
+    targets = {"uniform random offer": np.full((n, k), 1.0 / k),
+               "fixed campaign offer": np.eye(k)[cat["fixed"]]}
+    for j, name in enumerate(OFFER_NAMES):
+        targets[f"always {name}"] = np.tile(np.eye(k)[j], (n, 1))
+    rows = []
+    for name, target in targets.items():
+        truth = float((cat["expected"] * target).sum(axis=1).mean())
+        row = {"policy": name, "truth": truth}
+        for method in ("snipw", "sndr"):
+            try:
+                est = estimate(logged, target, method=method)
+                row[method] = (est.value, est.ci_low, est.ci_high, getattr(est, "ess", float("nan")))
+            except ps.PersonaError as exc:  # e.g. no overlap: a policy the logger never tried
+                row[method] = (float("nan"),) * 4
+                row[f"{method}_error"] = str(exc)
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- report
 def fmt(x, nd=2):
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -406,7 +447,7 @@ def fmt(x, nd=2):
     return f"{x:,.{nd}f}"
 
 
-def markdown(results, shop_desc, args, facts, gm, baseline):
+def markdown(results, shop_desc, args, facts, gm, baseline, ope_rows=(), ope_name=""):
     per_k = lambda v, n: v / n * 1000 if n else float("nan")  # noqa: E731
     lines = [f"# Closed-loop campaign simulation ({shop_desc})", "",
              f"{args.weeks} weeks, one campaign a day (budget {args.budget} messages), caps 1/day and 3/week, "
@@ -467,6 +508,15 @@ def markdown(results, shop_desc, args, facts, gm, baseline):
             lines.append(f"| {label} | {n:,} | " + " | ".join(fmt(v, 1) for v in qs) + f" | {fmt(last, 4)} | "
                          f"{fmt(share * 100, 1) + ' %' if math.isfinite(share) else '-'} | "
                          + ", ".join(f"{k} {v}" for k, v in sorted(chosen.items())) + " |")
+    if ope_rows:
+        lines += ["", f"Off-policy evaluation from the {ope_name} arm's logs (its propensities, as recorded with every "
+                  "send), `persona.ope.estimate`, against the true expected reward per message on the same rounds:",
+                  "", "| policy | true value | SNIPW | 95 % CI | SNDR | 95 % CI | ESS |",
+                  "|---|---:|---:|---|---:|---|---:|"]
+        for row in ope_rows:
+            sn, dr = row["snipw"], row["sndr"]
+            lines.append(f"| {row['policy']} | {row['truth']:.4f} | {sn[0]:.4f} | [{sn[1]:.4f}, {sn[2]:.4f}] | "
+                         f"{dr[0]:.4f} | [{dr[1]:.4f}, {dr[2]:.4f}] | {fmt(sn[3], 0)} |")
     if gm:
         lines += ["", "Greedy vs exact MILP on one 4-campaign plan (SMS capped 1/day and 1/week per user):", "",
                   "| caps | greedy value | MILP value | greedy / MILP | bound (greedy's certificate) | guarantee "
@@ -597,8 +647,14 @@ def main(argv=None):
             print(f"{name}: {r.messages} messages, incremental {r.incr_conversions:.1f} conversions, "
                   f"net margin {r.incr_margin:.1f} ({r.seconds:.1f} s)")
     gm = greedy_vs_milp(shop, model, contacts, start, args.seed, args.milp_pool)
+    # epsilon-greedy logs every offer with probability >= epsilon / 4: weights stay bounded
+    ts = next((r for r in results if "eps-greedy" in r.name), None)
+    ope_rows = off_policy(ts) if ts is not None else []
+    for r in results:
+        r.extra.pop("log", None)
     facts = machine_facts()
-    md = markdown(results, f"{args.users} users, {args.items} items", args, facts, gm, baseline)
+    md = markdown(results, f"{args.users} users, {args.items} items", args, facts, gm, baseline, ope_rows,
+                  ts.name if ts is not None else "")
     files = plots(results, baseline, out, args)
     tag = "marketing_quick" if args.quick else "marketing"
     (out / f"{tag}.md").write_text(md)
@@ -607,7 +663,7 @@ def main(argv=None):
         "arms": [{k: v for k, v in dataclasses.asdict(r).items() if k != "extra"}
                  | {"lift": str(r.extra.get("lift", "")), "effectiveness": r.extra.get("effectiveness")}
                  for r in results],
-        "greedy_vs_milp": gm,
+        "greedy_vs_milp": gm, "off_policy": ope_rows,
     }
     (out / f"{tag}.json").write_text(json.dumps(payload, indent=1, default=float))
     print(md)

@@ -28,7 +28,10 @@ Jenkyns 1976), so:
   budgets): **greedy >= OPT / 2**;
 * **with per-channel caps**: three matroids, **greedy >= OPT / 3**.
 
-Both bounds are tight for greedy in the worst case, and far from what happens on real instances;
+The 1/2 bound is attained (two users, two campaigns with budget one: greedy takes an edge worth
+1 + e that blocks two edges worth 1 each -- a test pins it); on real plans greedy is within a
+fraction of a percent of the optimum (``benchmarks/bench_marketing.py``).
+
 :attr:`Assignment.upper_bound` gives a cheap certificate for each instance (the better of the two
 relaxations that keep only the campaign budgets, or only the user caps), and ``method="milp"``
 solves small and medium instances exactly with SciPy's HiGHS mixed-integer solver.
