@@ -154,14 +154,32 @@ def _flush_all_at_exit() -> None:
                 log.error("persona.store: at exit, %s", e)
 
 
+# Held by a writer for each database operation, and by a thread that forks, so that a fork never
+# happens in the middle of one: a child inheriting the database library's state mid-operation
+# (SQLite's per-process lock bookkeeping, a global mutex) could wait forever on a lock no thread
+# of its own holds.
+_DB_LOCK = threading.Lock()
+
+
+def _before_fork() -> None:
+    _DB_LOCK.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _DB_LOCK.release()
+
+
 def _after_fork_in_child() -> None:
+    global _DB_LOCK
+    _DB_LOCK = threading.Lock()
     for store in list(_LIVE):
         store._reset_after_fork()
 
 
 atexit.register(_flush_all_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 # ------------------------------------------------------------------------------------- the store
@@ -419,11 +437,13 @@ class EventStore:
                     self._not_full.notify_all()
                 while True:
                     try:
-                        if conn is None:
-                            conn = self._backend.connect()
-                        inserted = self._backend.write(conn, batch)
+                        with _DB_LOCK:
+                            if conn is None:
+                                conn = self._backend.connect()
+                            inserted = self._backend.write(conn, batch)
                     except Exception as e:  # noqa: BLE001 -- any failure is kept, reported and retried
-                        conn = _close_quietly(conn)
+                        with _DB_LOCK:
+                            conn = _close_quietly(conn)
                         with self._lock:
                             first = self._error is None
                             self._error = e
@@ -450,7 +470,8 @@ class EventStore:
                     backoff = 0.05
                     break
         finally:
-            _close_quietly(conn)
+            with _DB_LOCK:
+                _close_quietly(conn)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every event tracked so far (by any thread of this process) is committed.
