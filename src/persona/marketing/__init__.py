@@ -15,15 +15,19 @@ _CAMPAIGN_NAMES = {
     "planner": ("Planner", "ModelPropensity"),
     "feedback": ("FeedbackRecorder", "campaign_metrics", "compare"),
     "abtest": ("ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size", "power"),
+    "bandits": ("LinUCB", "LinearThompsonSampling", "EpsilonGreedy"),
 }
+_SUBMODULES = set(_CAMPAIGN_NAMES)
 _CAMPAIGN_LAZY = {name: mod for mod, names in _CAMPAIGN_NAMES.items() for name in names}
 __all__ += list(_CAMPAIGN_LAZY)
 
 
 def __getattr__(name):
+    import importlib
+
+    if name in _SUBMODULES:  # ps.marketing.bandits, ps.marketing.planner, ...
+        return importlib.import_module(f".{name}", __name__)
     mod = _CAMPAIGN_LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'persona.marketing' has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(f".{mod}", __name__), name)
