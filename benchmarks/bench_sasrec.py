@@ -102,18 +102,19 @@ def serving(model: SASRec, args) -> dict:
 
     onnx_t, torch_t, rec_t = [], [], []
     uid = model.user_map_.ids
+    # each runtime in its own loop: PyTorch's idle worker threads spin for a while after each call
+    # and would slow whatever follows them on a small machine, so nothing is interleaved
     for u in users:
         x = tokens[u:u + 1]
         t = time.perf_counter()
         model.encoder_.run(x)
         onnx_t.append(time.perf_counter() - t)
-        xt = torch.from_numpy(x)
+    for u in users:
+        xt = torch.from_numpy(tokens[u:u + 1])
         t = time.perf_counter()
         with torch.no_grad():
             net.encode(xt, table)[:, -1, :].numpy()
         torch_t.append(time.perf_counter() - t)
-    # apart from the torch calls: PyTorch's idle worker threads spin for a while after each call
-    # and would slow whatever numpy / top-k work follows on a small machine
     time.sleep(0.5)
     for u in users:
         t = time.perf_counter()
