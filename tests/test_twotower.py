@@ -457,10 +457,11 @@ class TestTwoTowerWithFeaturesContract(RecommenderContract):
                         num_threads=1)
 
     @pytest.fixture(scope="class")
-    def fitted(self, data):
+    @classmethod
+    def fitted(cls, data):
         import pandas as pd
 
         ids = data.item_ids
         df = pd.DataFrame({"item": ids, "group": [f"g{int(i[1:]) % 5}" for i in ids]})
         feats = Features.from_frame(df, data.item_map, "item", categorical=["group"])
-        return self.make_model().fit(data, item_features=feats)
+        return cls().make_model().fit(data, item_features=feats)
