@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import os
 import logging
 import math
 import time
-import warnings
 
 import numpy as np
 
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError
+from ._neural import OPSET as _OPSET
+from ._neural import export_onnx, ranking_metrics, valid_targets
 from .base import Recommender
 
 __all__ = ["SASRec"]
@@ -39,7 +39,6 @@ __all__ = ["SASRec"]
 log = logging.getLogger("persona.models")
 
 _LOSSES = ("ce", "sampled")
-_OPSET = 17
 _ENCODER_FILE = "sequence_encoder.onnx"
 # Users encoded per onnxruntime call when all users are needed (recommend_users).
 _ENCODE_ROWS = 1024
@@ -426,7 +425,7 @@ class SASRec(Recommender):
             raise DataError(f"valid must be a persona.Interactions (e.g. from ps.split.leave_last_out), "
                             f"got {type(valid).__name__}")
         attributes = _attribute_rows(item_attributes, interactions)
-        n_users, n_items = interactions.n_users, interactions.n_items
+        n_items = interactions.n_items
         seqs = interactions.sequences()
         self.user_tokens_ = _tokens(seqs, self.max_len).astype(np.int32)
         self.item_popularity_ = np.bincount(interactions.items, minlength=n_items).astype(np.float32)
@@ -449,7 +448,7 @@ class SASRec(Recommender):
             net, last_state = _build_network(torch, n_items, int(self.factors), int(self.blocks), int(self.heads),
                                              int(self.max_len), float(self.dropout), attributes)
             opt = torch.optim.Adam(net.parameters(), lr=float(self.learning_rate), betas=(0.9, 0.98))
-            vdata = self._valid_targets(valid) if valid is not None else None
+            vdata = valid_targets(self, valid) if valid is not None else None
             state = {"epoch": 0, "history": [], "best": -1.0, "best_epoch": 0, "waited": 0, "best_state": None}
             ckpt = None
             if self.checkpoint is not None:
@@ -555,49 +554,20 @@ class SASRec(Recommender):
 
     def _export(self, torch, module) -> bytes:
         """The encoder as an ONNX graph (bytes): int64 tokens (batch, max_len) -> float32 (batch, factors)."""
-        module.eval()
-        buf = io.BytesIO()
         example = torch.from_numpy(_tokens([[0, 1], [2]], int(self.max_len)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=_OPSET,
-                              input_names=["tokens"], output_names=["hidden"],
-                              dynamic_axes={"tokens": {0: "batch"}, "hidden": {0: "batch"}})
-        return buf.getvalue()
+        return export_onnx(torch, module, example, "tokens", "hidden")
 
-    def _valid_targets(self, valid: Interactions):
-        """(user index, target item index) pairs of ``valid`` known to the model, one per pair."""
-        u = self.user_map_.lookup(valid.user_ids[valid.users])
-        i = self.item_map_.lookup(valid.item_ids[valid.items])
-        keep = (u >= 0) & (i >= 0)
-        if not keep.any():
-            raise DataError("valid shares no (user, item) pair with the training interactions' ids; pass the "
-                            "validation part of the same split")
-        pairs = np.unique(np.stack([u[keep], i[keep]], axis=1), axis=0)
-        return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-
-    def _valid_metrics(self, torch, net, vdata, k: int = 10, rows: int = 1024) -> tuple[float, float]:
+    def _valid_metrics(self, torch, net, vdata, k: int = 10) -> tuple[float, float]:
         """NDCG@k and HR@k of the validation targets: full ranking, training items excluded."""
-        users, targets = vdata
         net.eval()
-        ndcg = hits = 0.0
-        ui = self.user_items_
         with torch.no_grad():
             weights = net.item_weights()
-            for s in range(0, len(users), rows):
-                bu, bt = users[s:s + rows], targets[s:s + rows]
-                tokens = torch.from_numpy(self.user_tokens_[bu].astype(np.int64))
-                scores = net.encode(tokens)[:, -1, :] @ weights.T
-                target_scores = scores[torch.arange(len(bu)), torch.from_numpy(bt)].clone()
-                r = np.repeat(np.arange(len(bu)), np.diff(ui.indptr)[bu])
-                c = np.concatenate([ui.indices[ui.indptr[x]:ui.indptr[x + 1]] for x in bu])
-                scores[torch.from_numpy(r), torch.from_numpy(c.astype(np.int64))] = -np.inf
-                scores[torch.arange(len(bu)), torch.from_numpy(bt)] = target_scores
-                rank = (scores > target_scores[:, None]).sum(dim=1).numpy()
-                hit = rank < k
-                hits += float(hit.sum())
-                ndcg += float((1.0 / np.log2(rank[hit] + 2.0)).sum())
-        return ndcg / len(users), hits / len(users)
+
+        def score_rows(bu):
+            tokens = torch.from_numpy(self.user_tokens_[bu].astype(np.int64))
+            return net.encode(tokens)[:, -1, :] @ weights.T
+
+        return ranking_metrics(torch, score_rows, *vdata, self.user_items_, k=k)
 
     # ------------------------------------------------------------------ serving
     def _set_encoder(self, graph: bytes) -> None:

@@ -40,10 +40,8 @@ does the top-k with the shared filters.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,13 +50,14 @@ from ..data.features import Features
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
+from ._neural import OPSET as _OPSET
+from ._neural import export_onnx, ranking_metrics, valid_targets
 from .base import Recommender
 
 __all__ = ["TwoTower"]
 
 log = logging.getLogger("persona.models")
 
-_OPSET = 17
 _ITEM_FILE = "item_tower.onnx"
 _USER_FILE = "user_tower.onnx"
 # Rows per onnxruntime / torch call when many users or items are encoded at once.
@@ -417,7 +416,7 @@ class TwoTower(Recommender):
                                    weight_decay=float(self.weight_decay))
             trained = counts > 0  # items with an id embedding worth using
             ctx = _Context(torch, net, x_items, x_users, trained, d)
-            vdata = self._valid_targets(valid) if valid is not None else None
+            vdata = valid_targets(self, valid) if valid is not None else None
             logq_t = torch.from_numpy(logq)
             inv_t = 1.0 / float(self.temperature)
             b = int(self.batch_size)
@@ -503,48 +502,18 @@ class TwoTower(Recommender):
 
     def _export(self, torch, module, width: int) -> bytes:
         """One tower as an ONNX graph (bytes): float32 (batch, width) -> float32 (batch, factors)."""
-        module.eval()
-        buf = io.BytesIO()
-        example = torch.zeros((2, width), dtype=torch.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=_OPSET,
-                              input_names=["inputs"], output_names=["vectors"],
-                              dynamic_axes={"inputs": {0: "batch"}, "vectors": {0: "batch"}})
-        return buf.getvalue()
+        return export_onnx(torch, module, torch.zeros((2, width), dtype=torch.float32), "inputs", "vectors")
 
-    def _valid_targets(self, valid: Interactions):
-        """(user index, target item index) pairs of ``valid`` known to the model, one per pair."""
-        u = self.user_map_.lookup(valid.user_ids[valid.users])
-        i = self.item_map_.lookup(valid.item_ids[valid.items])
-        keep = (u >= 0) & (i >= 0)
-        if not keep.any():
-            raise DataError("valid shares no (user, item) pair with the training interactions' ids; pass the "
-                            "validation part of the same split")
-        pairs = np.unique(np.stack([u[keep], i[keep]], axis=1), axis=0)
-        return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-
-    def _valid_metrics(self, torch, ctx, vdata, k: int = 10, rows: int = 1024) -> tuple[float, float]:
+    def _valid_metrics(self, torch, ctx, vdata, k: int = 10) -> tuple[float, float]:
         """NDCG@k and HR@k of the validation targets: full ranking, training items excluded."""
-        users, targets = vdata
         ctx.net.eval()
-        ndcg = hits = 0.0
-        ui = self.user_items_
         with torch.no_grad():
             items = ctx.all_items()
-            for s in range(0, len(users), rows):
-                bu, bt = users[s:s + rows], targets[s:s + rows]
-                scores = ctx.users_of_tokens(bu, self.user_tokens_[bu].astype(np.int64), items) @ items.T
-                target_scores = scores[torch.arange(len(bu)), torch.from_numpy(bt)].clone()
-                r = np.repeat(np.arange(len(bu)), np.diff(ui.indptr)[bu])
-                c = np.concatenate([ui.indices[ui.indptr[x]:ui.indptr[x + 1]] for x in bu])
-                scores[torch.from_numpy(r), torch.from_numpy(c.astype(np.int64))] = -np.inf
-                scores[torch.arange(len(bu)), torch.from_numpy(bt)] = target_scores
-                rank = (scores > target_scores[:, None]).sum(dim=1).numpy()
-                hit = rank < k
-                hits += float(hit.sum())
-                ndcg += float((1.0 / np.log2(rank[hit] + 2.0)).sum())
-        return ndcg / len(users), hits / len(users)
+
+        def score_rows(bu):
+            return ctx.users_of_tokens(bu, self.user_tokens_[bu].astype(np.int64), items) @ items.T
+
+        return ranking_metrics(torch, score_rows, *vdata, self.user_items_, k=k)
 
     # ------------------------------------------------------------------ serving: the towers
     def _set_encoders(self, item_graph: bytes, user_graph: bytes) -> None:
