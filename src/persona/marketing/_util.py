@@ -6,48 +6,16 @@ import datetime as _dt
 import math
 import numbers
 
+from .._time import to_epoch
 from ..errors import ParameterError
 
 DAY = 86400.0
 WEEK = 7 * DAY
-_MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 def epoch(t, what: str = "time") -> float:
     """Epoch seconds (UTC) of a datetime (naive = UTC), date, ISO-8601 string or epoch number."""
-    if isinstance(t, bool):
-        raise ParameterError(f"{what}: expected a datetime, ISO-8601 string or epoch seconds, got {t!r}")
-    if isinstance(t, numbers.Real):
-        v = float(t)
-    elif isinstance(t, _dt.datetime):
-        try:
-            v = (t if t.tzinfo is not None else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
-        except (ValueError, OverflowError, OSError):
-            raise ParameterError(f"{what}: expected a valid datetime, got {t!r}") from None
-    elif isinstance(t, _dt.date):
-        v = _dt.datetime(t.year, t.month, t.day, tzinfo=_dt.timezone.utc).timestamp()
-    elif isinstance(t, str):
-        s = t.strip()
-        try:
-            d = _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-        except ValueError:
-            raise ParameterError(
-                f"{what}: cannot parse {t!r} as an ISO-8601 time; pass e.g. '2024-05-01T10:00:00Z', "
-                "a datetime or epoch seconds"
-            ) from None
-        return epoch(d, what)
-    elif hasattr(t, "dtype") and getattr(t.dtype, "kind", "") == "M":  # numpy.datetime64
-        d = t.astype("datetime64[us]").item()
-        if d is None:
-            raise ParameterError(f"{what}: expected a valid datetime, got {t!r}")
-        return epoch(d, what)
-    else:
-        raise ParameterError(
-            f"{what}: expected a datetime, ISO-8601 string or epoch seconds, got {type(t).__name__} {t!r}"
-        )
-    if not (math.isfinite(v) and -_MAX_EPOCH < v < _MAX_EPOCH):
-        raise ParameterError(f"{what}: expected a finite time between years 1 and 9999, got {t!r}")
-    return v
+    return to_epoch(t, what, error=ParameterError)
 
 
 def utc(t: float) -> _dt.datetime:

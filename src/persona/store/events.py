@@ -39,6 +39,7 @@ import weakref
 from collections import deque
 from typing import Iterable, Mapping
 
+from .._time import to_epoch
 from ..errors import DataError, ParameterError, StoreError
 from .backends import SCHEMA_VERSION, Backend, make_backend
 
@@ -47,7 +48,6 @@ __all__ = ["EventStore"]
 log = logging.getLogger("persona.store")
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_MAX_EPOCH = 253402300800.0  # year 10000
 _USER_INT, _ITEM_INT = 1, 2
 _FINGERPRINT_MSG = b"persona.store pseudonymization check v1"
 _DROP_LOG_EVERY = 10.0  # seconds between two warnings about dropped events
@@ -83,41 +83,7 @@ def _utf8(s: str, what: str) -> None:
 
 def _epoch(t, what: str = "timestamp") -> float:
     """Epoch seconds (UTC) of a datetime (naive = UTC), date, ISO-8601 string or epoch number."""
-    if isinstance(t, bool):
-        raise DataError(f"{what}: expected a datetime, ISO-8601 string or epoch seconds, got a bool {t!r}")
-    if isinstance(t, numbers.Real):
-        v = float(t)
-    elif isinstance(t, _dt.datetime):
-        try:
-            v = (t if t.tzinfo is not None else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
-        except (ValueError, OverflowError, OSError):  # pandas.NaT is a datetime without a time
-            raise DataError(f"{what}: expected a valid datetime, got {t!r}; pass a real time or leave it out "
-                            f"for 'now'") from None
-    elif isinstance(t, _dt.date):
-        v = _dt.datetime(t.year, t.month, t.day, tzinfo=_dt.timezone.utc).timestamp()
-    elif isinstance(t, str):
-        s = t.strip()
-        try:
-            d = _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-        except ValueError:
-            raise DataError(
-                f"{what}: cannot parse {t!r} as an ISO-8601 time; pass e.g. '2024-05-01T10:00:00Z', "
-                f"a datetime or epoch seconds"
-            ) from None
-        return _epoch(d, what)
-    elif hasattr(t, "dtype") and getattr(t.dtype, "kind", "") == "M":  # numpy.datetime64
-        d = t.astype("datetime64[us]").item()
-        if d is None:
-            raise DataError(f"{what}: expected a valid datetime, got {t!r}; pass a real time or leave it out "
-                            f"for 'now'")
-        return _epoch(d, what)
-    else:
-        raise DataError(
-            f"{what}: expected a datetime, ISO-8601 string or epoch seconds, got {type(t).__name__} {t!r}"
-        )
-    if not (math.isfinite(v) and -_MAX_EPOCH < v < _MAX_EPOCH):
-        raise DataError(f"{what}: expected a finite time between years 1 and 9999, got {t!r}")
-    return v
+    return to_epoch(t, what, error=DataError, hint="; pass a real time or leave it out for 'now'")
 
 
 def _properties(p) -> str | None:
