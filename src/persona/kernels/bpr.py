@@ -113,7 +113,10 @@ def _first_above(cdf, r):
 
 @njit(inline="always")
 def _negative(state, lo, hi, indices, n_items, cdf, use_popularity, max_tries):
-    """(state, item the user does not have, or -1 after ``max_tries`` rejected draws)."""
+    """(state, item the user does not have, or -1 when none can be found).
+
+    Uniform: -1 only when the user has every item. Popularity: -1 after ``max_tries`` rejected draws.
+    """
     total = cdf[n_items - 1] if use_popularity else 0.0
     for _ in range(max_tries):
         state, bits = _next(state)
@@ -125,6 +128,23 @@ def _negative(state, lo, hi, indices, n_items, cdf, use_popularity, max_tries):
             j = _below(bits, n_items)
         if not _contains(indices, lo, hi, j):
             return state, j
+    if not use_popularity and hi - lo < n_items:
+        # a user who has nearly every item: draw uniformly among the free ones directly, so a
+        # uniform negative is missing only when the user has the whole catalogue
+        state, bits = _next(state)
+        k = _below(bits, n_items - (hi - lo))
+        p = lo
+        for j in range(n_items):
+            owned = False
+            while p < hi and indices[p] <= j:
+                if indices[p] == j:
+                    owned = True
+                p += 1
+            if owned:
+                continue
+            if k == 0:
+                return state, np.int64(j)
+            k -= 1
     return state, np.int64(-1)
 
 

@@ -66,8 +66,9 @@ class BPR(FactorModel):
         ``count ** 0.75`` (``count`` = users who interacted with it; never-seen items are then never
         drawn). Popular negatives are harder ones, which often helps the top of the ranking on
         long-tailed shops. Either way an item the user has is rejected (a binary search of the
-        user's sorted row) and drawn again; a sample gives up after 64 draws (a user holding nearly
-        the whole catalogue) and is counted in ``history_["skipped"]``.
+        user's sorted row) and drawn again; after 64 rejected draws a uniform sample picks directly
+        among the user's free items, a popularity sample gives up; a sample without a negative
+        (uniform: the user holds the whole catalogue) is counted in ``history_["skipped"]``.
     random_state : int or None
         Seeds the initial factors and every sampling stream. With ``num_threads=1`` the same seed
         gives identical factors; with more threads the updates race (hogwild) and results differ
