@@ -10,9 +10,48 @@ import warnings
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ParameterError
+from .factor import ItemVectors, _rows_of
 
 OPSET = 17
+
+
+class EncodedUsers(ItemVectors):
+    """Mixin of the ONNX-served models: ``recommend`` through an optional index over ``item_factors_``.
+
+    A subclass gives :meth:`_index_queries` (the encoded users, or None when some of them cannot
+    be encoded and the base class must answer, e.g. with popularity).
+    """
+
+    def use_index(self, kind: str | None = "auto", **options):
+        """Serve ``recommend`` through a retrieval index over ``item_factors_`` (inner product).
+
+        ``kind`` is one of :func:`persona.retrieval.make_index`'s (``"auto"``, ``"exact"``,
+        ``"hnsw"``, ...), or None to score every item again. The encoded user is the query;
+        filters are applied inside the index; users the model cannot encode still get popularity.
+        The choice is saved with the model and the index rebuilt on load.
+        """
+        self._check_fitted()
+        if kind is None:
+            self.index_, self._index_spec = None, None
+            return self
+        if not isinstance(kind, str):
+            raise ParameterError(f"kind must be an index name such as 'exact' or 'hnsw', or None; got {kind!r}")
+        from ..retrieval import make_index
+
+        self.index_ = make_index(self.item_factors_, metric="ip", kind=kind, **options)
+        self._index_spec = {"kind": kind, "options": options}
+        return self
+
+    def _index_queries(self, users: np.ndarray):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _select_for_users(self, users, n, excl, allow, mask):
+        index = getattr(self, "index_", None)
+        queries = None if index is None else self._index_queries(users)
+        if queries is None:
+            return super()._select_for_users(users, n, excl, allow, mask)
+        return index.search(queries, n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
 
 
 def valid_targets(model, valid) -> tuple[np.ndarray, np.ndarray]:

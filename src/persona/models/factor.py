@@ -29,7 +29,24 @@ def _rows_of(excl, n_rows: int):
     return [np.asarray(r) for r in excl]
 
 
-class FactorModel(Recommender):
+class ItemVectors:
+    """Mixin of models that score a user as ``query . item_factors_``: the transposed factors, cached."""
+
+    def _item_factors_t(self) -> np.ndarray:
+        """``item_factors_.T`` as a contiguous (f, n_items) array, built once per factor array.
+
+        BLAS multiplies a batch of users by a contiguous transposed matrix several times faster
+        than by the transposed view. Factor arrays are replaced, never written in place, after fit,
+        so the cache is keyed on the array object; a race between threads only builds it twice.
+        """
+        cache = getattr(self, "_item_t_cache", None)
+        if cache is None or cache[0] is not self.item_factors_:
+            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_.T))
+            self._item_t_cache = cache
+        return cache[1]
+
+
+class FactorModel(ItemVectors, Recommender):
     """Base class of models that score ``user_factors_[u] @ item_factors_[i]``."""
 
     def _validate_factor_params(self) -> None:
@@ -48,19 +65,6 @@ class FactorModel(Recommender):
         self._validate_factor_params()
 
     # ------------------------------------------------------------------ scoring
-    def _item_factors_t(self) -> np.ndarray:
-        """``item_factors_.T`` as a contiguous (f, n_items) array, built once per factor array.
-
-        BLAS multiplies a batch of users by a contiguous transposed matrix several times faster
-        than by the transposed view. Factor arrays are replaced, never written in place, after fit,
-        so the cache is keyed on the array object; a race between threads only builds it twice.
-        """
-        cache = getattr(self, "_item_t_cache", None)
-        if cache is None or cache[0] is not self.item_factors_:
-            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_.T))
-            self._item_t_cache = cache
-        return cache[1]
-
     def _batch_rows(self) -> int:
         # larger blocks keep the BLAS product efficient; 256 MB of scores at most
         return max(1, min(2048, (256 << 20) // (4 * max(1, self.n_items))))

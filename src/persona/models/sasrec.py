@@ -31,7 +31,7 @@ import numpy as np
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError
 from ._neural import OPSET as _OPSET
-from ._neural import export_onnx, ranking_metrics, valid_targets
+from ._neural import EncodedUsers, export_onnx, ranking_metrics, valid_targets
 from .base import Recommender
 
 __all__ = ["SASRec"]
@@ -288,7 +288,7 @@ def _build_network(torch, n_items: int, factors: int, blocks: int, heads: int, m
     return Network(), LastState
 
 
-class SASRec(Recommender):
+class SASRec(EncodedUsers, Recommender):
     """Self-attentive sequential recommender with an ONNX-served encoder.
 
     Parameters
@@ -594,13 +594,6 @@ class SASRec(Recommender):
             out[live] = self.encoder_.run(np.ascontiguousarray(tokens[live]))
         return out
 
-    def _item_factors_t(self) -> np.ndarray:
-        cache = getattr(self, "_item_t_cache", None)
-        if cache is None or cache[0] is not self.item_factors_:
-            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_.T))
-            self._item_t_cache = cache
-        return cache[1]
-
     def _scores_of(self, tokens: np.ndarray) -> np.ndarray:
         scores = self.encode(tokens) @ self._item_factors_t()
         empty = tokens[:, -1] == 0
@@ -612,34 +605,10 @@ class SASRec(Recommender):
         return self._scores_of(self.user_tokens_[user_indices])
 
     # ------------------------------------------------------------------ retrieval
-    def use_index(self, kind: str | None = "auto", **options) -> "SASRec":
-        """Serve ``recommend`` through a retrieval index over ``item_factors_`` (inner product).
-
-        ``kind`` is one of :func:`persona.retrieval.make_index`'s (``"auto"``, ``"exact"``,
-        ``"hnsw"``, ...), or None to score every item again. The encoded history is the query;
-        filters are applied inside the index. Users without any history still get popularity.
-        The choice is saved with the model and the index rebuilt on load.
-        """
-        self._check_fitted()
-        if kind is None:
-            self.index_, self._index_spec = None, None
-            return self
-        if not isinstance(kind, str):
-            raise ParameterError(f"kind must be an index name such as 'exact' or 'hnsw', or None; got {kind!r}")
-        from ..retrieval import make_index
-
-        self.index_ = make_index(self.item_factors_, metric="ip", kind=kind, **options)
-        self._index_spec = {"kind": kind, "options": options}
-        return self
-
-    def _select_for_users(self, users, n, excl, allow, mask):
-        index = getattr(self, "index_", None)
+    def _index_queries(self, users: np.ndarray):
+        """The encoded histories of ``users``, or None when one has no history (popularity answers)."""
         tokens = self.user_tokens_[users]
-        if index is None or not (tokens[:, -1] > 0).all():
-            return super()._select_for_users(users, n, excl, allow, mask)
-        from .factor import _rows_of
-
-        return index.search(self.encode(tokens), n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+        return self.encode(tokens) if (tokens[:, -1] > 0).all() else None
 
     def _score_histories(self, histories) -> np.ndarray:
         return self._scores_of(_tokens(histories, int(self.max_len)))

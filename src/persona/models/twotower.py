@@ -51,7 +51,7 @@ from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
 from ._neural import OPSET as _OPSET
-from ._neural import export_onnx, ranking_metrics, valid_targets
+from ._neural import EncodedUsers, export_onnx, ranking_metrics, valid_targets
 from .base import Recommender
 
 __all__ = ["TwoTower"]
@@ -216,7 +216,7 @@ def _build_network(torch, n_items: int, n_item_feat: int, n_user_feat: int, fact
     return Towers(), ItemGraph, UserGraph
 
 
-class TwoTower(Recommender):
+class TwoTower(EncodedUsers, Recommender):
     """Feature two-tower retrieval model; PyTorch to fit, onnxruntime to serve.
 
     Parameters
@@ -608,13 +608,6 @@ class TwoTower(Recommender):
             out[live] = self.encode_users(tokens[live], None if feats is None else feats[np.flatnonzero(live)])
         return out
 
-    def _item_factors_t(self) -> np.ndarray:
-        cache = getattr(self, "_item_t_cache", None)
-        if cache is None or cache[0] is not self.item_factors_:
-            cache = (self.item_factors_, np.ascontiguousarray(self.item_factors_.T))
-            self._item_t_cache = cache
-        return cache[1]
-
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
         tokens = self.user_tokens_[user_indices]
         scores = self._user_rows(user_indices) @ self._item_factors_t()
@@ -748,32 +741,12 @@ class TwoTower(Recommender):
         return self
 
     # ------------------------------------------------------------------ retrieval
-    def use_index(self, kind: str | None = "auto", **options) -> "TwoTower":
-        """Serve ``recommend`` and ``similar_items`` through an index over ``item_factors_`` (inner product).
+    def _index_queries(self, users: np.ndarray):
+        """The user vectors of ``users``, or None when one cannot be encoded (popularity answers).
 
-        ``kind`` is one of :func:`persona.retrieval.make_index`'s (``"auto"``, ``"exact"``,
-        ``"hnsw"``, ...), or None to score every item again. Filters are applied inside the index.
-        The choice is saved with the model, rebuilt on load, on refit and by :meth:`add_items`.
+        The index also serves ``similar_items``; it is rebuilt on load, on refit and by :meth:`add_items`.
         """
-        self._check_fitted()
-        if kind is None:
-            self.index_, self._index_spec = None, None
-            return self
-        if not isinstance(kind, str):
-            raise ParameterError(f"kind must be an index name such as 'exact' or 'hnsw', or None; got {kind!r}")
-        from ..retrieval import make_index
-
-        self.index_ = make_index(self.item_factors_, metric="ip", kind=kind, **options)
-        self._index_spec = {"kind": kind, "options": options}
-        return self
-
-    def _select_for_users(self, users, n, excl, allow, mask):
-        index = getattr(self, "index_", None)
-        if index is None or not self._live(self.user_tokens_[users], True).all():
-            return super()._select_for_users(users, n, excl, allow, mask)
-        from .factor import _rows_of
-
-        return index.search(self._user_rows(users), n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+        return self._user_rows(users) if self._live(self.user_tokens_[users], True).all() else None
 
     def _select_similar(self, item_indices, n, excl, allow, mask):
         index = getattr(self, "index_", None)
