@@ -95,50 +95,66 @@ def inproc(args, a: Path, b: Path, users) -> dict:
     return out
 
 
-def _inproc_load(args, service, a: Path, b: Path, users, clients: int) -> dict:
-    """``clients`` threads calling the service for ``--seconds`` while the artifact is swapped."""
-    errors, lat, stop = [], [], threading.Event()
-    lock = threading.Lock()
+def closed_loop(clients: int, seconds: float, users, request, make_state=lambda: None,
+                background=None, every: float = 1.0) -> dict:
+    """``clients`` threads each sending ``request(state, user)`` back to back for ``seconds``
+    (a random user each time) while ``background()`` runs every ``every`` seconds.
+
+    ``request`` raises on a wrong answer; errors are counted. Returns latencies, throughput,
+    errors and how many times ``background`` ran.
+    """
+    errors, lat, stop, lock = [], [], threading.Event(), threading.Lock()
 
     def client(seed):
         rng = np.random.default_rng(seed)
-        mine = []
+        state, mine = make_state(), []
         while not stop.is_set():
             u = users[rng.integers(len(users))]
             t = time.perf_counter()
             try:
-                items, _ = service.recommend(u, n=10)
-                if len(items) != 10:
-                    raise AssertionError(f"{len(items)} items")
+                request(state, u)
             except Exception as e:  # noqa: BLE001 - counted
                 errors.append(repr(e))
+                if hasattr(state, "close"):
+                    state.close()
+                state = make_state()
             mine.append(time.perf_counter() - t)
         with lock:
             lat.extend(mine)
 
-    swaps = [0]
+    runs = [0]
 
-    def swapper():
-        paths = [b, a]
-        while not stop.wait(args.swap_every):
-            service.reload(paths[swaps[0] % 2])
-            swaps[0] += 1
+    def loop():
+        while not stop.wait(every):
+            background(runs[0])
+            runs[0] += 1
 
-    before = service.stats()["fallbacks"]
     threads = [threading.Thread(target=client, args=(s,)) for s in range(clients)]
-    sw = threading.Thread(target=swapper)
+    if background is not None:
+        threads.append(threading.Thread(target=loop))
     t0 = time.perf_counter()
     for t in threads:
         t.start()
-    sw.start()
-    time.sleep(args.seconds)
+    time.sleep(seconds)
     stop.set()
-    for t in threads + [sw]:
+    for t in threads:
         t.join()
     wall = time.perf_counter() - t0
     return {**percentiles(lat), "clients": clients, "seconds": wall, "requests_per_s": len(lat) / wall,
-            "errors": len(errors), "error_examples": errors[:3], "swaps": swaps[0],
-            "fallbacks": service.stats()["fallbacks"] - before}
+            "errors": len(errors), "error_examples": errors[:3], "background_runs": runs[0]}
+
+
+def _inproc_load(args, service, a: Path, b: Path, users, clients: int) -> dict:
+    """``clients`` threads calling the service for ``--seconds`` while the artifact is swapped."""
+    def request(_, u):
+        items, _ = service.recommend(u, n=10)
+        if len(items) != 10:
+            raise AssertionError(f"{len(items)} items")
+
+    before = service.stats()["fallbacks"]
+    res = closed_loop(clients, args.seconds, users, request,
+                      background=lambda i: service.reload([b, a][i % 2]), every=args.swap_every)
+    return {**res, "swaps": res.pop("background_runs"), "fallbacks": service.stats()["fallbacks"] - before}
 
 
 _WORKER = r"""
@@ -272,54 +288,21 @@ def http(args, a: Path, b: Path, users) -> list:
 
 
 def _http_load(args, port: int, live: Path, a: Path, b: Path, users, clients: int) -> dict:
+    """``clients`` keep-alive HTTP clients for ``--seconds`` while models are published at ``live``."""
     import http.client
 
-    errors, lat, stop = [], [], threading.Event()
-    lock = threading.Lock()
+    def request(conn, u):
+        conn.request("GET", f"/persona/recommendations/{u}?n=10")
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200 or len(json.loads(body)["items"]) != 10:
+            raise AssertionError(f"status {r.status}: {body[:100]!r}")
 
-    def client(seed):
-        rng = np.random.default_rng(seed)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine = []
-        while not stop.is_set():
-            u = users[rng.integers(len(users))]
-            t = time.perf_counter()
-            try:
-                conn.request("GET", f"/persona/recommendations/{u}?n=10")
-                r = conn.getresponse()
-                body = r.read()
-                if r.status != 200 or len(json.loads(body)["items"]) != 10:
-                    raise AssertionError(f"status {r.status}: {body[:100]!r}")
-            except Exception as e:  # noqa: BLE001 - counted
-                errors.append(repr(e))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            mine.append(time.perf_counter() - t)
-        with lock:
-            lat.extend(mine)
-
-    publishes = [0]
-
-    def publisher():  # publish the other model at the watched path, as a training job would
-        models = [ps.load(b), ps.load(a)]
-        while not stop.wait(args.swap_every):
-            models[publishes[0] % 2].save(live)
-            publishes[0] += 1
-
-    threads = [threading.Thread(target=client, args=(s,)) for s in range(clients)]
-    pub = threading.Thread(target=publisher)
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    pub.start()
-    time.sleep(args.seconds)
-    stop.set()
-    for t in threads + [pub]:
-        t.join()
-    wall = time.perf_counter() - t0
-    return {**percentiles(lat), "clients": clients, "seconds": wall, "requests_per_s": len(lat) / wall,
-            "errors": len(errors), "error_examples": errors[:3], "publishes": publishes[0],
-            "server": "werkzeug threaded (one process)"}
+    models = [ps.load(b), ps.load(a)]  # publish the other model at the watched path, as a training job would
+    res = closed_loop(clients, args.seconds, users, request,
+                      make_state=lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=10),
+                      background=lambda i: models[i % 2].save(live), every=args.swap_every)
+    return {**res, "publishes": res.pop("background_runs")}
 
 
 def markdown(res: dict) -> str:
