@@ -38,7 +38,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, scores_of  # noqa: E402
+from common import default_beauty, eval_row, scores_of  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import IdMap, Interactions  # noqa: E402
 from persona.kernels import topk  # noqa: E402
@@ -123,13 +123,7 @@ def run(args) -> dict:
     rows = []
 
     def add(name, model, fit_s, extra=None):
-        t = time.perf_counter()
-        rep = ps.evaluate(model, test, k=KS, metrics=("hr", "ndcg"))
-        row = {"model": name, "fit_s": fit_s, "eval_s": time.perf_counter() - t, **scores_of(rep),
-               "n_users": rep["n_users"], **(extra or {})}
-        rows.append(row)
-        print(f"  {name}: HR@10 {row['hr@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} fit {fit_s:.2f} s", flush=True)
-        return row
+        return eval_row(rows, name, model, test, fit_s, extra)
 
     # ---- most popular: the floor
     t = time.perf_counter()

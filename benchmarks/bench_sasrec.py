@@ -40,27 +40,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, scores_of  # noqa: E402
+from common import default_beauty, eval_row, sample_users  # noqa: E402
 from machine import machine_facts  # noqa: E402
-from persona.data import IdMap, Interactions  # noqa: E402
+from persona.data import Interactions  # noqa: E402
 from persona.models.sasrec import SASRec, _tokens  # noqa: E402
 
 KS = (5, 10, 20)
 
-
-
-def sample_users(inter: Interactions, max_users: int | None, seed: int) -> Interactions:
-    """A random sample of whole users (their sequences intact); items re-indexed."""
-    if max_users is None or max_users >= inter.n_users:
-        return inter
-    chosen = np.random.default_rng(seed).choice(inter.n_users, size=max_users, replace=False)
-    keep = np.isin(inter.users, chosen)
-    users, items = inter.users[keep], inter.items[keep]
-    u_old, u_new = np.unique(users, return_inverse=True)
-    i_old, i_new = np.unique(items, return_inverse=True)
-    ts = None if inter.timestamps is None else inter.timestamps[keep]
-    return Interactions(IdMap(inter.user_ids[u_old]), IdMap(inter.item_ids[i_old]), u_new, i_new,
-                        inter.weights[keep], ts)
 
 
 def with_histories(model: SASRec, inter: Interactions) -> SASRec:
@@ -178,13 +164,7 @@ def run(args) -> dict:
     rows = []
 
     def add(name, model, fit_s, extra=None):
-        t = time.perf_counter()
-        rep = ps.evaluate(model, test, k=KS, metrics=("hr", "ndcg"))
-        row = {"model": name, "fit_s": fit_s, "eval_s": time.perf_counter() - t, **scores_of(rep),
-               "n_users": rep["n_users"], **(extra or {})}
-        rows.append(row)
-        print(f"  {name}: HR@10 {row['hr@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} fit {fit_s:.2f} s", flush=True)
-        return row
+        return eval_row(rows, name, model, test, fit_s, extra)
 
     t = time.perf_counter()
     add("most popular", ps.MostPopular().fit(full), time.perf_counter() - t)

@@ -46,7 +46,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, scores_of  # noqa: E402
+from common import default_beauty, eval_row, sample_users  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Features, IdMap, Interactions  # noqa: E402
 from persona.models.twotower import TwoTower, _first_touches, _window  # noqa: E402
@@ -211,13 +211,7 @@ def run_beauty(args) -> dict:
         return {"skipped": "no data"}
     data = ps.datasets.load_sequences(path)
     inter = data.interactions
-    if args.max_users and args.max_users < inter.n_users:  # whole users, re-indexed
-        chosen = np.random.default_rng(args.seed).choice(inter.n_users, size=args.max_users, replace=False)
-        keep = np.isin(inter.users, chosen)
-        u_old, u_new = np.unique(inter.users[keep], return_inverse=True)
-        i_old, i_new = np.unique(inter.items[keep], return_inverse=True)
-        inter = Interactions(IdMap(inter.user_ids[u_old]), IdMap(inter.item_ids[i_old]), u_new, i_new,
-                             inter.weights[keep], None if inter.timestamps is None else inter.timestamps[keep])
+    inter = sample_users(inter, args.max_users, args.seed)
     train, valid, test = ps.split.leave_last_out(inter)
     full = train.concat(valid)
     attrs = data.attribute_matrix(inter.item_map)
@@ -227,12 +221,7 @@ def run_beauty(args) -> dict:
     rows = []
 
     def add(name, model, fit_s, extra=None):
-        t = time.perf_counter()
-        rep = ps.evaluate(model, test, k=KS, metrics=("hr", "ndcg"))
-        row = {"model": name, "fit_s": fit_s, "eval_s": time.perf_counter() - t, **scores_of(rep),
-               "n_users": rep["n_users"], **(extra or {})}
-        rows.append(row)
-        print(f"  {name}: HR@10 {row['hr@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} fit {fit_s:.1f} s", flush=True)
+        return eval_row(rows, name, model, test, fit_s, extra)
 
     t = time.perf_counter()
     add("most popular", ps.MostPopular().fit(full), time.perf_counter() - t)

@@ -19,3 +19,33 @@ def default_beauty() -> Path | None:
 def scores_of(report: dict, ks=KS) -> dict:
     """The HR@k and NDCG@k entries of an ``evaluate`` report."""
     return {f"{m}@{k}": report[f"{m}@{k}"] for k in ks for m in ("hr", "ndcg")}
+
+
+def eval_row(rows: list, name: str, model, test, fit_s: float, extra: dict | None = None, ks=KS) -> dict:
+    """Evaluate ``model`` on ``test`` (HR / NDCG at ``ks``), append the row to ``rows``, print it."""
+    import time
+
+    t = time.perf_counter()
+    rep = ps.evaluate(model, test, k=ks, metrics=("hr", "ndcg"))
+    row = {"model": name, "fit_s": fit_s, "eval_s": time.perf_counter() - t, **scores_of(rep, ks),
+           "n_users": rep["n_users"], **(extra or {})}
+    rows.append(row)
+    print(f"  {name}: HR@10 {row['hr@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} fit {fit_s:.2f} s", flush=True)
+    return row
+
+
+def sample_users(inter, max_users: int | None, seed: int):
+    """A random sample of whole users (their sequences intact); items re-indexed."""
+    import numpy as np
+
+    from persona.data import IdMap, Interactions
+
+    if max_users is None or max_users >= inter.n_users:
+        return inter
+    chosen = np.random.default_rng(seed).choice(inter.n_users, size=max_users, replace=False)
+    keep = np.isin(inter.users, chosen)
+    u_old, u_new = np.unique(inter.users[keep], return_inverse=True)
+    i_old, i_new = np.unique(inter.items[keep], return_inverse=True)
+    ts = None if inter.timestamps is None else inter.timestamps[keep]
+    return Interactions(IdMap(inter.user_ids[u_old]), IdMap(inter.item_ids[i_old]), u_new, i_new,
+                        inter.weights[keep], ts)
