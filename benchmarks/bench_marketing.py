@@ -72,7 +72,6 @@ from persona.marketing import (  # noqa: E402
     ModelPropensity,
     Offer,
     Planner,
-    assign,
     campaign_metrics,
     compare,
     rfm_table,
@@ -255,7 +254,6 @@ def run_arm(name, *, shop, truth, model, contacts, campaigns, rfm, rfm_rf, start
             u_org, bandit=None, store_dir=None):
     t_start = time.perf_counter()
     res = ArmResult(name)
-    n_days = len(campaigns)
     history = ContactHistory()
     store = EventStore(str(Path(store_dir) / f"{name.replace(' ', '_')}.db"), synchronous="normal") \
         if name != "no campaign" else None
