@@ -575,6 +575,11 @@ class Recommender:
             model = target(**meta.get("params", {}))
         except TypeError as e:
             raise ArtifactError(f"{path}: stored parameters do not fit {name} ({e})") from None
+        try:  # the same checks as fit: a model that loads has parameters it can serve with
+            model._validate_common_params()
+            model._validate_params()
+        except ParameterError as e:
+            raise ArtifactError(f"{path}: stored parameters are invalid ({e}); save the model again") from None
         try:
             model.user_map_ = IdMap(np.asarray(arrays["user_ids"]))
             model.item_map_ = IdMap(np.asarray(arrays["item_ids"]))
