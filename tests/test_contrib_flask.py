@@ -22,6 +22,7 @@ from persona.contrib import common
 from persona.contrib.flask import Persona, get_persona, persona_blueprint
 from persona.serving import RecommenderService
 from persona.store import EventStore
+from services import missing_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -368,8 +369,7 @@ def chrome_driver():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.fail("the end-to-end test needs Chromium and its driver: apt-get install -y chromium chromium-driver "
-                    f"(found chromium={chromium}, chromedriver={driver}); .ci/run installs them", pytrace=False)
+        missing_service("chromium", f"found chromium={chromium}, chromedriver={driver}")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

@@ -28,6 +28,7 @@ import pytest
 
 import persona as ps
 from pgserver import PostgresUnavailable, ThrowawayPostgres
+from services import missing_service
 from persona.store import EventStore
 
 BACKENDS = ["sqlite", "postgres"]
@@ -39,7 +40,7 @@ def pg_server():
     try:
         server = ThrowawayPostgres().start()
     except PostgresUnavailable as e:
-        pytest.fail(f"cannot run the PostgreSQL store tests: {e}", pytrace=False)
+        missing_service("postgresql", str(e))
     yield server
     server.stop()
 
