@@ -95,7 +95,7 @@ def cmd_demo(args) -> int:
           f"{len(test):,} test events ({train.split_info['n_events_dropped']:,} later repeat events dropped)")
     cats = shop.item_categories(inter.item_map)
     # MF predicts explicit ratings (the shop's events are implicit feedback); SASRec and TwoTower
-    # need persona[train] and minutes of training: they run when asked for with --model
+    # need persona-recsys[train] and minutes of training: they run when asked for with --model
     names = args.model or [m for m in MODELS if m not in ("mf", "sasrec", "twotower")]
     rows, fitted = [], {}
     for name in tqdm(names, desc="training and evaluating", unit="model", disable=args.quiet):

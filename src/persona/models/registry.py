@@ -33,10 +33,10 @@ MODELS: dict[str, tuple[type[Recommender], dict, str]] = {
     "ease": (EASE, {"regularization": 500.0}, "EASE closed-form item-item model (lambda 500)"),
     "mf": (MF, {"factors": 32}, "explicit-rating matrix factorisation with biases"),
     "sasrec": (SASRec, {"factors": 64, "blocks": 2, "max_len": 50, "epochs": 50},
-               "sequential self-attention (SASRec); needs persona[train] (PyTorch) to fit"),
+               "sequential self-attention (SASRec); needs persona-recsys[train] (PyTorch) to fit"),
     "twotower": (TwoTower, {"factors": 64, "epochs": 20},
                  "two-tower model over pooled histories (item id embeddings; item and user features through "
-                 "the Python API); needs persona[train] (PyTorch) to fit"),
+                 "the Python API); needs persona-recsys[train] (PyTorch) to fit"),
 }
 
 
