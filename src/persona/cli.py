@@ -3,9 +3,9 @@
 ::
 
     persona demo                     # the main job on the built-in synthetic shop
-    persona train DATA --model popular --out model.persona
-    persona recommend model.persona USER [USER ...] -n 10
-    persona evaluate DATA --model popular [--model trending ...]
+    persona train DATA --model als --param factors=32 --weights view=1,add_to_cart=4,purchase=8 --out model.persona
+    persona recommend model.persona USER [USER ...] -n 10 [--fallback popular]
+    persona evaluate DATA --model popular [--model als ...] [--new-items/--no-new-items] [--lenient]
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def _read_data(path: str, args) -> "object":
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"persona: no data at {path}; pass a sequences .txt, a .csv or a .parquet file")
-    cols = dict(user=args.user_col, item=args.item_col, time=args.time_col, event=args.event_col)
+    cols = dict(user=args.user_col, item=args.item_col, time=args.time_col, event=args.event_col,
+                weights=args.weights, strict=args.strict)
+    if args.default_weight is not None:
+        cols["default_weight"] = args.default_weight
     suffix = p.suffix.lower()
     if suffix in (".txt", ".seq"):
         return Interactions.from_sequences(p)
@@ -41,11 +44,83 @@ def _read_data(path: str, args) -> "object":
     raise SystemExit(f"persona: cannot tell the format of {path} from its extension; use .txt, .csv or .parquet")
 
 
+def _is_event_log(path: str) -> bool:
+    """A CSV/Parquet event log (repeat views and purchases), not a sequences file of distinct items."""
+    return Path(path).suffix.lower() not in (".txt", ".seq")
+
+
+def _value(text: str):
+    """A ``--param`` value: JSON where it parses (8, 0.5, true, null, "x", [1,2]), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(text: str, what: str, convert) -> dict:
+    """``"a=1,b=2"`` -> ``{"a": convert("1"), "b": convert("2")}``, with a clear error on a bad pair."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, val = part.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"{what}: expected name=value, got {part!r}")
+        try:
+            out[name.strip()] = convert(val.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: {name.strip()}={val.strip()!r} is not a number") from None
+    return out
+
+
+def _weights_arg(text: str) -> dict:
+    return _pairs(text, "--weights", float)
+
+
+def _param_arg(text: str) -> tuple:
+    name, sep, val = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--param: expected name=value (e.g. factors=32), got {text!r}")
+    return name.strip(), _value(val.strip())
+
+
+def _make(name: str, params) -> "object":
+    """The model ``name`` with ``--param`` overrides; an unknown parameter names the valid ones."""
+    from .errors import ParameterError
+    from .models.registry import make_model
+
+    overrides = dict(params or [])
+    model = make_model(name)
+    valid = model.get_params()
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, valid, n=1)) else repr(u)
+                 for u in unknown]
+        raise ParameterError(f"model {name!r} has no parameter {', '.join(hints)}; its parameters are "
+                             f"{', '.join(sorted(valid))}")
+    return make_model(name, **overrides)
+
+
 def _add_data_columns(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--user-col", default="user_id", help="user column of a CSV/Parquet file")
     sp.add_argument("--item-col", default="item_id", help="item column of a CSV/Parquet file")
     sp.add_argument("--time-col", default=None, help="timestamp column (optional)")
     sp.add_argument("--event-col", default=None, help="event type column (optional)")
+    sp.add_argument("--weights", type=_weights_arg, default=None, metavar="NAME=W,...",
+                    help="weight of each event type, over the built-in view=1,click=2,cart=4,purchase=8,search=0.5 "
+                         "(e.g. add_to_cart=4); an event type with no weight is a bad row")
+    sp.add_argument("--default-weight", type=float, default=None,
+                    help="weight of event types that have none (default: they are bad rows)")
+    sp.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                    help="--strict (default): stop at the first bad row, naming it; --no-strict: drop bad rows "
+                         "and report each reason with its count")
+    sp.add_argument("--lenient", dest="strict", action="store_false", help="the same as --no-strict")
+
+
+def _add_model_params(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--param", type=_param_arg, action="append", default=[], metavar="NAME=VALUE",
+                    help="a model hyperparameter, repeatable (e.g. --param factors=32 --param regularization=5); "
+                         "values are JSON (numbers, true/false, null) or text")
 
 
 def _format_table(rows: list[dict], columns: list[str], first: str) -> str:
@@ -143,11 +218,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .models.registry import make_model
-
     inter = _read_data(args.data, args)
     print(f"read {inter}; {inter.report}")
-    model = make_model(args.model)
+    model = _make(args.model, args.param)
     t = time.perf_counter()
     model.fit(inter)
     out = model.save(args.out)
@@ -159,6 +232,10 @@ def cmd_recommend(args) -> int:
     from .io import load
 
     model = load(args.model_path)
+    if args.fallback == "popular" and model.fallback_ is None:
+        model.set_fallback(_popular_from(model))
+    elif args.fallback == "none":
+        model.set_fallback(None)
     users = [_maybe_int(u, model.user_map_.ids) for u in args.users]
     ids, scores = model.recommend_batch(users, n=args.n)
     out = {str(u): [{"item": _py(i), "score": float(s)} for i, s in zip(r, sc) if s > -np.inf]
@@ -167,19 +244,33 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def _popular_from(model):
+    """A MostPopular over the interactions ``model`` was trained on (its stored seen-item matrix)."""
+    from .data.interactions import Interactions
+    from .models.popular import MostPopular
+
+    m = model.user_items_.tocoo()
+    inter = Interactions(model.user_map_, model.item_map_, m.row, m.col, m.data)
+    return MostPopular().fit(inter)
+
+
 def cmd_evaluate(args) -> int:
     from . import split
     from .evaluation import evaluate
-    from .models.registry import make_model
 
     inter = _read_data(args.data, args)
     print(f"read {inter}; {inter.report}")
-    train, valid, test = split.leave_last_out(inter)
+    # on an event log a user's last event is often a repeat (the purchase of a viewed item), which a
+    # model filtering seen items can never rank: hold out each user's last *new* item instead
+    new_items = _is_event_log(args.data) if args.new_items is None else args.new_items
+    train, valid, test = split.leave_last_out(inter, new_items=new_items)
+    print(f"leave-last-out split{' on newly touched items' if new_items else ''}: {len(train):,} train / "
+          f"{len(valid):,} valid / {len(test):,} test events")
     full = train.concat(valid)
     ks = tuple(args.k)
     rows = []
     for name in args.model or ["popular"]:
-        model = make_model(name)
+        model = _make(name, args.param)
         t = time.perf_counter()
         model.fit(full)
         fit_s = time.perf_counter() - t
@@ -232,12 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="popular", choices=model_names())
     t.add_argument("--out", required=True)
     _add_data_columns(t)
+    _add_model_params(t)
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="recommend for users with a saved model (JSON output)")
     r.add_argument("model_path")
     r.add_argument("users", nargs="+")
     r.add_argument("-n", type=int, default=10)
+    r.add_argument("--fallback", choices=["saved", "popular", "none"], default="saved",
+                   help="how unknown users are answered: the model's saved fallback (default; without one "
+                        "they fail the batch), the most popular items of the model's training data, or none")
     r.set_defaults(func=cmd_recommend)
 
     e = sub.add_parser("evaluate", help="leave-last-out evaluation of models on a data file")
@@ -245,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", action="append", choices=model_names())
     e.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
     e.add_argument("--json", help="also write the table as JSON here")
+    e.add_argument("--new-items", action=argparse.BooleanOptionalAction, default=None,
+                   help="hold out each user's last newly touched item (default: on for CSV/Parquet event logs, "
+                        "as persona demo does; off for sequences files)")
     _add_data_columns(e)
+    _add_model_params(e)
     e.set_defaults(func=cmd_evaluate)
     return p
 
