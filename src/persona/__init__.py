@@ -34,14 +34,15 @@ __all__ = [
     "BPR", "EASE", "SASRec", "TwoTower", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
-    "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving", "ope",
+    "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving", "ope", "tune", "tuning",
 ]
 
 # Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
 _LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
-                 "store", "serving", "ope"}
+                 "store", "serving", "ope", "tuning"}
 _LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback"),
-               "EventStore": ("store", "EventStore")}
+               "EventStore": ("store", "EventStore"),
+               "tune": ("tuning", "tune")}
 
 
 def __getattr__(name: str):
