@@ -85,3 +85,35 @@ def test_params_round_trip():
     with pytest.raises(ps.ParameterError, match="no parameter"):
         m.set_params(factors=3)
     assert "half_life=3.0" in repr(m)
+
+
+# ------------------------------------------------------------------ scikit-learn conventions (issue 12, 9 and 12)
+ALL_MODELS = ["MostPopular", "ItemKNN", "UserKNN", "ALS", "BPR", "EASE", "MF", "SASRec", "TwoTower"]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_sklearn_clone_copies_parameters_not_state(name):
+    base = pytest.importorskip("sklearn.base", reason="the test extra installs scikit-learn")
+    import persona as ps
+
+    model = getattr(ps, name)()
+    first = model._param_names()[0]
+    params = model.get_params(deep=True)
+    assert params == model.get_params(deep=False)
+    copy = base.clone(model)
+    assert type(copy) is type(model) and copy is not model and copy.get_params() == params
+    assert copy.set_params(**{first: params[first]}) is copy
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_misspelt_keyword_names_the_model_and_the_nearest_parameter(name):
+    import persona as ps
+
+    cls = getattr(ps, name)
+    real = cls._param_names()[0]
+    with pytest.raises(ps.ParameterError, match=rf"{name} has no parameter '{real}x' \(did you mean '{real}'\?\)"):
+        cls(**{real + "x": 1})
+    with pytest.raises(ps.ParameterError, match="keyword arguments only"):
+        cls(1)
+    with pytest.raises(ps.ParameterError, match=rf"did you mean '{real}'"):
+        cls().set_params(**{real + "x": 1})

@@ -83,22 +83,10 @@ def _param_arg(text: str) -> tuple:
 
 
 def _make(name: str, params) -> "object":
-    """The model ``name`` with ``--param`` overrides; an unknown parameter names the valid ones."""
-    from .errors import ParameterError
+    """The model ``name`` with ``--param`` overrides (a misspelt name is a ParameterError naming the nearest)."""
     from .models.registry import make_model
 
-    overrides = dict(params or [])
-    model = make_model(name)
-    valid = model.get_params()
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        import difflib
-
-        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, valid, n=1)) else repr(u)
-                 for u in unknown]
-        raise ParameterError(f"model {name!r} has no parameter {', '.join(hints)}; its parameters are "
-                             f"{', '.join(sorted(valid))}")
-    return make_model(name, **overrides)
+    return make_model(name, **dict(params or []))
 
 
 def _add_data_columns(sp: argparse.ArgumentParser) -> None:

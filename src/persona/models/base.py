@@ -94,6 +94,45 @@ def _stack_rows(a: tuple[np.ndarray, np.ndarray], b: sp.csr_matrix) -> tuple[np.
     return indptr, out
 
 
+def _unknown_params_message(cls_name: str, unknown: Sequence[str], valid: Sequence[str]) -> str:
+    """``"ALS has no parameter 'factor' (did you mean 'factors'?); its parameters are ..."``."""
+    import difflib
+
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), list(valid), n=1)
+        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return (f"{cls_name} has no parameter {', '.join(parts)}; its parameters are {', '.join(sorted(valid))}")
+
+
+def _checked_init(init):
+    """Wrap a model's ``__init__`` so a misspelt or positional argument is a ParameterError naming the model.
+
+    Python's own TypeError names the class that defines ``__init__`` (often a private base class)
+    and offers no suggestion.
+    """
+    import functools
+
+    names = [p.name for p in inspect.signature(init).parameters.values()
+             if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if args:
+            raise ParameterError(f"{type(self).__name__} takes keyword arguments only (e.g. "
+                                 f"{type(self).__name__}({names[0] if names else 'name'}=...)); got {len(args)} "
+                                 "positional argument(s)")
+        if not takes_any:
+            unknown = [k for k in kwargs if k not in names]
+            if unknown:
+                raise ParameterError(_unknown_params_message(type(self).__name__, unknown, names))
+        init(self, **kwargs)
+
+    __init__._persona_checked = True
+    return __init__
+
+
 class Recommender:
     """Base class of every persona model; see the module docstring for what subclasses provide.
 
@@ -110,6 +149,8 @@ class Recommender:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         Recommender._registry[cls.__name__] = cls
+        if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_persona_checked", False):
+            cls.__init__ = _checked_init(cls.__init__)
 
     # ------------------------------------------------------------------ parameters
     @classmethod
@@ -118,15 +159,29 @@ class Recommender:
         return [p.name for p in sig.parameters.values()
                 if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, as given."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as given (scikit-learn's convention, so ``sklearn.base.clone`` works).
+
+        ``deep`` is accepted for scikit-learn; persona models hold no nested estimators among their
+        parameters, so it changes nothing.
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params) -> "Recommender":
-        names = set(self._param_names())
+        """Set constructor arguments by name and return ``self`` (scikit-learn's convention).
+
+        The values are checked when the model is next fitted, as for the constructor; an unknown
+        name raises :class:`~persona.errors.ParameterError` naming the nearest valid one.
+
+        >>> import persona as ps
+        >>> ps.ALS().set_params(factors=16).factors
+        16
+        """
+        names = self._param_names()
+        unknown = [k for k in params if k not in names]
+        if unknown:
+            raise ParameterError(_unknown_params_message(type(self).__name__, unknown, names))
         for k, v in params.items():
-            if k not in names:
-                raise ParameterError(f"{type(self).__name__} has no parameter {k!r}; valid: {sorted(names)}")
             setattr(self, k, v)
         return self
 
@@ -573,7 +628,7 @@ class Recommender:
             raise ArtifactError(f"{path} holds a {name}, not a {cls.__name__}; load it with ps.load")
         try:
             model = target(**meta.get("params", {}))
-        except TypeError as e:
+        except (TypeError, ParameterError) as e:
             raise ArtifactError(f"{path}: stored parameters do not fit {name} ({e})") from None
         try:  # the same checks as fit: a model that loads has parameters it can serve with
             model._validate_common_params()
