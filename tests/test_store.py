@@ -258,7 +258,7 @@ def test_full_queue_with_drop_reports_the_exact_drop_count(target, open_store, c
 
 
 def test_full_queue_with_block_applies_back_pressure_and_loses_nothing(target, open_store):
-    store = open_store(on_full="block", max_queue=50, batch_size=10)
+    store = open_store(on_full="block", max_queue=50, batch_size=10, block_timeout=60)
     total = 400
     done = threading.Event()
 
@@ -338,7 +338,7 @@ def test_close_reports_events_it_could_not_write(target, open_store):
     for j in range(3):
         store.track("u", f"i{j}", "view")
     with pytest.raises(ps.StoreError, match=r"close: 3 event\(s\) could not be written"):
-        store.close(timeout=30)
+        store.close(timeout=2)  # it retries that long, then gives up on them
     assert store.closed
     with pytest.raises(ps.StoreError, match="closed"):
         store.track("u", "i", "view")

@@ -219,10 +219,13 @@ class RecommenderService:
         Item attributes (an ``item_id`` column and e.g. ``category``, ``price``, ``in_stock``)
         that ``context["where"]`` filters on; replace it with :meth:`set_catalog`.
     store : persona.store.EventStore, optional
-        Where :meth:`track` writes events; :meth:`forget_user` deletes the user's events there.
-        When the store pseudonymises user ids (``pseudonymize_key``), requests keep using raw ids
-        and the service looks users up in the models by their pseudonym, as a model trained on
-        ``store.interactions()`` knows them.
+        Where :meth:`track` writes events; :meth:`forget_user` forgets the user there (a tombstone
+        and their events deleted). Every request also asks the store whether its user was
+        forgotten -- by this process or any other, before or after this service started (a set
+        lookup, refreshed every ``forget_refresh`` seconds) -- and answers a forgotten user as a
+        stranger, whatever model serves. When the store pseudonymises user ids
+        (``pseudonymize_key``), requests keep using raw ids and the service looks users up in the
+        models by their pseudonym, as a model trained on ``store.interactions()`` knows them.
     timeout : float, optional
         Seconds a model call may take before the request is answered by the fallbacks (the call
         runs on a small thread pool then). None: no limit, no extra thread hop.
@@ -432,6 +435,10 @@ class RecommenderService:
         _check_id(user, "user")
         _check_n(n)
         snap = self._snapshot
+        if self._is_forgotten(user):  # before the cache: an answer cached before the forget must not serve
+            out = self._answer(snap, user, int(n), ctx, forgotten=True)
+            self._record(t0, out)
+            return out
         key = self._cache_key(snap, "u", user, n, ctx)
         if key is not None:
             with self._lock:
@@ -443,7 +450,7 @@ class RecommenderService:
                 out = Recommendations(hit[0], hit[1], hit.source, hit.reason, True, hit.model_version)
                 self._record(t0, out)
                 return out
-        out = self._answer(snap, self._model_id(user), int(n), ctx, raw=user)
+        out = self._answer(snap, self._model_id(user), int(n), ctx)
         if key is not None:
             self._remember(key, user, out)
         self._record(t0, out)
@@ -486,12 +493,24 @@ class RecommenderService:
             return store.pseudonym(user)
         return user
 
-    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict, raw=None) -> Recommendations:
+    def _is_forgotten(self, user) -> bool:
+        """Forgotten here, or -- as the store's tombstones say -- by any process."""
+        if _user_key(user) in self._forgotten:
+            return True
+        check = getattr(self.store, "is_forgotten", None)
+        if check is None:
+            return False
+        try:
+            return bool(check(user))
+        except Exception:  # noqa: BLE001 - the store logs and counts its own failures; the request goes on
+            log.exception("persona service: could not ask the store whether %r was forgotten", user)
+            return False
+
+    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict, forgotten: bool = False) -> Recommendations:
         model = snap.model
         allow, deny, mask = self._filters(snap, ctx)
         filter_seen = ctx.get("filter_seen", self.filter_seen)
         reason = None
-        forgotten = (user if raw is None else raw) in self._forgotten
         if forgotten:
             reason = "forgotten user"
         else:
@@ -502,7 +521,9 @@ class RecommenderService:
                     return Recommendations(items, scores, "model", None, False, snap.version)
                 reason = "unknown user"
                 history = ctx.get("history")
-                if history is not None and len(history):
+                if history is not None and len(history) and not np.any(model.item_map_.lookup(list(history)) >= 0):
+                    reason = "unknown history"  # nothing the model knows: the fallbacks answer, labelled so
+                elif history is not None and len(history):
                     items, scores = self._call(model.recommend_for_history, list(history), n=n,
                                                filter_seen=filter_seen, items=allow, exclude=deny, mask=mask)
                     return Recommendations(items, scores, "model-history", None, False, snap.version)
@@ -518,6 +539,8 @@ class RecommenderService:
                 got = self._from_fallback(fb, user, n, ctx, allow, deny, mask, forgotten)
             except ParameterError:
                 raise
+            except UnknownItemError:
+                continue  # a session history this fallback knows nothing of: the next link answers
             except Exception:  # noqa: BLE001
                 log.exception("persona service: fallback %d failed for user %r", i, user)
                 continue
@@ -654,27 +677,36 @@ class RecommenderService:
         return out
 
     # ------------------------------------------------------------------ events and privacy
-    def track(self, user, item, event: str = "view", **kwargs) -> None:
-        """Record an event in the store (non-blocking) and drop the user's cached answers."""
+    def track(self, user, item, event: str = "view", **kwargs):
+        """Record an event in the store (non-blocking) and drop the user's cached answers.
+
+        Returns the event id, or None when the event was not recorded: a forgotten user's events
+        are ignored (counted in the store's ``stats()["forgotten"]``), as is an event the store
+        dropped (a full queue).
+        """
         if self.store is None:
             raise ParameterError("this service has no event store; pass store=persona.store.EventStore(...)")
-        self.store.track(user, item, event, **kwargs)
+        if _user_key(user) in self._forgotten:
+            return None
+        out = self.store.track(user, item, event, **kwargs)
         self.invalidate(user)
+        return out
 
     def forget_user(self, user) -> int:
         """Erase ``user``: their events in the store, their cached answers, and their model rows in use.
 
-        The serving model's rows of the user are no longer used (the user is answered like a
-        stranger, by popularity) until a model trained without their events is swapped in.
-        Returns the number of events deleted from the store (0 without a store).
+        ``7`` and ``"7"`` are one user. With a store, a tombstone is recorded there, so every
+        service over that store (other workers, processes started later) answers the user as a
+        stranger and every writer drops their events; the serving model's rows of the user are no
+        longer used (popularity answers) until a model trained without their events is swapped
+        in, and even then. Returns the number of events deleted from the store (0 without a store).
         """
         deleted = 0
         if self.store is not None:
-            self.store.flush()
             deleted = int(self.store.forget_user(user))
         with self._lock:
-            self._forgotten.add(user)
-        self.invalidate(user)
+            self._forgotten.add(_user_key(user))
+        self.invalidate(user)  # recommend checks the forgotten users before the cache anyway
         return deleted
 
     def close(self) -> None:
@@ -710,6 +742,13 @@ def _freeze_deep(v):
     if callable(v):
         raise TypeError("callable")
     return v
+
+
+def _user_key(user):
+    """One key per user whatever form the id came in: the web layer turns "7" into 7."""
+    if isinstance(user, (int, np.integer)) and not isinstance(user, bool):
+        return str(int(user))
+    return str(user)
 
 
 def _check_id(value, what: str) -> None:

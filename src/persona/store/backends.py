@@ -12,10 +12,22 @@ back as ints: bit 1 the user id, bit 2 the item id)::
     seq        ingestion order, assigned by the database
     event_id   the idempotency key, UNIQUE: a replayed event is ignored
     ts, user_id, item_id, event, value, properties (JSON text / JSONB), kinds
+
+Two tables sit beside it (created on first open, also for a store made by an older persona):
+
+``<table>_forgotten``
+    the tombstones: one row per forgotten (stored) user id. The writer drops events of these users
+    at write time, in the same transaction that inserts the rest, and every read leaves their rows
+    out -- also rows an older persona process wrote after the forget.
+``<table>_dead``
+    the dead letters: an event the database refused on its own (a row the others could be written
+    without), kept as JSON text with the database's reason, so a hostile or broken event never
+    blocks the ones behind it and is never lost silently.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -50,6 +62,8 @@ class Backend:
             )
         self.table = table
         self.meta = f"{table}_meta"
+        self.forgotten = f"{table}_forgotten"
+        self.dead = f"{table}_dead"
 
     # every method takes a connection from connect(), so threads and processes never share one
     def connect(self):  # pragma: no cover - abstract
@@ -59,14 +73,34 @@ class Backend:
         """Create the table if needed; record ``meta`` if absent; return the stored meta."""
         raise NotImplementedError
 
-    def write(self, conn, rows: Sequence[Row]) -> int:  # pragma: no cover - abstract
-        """Insert ``rows`` in one transaction, ignoring known event ids; return how many were new."""
+    def write(self, conn, rows: Sequence[Row]) -> tuple[int, list]:  # pragma: no cover - abstract
+        """Insert ``rows`` in one transaction, ignoring known event ids and leaving out the rows of
+        forgotten users; return (how many were new, the forgotten user ids found among them)."""
+        raise NotImplementedError
+
+    def is_row_error(self, exc: BaseException) -> bool:  # pragma: no cover - abstract
+        """Whether ``exc`` is the database refusing the *data* (a value out of range, a constraint,
+        a size limit), which retrying the same rows cannot fix, rather than the database failing."""
+        raise NotImplementedError
+
+    def dead_letter(self, conn, row: Row, reason: str) -> None:  # pragma: no cover - abstract
+        """Keep a row the database refused, with the reason, in the dead-letter table."""
+        raise NotImplementedError
+
+    def dead_letters(self, conn, limit: int) -> list:  # pragma: no cover - abstract
+        """(seq, at, event_id, user_id, row_json, reason) of the newest ``limit`` dead letters."""
+        raise NotImplementedError
+
+    def forget(self, conn, user_id: str) -> int:  # pragma: no cover - abstract
+        """Tombstone ``user_id`` and delete their events and dead letters, in one transaction;
+        return the number of events deleted."""
+        raise NotImplementedError
+
+    def tombstones(self, conn, known: int) -> list | None:  # pragma: no cover - abstract
+        """Every tombstoned user id, or None when their number is still ``known`` (nothing new)."""
         raise NotImplementedError
 
     def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:  # pragma: no cover
-        raise NotImplementedError
-
-    def delete_user(self, conn, user_id: str) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def snapshot(self, conn):  # pragma: no cover - abstract
@@ -105,7 +139,9 @@ class Backend:
         if user is not None:
             parts.append("user_id = ?")
             params.append(user)
-        return (" WHERE " + " AND ".join(parts)) if parts else "", params
+        # a forgotten user's rows stay out of every read, also rows an older persona wrote after the forget
+        parts.append(f"NOT EXISTS (SELECT 1 FROM {self.forgotten} f WHERE f.user_id = {self.table}.user_id)")
+        return " WHERE " + " AND ".join(parts), params
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -184,6 +220,12 @@ class SQLiteBackend(Backend):
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id)")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {m} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            # added in place to stores an older persona created: nothing else changes
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.forgotten} ("
+                         " seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL UNIQUE, at REAL NOT NULL)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.dead} ("
+                         " seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, event_id TEXT, user_id TEXT,"
+                         " row TEXT NOT NULL, reason TEXT NOT NULL)")
             conn.executemany(f"INSERT OR IGNORE INTO {m} (name, value) VALUES (?, ?)", list(meta.items()))
             stored = dict(conn.execute(f"SELECT name, value FROM {m}").fetchall())
             conn.execute("COMMIT")
@@ -193,9 +235,20 @@ class SQLiteBackend(Backend):
         finally:
             conn.close()
 
-    def write(self, conn, rows: Sequence[Row]) -> int:
+    def write(self, conn, rows: Sequence[Row]) -> tuple[int, list]:
+        # BEGIN IMMEDIATE serialises writers and forget(), so a tombstone committed before this
+        # transaction is always seen here, and one committed after it deletes these rows
         conn.execute("BEGIN IMMEDIATE")
         try:
+            users = list({r[2] for r in rows})
+            gone = []
+            for k in range(0, len(users), 500):
+                part = users[k:k + 500]
+                gone += [u for (u,) in conn.execute(
+                    f"SELECT user_id FROM {self.forgotten} WHERE user_id IN ({', '.join('?' * len(part))})", part)]
+            if gone:
+                drop = set(gone)
+                rows = [r for r in rows if r[2] not in drop]
             before = conn.total_changes
             conn.executemany(
                 f"INSERT OR IGNORE INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties,"
@@ -208,7 +261,50 @@ class SQLiteBackend(Backend):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return inserted
+        return inserted, gone
+
+    def is_row_error(self, exc: BaseException) -> bool:
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError,
+                            UnicodeError, TypeError, ValueError)):
+            return True
+        return isinstance(exc, sqlite3.ProgrammingError) and "binding" in str(exc).lower()
+
+    def dead_letter(self, conn, row: Row, reason: str) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"INSERT INTO {self.dead} (at, event_id, user_id, row, reason) SELECT ?, ?, ?, ?, ?"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {self.forgotten} WHERE user_id = ?)",
+                (time.time(), _text(row[0]), _text(row[2]), row_json(row), reason, _text(row[2])),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def dead_letters(self, conn, limit: int) -> list:
+        return conn.execute(f"SELECT seq, at, event_id, user_id, row, reason FROM {self.dead}"
+                            f" ORDER BY seq DESC LIMIT ?", (int(limit),)).fetchall()
+
+    def forget(self, conn, user_id: str) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"INSERT OR IGNORE INTO {self.forgotten} (user_id, at) VALUES (?, ?)", (user_id, time.time()))
+            n = conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute(f"DELETE FROM {self.dead} WHERE user_id = ?", (user_id,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return n
+
+    def tombstones(self, conn, known: int) -> list | None:
+        (n,) = conn.execute(f"SELECT count(*) FROM {self.forgotten}").fetchone()
+        if n == known:
+            return None
+        return [u for (u,) in conn.execute(f"SELECT user_id FROM {self.forgotten}")]
 
     def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:
         cur = conn.execute(
@@ -221,17 +317,6 @@ class SQLiteBackend(Backend):
             if not chunk:
                 return
             yield chunk
-
-    def delete_user(self, conn, user_id: str) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            n = conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return n
 
     def count(self, conn, where: str, params: list) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {self.table}{where}", params).fetchone()[0])
@@ -320,6 +405,13 @@ class PostgresBackend(Backend):
                 cur.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
                 cur.execute(f"CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id)")
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {m} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                # added in place to stores an older persona created: nothing else changes
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.forgotten} ("
+                            " seq BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL UNIQUE,"
+                            " at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.dead} ("
+                            " seq BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now(), event_id TEXT,"
+                            " user_id TEXT, row TEXT NOT NULL, reason TEXT NOT NULL)")
                 cur.executemany(f"INSERT INTO {m} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
                                 list(meta.items()))
                 cur.execute(f"SELECT name, value FROM {m}")
@@ -329,9 +421,20 @@ class PostgresBackend(Backend):
         finally:
             conn.close()
 
-    def write(self, conn, rows: Sequence[Row]) -> int:
-        cols = list(zip(*rows))
+    def write(self, conn, rows: Sequence[Row]) -> tuple[int, list]:
         with conn.transaction(), conn.cursor() as cur:
+            # ROW EXCLUSIVE first: forget() takes SHARE ROW EXCLUSIVE, so it waits for this batch
+            # to commit (and deletes its rows) or this batch waits for it (and sees the tombstone)
+            cur.execute(f"LOCK TABLE {self.table} IN ROW EXCLUSIVE MODE")
+            cur.execute(f"SELECT user_id FROM {self.forgotten} WHERE user_id = ANY(%s::text[])",
+                        (list({r[2] for r in rows}),))
+            gone = [u for (u,) in cur.fetchall()]
+            if gone:
+                drop = set(gone)
+                rows = [r for r in rows if r[2] not in drop]
+                if not rows:
+                    return 0, gone
+            cols = list(zip(*rows))
             cur.execute(
                 f"INSERT INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
                 " SELECT e, to_timestamp(t), u, i, ev, v, p::jsonb, k"
@@ -340,7 +443,53 @@ class PostgresBackend(Backend):
                 " ON CONFLICT (event_id) DO NOTHING",
                 [list(c) for c in cols],
             )
-            return cur.rowcount
+            return cur.rowcount, gone
+
+    def is_row_error(self, exc: BaseException) -> bool:
+        psycopg = self._psycopg()
+        state = getattr(exc, "sqlstate", None) or ""
+        # 22: data exception (a time out of range, bad JSON), 23: a constraint, 54: a size limit
+        # (an index row too big); client-side: a value psycopg cannot send
+        if state[:2] in ("22", "23", "54"):
+            return True
+        if state:
+            return False
+        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeError,
+                                TypeError, ValueError))
+
+    def dead_letter(self, conn, row: Row, reason: str) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO {self.dead} (event_id, user_id, row, reason) SELECT %s, %s, %s, %s"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {self.forgotten} WHERE user_id = %s)",
+                (_pg_text(row[0]), _pg_text(row[2]), _pg_text(row_json(row)), _pg_text(reason), _pg_text(row[2])),
+            )
+
+    def dead_letters(self, conn, limit: int) -> list:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT seq, extract(epoch from at)::float8, event_id, user_id, row, reason FROM {self.dead}"
+                        f" ORDER BY seq DESC LIMIT %s", (int(limit),))
+            return cur.fetchall()
+
+    def forget(self, conn, user_id: str) -> int:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {self.forgotten} (user_id) VALUES (%s) ON CONFLICT (user_id) DO NOTHING",
+                        (user_id,))
+            # waits for batches being written (their rows are then deleted below) and holds new ones
+            # back until the tombstone is committed (they then leave the user out)
+            cur.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute(f"DELETE FROM {self.table} WHERE user_id = %s", (user_id,))
+            n = cur.rowcount
+            cur.execute(f"DELETE FROM {self.dead} WHERE user_id = %s", (user_id,))
+            return n
+
+    def tombstones(self, conn, known: int) -> list | None:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {self.forgotten}")
+            if cur.fetchone()[0] == known:
+                return None
+            cur.execute(f"SELECT user_id FROM {self.forgotten}")
+            return [u for (u,) in cur.fetchall()]
 
     def _sql(self, where: str) -> str:
         return where.replace("ts >= ?", "ts >= to_timestamp(?)").replace("ts < ?", "ts < to_timestamp(?)") \
@@ -362,11 +511,6 @@ class PostgresBackend(Backend):
                     return
                 yield chunk
 
-    def delete_user(self, conn, user_id: str) -> int:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {self.table} WHERE user_id = %s", (user_id,))
-            return cur.rowcount
-
     def count(self, conn, where: str, params: list) -> int:
         with conn.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {self.table}{self._sql(where)}", params)
@@ -383,6 +527,25 @@ class PostgresBackend(Backend):
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield
+
+
+def row_json(row: Row) -> str:
+    """A queued row as JSON text, for the dead-letter table (whatever odd values it holds)."""
+    e, t, u, i, ev, v, p, k = row
+    return json.dumps({"event_id": e, "ts": t, "user_id": u, "item_id": i, "event": ev, "value": v,
+                       "properties": p, "kinds": k}, default=repr, ensure_ascii=True)
+
+
+def _text(x) -> str | None:
+    return None if x is None else x if isinstance(x, str) else repr(x)
+
+
+def _pg_text(x) -> str | None:
+    """Text PostgreSQL accepts: no NUL characters and no lone surrogates."""
+    x = _text(x)
+    if x is None:
+        return None
+    return x.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _redact(conninfo: str) -> str:

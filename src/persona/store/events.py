@@ -12,11 +12,21 @@ Guarantees
   survives ``kill -9`` of the process (and, with ``synchronous="full"``, a power cut).
 * Every event carries an idempotency key (``event_id``; a random uuid4 by default) under a UNIQUE
   constraint: replaying events, or several processes retrying the same ones, stores each once.
-* A full queue either blocks the caller until the writer catches up (``on_full="block"``, the
-  default: back-pressure) or drops the event (``on_full="drop"``): ``track`` then returns ``None``,
-  ``stats()["dropped"]`` counts it and a warning is logged -- never a silent loss.
+* ``track`` refuses what the database could choke on (times outside 1970-2200, ids over 256
+  characters, deep or large properties) with :class:`~persona.errors.DataError`, in the caller.
+* A full queue either blocks the caller until the writer catches up -- at most ``block_timeout``
+  seconds, so a hung database never holds a web request -- (``on_full="block"``, the default) or
+  drops the event (``on_full="drop"``). A dropped event makes ``track`` return ``None`` (or raise,
+  with ``on_timeout="raise"``); ``stats()["dropped"]`` counts it and a warning is logged -- never a
+  silent loss.
 * A writer failure (database gone, disk full) is retried with backoff and surfaces on ``flush()`` /
-  ``close()`` as :class:`~persona.errors.StoreError` with the number of unwritten events.
+  ``close()`` as :class:`~persona.errors.StoreError` with the number of unwritten events; ``close()``
+  keeps retrying until its timeout, so a failure that clears in time loses nothing.
+* A batch the database refuses for its *data* is split until the refused rows are isolated; they
+  go to the dead-letter table with the reason (``dead_letters()``, ``stats()["dead_lettered"]``)
+  and every other row commits. One hostile event never stops the writer.
+* ``forget_user`` records a tombstone in the store: every process's writer drops the user's events
+  at write time, every read leaves them out, and :meth:`is_forgotten` tells services.
 * At interpreter exit every open store is flushed (``atexit``), and a forked child (gunicorn
   ``--preload``) starts with an empty queue and its own writer and connection.
 """
@@ -39,6 +49,8 @@ import weakref
 from collections import deque
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from .._time import to_epoch
 from ..errors import DataError, ParameterError, StoreError
 from .backends import SCHEMA_VERSION, Backend, make_backend
@@ -52,6 +64,15 @@ _USER_INT, _ITEM_INT = 1, 2
 _FINGERPRINT_MSG = b"persona.store pseudonymization check v1"
 _DROP_LOG_EVERY = 10.0  # seconds between two warnings about dropped events
 
+#: what ``track`` accepts; beyond it a database may refuse the row (PostgreSQL: an index row over
+#: 2,704 bytes, a time before 4713 BC) or a reader choke on it
+MIN_TIMESTAMP = 0.0  # 1970-01-01T00:00:00Z
+MAX_TIMESTAMP = 7258118400.0  # 2200-01-01T00:00:00Z, exclusive
+MAX_ID_LENGTH = 256  # characters of a user or item id
+MAX_EVENT_LENGTH = 64  # characters of an event name
+MAX_PROPERTIES_BYTES = 65536  # of the properties' JSON text (UTF-8)
+MAX_PROPERTIES_DEPTH = 32  # nesting of dicts and lists in properties
+
 
 # ------------------------------------------------------------------------------------ validation
 def _id(x, what: str) -> tuple[str, bool]:
@@ -59,6 +80,11 @@ def _id(x, what: str) -> tuple[str, bool]:
     if isinstance(x, str):
         if not x:
             raise DataError(f"track: {what} is an empty string; pass the shop's {what} id")
+        if len(x) > MAX_ID_LENGTH:
+            raise DataError(
+                f"track: {what} id expected at most {MAX_ID_LENGTH} characters, got {len(x)} "
+                f"({x[:40]!r}...); pass the shop's short id (or a hash of a long one)"
+            )
         if "\x00" in x:
             raise DataError(f"track: {what} {x!r} contains a NUL character; strip it from the id")
         _utf8(x, what)
@@ -86,6 +112,20 @@ def _epoch(t, what: str = "timestamp") -> float:
     return to_epoch(t, what, error=DataError, hint="; pass a real time or leave it out for 'now'")
 
 
+def _event_time(t) -> float:
+    """An event's time, within the range the store keeps (years 1970-2199)."""
+    v = _epoch(t, "track: timestamp")
+    if not MIN_TIMESTAMP <= v < MAX_TIMESTAMP:
+        hint = ""
+        if MIN_TIMESTAMP <= v / 1000 < MAX_TIMESTAMP:
+            hint = " (it looks like milliseconds: divide by 1000)"
+        raise DataError(
+            f"track: timestamp expected a time from 1970-01-01 to 2200-01-01 (UTC), got {t!r} = {v!r} s since "
+            f"1970{hint}; pass the event's real time, or leave it out for 'now'"
+        )
+    return v
+
+
 def _properties(p) -> str | None:
     if p is None:
         return None
@@ -94,9 +134,10 @@ def _properties(p) -> str | None:
             f"track: properties expected a dict (stored as JSON), got {type(p).__name__}; "
             f"pass e.g. properties={{'campaign': 'spring', 'propensity': 0.2}}"
         )
+    _shape(p)
     try:
         text = json.dumps(p, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise DataError(
             f"track: properties must be JSON-serialisable with finite numbers ({e}); convert dates to "
             f"ISO strings and numpy numbers to float/int"
@@ -104,7 +145,29 @@ def _properties(p) -> str | None:
     if "\\u0000" in text:  # PostgreSQL's jsonb refuses NUL characters
         raise DataError("track: properties contain a NUL character (\\u0000); strip it")
     _utf8(text, "properties")
+    size = len(text.encode("utf-8"))
+    if size > MAX_PROPERTIES_BYTES:
+        raise DataError(f"track: properties expected at most {MAX_PROPERTIES_BYTES} bytes of JSON, got {size}; "
+                        f"store large data elsewhere and keep a reference to it here")
     return text
+
+
+def _shape(p) -> None:
+    """Keys are strings (JSON would turn 1 into "1") and nesting stays shallow, without recursion."""
+    stack = [(p, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_PROPERTIES_DEPTH:
+            raise DataError(f"track: properties nest deeper than {MAX_PROPERTIES_DEPTH} levels; flatten them")
+        if isinstance(x, Mapping):
+            for k, v in x.items():
+                if not isinstance(k, str):
+                    raise DataError(f"track: properties keys expected strings, got {type(k).__name__} {k!r}; "
+                                    f"JSON would store it as a string, so pass str({k!r})")
+                if isinstance(v, (Mapping, list, tuple)):
+                    stack.append((v, depth + 1))
+        else:
+            stack.extend((v, depth + 1) for v in x if isinstance(v, (Mapping, list, tuple)))
 
 
 # ------------------------------------------------------------------------------ process lifecycle
@@ -161,8 +224,17 @@ class EventStore:
         Table name; a ``<table>_meta`` table beside it records the schema version and whether ids
         are pseudonymised.
     on_full : {"block", "drop"}, default "block"
-        What ``track`` does when ``max_queue`` events wait unwritten: wait for room (back-pressure),
-        or drop the event, count it in ``stats()["dropped"]``, log a warning and return ``None``.
+        What ``track`` does when ``max_queue`` events wait unwritten: wait for room (back-pressure)
+        for at most ``block_timeout`` seconds, or drop the event at once. A dropped event is counted
+        in ``stats()["dropped"]`` and logged; ``track`` returns ``None`` (or raises, see ``on_timeout``).
+    block_timeout : float, default 0.25
+        Seconds a ``track`` call waits for room in a full queue (``on_full="block"``) before it
+        gives up on the event; a hung database never holds a web request longer. Offline imports
+        that must not drop anything pass a large value (and check ``stats()["dropped"]``).
+    on_timeout : {"drop", "raise"}, default "drop"
+        What ``track`` does with an event it gave up waiting for (or that met a full queue while
+        the writer is failing): return ``None``, or raise :class:`~persona.errors.StoreError`.
+        Both count it in ``stats()["dropped"]``.
     max_queue : int, default 100_000
         Events held in memory at most (plus one batch being written).
     batch_size : int, default 1000
@@ -183,6 +255,11 @@ class EventStore:
         store know users by it). A store must always be opened with the same key.
     flush_at_exit : bool, default True
         Flush and close at interpreter exit, waiting at most ``exit_timeout`` seconds.
+    exit_timeout : float, default 10.0
+        Also how long ``close()`` without a timeout keeps retrying a failing database.
+    forget_refresh : float, default 2.0
+        Seconds between two reads of the store's tombstones (users forgotten by any process) by
+        :meth:`is_forgotten`; a user forgotten elsewhere is a stranger here within this time.
 
     Examples
     --------
@@ -200,9 +277,15 @@ class EventStore:
     def __init__(self, target="persona-events.db", *, table: str = "persona_events", on_full: str = "block",
                  max_queue: int = 100_000, batch_size: int = 1000, synchronous: str = "full",
                  busy_timeout: float = 30.0, pseudonymize_key: bytes | None = None,
-                 flush_at_exit: bool = True, exit_timeout: float = 10.0) -> None:
+                 flush_at_exit: bool = True, exit_timeout: float = 10.0, block_timeout: float = 0.25,
+                 on_timeout: str = "drop", forget_refresh: float = 2.0) -> None:
         if on_full not in ("block", "drop"):
             raise ParameterError(f"on_full: expected 'block' or 'drop', got {on_full!r}")
+        if on_timeout not in ("drop", "raise"):
+            raise ParameterError(f"on_timeout: expected 'drop' or 'raise', got {on_timeout!r}")
+        for name, v in (("block_timeout", block_timeout), ("forget_refresh", forget_refresh)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
+                raise ParameterError(f"{name}: expected a finite number of seconds > 0, got {v!r}")
         for name, v in (("max_queue", max_queue), ("batch_size", batch_size)):
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ParameterError(f"{name}: expected a positive integer, got {v!r}")
@@ -230,6 +313,9 @@ class EventStore:
         self._backend: Backend = make_backend(target, table, synchronous=synchronous, busy_timeout=busy_timeout)
         self._key = pseudonymize_key
         self._on_full = on_full
+        self._on_timeout = on_timeout
+        self._block_timeout = float(block_timeout)
+        self._forget_refresh = float(forget_refresh)
         self._max_queue = int(max_queue)
         self._batch_size = int(batch_size)
         self._flush_at_exit = bool(flush_at_exit)
@@ -264,9 +350,21 @@ class EventStore:
         self._inserted = 0
         self._duplicates = 0
         self._dropped = 0
+        self._dead = 0  # refused by the database, kept in the dead-letter table
+        self._unwritable = 0  # refused by the database, and by the dead-letter table too (logged)
+        self._forgotten_dropped = 0  # events of tombstoned users, dropped at track or at write time
         self._batches = 0
         self._errors = 0
         self._error: BaseException | None = None  # the current failure; cleared by the next success
+        self._failing_since: float | None = None
+        self._last_dead_log = -math.inf
+        # tombstones (stored user ids) as last read from the store; None: not read yet in this process
+        self._tombs: frozenset = frozenset()
+        self._tombs_read: float | None = None
+        self._tombs_errors = 0
+        self._tombs_lock = threading.Lock()
+        self._tombs_stop = threading.Event()
+        self._tombs_thread: threading.Thread | None = None
         self._closing = False
         self._closed = False
         self._abort = threading.Event()
@@ -311,18 +409,28 @@ class EventStore:
         StoreError
             The store is closed, or ``on_full="block"`` would wait on a writer that is failing.
         """
+        row = self._row(user, item, event, timestamp, value, properties, event_id)
+        if row[2] in self._tombs:  # known forgotten here; the writer checks the store's tombstones too
+            with self._lock:
+                self._forgotten_dropped += 1
+            return None
+        return self._enqueue(row)
+
+    def _row(self, user, item, event, timestamp, value, properties, event_id) -> tuple:
+        """The validated, encoded row of one event (raises DataError)."""
         u, u_int = _id(user, "user")
         if self._key is not None:
             u, u_int = hmac.new(self._key, u.encode("utf-8"), hashlib.sha256).hexdigest(), False
         i, i_int = _id(item, "item")
-        if not isinstance(event, str) or not event:
+        if not isinstance(event, str) or not event or len(event) > MAX_EVENT_LENGTH:
             raise DataError(
-                f"track: event expected a non-empty string such as 'view' or 'purchase', got {event!r}"
+                f"track: event expected a non-empty string of at most {MAX_EVENT_LENGTH} characters such as "
+                f"'view' or 'purchase', got {event[:80] if isinstance(event, str) else event!r}"
             )
         if "\x00" in event:
             raise DataError(f"track: event {event!r} contains a NUL character; strip it")
         _utf8(event, "event")
-        ts = time.time() if timestamp is None else _epoch(timestamp, "track: timestamp")
+        ts = time.time() if timestamp is None else _event_time(timestamp)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
                 raise DataError(f"track: value expected a finite number or None, got {type(value).__name__} {value!r}")
@@ -337,9 +445,11 @@ class EventStore:
             )
         else:
             _utf8(event_id, "event_id")
-        row = (event_id, ts, u, i, event, value, props, (_USER_INT if u_int else 0) | (_ITEM_INT if i_int else 0))
+        return (event_id, ts, u, i, event, value, props, (_USER_INT if u_int else 0) | (_ITEM_INT if i_int else 0))
 
-        should_log = False
+    def _enqueue(self, row: tuple) -> str | None:
+        """Queue an encoded row for the writer; the full-queue policy applies."""
+        why = None
         with self._lock:
             if self._closed or self._closing:
                 raise StoreError(f"track: the event store is closed ({self._backend.describe()}); open a new one")
@@ -347,36 +457,43 @@ class EventStore:
                 self._start_writer()
             if len(self._queue) >= self._max_queue:
                 if self._on_full == "drop":
-                    self._dropped += 1
-                    dropped = self._dropped
-                    now = time.monotonic()
-                    should_log = now - self._last_drop_log >= _DROP_LOG_EVERY
-                    if should_log:
-                        self._last_drop_log = now
-                        newly, self._dropped_logged = dropped - self._dropped_logged, dropped
+                    why = "on_full='drop'"
                 else:
+                    deadline = time.monotonic() + self._block_timeout
                     while len(self._queue) >= self._max_queue:
-                        if self._error is not None:
-                            raise StoreError(
-                                f"track: the queue is full ({self._max_queue} events) and the writer is failing "
-                                f"({self._error!r}); {self._accepted - self._done} events are unwritten"
-                            )
                         if self._closing or self._closed:
                             raise StoreError("track: the event store was closed while waiting for room")
-                        self._not_full.wait(0.1)
-                    dropped = 0
-            else:
-                dropped = 0
-            if not dropped:
+                        left = deadline - time.monotonic()
+                        if self._error is not None:
+                            why = f"the writer is failing: {self._error!r}"
+                            break
+                        if left <= 0:
+                            why = f"no room after block_timeout={self._block_timeout} s"
+                            break
+                        self._not_full.wait(min(0.1, left))
+            if why is None:
                 self._queue.append(row)
                 self._accepted += 1
                 self._not_empty.notify()
-                return event_id
+                return row[0]
+            self._dropped += 1
+            dropped = self._dropped
+            now = time.monotonic()
+            should_log = now - self._last_drop_log >= _DROP_LOG_EVERY
+            if should_log:
+                self._last_drop_log = now
+                newly, self._dropped_logged = dropped - self._dropped_logged, dropped
+            unwritten = self._accepted - self._done
         if should_log:
             log.warning(
-                "persona.store: the event queue is full (%d events); dropped %d event(s) since the last warning, "
-                "%d in total (on_full='drop'; see stats()['dropped'], raise max_queue or use on_full='block')",
-                self._max_queue, newly, dropped,
+                "persona.store: the event queue is full (%d events, %s); dropped %d event(s) since the last "
+                "warning, %d in total (see stats()['dropped']; raise max_queue, or check the database)",
+                self._max_queue, why, newly, dropped,
+            )
+        if self._on_timeout == "raise" and self._on_full == "block":
+            raise StoreError(
+                f"track: the event was not recorded: the queue is full ({self._max_queue} events, {unwritten} "
+                f"unwritten) and {why}; check that {self._backend.describe()} is reachable, or raise max_queue"
             )
         return None
 
@@ -401,43 +518,100 @@ class EventStore:
                     n = min(len(self._queue), self._batch_size)
                     batch = [self._queue.popleft() for _ in range(n)]
                     self._not_full.notify_all()
-                while True:
+                # a stack of (rows, reason): rows to write, or with a reason one row to dead-letter.
+                # A batch the database refuses for its data is halved until the refused rows are alone.
+                parts = [(batch, None)]
+                while parts:
+                    rows, reason = parts[-1]
                     try:
                         with _DB_LOCK:
                             if conn is None:
                                 conn = self._backend.connect()
-                            inserted = self._backend.write(conn, batch)
+                            if reason is None:
+                                inserted, gone = self._backend.write(conn, rows)
+                            else:
+                                self._backend.dead_letter(conn, rows[0], reason)
                     except Exception as e:  # noqa: BLE001 -- any failure is kept, reported and retried
+                        if conn is not None and self._backend.is_row_error(e):
+                            parts.pop()
+                            if reason is not None:
+                                self._landed(rows, unwritable=e)
+                            elif len(rows) > 1:
+                                mid = len(rows) // 2
+                                parts += [(rows[mid:], None), (rows[:mid], None)]
+                            else:
+                                parts.append((rows, f"{type(e).__name__}: {e}"[:2000]))
+                            continue
                         with _DB_LOCK:
                             conn = _close_quietly(conn)
-                        with self._lock:
-                            first = self._error is None
-                            self._error = e
-                            self._errors += 1
-                            pending = self._accepted - self._done
-                            self._progress.notify_all()
-                            self._not_full.notify_all()
-                        if first:
-                            log.error("persona.store: writing a batch of %d events to %s failed (%s); %d events "
-                                      "unwritten, retrying", len(batch), self._backend.describe(), e, pending)
+                        self._failed(e, len(rows))
                         if self._abort.wait(backoff):
                             return
                         backoff = min(backoff * 2, 2.0)
                         continue
-                    with self._lock:
-                        self._done += n
-                        self._inserted += inserted
-                        self._duplicates += n - inserted
-                        self._batches += 1
-                        if self._error is not None:
-                            log.warning("persona.store: the writer recovered after %d failed attempt(s)", self._errors)
-                        self._error = None
-                        self._progress.notify_all()
+                    parts.pop()
+                    if reason is None:
+                        self._landed(rows, inserted=inserted, gone=gone)
+                    else:
+                        self._landed(rows, dead=reason)
                     backoff = 0.05
-                    break
         finally:
             with _DB_LOCK:
                 _close_quietly(conn)
+
+    def _failed(self, e: BaseException, n: int) -> None:
+        with self._lock:
+            first = self._error is None
+            self._error = e
+            self._errors += 1
+            if first:
+                self._failing_since = time.monotonic()
+            pending = self._accepted - self._done
+            self._progress.notify_all()
+            self._not_full.notify_all()
+        if first:
+            log.error("persona.store: writing a batch of %d events to %s failed (%s); %d events "
+                      "unwritten, retrying", n, self._backend.describe(), e, pending)
+
+    def _landed(self, rows, *, inserted: int = 0, gone=(), dead=None, unwritable=None) -> None:
+        """Count ``rows`` as done: written (``inserted`` new, ``gone`` users forgotten), dead-lettered,
+        or -- refused by the dead-letter table too -- unwritable."""
+        n = len(rows)
+        forgotten = 0
+        if gone:
+            drop = set(gone)
+            forgotten = sum(1 for r in rows if r[2] in drop)
+        with self._lock:
+            self._done += n
+            if dead is not None:
+                self._dead += n
+            elif unwritable is not None:
+                self._unwritable += n
+            else:
+                self._inserted += inserted
+                self._forgotten_dropped += forgotten
+                self._duplicates += n - inserted - forgotten
+                self._batches += 1
+            if self._error is not None:
+                log.warning("persona.store: the writer recovered after %d failed attempt(s)", self._errors)
+            self._error = None
+            self._failing_since = None
+            if gone:
+                self._tombs = self._tombs | frozenset(gone)
+            self._progress.notify_all()
+            now = time.monotonic()
+            tell = dead is not None and now - self._last_dead_log >= _DROP_LOG_EVERY
+            if tell:
+                self._last_dead_log = now
+            total = self._dead
+        if unwritable is not None:
+            log.error("persona.store: event %r was refused by %s and could not be kept in the dead-letter table "
+                      "either (%s); it is lost (stats()['unwritable'])", rows[0][0], self._backend.describe(),
+                      unwritable)
+        elif tell:
+            log.warning("persona.store: %s refused event %r (%s); it is kept in the dead-letter table %r "
+                        "(%d so far, see dead_letters()) and the events around it were written",
+                        self._backend.describe(), rows[0][0], dead, self._backend.dead, total)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every event tracked so far (by any thread of this process) is committed.
@@ -474,22 +648,24 @@ class EventStore:
     def close(self, timeout: float | None = None) -> None:
         """Flush, stop the writer and close. Idempotent.
 
+        While the database fails, the writer keeps retrying: for up to ``timeout`` seconds in all,
+        or (``timeout=None``) as long as events are being written and until the database has been
+        failing for ``exit_timeout`` seconds in a row. A failure that clears in that time loses
+        nothing.
+
         Raises
         ------
         StoreError
-            Some events could not be written (the writer failed, or ``timeout`` passed); the
-            message gives their count. They are lost.
+            Some events could not be written in that time; the message gives their count. They are lost.
         """
         if self._pid != os.getpid():  # a forked child that never tracked anything of its own
             self._reset_after_fork()
         with self._lock:
             if self._closed:
                 return
-        error = None
-        try:
-            self.flush(timeout)
-        except StoreError as e:
-            error = e
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0):
+            raise ParameterError(f"close: timeout expected seconds >= 0 or None, got {timeout!r}")
+        error = self._drain(timeout)
         with self._lock:
             self._closing = True
             self._not_empty.notify_all()
@@ -499,14 +675,34 @@ class EventStore:
             self._abort.set()
         if thread is not None:
             thread.join(None if error is None else 5.0)
+        self._tombs_stop.set()
         with self._lock:
             self._closed = True
             lost = self._accepted - self._done
         _LIVE.discard(self)
         if lost:
             raise StoreError(
-                f"close: {lost} event(s) could not be written to {self._backend.describe()} and are lost ({error})"
-            ) from error
+                f"close: {lost} event(s) could not be written to {self._backend.describe()} and are lost ({error}); "
+                f"check the database, and close() with a longer timeout to retry for longer"
+            )
+
+    def _drain(self, timeout: float | None) -> str | None:
+        """Wait for the writer to commit everything accepted; None, or why it stopped waiting."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._accepted
+            while self._done < target:
+                now = time.monotonic()
+                if self._thread is None or not self._thread.is_alive():
+                    return "the writer is not running"
+                if deadline is not None and now >= deadline:
+                    last = f": {self._error}" if self._error is not None else ""
+                    return f"still unwritten after {timeout} s{last}"
+                if deadline is None and self._failing_since is not None \
+                        and now - self._failing_since >= self._exit_timeout:
+                    return f"the database kept failing for {self._exit_timeout} s: {self._error}"
+                self._progress.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - now)))
+        return None
 
     def __enter__(self) -> "EventStore":
         return self
@@ -522,8 +718,12 @@ class EventStore:
         """Counters of this process's store object.
 
         ``tracked`` (accepted by ``track``), ``written`` (newly stored), ``duplicates`` (event ids
-        already stored), ``dropped`` (full queue with ``on_full="drop"``), ``pending`` (accepted but
-        not yet committed), ``batches``, ``errors`` (failed write attempts) and ``last_error``.
+        already stored), ``dropped`` (not recorded because the queue was full: ``on_full="drop"``, or
+        ``block_timeout`` passed), ``dead_lettered`` (refused by the database, kept in the dead-letter
+        table), ``unwritable`` (refused by the dead-letter table too; logged), ``forgotten`` (events of
+        forgotten users, dropped), ``pending`` (accepted but not yet done), ``batches``, ``errors``
+        (failed write attempts), ``last_error`` and ``tombstones`` (forgotten users known here).
+        ``tracked == written + duplicates + dead_lettered + unwritable + forgotten(at write) + pending``.
         """
         with self._lock:
             return {
@@ -531,11 +731,16 @@ class EventStore:
                 "written": self._inserted,
                 "duplicates": self._duplicates,
                 "dropped": self._dropped,
+                "dead_lettered": self._dead,
+                "unwritable": self._unwritable,
+                "forgotten": self._forgotten_dropped,
                 "pending": self._accepted - self._done,
                 "queued": len(self._queue),
                 "batches": self._batches,
                 "errors": self._errors,
                 "last_error": None if self._error is None else repr(self._error),
+                "tombstones": len(self._tombs),
+                "tombstone_errors": self._tombs_errors,
             }
 
     def __repr__(self) -> str:
@@ -560,20 +765,111 @@ class EventStore:
         return u if self._key is None else hmac.new(self._key, u.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def forget_user(self, user) -> int:
-        """Delete every stored event of ``user`` (the raw id, also when pseudonymised); return the count.
+        """Forget ``user`` for good; return the number of stored events deleted.
 
-        Flushes this process's queue first, so events of the user tracked before the call are deleted
-        too. Events another process tracks later are not; remove the user from the shop's other
-        workers' traffic first (or call this again).
+        ``user`` is the raw id in any form it was tracked in (``7`` and ``"7"`` are one user; with
+        ``pseudonymize_key`` the pseudonym is what is recorded). In one transaction a tombstone is
+        recorded in the store's ``<table>_forgotten`` table and the user's events and dead letters
+        are deleted. From then on every process's writer drops the user's events at write time
+        (also those already queued in other workers), every read (``events``, ``interactions``,
+        ``export``, ``count``) leaves the user out, and :meth:`is_forgotten` -- which services
+        over this store consult -- says so within ``forget_refresh`` seconds everywhere.
         """
         stored = self._stored_user(user)
         if self._thread is not None and not self._closed and self._pid == os.getpid():
-            self.flush()
+            try:  # so that the count includes this process's queued events; the tombstone covers them anyway
+                self.flush(timeout=self._backend.busy_timeout)
+            except StoreError:
+                pass
+        with _DB_LOCK:
+            conn = self._backend.connect()
+        try:
+            with _DB_LOCK:
+                n = int(self._backend.forget(conn, stored))
+        finally:
+            with _DB_LOCK:
+                conn.close()
+        with self._lock:
+            self._tombs = self._tombs | {stored}
+        return n
+
+    def is_forgotten(self, user) -> bool:
+        """Whether ``user`` (raw id, any form) was forgotten, by any process, as of the last read.
+
+        Cheap enough for every request: a set lookup. The first call in a process starts a
+        background thread that reads the store's tombstones at once (the call waits for that read,
+        at most one second) and then every ``forget_refresh`` seconds. If the database cannot be
+        read, the tombstones known so far answer (``stats()["tombstone_errors"]``, logged) and the
+        read is retried.
+        """
+        try:
+            stored = self._stored_user(user)
+        except DataError:
+            return False  # not an id the store could hold
+        if self._tombs_thread is None:
+            self._start_tombstones()
+        return stored in self._tombs
+
+    def _start_tombstones(self) -> None:
+        with self._tombs_lock:
+            if self._tombs_thread is None and not self._closed:
+                ready = threading.Event()
+                self._tombs_stop = threading.Event()
+                self._tombs_thread = threading.Thread(target=self._watch_tombstones, args=(self._tombs_stop, ready),
+                                                      name="persona-store-tombstones", daemon=True)
+                self._tombs_thread.start()
+                # the first answer of a process must know the users forgotten before it started;
+                # a database that does not answer within a second does not hold the request longer
+                if not ready.wait(1.0):
+                    log.error("persona.store: reading the forgotten users of %s takes over 1 s; answering with "
+                              "the %d known so far until it succeeds", self._backend.describe(), len(self._tombs))
+
+    def _watch_tombstones(self, stop: threading.Event, ready: threading.Event) -> None:
+        conn = None
+        try:
+            while True:
+                try:
+                    with _DB_LOCK:
+                        if conn is None:
+                            conn = self._backend.connect()
+                        ids = self._backend.tombstones(conn, len(self._tombs))
+                    if ids is not None:
+                        with self._lock:
+                            # a union: a tombstone known here stays, even if a refresh raced a forget
+                            self._tombs = self._tombs | frozenset(ids)
+                    self._tombs_read = time.monotonic()
+                except Exception as e:  # noqa: BLE001 -- a request must not fail because of it
+                    with _DB_LOCK:
+                        conn = _close_quietly(conn)
+                    with self._lock:
+                        self._tombs_errors += 1
+                        first = self._tombs_errors == 1
+                    (log.error if first else log.debug)(
+                        "persona.store: cannot read the forgotten users of %s (%s); using the %d known so far",
+                        self._backend.describe(), e, len(self._tombs))
+                ready.set()
+                if stop.wait(self._forget_refresh):
+                    return
+        finally:
+            ready.set()
+            with _DB_LOCK:
+                _close_quietly(conn)
+
+    def dead_letters(self, limit: int = 1000) -> list[dict]:
+        """The newest events the database refused (newest first): ``at`` (epoch seconds), ``event_id``,
+        ``user`` (as stored), ``row`` (the event as JSON text) and ``reason``.
+
+        Inspect them, fix what is wrong and ``track`` them again (with the same ``event_id``), then
+        delete them from the ``<table>_dead`` table with SQL.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+            raise ParameterError(f"dead_letters: limit expected a positive integer, got {limit!r}")
         conn = self._backend.connect()
         try:
-            return int(self._backend.delete_user(conn, stored))
+            rows = self._backend.dead_letters(conn, int(limit))
         finally:
             conn.close()
+        return [{"seq": q, "at": a, "event_id": e, "user": u, "row": r, "reason": why} for q, a, e, u, r, why in rows]
 
     # ----------------------------------------------------------------------------- reading
     def _where(self, since, until, event_types, user=None) -> tuple[str, list]:
@@ -626,10 +922,11 @@ class EventStore:
             cols["event"] += ev
             cols["value"] += v
             cols["properties"] += p
+        cols["ts"] = _floats(cols["ts"])
         if users_int:
-            cols["user"] = [int(x) for x in cols["user"]]
+            cols["user"] = _ints(cols["user"], "user")
         if items_int:
-            cols["item"] = [int(x) for x in cols["item"]]
+            cols["item"] = _ints(cols["item"], "item")
         return cols
 
     def events(self, since=None, until=None, event_types=None, *, user=None):
@@ -646,15 +943,18 @@ class EventStore:
         names = ["event_id", "time", "user", "item", "event", "value", "properties"]
         if cols is None:
             return pd.DataFrame({c: pd.Series([], dtype=object) for c in names}).astype(
-                {"time": "datetime64[ns, UTC]", "value": "float64"})
+                {"time": "datetime64[us, UTC]", "value": "float64"})
+        us, bad = _micros(cols["ts"])
+        if bad.any():
+            _warn_times("events()", cols["event_id"], bad)
         return pd.DataFrame({
             "event_id": cols["event_id"],
-            "time": pd.to_datetime(pd.Series(cols["ts"], dtype="float64"), unit="s", utc=True),
+            "time": pd.Series(us.view("datetime64[us]")).dt.tz_localize("UTC"),
             "user": cols["user"],
             "item": cols["item"],
             "event": cols["event"],
-            "value": pd.Series(cols["value"], dtype="float64"),
-            "properties": [None if p is None else json.loads(p) for p in cols["properties"]],
+            "value": pd.to_numeric(pd.Series(cols["value"], dtype=object), errors="coerce").astype("float64"),
+            "properties": [_json_or_text(p) for p in cols["properties"]],
         })
 
     def interactions(self, since=None, until=None, event_types=None, weights=None, *, values: bool = False,
@@ -697,7 +997,11 @@ class EventStore:
             )
         df = pd.DataFrame({"user": cols["user"], "item": cols["item"], "time": cols["ts"], "event": cols["event"]})
         if values:
-            df["value"] = pd.Series(cols["value"], dtype="float64")
+            df["value"] = pd.to_numeric(pd.Series(cols["value"], dtype=object), errors="coerce").astype("float64")
+        bad = ~np.isfinite(cols["ts"])
+        if bad.any():  # a row written behind persona's back: one odd row must not stop training
+            _warn_times("interactions()", cols["event_id"], bad, "left out")
+            df = df[~bad].reset_index(drop=True)
         return from_frame(df, user="user", item="item", time="time", event="event",
                           value="value" if values else None, weights=weights, **options)
 
@@ -730,6 +1034,7 @@ class EventStore:
                                   "or export to .csv") from None
         tmp = f"{p}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         total = 0
+        odd = []  # event ids whose time cannot be written as a time
         try:
             scan = self._scan(since, until, event_types, chunk_size=int(chunk_size))
             _, users_int, items_int = next(scan)
@@ -742,7 +1047,7 @@ class EventStore:
                 ])
                 with pq.ParquetWriter(tmp, schema) as writer:
                     for chunk in scan:
-                        writer.write_table(_arrow_chunk(pa, schema, chunk, users_int, items_int))
+                        writer.write_table(_arrow_chunk(pa, schema, chunk, users_int, items_int, odd))
                         total += len(chunk)
             else:
                 import csv
@@ -753,31 +1058,105 @@ class EventStore:
                     w = csv.writer(f)
                     w.writerow(["event_id", "time", "user", "item", "event", "value", "properties"])
                     for chunk in scan:
-                        w.writerows((e, _iso(t), u, i, ev, "" if v is None else repr(v), "" if pr is None else pr)
+                        w.writerows((e, _iso(t, e, odd), u, i, ev, "" if v is None else repr(v),
+                                     "" if pr is None else pr)
                                     for e, t, u, i, ev, v, pr, _ in chunk)
                         total += len(chunk)
             os.replace(tmp, p)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        if odd:
+            _warn_times("export()", odd, None, "written without a time")
         return total
 
 
-def _iso(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="microseconds")
+_ISO_MIN, _ISO_MAX = -62135596800.0, 253402300800.0  # what datetime can write: years 1 to 9999
+_US_LIMIT = 9.2e12  # seconds that fit in int64 microseconds (about 290,000 years either way)
 
 
-def _arrow_chunk(pa, schema, chunk, users_int: bool, items_int: bool):
+def _floats(ts) -> np.ndarray:
+    """Times as float seconds; NaN where a row holds something else (SQLite keeps any type)."""
+    try:
+        return np.asarray(ts, dtype="float64")
+    except (TypeError, ValueError):
+        out = np.empty(len(ts))
+        for k, t in enumerate(ts):
+            try:
+                out[k] = float(t)
+            except (TypeError, ValueError):
+                out[k] = math.nan
+        return out
+
+
+def _ints(ids, what: str) -> list:
+    try:
+        return [int(x) for x in ids]
+    except (TypeError, ValueError):  # a row marked as an int id that is not one: read them all as text
+        log.warning("persona.store: a stored %s id marked as an integer is not one; reading %s ids as text", what, what)
+        return [str(x) for x in ids]
+
+
+def _micros(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 microseconds (NaT's value where not representable) and the mask of those rows."""
+    bad = ~(np.isfinite(ts) & (np.abs(ts) < _US_LIMIT))
+    us = np.round(np.where(bad, 0.0, ts) * 1e6).astype("int64")
+    us[bad] = np.iinfo("int64").min  # NaT
+    return us, bad
+
+
+def _json_or_text(p):
+    if p is None:
+        return None
+    try:
+        return json.loads(p)
+    except (TypeError, ValueError):  # written behind persona's back: give it as it is
+        return p
+
+
+def _warn_times(where: str, ids, bad, what: str = "read as NaT") -> None:
+    odd = list(ids) if bad is None else [e for e, b in zip(ids, bad) if b]
+    log.warning("persona.store: %s: %d event(s) hold a time that is not a representable time and were %s "
+                "(first: %s); they were not written by this persona's track(), which refuses such times",
+                where, len(odd), what, odd[:5])
+
+
+def _iso(t, event_id, odd: list) -> str:
+    try:
+        v = float(t)
+        if _ISO_MIN <= v < _ISO_MAX:
+            return _dt.datetime.fromtimestamp(v, _dt.timezone.utc).isoformat(timespec="microseconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass
+    odd.append(event_id)
+    return ""
+
+
+def _arrow_chunk(pa, schema, chunk, users_int: bool, items_int: bool, odd: list):
     e, t, u, i, ev, v, p, _ = zip(*chunk)
+    us, bad = _micros(_floats(t))
+    if bad.any():
+        odd += [x for x, b in zip(e, bad) if b]
     return pa.Table.from_arrays([
         pa.array(e, pa.string()),
-        pa.array([round(x * 1e6) for x in t], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        pa.array([int(x) for x in u], pa.int64()) if users_int else pa.array(u, pa.string()),
-        pa.array([int(x) for x in i], pa.int64()) if items_int else pa.array(i, pa.string()),
+        pa.array(us, pa.int64(), mask=bad).cast(pa.timestamp("us", tz="UTC")),
+        pa.array(_ints(u, "user"), pa.int64()) if users_int else pa.array([str(x) for x in u], pa.string()),
+        pa.array(_ints(i, "item"), pa.int64()) if items_int else pa.array([str(x) for x in i], pa.string()),
         pa.array(ev, pa.string()),
-        pa.array(v, pa.float64()),
+        pa.array(_floats_or_none(v), pa.float64()),
         pa.array(p, pa.string()),
     ], schema=schema)
+
+
+def _floats_or_none(v) -> list:
+    """Values as floats or None (a non-number a row holds becomes None)."""
+    out = []
+    for x in v:
+        try:
+            out.append(None if x is None else float(x))
+        except (TypeError, ValueError):
+            out.append(None)
+    return out
 
 
 def _close_quietly(conn) -> None:
