@@ -121,27 +121,33 @@ def test_attribute_predicates_compile_to_a_mask_that_recommend_honours():
 
 @pytest.mark.parametrize("mmap", [False, True])
 def test_a_faiss_index_is_saved_built_and_not_rebuilt_at_load(fitted, tmp_path, monkeypatch, mmap):
+    """A signed artifact's faiss file is read (mapped with mmap=True); an unsigned one is rebuilt
+    from the factors, since faiss's reader is not safe on crafted bytes (issue 11, point 10)."""
     from persona.retrieval import faiss_index
+
+    key = b"test-key-0123456789abcdef"
 
     model, inter = fitted
     model.use_index("hnsw", ef_search=64)
     users = inter.user_ids[:20]
     want = model.recommend_batch(users, n=6)
     want_similar = model.similar_items_batch(inter.item_ids[:5], n=4)
-    path = model.save(tmp_path / "als.persona")
+    path = model.save(tmp_path / "als.persona", key=key)
     assert (path / "files" / "index.faiss").exists() and (path / "files" / "similar_index.faiss").exists()
+    unsigned = ps.load(path, mmap=mmap)  # rebuilt: same answers
+    np.testing.assert_array_equal(unsigned.recommend_batch(users, n=6)[0], want[0])
 
     def no_build(self):
         raise AssertionError("load rebuilt the index")
 
     monkeypatch.setattr(faiss_index.FaissIndex, "_build", no_build)
-    loaded = ps.load(path, mmap=mmap)
+    loaded = ps.load(path, mmap=mmap, key=key)
     assert isinstance(loaded.index_, faiss_index.FaissIndex) and loaded.index_._read_only == mmap
     got = loaded.recommend_batch(users, n=6)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
     np.testing.assert_array_equal(loaded.similar_items_batch(inter.item_ids[:5], n=4)[0], want_similar[0])
     # the loaded model saves its index again, and still without a rebuild
-    again = ps.load(loaded.save(tmp_path / "again.persona"))
+    again = ps.load(loaded.save(tmp_path / "again.persona", key=key), key=key)
     np.testing.assert_array_equal(again.recommend_batch(users, n=6)[0], want[0])
     model.use_index(None)

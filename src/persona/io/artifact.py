@@ -8,15 +8,24 @@ Layout of ``model.persona/``::
 Writing goes to a temporary sibling directory that is renamed into place, so a process that
 watches for new artifacts never sees a half-written one. Loading verifies the format version and
 every checksum before anything is used; it never executes code from the file.
+
+Checksums catch accidents, not attackers: whoever can write the folder can recompute them. So
+loading also checks structure (the helpers :func:`check_array` and :func:`unpack_csr` here, and each
+model's ``_check_state``): a re-signed artifact can hold wrong numbers, never ones that index out of
+bounds. Files must be regular files inside the folder (no symlinks, devices or pipes). For
+authenticity, ``write_artifact(..., key=...)`` adds an HMAC-SHA256 of the manifest (which holds
+every file's sha256) and ``read_manifest(..., key=...)`` requires it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -27,22 +36,77 @@ import scipy.sparse as sp
 from .._version import __version__
 from ..errors import ArtifactError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "write_artifact", "read_artifact", "artifact_files", "pack_csr", "unpack_csr"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "write_artifact", "read_artifact", "read_manifest", "artifact_files",
+           "pack_csr", "unpack_csr", "check_array", "changed_since_load"]
 
 FORMAT = "persona-artifact"
 FORMAT_VERSION = 2  # 2: the manifest carries a checksum of itself
 _CHUNK = 1 << 20
 _ARRAY_FILE = re.compile(r"arrays/[0-9]{3,}\.npy")
-_RAW_FILE = re.compile(r"files/[^/\\]+")
+_RAW_FILE = re.compile(r"files/[^/\\.][^/\\]*")  # a plain name: no ".", "..", hidden files or folders
+_MIN_KEY = 16  # bytes of an HMAC key
+_ARRAY_KINDS = "biuf" + "U"  # booleans, integers, floats, unicode ids; never objects, records or bytes
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _as_path(path) -> Path:
+    """``path`` as a Path, or an ArtifactError for anything that is not a path."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)) or (isinstance(path, str) and not path):
+        raise ArtifactError(f"expected the path of an artifact folder (a str or os.PathLike), got "
+                            f"{type(path).__name__} {path!r:.80}; pass the folder that save() wrote")
+    return Path(path)
+
+
+def _regular(path: Path, rel: str, what: str) -> os.stat_result:
+    """The stat of ``path / rel`` after checking that it, and every folder on the way inside the
+    artifact, is what it claims: folders real folders, the file a regular file (no symlink, device,
+    pipe or socket). A symlink could point outside the artifact, a device or pipe block forever."""
+    cur = path
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            raise ArtifactError(f"{path} lacks {rel} ({what}); the artifact is incomplete, save it again") from None
+        except OSError as e:
+            raise ArtifactError(f"cannot read {rel} ({what}) of {path}: {e}") from None
+        last = i == len(parts) - 1
+        if last and not stat.S_ISREG(st.st_mode) or not last and not stat.S_ISDIR(st.st_mode):
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else \
+                "a device, pipe or socket"
+            expected = "a regular file" if last else "a folder"
+            raise ArtifactError(f"{path}: expected {cur.relative_to(path)} ({what}) to be {expected} inside the "
+                                f"artifact, got {kind}; artifacts hold only regular files in their own folder "
+                                "(copy them, do not link them), save it again")
+    return st
+
+
+def _hmac_key(key) -> bytes:
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, (bytes, bytearray)) or len(key) < _MIN_KEY:
+        got = f"{len(key)} bytes" if isinstance(key, (bytes, bytearray)) else type(key).__name__
+        raise ArtifactError(f"the artifact key must be bytes (or str) of at least {_MIN_KEY} bytes, got {got}; "
+                            "use e.g. secrets.token_bytes(32), kept out of the artifact folder")
+    return bytes(key)
+
+
+def _signature(key: bytes, manifest: dict) -> str:
+    # the manifest digest covers every field but itself and the signature, and the manifest holds
+    # every file's sha256: one HMAC over it authenticates the whole artifact
+    return hmac.new(key, manifest["manifest_sha256"].encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def pack_csr(name: str, m: sp.spmatrix) -> dict[str, np.ndarray]:
@@ -56,20 +120,80 @@ def pack_csr(name: str, m: sp.spmatrix) -> dict[str, np.ndarray]:
     }
 
 
-def unpack_csr(name: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
-    """Inverse of :func:`pack_csr`."""
+def check_array(name: str, a, *, kind: str = "f", shape: tuple | None = None, ndim: int | None = None,
+                finite: bool = True) -> np.ndarray:
+    """``a`` as stored, after checking what a model will index with it; ArtifactError otherwise.
+
+    ``kind``: allowed numpy dtype kinds ("f" floats, "iu" integers, "iuU" ids); ``shape``: the
+    expected shape, ``None`` for any length on that axis; ``finite``: no NaN or infinity in floats.
+    One vectorised pass at most, so it stays cheap on memory-mapped arrays.
+    """
+    if not isinstance(a, np.ndarray):
+        raise ArtifactError(f"artifact array {name!r}: expected an array, got {type(a).__name__}; save the model again")
+    if a.dtype.kind not in kind:
+        raise ArtifactError(f"artifact array {name!r}: expected dtype kind {kind!r}, got {a.dtype}; "
+                            "the artifact is malformed, save the model again")
+    want_ndim = len(shape) if shape is not None else ndim
+    if want_ndim is not None and a.ndim != want_ndim:
+        raise ArtifactError(f"artifact array {name!r}: expected {want_ndim} dimensions, got shape {a.shape}; "
+                            "the artifact is malformed, save the model again")
+    if shape is not None and any(w is not None and int(w) != g for w, g in zip(shape, a.shape)):
+        want = "(" + ", ".join("any" if w is None else str(int(w)) for w in shape) + ")"
+        raise ArtifactError(f"artifact array {name!r}: expected shape {want}, got {a.shape} (the arrays and id "
+                            "maps of the artifact disagree); the artifact is malformed, save the model again")
+    if finite and a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+        raise ArtifactError(f"artifact array {name!r}: expected finite numbers, got NaN or infinity; "
+                            "the artifact is malformed, save the model again")
+    return a
+
+
+def check_indices(name: str, a: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Integer array ``a`` with every value in ``[low, high)``; ArtifactError otherwise."""
+    check_array(name, a, kind="iu")
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < low or hi >= high:
+            raise ArtifactError(f"artifact array {name!r}: expected values in [{low}, {high}), got [{lo}, {hi}]; "
+                                "the artifact is malformed, save the model again")
+    return a
+
+
+def unpack_csr(name: str, arrays: dict[str, np.ndarray], shape: tuple | None = None) -> sp.csr_matrix:
+    """Inverse of :func:`pack_csr`, after checking the structure scipy and the kernels rely on.
+
+    indptr starts at 0, never decreases and ends at nnz; indices lie within the shape; values are
+    finite; ``shape`` (``None`` per axis for any) is the shape the caller's id maps imply.
+    """
     try:
-        shape = tuple(int(x) for x in arrays[f"{name}.shape"])
-        return sp.csr_matrix(
-            (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]), shape=shape
-        )
+        data, indices, indptr = (arrays[f"{name}.{part}"] for part in ("data", "indices", "indptr"))
+        stored = arrays[f"{name}.shape"]
     except KeyError as e:
         raise ArtifactError(f"artifact lacks the sparse matrix {name!r} ({e.args[0]} missing)") from None
+    check_array(f"{name}.shape", stored, kind="iu", shape=(2,))
+    rows, cols = (int(x) for x in stored)
+    if shape is not None:
+        if any(w is not None and int(w) != g for w, g in zip(shape, (rows, cols))):
+            raise ArtifactError(f"sparse matrix {name!r}: expected shape {tuple(shape)}, got {(rows, cols)} (it "
+                                "disagrees with the id maps); the artifact is malformed, save the model again")
+    if rows < 0 or cols < 0 or max(rows, cols) >= 2 ** 31:
+        raise ArtifactError(f"sparse matrix {name!r}: expected a shape within [0, 2**31), got {(rows, cols)}")
+    check_array(f"{name}.data", data, kind="f", ndim=1)
+    check_array(f"{name}.indices", indices, kind="iu", ndim=1)
+    check_array(f"{name}.indptr", indptr, kind="iu", shape=(rows + 1,))
+    nnz = len(indices)
+    if len(data) != nnz:
+        raise ArtifactError(f"sparse matrix {name!r}: expected as many values as indices ({nnz}), got {len(data)}")
+    if indptr[0] != 0 or int(indptr[-1]) != nnz or (rows and bool((indptr[1:] < indptr[:-1]).any())):
+        raise ArtifactError(f"sparse matrix {name!r}: expected indptr to start at 0, never decrease and end at "
+                            f"{nnz}, got start {int(indptr[0])} and end {int(indptr[-1])}, or a decrease; the "
+                            "artifact is malformed, save the model again")
+    check_indices(f"{name}.indices", indices, 0, cols)
+    return sp.csr_matrix((data, indices, indptr), shape=(rows, cols))
 
 
 def _manifest_digest(manifest: dict) -> str:
     """sha256 of the manifest's canonical JSON, without its own checksum field."""
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "signature")}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -82,14 +206,19 @@ def _json_default(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in an artifact manifest")
 
 
-def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray], files: dict | None = None) -> Path:
+def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray], files: dict | None = None, *,
+                   key: bytes | str | None = None) -> Path:
     """Write ``arrays`` and JSON-able ``meta`` as an artifact directory at ``path`` (atomically).
 
     ``files`` maps a name to a function that writes one file at the path it is given: data in a
     library's own format (a faiss index), stored under ``files/`` with a checksum like the arrays,
     so that it can be memory-mapped by that library when loaded.
+
+    ``key`` (at least 16 bytes, kept away from the artifact) signs the artifact with HMAC-SHA256;
+    ``read_manifest(path, key=key)`` then refuses any artifact not signed with that key.
     """
-    path = Path(path)
+    path = _as_path(path)
+    key = None if key is None else _hmac_key(key)
     if path.exists() and not (path / "manifest.json").exists() and any(path.iterdir()):
         raise ArtifactError(f"{path} exists and is not a persona artifact; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +255,8 @@ def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray], f
         }
         manifest = json.loads(json.dumps(manifest, default=_json_default))  # what a reader will see
         manifest["manifest_sha256"] = _manifest_digest(manifest)
+        if key is not None:
+            manifest["signature"] = {"alg": "hmac-sha256", "value": _signature(key, manifest)}
         with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1, default=_json_default, sort_keys=True)
             f.flush()
@@ -144,16 +275,24 @@ def write_artifact(path, kind: str, meta: dict, arrays: dict[str, np.ndarray], f
     return path
 
 
-def read_manifest(path) -> dict:
-    """The manifest of the artifact at ``path``, checked for format and version."""
-    path = Path(path)
+def read_manifest(path, *, key: bytes | str | None = None) -> dict:
+    """The manifest of the artifact at ``path``, checked for format, version, layout and, with
+    ``key``, its HMAC signature.
+
+    The returned dict carries ``"_authentic": True`` when the signature was verified.
+    """
+    path = _as_path(path)
     mf = path / "manifest.json"
     if not path.exists():
         raise ArtifactError(f"no artifact at {path}; check the path")
-    if not mf.exists():
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is not a folder; expected the artifact folder that save() wrote")
+    if not mf.exists() and not mf.is_symlink():
         raise ArtifactError(f"{path} has no manifest.json; it is not a persona artifact")
+    _regular(path, "manifest.json", "the manifest")
     try:
-        with open(mf, encoding="utf-8") as f:
+        fd = os.open(mf, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, encoding="utf-8") as f:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{mf} is not readable JSON ({e}); the artifact is corrupt, save it again") from None
@@ -175,6 +314,17 @@ def read_manifest(path) -> dict:
     if manifest.get("manifest_sha256") != _manifest_digest(manifest):
         raise ArtifactError(f"checksum mismatch for {mf}: the manifest was changed or corrupted; save the model again")
     _check_layout(manifest, mf)
+    manifest.pop("_authentic", None)
+    if key is not None:
+        key = _hmac_key(key)
+        sig = manifest.get("signature")
+        if not isinstance(sig, dict) or sig.get("alg") != "hmac-sha256" or not isinstance(sig.get("value"), str):
+            raise ArtifactError(f"{path}: expected an artifact signed with HMAC-SHA256 (load was given a key), got "
+                                "an unsigned one; save it with save(path, key=...) from the training job")
+        if not hmac.compare_digest(sig["value"], _signature(key, manifest)):
+            raise ArtifactError(f"{path}: the signature does not match this key: the artifact was changed after "
+                                "signing, or signed with another key; publish it again from the training job")
+        manifest["_authentic"] = True
     return manifest
 
 
@@ -194,37 +344,74 @@ def _check_layout(manifest: dict, mf: Path) -> None:
                                     "artifact and a sha256); the artifact is corrupt, save it again")
 
 
-def read_artifact(path, *, mmap: bool = False, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+def read_artifact(path, *, mmap: bool = False, verify: bool = True,
+                  key: bytes | str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Read an artifact: its manifest and arrays, after checking every checksum.
 
     ``mmap=True`` maps arrays read-only from disk, so several processes share one copy.
+    ``key``: require and verify the HMAC signature (checksums are then always verified).
+    The manifest gains ``"_stamps"``: (file, inode, size, mtime) of every file read, for
+    :func:`changed_since_load`.
     """
-    path = Path(path)
-    manifest = read_manifest(path)
+    path = _as_path(path)
+    manifest = read_manifest(path, key=key)
+    verify = verify or key is not None
     arrays = {}
+    stamps = [_stamp_of(path / "manifest.json", os.lstat(path / "manifest.json"))]
     for name, entry in manifest.get("arrays", {}).items():
         f = path / entry["file"]
-        if not f.exists():
-            raise ArtifactError(f"{path} lacks {entry['file']} (array {name!r}); the artifact is incomplete")
+        stamps.append(_stamp_of(f, _regular(path, entry["file"], f"array {name!r}")))
         if verify and _sha256(f) != entry["sha256"]:
             raise ArtifactError(f"checksum mismatch for {entry['file']} (array {name!r}) in {path}; "
                                 "the file was changed or corrupted, save the model again")
         try:
             arr = np.load(f, allow_pickle=False, mmap_mode="r" if mmap else None)
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:
             raise ArtifactError(f"cannot read array {name!r} of {path}: {e}") from None
+        if arr.dtype.kind not in _ARRAY_KINDS or arr.dtype.str != entry.get("dtype", arr.dtype.str) \
+                or list(arr.shape) != entry.get("shape", list(arr.shape)):
+            raise ArtifactError(f"array {name!r} of {path}: expected {entry.get('dtype')} {entry.get('shape')} as "
+                                f"the manifest records (numbers or ids), got {arr.dtype.str} {list(arr.shape)}; "
+                                "the artifact is malformed, save it again")
         arrays[name] = arr
+    manifest["_stamps"] = stamps
     return manifest, arrays
+
+
+def _stamp_of(f: Path, st: os.stat_result) -> tuple:
+    return (str(f), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def changed_since_load(obj) -> list[str]:
+    """Files of the artifact ``obj`` was loaded from that changed in place since (empty: none).
+
+    ``obj`` is a loaded model or index (or the manifest from :func:`read_artifact`). An artifact is
+    replaced by publishing a new folder and renaming it over the old one; editing, truncating or
+    copying over a file of a served artifact instead changes pages a memory-mapped worker is reading
+    (a truncated file kills it with SIGBUS). This stat()s each file: cheap enough for a watcher.
+    A replaced folder is no change here (the old files stay mapped); a watcher reloads on it.
+    """
+    stamps = obj.get("_stamps", []) if isinstance(obj, dict) else getattr(obj, "_artifact_stamps", [])
+    changed = []
+    for f, ino, size, mtime in stamps:
+        try:
+            st = os.lstat(f)
+        except OSError:
+            continue  # gone with its folder: a publish replaced it, the mapping stays valid
+        if st.st_ino == ino and (st.st_size != size or st.st_mtime_ns != mtime):
+            changed.append(f)
+    return changed
 
 
 def artifact_files(path, manifest: dict, *, verify: bool = True) -> dict[str, Path]:
     """Paths of the raw files stored with an artifact (see ``write_artifact(files=...)``), checked."""
-    path = Path(path)
+    path = _as_path(path)
     out = {}
+    verify = verify or bool(manifest.get("_authentic"))
     for name, entry in manifest.get("files", {}).items():
         f = path / entry["file"]
-        if not f.exists():
-            raise ArtifactError(f"{path} lacks {entry['file']} (file {name!r}); the artifact is incomplete")
+        st = _regular(path, entry["file"], f"file {name!r}")
+        manifest.setdefault("_stamps", []).append(_stamp_of(f, st))
         if verify and _sha256(f) != entry["sha256"]:
             raise ArtifactError(f"checksum mismatch for {entry['file']} in {path}; the file was changed or "
                                 "corrupted, save it again")

@@ -6,14 +6,30 @@ Functions here take ``torch`` as an argument, so importing this module never imp
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 import numpy as np
 
 from ..errors import DataError, ParameterError
+from .base import Recommender
 from .factor import ItemVectors, _rows_of
 
 OPSET = 17
+log = logging.getLogger("persona.models")
+
+
+def holdout_last(interactions):
+    """``(train, holdout)``: each user with at least 3 events gives their last event to ``holdout``.
+
+    Both share ``interactions``' id maps (the split of :func:`persona.split.leave_last_out`, whose
+    validation part goes back to train), so a model fitted on ``train`` is scored on ``holdout``
+    with the same indices.
+    """
+    from ..split import leave_last_out
+
+    train, valid, test = leave_last_out(interactions, min_events=3)
+    return train.concat(valid), test
 
 
 class EncodedUsers(ItemVectors):
@@ -46,12 +62,104 @@ class EncodedUsers(ItemVectors):
     def _index_queries(self, users: np.ndarray):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ fitting with a held-out item
+    def _fit_holding_out(self, interactions, valid, refit_histories: bool, **kwargs):
+        """``fit`` with ``valid="auto"``: early stopping on each user's held-out last item.
+
+        The network is trained on everything but each user's last event and stops when NDCG@10 on
+        those last events has not improved for ``patience`` epochs, keeping the best epoch; then
+        (``refit_histories``) the model reads the full histories, last events included, as
+        :meth:`update_histories` does. ``valid=None`` trains every epoch without early stopping;
+        an ``Interactions`` is used as given (the validation part of your own split).
+        """
+        if not isinstance(refit_histories, (bool, np.bool_)):
+            raise ParameterError(f"refit_histories must be True or False, got {refit_histories!r}")
+        if not isinstance(valid, str):
+            return Recommender.fit(self, interactions, valid=valid, **kwargs)
+        if valid != "auto":
+            raise ParameterError(f"valid must be 'auto', None or a persona.Interactions, got {valid!r}")
+        if not isinstance(interactions, _interactions_type()):
+            return Recommender.fit(self, interactions, **kwargs)  # the base class names the problem
+        train, holdout = holdout_last(interactions)
+        if len(holdout) == 0:
+            log.warning("%s: no user has 3 events, so no last item can be held out for early stopping; "
+                        "training all %d epochs", type(self).__name__, int(self.epochs))
+            return Recommender.fit(self, interactions, valid=None, **kwargs)
+        Recommender.fit(self, train, valid=holdout, **kwargs)
+        if refit_histories:
+            self.update_histories(interactions)
+        return self
+
+    # ------------------------------------------------------------------ newer histories, no refit
+    def _history_tokens(self, interactions) -> np.ndarray:  # pragma: no cover - abstract
+        """The token rows (interactions.n_users, length) this model reads a user's history as."""
+        raise NotImplementedError
+
+    def _grow_user_state(self, n_users: int) -> None:
+        """Extend per-user state beyond the tokens to ``n_users`` rows (new users appended)."""
+
+    def update_histories(self, interactions) -> "EncodedUsers":
+        """Read newer histories without refitting: each user of ``interactions`` is answered from them.
+
+        ``interactions`` holds the users' **full** histories up to now (e.g. ``train.concat(valid)``,
+        or the store's events); for every user it names, the model's stored history and seen items
+        are replaced by these, and users the model has never seen are added (appended to
+        ``user_map_``), so ``recommend`` works for them at once. Users not named keep theirs. The
+        network is unchanged: items it was not trained on are left out of the histories (counted in
+        ``histories_update_``). Not safe while other threads recommend with the same object: update a
+        copy and swap it in (``RecommenderService.swap``).
+
+        Returns ``self``.
+        """
+        import scipy.sparse as sp
+
+        from ..data.interactions import Interactions
+
+        self._check_fitted()
+        if not isinstance(interactions, Interactions):
+            raise DataError(f"update_histories expects a persona.Interactions, got {type(interactions).__name__}")
+        ext_users = interactions.user_ids[interactions.users]
+        items = self.item_map_.lookup(interactions.item_ids[interactions.items])
+        known = items >= 0
+        users_map = self.user_map_.grow(ext_users) if len(ext_users) else self.user_map_
+        users = users_map.lookup(ext_users)
+        ts = None if interactions.timestamps is None else interactions.timestamps[known]
+        mapped = Interactions(users_map, self.item_map_, users[known], items[known], interactions.weights[known], ts,
+                              aggregate=interactions.aggregate)
+        present = np.unique(users)
+        n_old, n_new = self.n_users, len(users_map)
+        tokens = np.zeros((n_new, self.user_tokens_.shape[1]), dtype=np.int32)
+        tokens[:n_old] = self.user_tokens_
+        tokens[present] = self._history_tokens(mapped)[present]
+        seen = self.user_items_.tocsr()
+        if n_new > n_old:
+            seen = sp.vstack([seen, sp.csr_matrix((n_new - n_old, seen.shape[1]), dtype=seen.dtype)]).tocsr()
+        untouched = np.ones(n_new, dtype=seen.dtype)
+        untouched[present] = 0
+        seen = (sp.diags(untouched) @ seen + mapped.matrix.astype(seen.dtype)).tocsr()
+        seen.eliminate_zeros()
+        self._grow_user_state(n_new)
+        self.user_map_, self.user_tokens_, self.user_items_ = users_map, tokens, seen
+        self._user_vector_cache = None
+        self.histories_update_ = {"users": int(len(present)), "new_users": int(n_new - n_old),
+                                  "events": int(len(ext_users)), "unknown_item_events": int((~known).sum())}
+        if (~known).any():
+            log.info("%s.update_histories: %d events of items the model was not trained on were left out",
+                     type(self).__name__, int((~known).sum()))
+        return self
+
     def _select_for_users(self, users, n, excl, allow, mask):
         index = getattr(self, "index_", None)
         queries = None if index is None else self._index_queries(users)
         if queries is None:
             return super()._select_for_users(users, n, excl, allow, mask)
         return index.search(queries, n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+
+
+def _interactions_type():
+    from ..data.interactions import Interactions
+
+    return Interactions
 
 
 def valid_targets(model, valid) -> tuple[np.ndarray, np.ndarray]:

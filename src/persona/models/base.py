@@ -35,7 +35,7 @@ from ..errors import (
     UnknownUserError,
     UnsupportedError,
 )
-from ..io.artifact import artifact_files, pack_csr, read_artifact, unpack_csr, write_artifact
+from ..io.artifact import artifact_files, check_array, pack_csr, read_artifact, unpack_csr, write_artifact
 from ..kernels import topk
 
 __all__ = ["Recommender", "PAD_SCORE", "pad_id_for"]
@@ -597,8 +597,19 @@ class Recommender:
         """Raw files to store beside the arrays, name -> writer(path) (e.g. an ONNX graph)."""
         return {}
 
-    def save(self, path) -> Path:
-        """Save as an artifact directory (JSON manifest + .npy arrays, checksummed, no pickle)."""
+    def _check_state(self) -> None:
+        """Raise ArtifactError when restored state cannot be served safely (subclasses extend).
+
+        Runs at load after :meth:`_restore`, id maps and ``user_items_`` already checked: shapes
+        against the id maps, indices within range, finite values; vectorised, so load stays cheap.
+        """
+
+    def save(self, path, *, key: bytes | str | None = None) -> Path:
+        """Save as an artifact directory (JSON manifest + .npy arrays, checksummed, no pickle).
+
+        ``key`` (bytes, at least 16) signs it with HMAC-SHA256; ``load(path, key=key)`` then
+        refuses anything not signed with it (see docs/security.md).
+        """
         self._check_fitted()
         meta, arrays = self._state()
         params = self.get_params()
@@ -609,12 +620,17 @@ class Recommender:
                 raise RuntimeError(f"{type(self).__name__}._state uses the reserved array name {k!r}")
             all_arrays[k] = v
         return write_artifact(path, "model", {"class": type(self).__name__, "params": params, "state": meta},
-                              all_arrays, files=self._files())
+                              all_arrays, files=self._files(), key=key)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = False) -> "Recommender":
-        """Load a model saved with :meth:`save` (format version and checksums verified)."""
-        manifest, arrays = read_artifact(path, mmap=mmap)
+    def load(cls, path, *, mmap: bool = False, key: bytes | str | None = None) -> "Recommender":
+        """Load a model saved with :meth:`save` (format version, checksums and structure verified).
+
+        ``key``: require the HMAC signature of ``save(path, key=...)``. Without one, stored faiss
+        indexes are rebuilt from the stored vectors rather than read (faiss's reader is not safe
+        on crafted bytes). Replace a served artifact only by publishing a new folder atomically.
+        """
+        manifest, arrays = read_artifact(path, mmap=mmap, key=key)
         files = artifact_files(path, manifest)
         if manifest.get("kind") != "model":
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not a model")
@@ -636,9 +652,9 @@ class Recommender:
         except ParameterError as e:
             raise ArtifactError(f"{path}: stored parameters are invalid ({e}); save the model again") from None
         try:
-            model.user_map_ = IdMap(np.asarray(arrays["user_ids"]))
-            model.item_map_ = IdMap(np.asarray(arrays["item_ids"]))
-            model.user_items_ = unpack_csr("user_items", arrays)
+            model.user_map_ = IdMap(check_array("user_ids", arrays["user_ids"], kind="iuU", ndim=1))
+            model.item_map_ = IdMap(check_array("item_ids", arrays["item_ids"], kind="iuU", ndim=1))
+            model.user_items_ = unpack_csr("user_items", arrays, shape=(len(model.user_map_), len(model.item_map_)))
             model.fallback_ = None
             state = meta.get("state", {})
             if not isinstance(state, dict):
@@ -656,3 +672,7 @@ class Recommender:
             raise ArtifactError(f"{path} is malformed ({type(e).__name__}: {e}); save the model again") from None
         model._fitted = True
         return model
+            if manifest.get("_authentic"):
+                state = {**state, "_authentic": True}
+            model._check_state()
+        model._artifact_stamps = manifest.get("_stamps", [])

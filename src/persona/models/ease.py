@@ -154,6 +154,11 @@ class EASE(Recommender):
         self.precision_ = meta.get("precision", "float32")
         self._x = None
 
+    def _check_state(self) -> None:
+        from ..io.artifact import check_array
+
+        check_array("B", self.B_, shape=(len(self.item_map_), len(self.item_map_)))
+
 
 def ease_weights(x: sp.csr_matrix, regularization: float, *, bar=None) -> tuple[np.ndarray, str]:
     """``B = I - P / diag(P)``, ``P = (X^T X + regularization I)^-1``, diagonal zero; (B float32, precision).

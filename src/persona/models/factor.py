@@ -224,18 +224,26 @@ class FactorModel(ItemVectors, Recommender):
         self.user_factors_ = np.asarray(arrays["user_factors"])
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self._restore_extra(meta, arrays)
+        self._check_state()  # before an index is built over the factors
         spec = meta.get("index")
         if spec is None:
             return
         stored, files = meta.get("index_files"), meta.get("_files", {})
-        if stored and all(entry["file"] in files for entry in stored.values()):
+        # faiss's reader trusts its input (crafted bytes can crash the process), so a stored index
+        # is read only from an artifact whose HMAC signature was verified; otherwise it is rebuilt
+        # from the checked factors, as if none had been stored
+        if stored and not meta.get("_authentic"):
+            log.info("%s: rebuilding the stored faiss index from the factors (the artifact is not signed; "
+                     "save and load it with key=... to map the stored index instead)", type(self).__name__)
+        if stored and meta.get("_authentic") and all(entry["file"] in files for entry in stored.values()):
             from ..retrieval.faiss_index import FaissIndex
 
             for name, entry in stored.items():
                 if name not in ("index_", "similar_index_"):
                     raise ParameterError(f"unknown stored index {name!r}")
                 index = FaissIndex._from_artifact(
-                    {**entry["meta"], "_files": {"index.faiss": files[entry["file"]]}, "_mmap": meta.get("_mmap", False)},
+                    {**entry["meta"], "_files": {"index.faiss": files[entry["file"]]}, "_mmap": meta.get("_mmap", False),
+                     "_authentic": True},
                     {"vectors": arrays[f"{name.rstrip('_')}.vectors"]})
                 setattr(self, name, index)
             self._index_spec = spec
@@ -246,3 +254,12 @@ class FactorModel(ItemVectors, Recommender):
 
     def _restore_extra(self, meta, arrays) -> None:
         """Subclass hook: inverse of :meth:`_extra_state`."""
+
+    def _check_state(self) -> None:
+        from ..io.artifact import check_array
+
+        f = check_array("user_factors", self.user_factors_, ndim=2).shape[1]
+        check_array("user_factors", self.user_factors_, shape=(len(self.user_map_), None))
+        check_array("item_factors", self.item_factors_, shape=(len(self.item_map_), f))
+        if f < 1:
+            raise ParameterError(f"the factors have {f} columns; expected at least 1")

@@ -136,8 +136,16 @@ class _Neighbourhood(Recommender):
         return {} if self.idf_ is None else {"idf": np.asarray(self.idf_, dtype=np.float64)}
 
     def _restore_weighting(self, meta: dict, arrays: dict) -> None:
-        self.idf_ = np.asarray(arrays["idf"]) if "idf" in arrays else None
+        from ..io.artifact import check_array
+
+        self.idf_ = check_array("idf", arrays["idf"], ndim=1) if "idf" in arrays else None
         self.avg_length_ = float(meta.get("avg_length", 0.0))
+        if not np.isfinite(self.avg_length_) or self.avg_length_ < 0:
+            raise ParameterError(f"avg_length must be a finite number >= 0, got {self.avg_length_}")
+
+    def _similarity_shape(self) -> tuple[int, int]:
+        n = len(self.item_map_) if self._entity == "item" else len(self.user_map_)
+        return n, n
 
 
 class ItemKNN(_Neighbourhood):
@@ -210,7 +218,7 @@ class ItemKNN(_Neighbourhood):
         return {}, pack_csr("similarity", self.similarity_)
 
     def _restore(self, meta, arrays):
-        self.similarity_ = unpack_csr("similarity", arrays)
+        self.similarity_ = unpack_csr("similarity", arrays, shape=self._similarity_shape())
         self.idf_, self.avg_length_ = None, 0.0
 
 
@@ -303,6 +311,10 @@ class UserKNN(_Neighbourhood):
         return {"avg_length": self.avg_length_}, {**pack_csr("similarity", self.similarity_), **self._weight_state()}
 
     def _restore(self, meta, arrays):
-        self.similarity_ = unpack_csr("similarity", arrays)
+        from ..io.artifact import check_array
+
+        self.similarity_ = unpack_csr("similarity", arrays, shape=self._similarity_shape())
         self._restore_weighting(meta, arrays)
+        if self.idf_ is not None:
+            check_array("idf", self.idf_, shape=(len(self.item_map_),))
         self._derive()

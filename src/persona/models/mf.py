@@ -223,3 +223,12 @@ class MF(FactorModel):
         self.global_mean_ = float(meta["global_mean"])
         self.user_bias_ = np.asarray(arrays["user_bias"])
         self.item_bias_ = np.asarray(arrays["item_bias"])
+
+    def _check_state(self) -> None:
+        from ..io.artifact import check_array
+
+        super()._check_state()
+        check_array("user_bias", self.user_bias_, shape=(len(self.user_map_),))
+        check_array("item_bias", self.item_bias_, shape=(len(self.item_map_),))
+        if not np.isfinite(self.global_mean_):
+            raise ParameterError(f"global_mean must be finite, got {self.global_mean_}")

@@ -255,6 +255,22 @@ class MostPopular(Recommender):
             self.item_category_ = self.category_map_ = None
 
 
+    def _check_state(self) -> None:
+        from ..io.artifact import check_array, check_indices
+
+        n_users, n_items = len(self.user_map_), len(self.item_map_)
+        check_array("popularity", self.popularity_, shape=(n_items,))
+        check_array("global_scores", self.global_scores_, shape=(n_items,))
+        check_array("user_activity", self.user_activity_, shape=(n_users,))
+        if self.segment_scores_ is not None:
+            n_seg = len(self.segment_map_)
+            check_array("segment_scores", self.segment_scores_, shape=(n_seg, n_items))
+            check_indices("user_segment", check_array("user_segment", self.user_segment_, kind="iu",
+                                                      shape=(n_users,)), -1, n_seg)
+        if self.item_category_ is not None:
+            check_indices("item_category", check_array("item_category", self.item_category_, kind="iu",
+                                                       shape=(n_items,)), -1, len(self.category_map_))
+
 def _epoch(t) -> float:
     """Epoch seconds of a datetime, ISO string, pandas Timestamp or number."""
     if isinstance(t, (int, float, np.integer, np.floating)):

@@ -312,8 +312,8 @@ class SASRec(EncodedUsers, Recommender):
         together, batch order shuffled) so that every step holds about ``batch_size`` times the
         mean history length of positions and no step pays for padding.
     patience : int
-        With ``fit(train, valid=...)``: stop after this many epochs without a better validation
-        NDCG@10, and keep the best epoch's weights.
+        Stop after this many epochs without a better validation NDCG@10 (on each user's held-out
+        last item by default, or on ``fit(train, valid=...)``), and keep the best epoch's weights.
     loss : {"ce", "sampled"}
         ``"ce"``: cross-entropy of the next item over the whole catalogue (full softmax).
         ``"sampled"``: softmax over the next item and ``negatives`` items drawn per step from
@@ -351,8 +351,11 @@ class SASRec(EncodedUsers, Recommender):
 
     Notes
     -----
-    ``fit(interactions, valid=None, item_attributes=None)``: ``valid`` (e.g. the middle part of
-    :func:`persona.split.leave_last_out`) enables early stopping. ``item_attributes`` (a
+    ``fit(interactions, valid="auto", item_attributes=None)``: by default each user's last event
+    is held out for early stopping and read back afterwards (see :meth:`fit`); ``valid`` (e.g. the
+    middle part of :func:`persona.split.leave_last_out`) uses your own validation targets instead,
+    and ``valid=None`` trains every epoch. :meth:`update_histories` gives a fitted model newer
+    histories without refitting. ``item_attributes`` (a
     scipy sparse matrix with one row per item of ``interactions``, e.g.
     ``SequenceData.attribute_matrix(train)``, or a :class:`persona.data.Features` matched by
     item id) adds side information: an item's vector is its id embedding plus the sum of its
@@ -415,6 +418,21 @@ class SASRec(EncodedUsers, Recommender):
             raise ParameterError(f"show_progress must be True or False, got {self.show_progress!r}")
 
     # ------------------------------------------------------------------ fitting
+    def fit(self, interactions: Interactions, valid="auto", item_attributes=None, *,
+            refit_histories: bool = True) -> "SASRec":
+        """Learn from ``interactions``; returns ``self``.
+
+        ``valid="auto"`` (the default) holds out each user's last event, stops when NDCG@10 on
+        those has not improved for ``patience`` epochs and keeps the best epoch; then, with
+        ``refit_histories``, the model reads the full histories (:meth:`update_histories`).
+        ``valid=None`` trains all ``epochs``; an ``Interactions`` (the validation part of your own
+        split) is used as given. ``item_attributes``: see the class notes.
+        """
+        return self._fit_holding_out(interactions, valid, refit_histories, item_attributes=item_attributes)
+
+    def _history_tokens(self, interactions: Interactions) -> np.ndarray:
+        return _tokens(interactions.sequences(), int(self.max_len)).astype(np.int32)
+
     def _fit(self, interactions: Interactions, valid: Interactions | None = None, item_attributes=None) -> None:
         try:
             import torch
@@ -427,7 +445,7 @@ class SASRec(EncodedUsers, Recommender):
         attributes = _attribute_rows(item_attributes, interactions)
         n_items = interactions.n_items
         seqs = interactions.sequences()
-        self.user_tokens_ = _tokens(seqs, self.max_len).astype(np.int32)
+        self.user_tokens_ = self._history_tokens(interactions)
         self.item_popularity_ = np.bincount(interactions.items, minlength=n_items).astype(np.float32)
         # one training row per user with a next item to predict: the last max_len + 1 items
         train_rows = [s[-(self.max_len + 1):] for s in seqs if len(s) >= 2]
@@ -659,6 +677,15 @@ class SASRec(EncodedUsers, Recommender):
 
     def _restore(self, meta, arrays):
         from ..errors import ArtifactError
+    def _check_state(self) -> None:
+        from ..io.artifact import check_array, check_indices
+
+        n_users, n_items = len(self.user_map_), len(self.item_map_)
+        check_array("item_factors", self.item_factors_, shape=(n_items, None))
+        check_array("item_popularity", self.item_popularity_, shape=(n_items,))
+        tokens = check_array("user_tokens", self.user_tokens_, kind="iu", shape=(n_users, int(self.max_len)))
+        check_indices("user_tokens", tokens, 0, n_items + 1)  # item index + 1, 0 pads
+
 
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self.user_tokens_ = np.asarray(arrays["user_tokens"])
@@ -667,6 +694,7 @@ class SASRec(EncodedUsers, Recommender):
         self.history_ = list(meta.get("history", []))
         path = meta.get("_files", {}).get(meta.get("encoder_file", _ENCODER_FILE))
         if path is None:
+        self._check_state()  # before the encoder or an index sees the arrays
             raise ArtifactError(f"the SASRec artifact lacks its encoder graph {_ENCODER_FILE}; save the model again")
         # read now (the checksum was just verified), so a later overwrite of the artifact
         # cannot change the graph under a lazily created session

@@ -348,9 +348,26 @@ class TwoTower(EncodedUsers, Recommender):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, interactions: Interactions, item_features: Features | None = None,
-            user_features: Features | None = None, valid: Interactions | None = None) -> "TwoTower":
-        """Learn from ``interactions`` (and item / user :class:`~persona.data.Features`); returns ``self``."""
-        return super().fit(interactions, item_features=item_features, user_features=user_features, valid=valid)
+            user_features: Features | None = None, valid="auto", *, refit_histories: bool = True) -> "TwoTower":
+        """Learn from ``interactions`` (and item / user :class:`~persona.data.Features`); returns ``self``.
+
+        ``valid="auto"`` (the default) holds out each user's last event, stops when NDCG@10 on
+        those has not improved for ``patience`` epochs and keeps the best epoch; then, with
+        ``refit_histories``, the model reads the full histories (:meth:`update_histories`).
+        ``valid=None`` trains all ``epochs``; an ``Interactions`` is used as given.
+        """
+        return self._fit_holding_out(interactions, valid, refit_histories, item_features=item_features,
+                                     user_features=user_features)
+
+    def _history_tokens(self, interactions: Interactions) -> np.ndarray:
+        seq_items, indptr = _first_touches(interactions)
+        return _window(seq_items, indptr[:-1], indptr[1:], int(self.max_history)).astype(np.int32)
+
+    def _grow_user_state(self, n_users: int) -> None:
+        x = self.user_features_
+        if x is not None and x.shape[0] < n_users:  # new users have no features: zero rows
+            self.user_features_ = sp.vstack([x, sp.csr_matrix((n_users - x.shape[0], x.shape[1]),
+                                                               dtype=x.dtype)]).tocsr()
 
     def _fit(self, interactions: Interactions, item_features=None, user_features=None, valid=None) -> None:
         if valid is not None and not isinstance(valid, Interactions):
@@ -787,6 +804,18 @@ class TwoTower(EncodedUsers, Recommender):
 
     def _restore(self, meta, arrays):
         from ..io.artifact import unpack_csr
+    def _check_state(self) -> None:
+        from ..io.artifact import check_array, check_indices
+
+        n_users, n_items = len(self.user_map_), len(self.item_map_)
+        check_array("item_factors", self.item_factors_, shape=(n_items, None))
+        check_array("item_popularity", self.item_popularity_, shape=(n_items,))
+        tokens = check_array("user_tokens", self.user_tokens_, kind="iu", shape=(n_users, int(self.max_history)))
+        check_indices("user_tokens", tokens, 0, n_items + 1)  # item index + 1, 0 pads
+        if self.user_features_ is not None and self.user_features_.shape != (n_users, self.n_user_features_):
+            raise ArtifactError(f"user_features: expected shape {(n_users, self.n_user_features_)}, got "
+                                f"{self.user_features_.shape}; the artifact is malformed, save the model again")
+
 
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self.user_tokens_ = np.asarray(arrays["user_tokens"])
@@ -800,6 +829,7 @@ class TwoTower(EncodedUsers, Recommender):
         self.history_ = list(meta.get("history", []))
         files = meta.get("_files", {})
         graphs = []
+        self._check_state()  # before the encoders or an index see the arrays
         for key, default in (("item_encoder_file", _ITEM_FILE), ("user_encoder_file", _USER_FILE)):
             path = files.get(meta.get(key, default))
             if path is None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ParameterError
 
-__all__ = ["OnnxModel", "default_providers"]
+__all__ = ["OnnxModel", "default_providers", "check_no_external_data"]
 
 log = logging.getLogger("persona.onnx")
 
@@ -28,6 +28,84 @@ def default_providers() -> list[str]:
     available = ort.get_available_providers()
     out = [p for p in ("CUDAExecutionProvider",) if p in available]
     return out + ["CPUExecutionProvider"]
+
+
+# Which fields of which ONNX protobuf messages hold messages that may hold tensors (onnx.proto
+# field numbers). A tensor is TensorProto: field 13 external_data, field 14 data_location (1 = EXTERNAL).
+_SUB = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+_MAX_DEPTH = 64
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        out |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return out, pos
+        shift += 7
+
+
+def _external_tensor(buf, kind: str, depth: int) -> bool:
+    """True when a tensor anywhere in this message refers to external data (protobuf wire format)."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("nested too deeply")
+    pos, sub = 0, _SUB[kind]
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            if kind == "tensor" and field == 14 and value != 0:
+                return True
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            end = pos + size
+            if end > len(buf):
+                raise ValueError("truncated field")
+            if kind == "tensor" and field == 13:
+                return True
+            if field in sub and _external_tensor(buf[pos:end], sub[field], depth + 1):
+                return True
+            pos = end
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated field")
+    return False
+
+
+def check_no_external_data(graph: bytes, what: str = "the ONNX graph") -> None:
+    """ArtifactError when ``graph`` (a serialized ModelProto) has a tensor stored as external data.
+
+    onnxruntime resolves external data paths against the model's folder or, for a graph given as
+    bytes, the working directory, and reads whatever file they name; a graph inside an artifact
+    must carry all of its weights itself. Walks the protobuf wire format, so it needs no onnx package.
+    """
+    try:
+        external = _external_tensor(memoryview(graph), "model", 0)
+    except (ValueError, IndexError) as e:
+        raise ArtifactError(f"{what} is not a valid ONNX model ({e}); save the model again") from None
+    if external:
+        raise ArtifactError(f"{what}: expected every weight inside the graph, got a tensor that references "
+                            "external data (a file outside it); artifacts may not reference external data, "
+                            "export the graph with its weights embedded")
 
 
 def _check_threads(value, name: str) -> int:
@@ -64,6 +142,8 @@ class OnnxModel:
     def __init__(self, path_or_bytes, *, providers=None, intra_op_threads: int = 0, inter_op_threads: int = 0):
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._source = bytes(path_or_bytes)
+            # a graph as bytes (e.g. from an artifact) has no folder of its own: no external data
+            check_no_external_data(self._source)
         elif isinstance(path_or_bytes, (str, os.PathLike)):
             self._source = str(Path(path_or_bytes))
         else:
@@ -129,4 +209,8 @@ class OnnxModel:
         """Run the graph on one input array; returns its one output array."""
         sess = self.session
         name = sess.get_inputs()[0].name
-        return sess.run(None, {name: inputs})[0]
+        try:
+            return sess.run(None, {name: inputs})[0]
+        except Exception as e:  # onnxruntime's own types: the inputs disagree with the graph
+            raise ArtifactError(f"onnxruntime could not run the graph on inputs of shape {inputs.shape} ({e}); "
+                                "the graph and the model's arrays disagree, save the model again") from None

@@ -309,23 +309,26 @@ class Index(ABC):
         """Raw files to store beside the arrays (name -> writer); see FaissIndex."""
         return {}
 
-    def save(self, path) -> Path:
-        """Write the index as a persona artifact directory (JSON manifest + .npy, no pickle)."""
+    def save(self, path, *, key: bytes | str | None = None) -> Path:
+        """Write the index as a persona artifact directory (JSON manifest + .npy, no pickle);
+        ``key`` signs it (HMAC-SHA256), see :meth:`load`."""
         from ..io.artifact import write_artifact
 
-        return write_artifact(path, "index", self._meta(), self._arrays(), files=self._files())
+        return write_artifact(path, "index", self._meta(), self._arrays(), files=self._files(), key=key)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = False) -> "Index":
+    def load(cls, path, *, mmap: bool = False, key: bytes | str | None = None) -> "Index":
         """Read an index written by :meth:`save`; checksums are verified first.
 
         Called on :class:`Index` itself it dispatches on the stored class, like
-        :func:`~persona.retrieval.load_index`.
+        :func:`~persona.retrieval.load_index`. ``key``: require the HMAC signature of
+        ``save(path, key=...)``; only a signed faiss file is handed to faiss's reader, an unsigned
+        one is rebuilt from the stored vectors.
         """
         from ..io.artifact import artifact_files, read_artifact
         from . import _classes
 
-        manifest, arrays = read_artifact(path, mmap=mmap)
+        manifest, arrays = read_artifact(path, mmap=mmap, key=key)
         files = artifact_files(path, manifest)
         if manifest.get("kind") != "index":
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not an index; "
@@ -341,7 +344,8 @@ class Index(ABC):
         if meta.get("metric") not in METRICS or "vectors" not in arrays:
             raise ArtifactError(f"{path} lacks a valid metric or the vectors array; save the index again")
         # raw files travel to the subclass beside the arrays, with the mmap wish
-        return target._from_artifact({**meta, "_files": files, "_mmap": bool(mmap)}, arrays)
+        return target._from_artifact({**meta, "_files": files, "_mmap": bool(mmap),
+                                      "_authentic": bool(manifest.get("_authentic"))}, arrays)
 
     @classmethod
     @abstractmethod

@@ -204,8 +204,19 @@ class FaissIndex(Index):
                 raise ArtifactError(f"the index artifact lacks parameter {p!r}; save the index again")
             setattr(self, p, params[p])
         vec = np.asarray(arrays["vectors"])
-        if vec.ndim != 2 or vec.dtype != np.float32:
-            raise ArtifactError(f"index vectors must be a 2-D float32 array, got {vec.dtype} {vec.shape}")
+        if vec.ndim != 2 or vec.dtype != np.float32 or not np.isfinite(vec).all():
+            raise ArtifactError(f"index vectors must be a 2-D float32 array of finite numbers, got {vec.dtype} "
+                                f"{vec.shape}; save the index again")
+        if not meta.get("_authentic"):
+            # faiss's reader trusts its input: crafted bytes can crash the process. Without a verified
+            # signature, build the index again from the checked vectors and the recorded parameters
+            try:
+                rebuilt = cls(vec, meta["metric"], **{p: params[p] for p in cls._PARAMS})
+            except (ParameterError, TypeError, ValueError) as e:
+                raise ArtifactError(f"the index artifact's parameters are invalid ({e}); save the index again") \
+                    from None
+            rebuilt._read_only = bool(meta.get("_mmap"))  # as a mapped one would be
+            return rebuilt
         self._vectors = vec
         # with mmap, faiss maps the stored vectors and lists read-only: worker processes share them
         self._read_only = bool(meta.get("_mmap"))

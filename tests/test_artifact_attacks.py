@@ -1,0 +1,381 @@
+"""Crafted artifacts, re-signed as an attacker would: wrong answers at worst, never a crash (issue 11).
+
+Checksums catch accidents; whoever can write an artifact can also recompute them. So every attack
+here re-signs what it changed (array checksums, dtypes and shapes in the manifest, the manifest's own
+digest, all with the library's own functions) and then loads and uses the artifact in a separate
+process: the outcome must be an ArtifactError at load, a persona error, or well-shaped answers --
+never a signal, a hang, or another exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import persona as ps
+from persona.io.artifact import _manifest_digest
+
+PROBE = Path(__file__).with_name("artifact_probe.py")
+KEY = b"shop-secret-key-0123456789"
+
+
+# ---------------------------------------------------------------------- crafting helpers
+def manifest_of(path) -> dict:
+    return json.loads((Path(path) / "manifest.json").read_text())
+
+
+def resign(path, manifest: dict | None = None) -> None:
+    """Recompute every checksum, dtype, shape and size the manifest records, then its own digest."""
+    path = Path(path)
+    manifest = manifest_of(path) if manifest is None else manifest
+    for entry in manifest.get("arrays", {}).values():
+        f = path / entry["file"]
+        if f.is_file():
+            entry["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+            try:
+                arr = np.load(f, mmap_mode="r", allow_pickle=False)
+                entry["dtype"], entry["shape"] = arr.dtype.str, list(arr.shape)
+            except Exception:  # noqa: BLE001 - a file that is no longer an array keeps its old record
+                pass
+    for entry in manifest.get("files", {}).values():
+        f = path / entry["file"]
+        if f.is_file():
+            entry["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+            entry["size"] = f.stat().st_size
+    manifest.pop("signature", None)  # the attacker has no key: the best they can do is drop it
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def array_file(path, name) -> Path:
+    return Path(path) / manifest_of(path)["arrays"][name]["file"]
+
+
+def edit_array(path, name, fn) -> None:
+    """Replace array ``name`` by ``fn(array)`` and re-sign."""
+    f = array_file(path, name)
+    arr = np.load(f, allow_pickle=False)
+    np.save(f, np.asarray(fn(arr.copy())), allow_pickle=False)
+    resign(path)
+
+
+def edit_manifest(path, fn) -> None:
+    m = manifest_of(path)
+    fn(m)
+    resign(path, m)
+
+
+def copy(src, dst) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return Path(dst)
+
+
+def probe(cases, tmp, *, timeout=120) -> dict:
+    """Run ``cases`` (dicts with id, path, ...) in a fresh interpreter; fail on a signal or a hang."""
+    tmp = Path(tmp)
+    cases_file, out_file = tmp / "cases.json", tmp / "results.json"
+    cases_file.write_text(json.dumps([{**c, "path": str(c["path"])} for c in cases]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    try:
+        proc = subprocess.run([sys.executable, str(PROBE), str(cases_file), str(out_file)], capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        last = [ln for ln in (e.stderr or b"").decode(errors="replace").splitlines() if ln.startswith("CASE ")]
+        pytest.fail(f"the probe hung (> {timeout} s) at {last[-1:]}")
+    if proc.returncode != 0:
+        last = [ln for ln in proc.stderr.splitlines() if ln.startswith("CASE ")]
+        pytest.fail(f"the probe died with return code {proc.returncode} (a negative code is a signal) at "
+                    f"{last[-1:]}:\n{proc.stderr[-3000:]}")
+    return json.loads(out_file.read_text())
+
+
+# ---------------------------------------------------------------------- the victims
+def _fit_models():
+    shop = ps.datasets.synthetic_shop(n_users=80, n_items=30, seed=3)
+    inter = shop.interactions
+    models = {
+        "popular": ps.MostPopular(),
+        "itemknn": ps.ItemKNN(k=5),
+        "userknn": ps.UserKNN(k=5),
+        "als": ps.ALS(factors=4, iterations=2, random_state=0, num_threads=1),
+        "bpr": ps.BPR(factors=4, iterations=3, random_state=0, num_threads=1),
+        "ease": ps.EASE(regularization=10.0),
+    }
+    for m in models.values():
+        m.fit(inter)
+    hnsw = ps.ALS(factors=4, iterations=2, random_state=0, num_threads=1).fit(inter)
+    hnsw.use_index("hnsw", M=8, ef_search=16, exact_below=0, exact_fraction=0.0)  # searches go through faiss
+    models["als-hnsw"] = hnsw
+    ivf = ps.ALS(factors=4, iterations=2, random_state=0, num_threads=1).fit(inter)
+    ivf.use_index("ivf", nlist=2, nprobe=2, exact_below=0, exact_fraction=0.0)
+    models["als-ivf"] = ivf
+    return inter, models
+
+
+def _fit_neural(inter):
+    pytest.importorskip("torch")
+    from persona.models.sasrec import SASRec
+
+    return {
+        "sasrec": SASRec(factors=8, blocks=1, max_len=5, epochs=1, random_state=0, num_threads=1).fit(inter),
+        "twotower": ps.TwoTower(factors=8, hidden=8, max_history=5, epochs=1, random_state=0,
+                                num_threads=1).fit(inter),
+    }
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("victims")
+    inter, models = _fit_models()
+    models.update(_fit_neural(inter))
+    return {name: m.save(root / f"{name}.persona") for name, m in models.items()}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+# ---------------------------------------------------------------------- running cases in a subprocess
+def probe_each(cases, tmp, *, timeout=90) -> dict:
+    """Like :func:`probe`, but a case that kills or hangs the process is recorded as its outcome
+    ("signal N", "hang") and the remaining cases run in a fresh process."""
+    tmp = Path(tmp)
+    results, todo, rounds = {}, list(cases), 0
+    while todo:
+        rounds += 1
+        cases_file, out_file = tmp / f"cases{rounds}.json", tmp / f"results{rounds}.json"
+        cases_file.write_text(json.dumps([{**c, "path": str(c["path"])} for c in todo]))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        try:
+            proc = subprocess.run([sys.executable, str(PROBE), str(cases_file), str(out_file)],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+            stderr, dead = proc.stderr, None if proc.returncode == 0 else f"returncode {proc.returncode}"
+        except subprocess.TimeoutExpired as e:
+            stderr, dead = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) \
+                else (e.stderr or ""), "hang"
+        done = json.loads(out_file.read_text()) if out_file.exists() else {}
+        results.update(done)
+        todo = [c for c in todo if c["id"] not in done]
+        if dead is None or not todo:
+            break
+        started = [ln[5:] for ln in stderr.splitlines() if ln.startswith("CASE ")]
+        culprit = started[-1] if started else todo[0]["id"]
+        results[culprit] = {"outcome": dead, "detail": stderr[-2000:]}
+        todo = [c for c in todo if c["id"] != culprit]
+    return results
+
+
+def _set(index, value):
+    def fn(a):
+        a[index] = value
+        return a
+    return fn
+
+
+def _craft_faiss_neighbours(path):
+    """Point every HNSW link of the stored index far outside the vectors (a search reads there)."""
+    import faiss
+
+    for name in ("index.faiss", "similar_index.faiss"):
+        f = Path(path) / "files" / name
+        idx = faiss.read_index(str(f))
+        hnsw = faiss.downcast_index(idx).hnsw
+        nb = faiss.vector_to_array(hnsw.neighbors)
+        nb[nb >= 0] = 10 ** 8
+        faiss.copy_array_to_vector(nb, hnsw.neighbors)
+        faiss.write_index(idx, str(f))
+    resign(path)
+
+
+def _craft_faiss_ivf_ids(path):
+    """Give every row of the stored IVF lists an id far beyond the vectors (faiss's reader accepts it)."""
+    import faiss
+
+    for name in ("index.faiss", "similar_index.faiss"):
+        f = Path(path) / "files" / name
+        idx = faiss.read_index(str(f))
+        ivf = faiss.extract_index_ivf(idx)
+        for lst in range(ivf.nlist):
+            size = ivf.invlists.list_size(lst)
+            if size:
+                faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), size)[:] = 10 ** 12
+        faiss.write_index(idx, str(f))
+    resign(path)
+
+
+def _craft_faiss_garbage(path):
+    f = Path(path) / "files" / "index.faiss"
+    raw = bytearray(f.read_bytes())
+    raw[4:40] = b"\xff" * 36  # the header's sizes: dimension, row count, ...
+    f.write_bytes(bytes(raw))
+    resign(path)
+
+
+def _craft_onnx_external(path, location):
+    """Move the encoder's largest initializer to 'external data' at ``location``."""
+    import onnx
+
+    f = Path(path) / manifest_of(path)["files"]["sequence_encoder.onnx"]["file"]
+    model = onnx.load_model_from_string(f.read_bytes())
+    init = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    del init.external_data[:]
+    for k, v in (("location", location), ("offset", "0"), ("length", str(4 * int(np.prod(init.dims))))):
+        entry = init.external_data.add()
+        entry.key, entry.value = k, v
+    f.write_bytes(model.SerializeToString())
+    resign(path)
+
+
+def _symlink_array(path, name, target):
+    f = array_file(path, name)
+    f.unlink()
+    os.symlink(target, f)
+    resign(path)
+
+
+def _outside_npy(path, name, tmp):
+    """An array file that is a symlink to a (well-formed) file outside the artifact."""
+    outside = Path(tmp) / f"outside-{Path(path).name}.npy"
+    np.save(outside, np.load(array_file(path, name), allow_pickle=False))
+    _symlink_array(path, name, outside)
+
+
+def _fifo_array(path, name):
+    f = array_file(path, name)
+    f.unlink()
+    os.mkfifo(f)
+    edit_manifest(path, lambda m: None)
+
+
+def _file_entry_dot(path):
+    def fn(m):
+        m["files"]["sequence_encoder.onnx"]["file"] = "files/."
+    edit_manifest(path, fn)
+
+
+def _arrays_dir_symlink(path, tmp):
+    elsewhere = Path(tmp) / f"elsewhere-{Path(path).name}"
+    shutil.move(str(Path(path) / "arrays"), elsewhere)
+    os.symlink(elsewhere, Path(path) / "arrays")
+    resign(path)
+
+
+def _sign(path):
+    """A signed copy of the artifact: load and save with the shop's key."""
+    return ps.load(path).save(path, key=KEY)
+
+
+# id -> (victim, craft(path, tmp), load options); every one must be refused at load
+REFUSED = {
+    # 10a: sparse indptr
+    "10a-itemknn-indptr-not-monotone": ("itemknn", lambda p, t: edit_array(p, "similarity.indptr", _set(5, 10 ** 6)), {}),
+    "10a-itemknn-indptr-decreasing": ("itemknn", lambda p, t: edit_array(p, "similarity.indptr", lambda a: a[::-1].copy()), {}),
+    "10a-user-items-indptr-beyond-nnz": ("als", lambda p, t: edit_array(p, "user_items.indptr", _set(-1, 10 ** 7)), {}),
+    "10a-userknn-indptr-negative": ("userknn", lambda p, t: edit_array(p, "similarity.indptr", _set(3, -(10 ** 6))), {}),
+    "10a-user-items-indptr-short": ("itemknn", lambda p, t: edit_array(p, "user_items.indptr", lambda a: a[:-5]), {}),
+    # 10b: sparse indices
+    "10b-itemknn-indices-high": ("itemknn", lambda p, t: edit_array(p, "similarity.indices", lambda a: a + 10 ** 6), {}),
+    "10b-itemknn-indices-negative": ("itemknn", lambda p, t: edit_array(p, "similarity.indices", _set(0, -7)), {}),
+    "10b-user-items-indices-high": ("als", lambda p, t: edit_array(p, "user_items.indices", lambda a: a + 10 ** 6), {}),
+    "10b-user-items-indices-high-mmap": ("ease", lambda p, t: edit_array(p, "user_items.indices", _set(0, 10 ** 6)),
+                                         {"mmap": True}),
+    # 10c: id maps against the arrays
+    "10c-als-item-ids-short": ("als", lambda p, t: edit_array(p, "item_ids", lambda a: a[:-3]), {}),
+    "10c-als-user-ids-long": ("als", lambda p, t: edit_array(p, "user_ids", lambda a: np.append(a, ["zz1", "zz2"])), {}),
+    "10c-popular-item-ids-long": ("popular", lambda p, t: edit_array(p, "item_ids", lambda a: np.append(a, ["x1", "x2"])), {}),
+    "10c-ease-item-ids-short": ("ease", lambda p, t: edit_array(p, "item_ids", lambda a: a[:-1]), {}),
+    "10c-itemknn-item-ids-short": ("itemknn", lambda p, t: edit_array(p, "item_ids", lambda a: a[:-4]), {}),
+    "10c-duplicate-item-ids": ("bpr", lambda p, t: edit_array(p, "item_ids", _set(1, "i0000")), {}),
+    "10c-sasrec-item-ids-short": ("sasrec", lambda p, t: edit_array(p, "item_ids", lambda a: a[:-2]), {}),
+    "10c-twotower-item-ids-long": ("twotower", lambda p, t: edit_array(p, "item_ids", lambda a: np.append(a, ["x"])), {}),
+    # 10d: dtypes, shapes, values
+    "10d-als-factor-width": ("als", lambda p, t: edit_array(p, "item_factors", lambda a: np.hstack([a, a[:, :1]])), {}),
+    "10d-als-factors-text": ("als", lambda p, t: edit_array(p, "item_factors", lambda a: a.astype("U8")), {}),
+    "10d-als-factors-nan": ("als", lambda p, t: edit_array(p, "item_factors", _set((0, 0), np.nan)), {}),
+    "10d-bpr-factors-1d": ("bpr", lambda p, t: edit_array(p, "user_factors", lambda a: a.ravel()), {}),
+    "10d-ease-B-short": ("ease", lambda p, t: edit_array(p, "B", lambda a: a[:-1, :-1]), {}),
+    "10d-popular-scores-short": ("popular", lambda p, t: edit_array(p, "global_scores", lambda a: a[:-2]), {}),
+    "10d-popular-scores-text": ("popular", lambda p, t: edit_array(p, "global_scores", lambda a: a.astype("U4")), {}),
+    "10d-itemknn-shape-wider": ("itemknn", lambda p, t: edit_array(p, "similarity.shape", lambda a: a + 50), {}),
+    "10d-itemknn-indices-float": ("itemknn", lambda p, t: edit_array(p, "similarity.indices", lambda a: a + 0.5), {}),
+    "10d-itemknn-data-inf": ("itemknn", lambda p, t: edit_array(p, "similarity.data", _set(0, np.inf)), {}),
+    "10d-user-items-shape-taller": ("bpr", lambda p, t: edit_array(p, "user_items.shape", _set(0, 10 ** 5)), {}),
+    "10d-ids-2d": ("als", lambda p, t: edit_array(p, "item_ids", lambda a: a.reshape(-1, 1)), {}),
+    "10d-sasrec-tokens-out-of-range": ("sasrec", lambda p, t: edit_array(p, "user_tokens", _set((0, -1), 10 ** 6)), {}),
+    "10d-sasrec-tokens-width": ("sasrec", lambda p, t: edit_array(p, "user_tokens", lambda a: a[:, 1:]), {}),
+    "10d-sasrec-max-len": ("sasrec", lambda p, t: edit_manifest(p, lambda m: m["meta"]["params"].update(max_len=3)), {}),
+    "10d-twotower-tokens-negative": ("twotower", lambda p, t: edit_array(p, "user_tokens", _set((0, -1), -9)), {}),
+    "10d-twotower-item-factors-short": ("twotower", lambda p, t: edit_array(p, "item_factors", lambda a: a[:-1]), {}),
+    # 10e: HMAC
+    "10e-signed-then-resigned": ("ease", lambda p, t: (_sign(p), edit_array(p, "B", lambda a: a * 2)), {"key": KEY}),
+    "10e-unsigned-with-key": ("ease", lambda p, t: None, {"key": KEY}),
+    "10e-signed-wrong-key": ("ease", lambda p, t: _sign(p), {"key": b"another-key-0123456789"}),
+    # 11: only regular files inside the folder
+    "11-array-symlink-outside": ("als", lambda p, t: _outside_npy(p, "item_factors", t), {}),
+    "11-array-symlink-devzero": ("als", lambda p, t: _symlink_array(p, "item_factors", "/dev/zero"), {}),
+    "11-array-fifo": ("als", lambda p, t: _fifo_array(p, "item_factors"), {}),
+    "11-file-entry-dot": ("sasrec", lambda p, t: _file_entry_dot(p), {}),
+    "11-arrays-folder-symlink": ("ease", lambda p, t: _arrays_dir_symlink(p, t), {}),
+    # 12: ONNX external data
+    "12-onnx-external-absolute": ("sasrec", lambda p, t: _craft_onnx_external(p, "/etc/hostname"), {}),
+    "12-onnx-external-relative": ("sasrec", lambda p, t: _craft_onnx_external(p, "../../../../../etc/hostname"), {}),
+    "12-onnx-external-devzero": ("sasrec", lambda p, t: _craft_onnx_external(p, "/dev/zero"), {}),
+}
+
+# id -> (victim, craft, options, outcomes accepted): harmless or refused, never a crash
+SAFE = {
+    # 10f: faiss's reader is not fed unauthenticated bytes: the index is rebuilt from the vectors
+    "10f-faiss-neighbours-out-of-range": ("als-hnsw", lambda p, t: _craft_faiss_neighbours(p), {}, {"ok", "refused"}),
+    "10f-faiss-neighbours-out-of-range-mmap": ("als-hnsw", lambda p, t: _craft_faiss_neighbours(p), {"mmap": True},
+                                               {"ok", "refused"}),
+    "10f-faiss-ivf-ids-out-of-range": ("als-ivf", lambda p, t: _craft_faiss_ivf_ids(p), {}, {"ok", "refused"}),
+    "10f-faiss-ivf-ids-out-of-range-mmap": ("als-ivf", lambda p, t: _craft_faiss_ivf_ids(p), {"mmap": True},
+                                            {"ok", "refused"}),
+    "10f-faiss-header-garbage": ("als-hnsw", lambda p, t: _craft_faiss_garbage(p), {}, {"ok", "refused"}),
+    # 10e: a signed artifact loads with its key, and without one
+    "10e-signed-ok": ("ease", lambda p, t: _sign(p), {"key": KEY}, {"ok"}),
+    "10e-signed-ok-no-key": ("ease", lambda p, t: _sign(p), {}, {"ok"}),
+    "10e-signed-faiss-mmap": ("als-hnsw", lambda p, t: _sign(p), {"key": KEY, "mmap": True}, {"ok"}),
+}
+
+
+@pytest.fixture(scope="module")
+def targeted(saved, tmp_path_factory):
+    """Craft every case above, then load and use them all in subprocesses; id -> outcome."""
+    tmp = tmp_path_factory.mktemp("targeted")
+    cases = []
+    for cid, (victim, craft, opts, *_) in {**REFUSED, **SAFE}.items():
+        path = copy(saved[victim], tmp / cid)
+        craft(path, tmp)
+        case = {"id": cid, "path": path, "mmap": opts.get("mmap", False)}
+        if "key" in opts:
+            case["key"] = opts["key"].hex()
+        cases.append(case)
+    return probe_each(cases, tmp)
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_crafted_artifact_is_refused_at_load(targeted, case):
+    got = targeted[case]
+    assert got["outcome"] == "refused", f"{case}: {got['outcome']}\n{got['detail']}"
+    assert "save" in got["detail"] or "publish" in got["detail"] or "export" in got["detail"], \
+        f"{case}: the message should say what to do: {got['detail']}"
+
+
+@pytest.mark.parametrize("case", sorted(SAFE))
+def test_crafted_artifact_is_harmless(targeted, case):
+    got = targeted[case]
+    assert got["outcome"] in SAFE[case][3], f"{case}: {got['outcome']}\n{got['detail']}"
