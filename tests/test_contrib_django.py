@@ -6,51 +6,25 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-import django  # the test extra installs it: pip install ".[test]"
+import django  # noqa: F401 -- the test extra installs it: pip install ".[test]"
 
 import persona as ps
+from contrib_web import django_site
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "django_shop"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """Django set up with the example shop's settings, its store seeded and a first model published."""
-    from django.conf import settings
-
-    data = tmp_path_factory.mktemp("django-shop")
-    if settings.configured:
-        pytest.fail("Django was configured by an earlier test; these tests need the example shop's settings")
-    env = dict(DJANGO_SHOP_DATA=str(data), DJANGO_SHOP_USERS="150", DJANGO_SHOP_ITEMS="100",
-               DJANGO_SETTINGS_MODULE="django_shop.settings")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        django.setup()  # reads the settings (and so the environment) now, once
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    from django.core.management import call_command
-
-    out = io.StringIO()
-    call_command("seed_shop", stdout=out)
-    assert "published ItemKNN" in out.getvalue()
+    """Django set up with the example shop's settings, its store seeded and a first model published
+    (once per process: tests/test_contrib_attacks.py shares it)."""
     from persona.contrib.django import runtime
 
-    yield {"data": data, "conf": dict(settings.PERSONA)}
+    yield django_site(tmp_path_factory)
     runtime.reset()
 
 
@@ -59,6 +33,17 @@ def client(site):
     from django.test import Client
 
     return Client()
+
+
+@pytest.fixture
+def trusted(site):
+    """The settings of a trusted internal API (every opt-in on); test_contrib_attacks.py checks the defaults."""
+    from django.test import override_settings
+
+    conf = {**site["conf"], "USER_IN_URL": True, "CLIENT_OPTIONS": ["filter_seen", "items"],
+            "STATS_PERMISSION": lambda request: True}
+    with override_settings(PERSONA=conf):
+        yield conf
 
 
 def runtime():
@@ -90,7 +75,7 @@ def listed(html: str, section: str) -> tuple[list[str], str | None]:
 
 
 # ------------------------------------------------------------------------------ JSON endpoints
-def test_recommendations_endpoint(client):
+def test_recommendations_endpoint(client, trusted):
     user = known_user(2)
     body = client.get(f"/persona/recommendations/{user}/?n=5").json()
     want = runtime().get_service().recommend(user, 5)
@@ -100,7 +85,7 @@ def test_recommendations_endpoint(client):
     assert stranger["source"] == "popular" and stranger["reason"] == "unknown user" and len(stranger["items"]) == 4
 
 
-def test_recommendations_filters_and_my_recommendations(client):
+def test_recommendations_filters_and_my_recommendations(client, trusted):
     from shop.catalog import products
 
     cat = products()[known_item(0)]["category"]
@@ -119,13 +104,13 @@ def test_similar_endpoint(client):
 
 @pytest.mark.parametrize("query, field", [("n=0", "n"), ("n=x", "n"), ("filter_seen=perhaps", "filter_seen"),
                                           ("colour=red", None)])
-def test_bad_queries_are_400_json(client, query, field):
+def test_bad_queries_are_400_json(client, trusted, query, field):
     got = client.get(f"/persona/recommendations/u1/?{query}")
     assert got.status_code == 400 and got["Content-Type"] == "application/json"
     assert got.json().get("field") == field and got.json()["error"]
 
 
-def test_stats_endpoint(client):
+def test_stats_endpoint(client, trusted):
     client.get(f"/persona/recommendations/{known_user()}/?n=2")
     body = client.get("/persona/stats/").json()
     assert body["service"]["requests"] >= 1 and "written" in body["store"]
@@ -191,12 +176,34 @@ def test_server_to_server_events_may_name_users_when_trusted(client, site):
         assert refused.status_code == 400 and "not accepted" in refused.json()["error"]
 
 
-def test_user_in_url_can_be_turned_off(client, site):
+def test_user_in_url_is_off_by_default_and_an_opt_in(client, site):
     from django.test import override_settings
 
-    with override_settings(PERSONA={**site["conf"], "USER_IN_URL": False}):
-        assert client.get(f"/persona/recommendations/{known_user()}/").status_code == 404
-        assert client.get("/persona/recommendations/").status_code == 200
+    assert client.get(f"/persona/recommendations/{known_user()}/").status_code == 403
+    assert client.get("/persona/recommendations/").status_code == 200
+    assert client.get(f"/persona/recommendations/{visitor_of(client)}/").status_code == 200  # one's own id
+    with override_settings(PERSONA={**site["conf"], "USER_IN_URL": True}):
+        assert client.get(f"/persona/recommendations/{known_user()}/").status_code == 200
+
+
+def test_stats_need_staff_by_default(client, site):
+    from django.test import override_settings
+
+    got = client.get("/persona/stats/")
+    assert got.status_code == 403 and got["Content-Type"] == "application/json"
+    with override_settings(PERSONA={**site["conf"], "STATS_PERMISSION": None}):
+        assert "off" in client.get("/persona/stats/").json()["error"]
+
+
+def test_bad_policy_settings_are_refused(site):
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    for bad in ({"CLIENT_OPTIONS": ["filter_sene"]}, {"USER_IN_URL": "yes"}, {"LIMITS": {"max_id_lenght": 9}},
+                {"LIMITS": {"max_id_length": 0}}):
+        with override_settings(PERSONA={**site["conf"], **bad}):
+            with pytest.raises(ImproperlyConfigured, match="PERSONA"):
+                runtime().settings_dict()
 
 
 def test_tracking_drops_cached_answers(client):

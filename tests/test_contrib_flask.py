@@ -59,10 +59,16 @@ def service(shop, catalog, store):
     svc.close()
 
 
+#: a trusted internal API (a backend behind the firewall): every opt-in on; test_contrib_attacks.py
+#: checks the defaults browsers get
+TRUSTED = {"user_in_url": True, "trusted_tracking": True, "client_options": ["filter_seen", "items"],
+           "stats_permission": lambda: True}
+
+
 @pytest.fixture
 def client(service, store):
     app = flask.Flask("test-shop")
-    Persona(app, service=service, store=store)
+    Persona(app, service=service, store=store, **TRUSTED)
     return app.test_client()
 
 
@@ -153,7 +159,7 @@ def test_integer_ids_in_urls_reach_a_model_with_integer_ids():
     frame = pd.DataFrame({"user": [1, 1, 2, 2, 3, 3], "item": [10, 11, 11, 12, 10, 12]})
     model = ps.ItemKNN(k=5).fit(ps.Interactions.from_frame(frame, user="user", item="item"))
     app = flask.Flask("int-shop")
-    app.register_blueprint(persona_blueprint(RecommenderService(model)))
+    app.register_blueprint(persona_blueprint(RecommenderService(model), user_in_url=True))
     c = app.test_client()
     body = c.get("/persona/recommendations/1?n=1&exclude=12").get_json()
     assert body["user"] == 1 and body["source"] == "model" and body["items"] == []  # 10, 11 seen, 12 excluded
@@ -252,7 +258,9 @@ def test_current_user_mode(service, store):
     mine = c.get("/api/recommendations?n=3", headers={"X-User": "carol"}).get_json()
     assert mine["user"] == "carol" and len(mine["items"]) == 3
     assert c.get("/api/recommendations?n=3").status_code == 401
-    assert c.get("/api/recommendations/carol?n=3").status_code == 404  # nobody reads others' lists by id
+    assert c.get("/api/recommendations/carol?n=3").status_code == 403  # nobody reads others' lists by id
+    assert c.get("/api/recommendations/carol?n=3", headers={"X-User": "dave"}).status_code == 403
+    assert c.get("/api/recommendations/carol?n=3", headers={"X-User": "carol"}).status_code == 200  # one's own
 
     ok = c.post("/api/events", json={"item": "i0002", "event": "view"}, headers={"X-User": "carol"})
     assert ok.status_code == 202
@@ -269,7 +277,7 @@ def test_the_extension_builds_the_service_from_config_and_trains_from_the_cli(sh
     store_path, model_path = tmp_path / "events.db", tmp_path / "model.persona"
     app.config.update(PERSONA_MODEL_PATH=str(model_path), PERSONA_STORE=str(store_path),
                       PERSONA_TRAIN={"model": "itemknn", "params": {"k": 10}})
-    persona = Persona(app)
+    persona = Persona(app, user_in_url=True, trusted_tracking=True)  # a trusted internal API
     c = app.test_client()
     try:
         missing = c.get("/persona/recommendations/ann")

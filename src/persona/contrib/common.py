@@ -11,21 +11,34 @@ blueprint, the Django views and a shop on any other framework behave the same:
 * :func:`train_and_publish` trains a model on the store's events and publishes the artifact
   atomically, for a web process's watcher (:meth:`RecommenderService.watch`) to pick up.
 
-Bad input raises :class:`RequestError`, which carries the HTTP status (400, 403, 503) and the name
-of the offending field; the adapters answer it as ``{"error": ..., "field": ...}``.
+Bad input raises :class:`RequestError`, which carries the HTTP status (400, 403, 413, 503) and the
+name of the offending field; the adapters answer it as ``{"error": ..., "field": ...}``.
+
+The security rules both adapters apply live here too (see ``docs/integrations.md``, "Who may ask
+for what"): a :class:`Policy` says what the shop opted in to (``user_in_url``,
+``trusted_tracking``, ``client_options``, ``stats``), :class:`Limits` bounds every request, and
+a :class:`Requester` is who is asking (a signed-in user, or the anonymous visitor id the
+integration issued in a cookie). :func:`check_url_user`, :func:`parse_events` and
+:func:`recommendation_query` refuse what the policy does not allow; :func:`error_json` never puts
+a file path, a database URL or an exception's text in an answer (the detail goes to the
+``persona.contrib`` log).
 
 >>> q = recommendation_query({"n": ["3"], "category": ["Skincare"], "max_price": ["30"], "exclude": ["i1,i2"]})
 >>> q.n, q.context["where"], q.context["exclude"]
 (3, {'category': 'Skincare', 'price': (None, 30.0)}, ['i1', 'i2'])
->>> parse_events({"user": "ann", "item": "i7", "event": "cart", "value": 12.5})
+>>> parse_events({"item": "i7", "event": "cart", "value": 12.5}, default_user="ann")
 [{'user': 'ann', 'item': 'i7', 'event': 'cart', 'value': 12.5}]
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
+import secrets
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -35,48 +48,219 @@ import numpy as np
 from ..errors import ParameterError, PersonaError
 
 __all__ = [
-    "RequestError", "error_json", "RecommendationQuery", "Published", "recommendation_query", "recommendations_json",
-    "context_from_options", "parse_events", "track_events", "stats_json", "open_store", "build_service", "train_and_publish",
-    "coerce_id", "model_ids", "EVENT_FIELDS",
+    "RequestError", "error_json", "internal_error_json", "public_text", "RecommendationQuery", "Published",
+    "recommendation_query", "recommendations_json", "context_from_options", "parse_events", "parse_json_body",
+    "track_events", "stats_json", "open_store", "build_service", "train_and_publish", "coerce_id", "model_ids",
+    "EVENT_FIELDS", "CLIENT_OPTIONS", "Limits", "Policy", "Requester", "check_id", "check_url_user",
+    "check_stats", "new_visitor_id", "is_visitor_id",
 ]
+
+log = logging.getLogger("persona.contrib")
 
 #: the fields a posted event may have; ``user``, ``item`` and ``event`` are required
 EVENT_FIELDS = ("user", "item", "event", "value", "timestamp", "properties", "event_id")
 _RESERVED = {"n", "exclude", "items", "history", "in_stock", "filter_seen", "segment"}
+#: query switches a client may use only when the shop lists them in ``client_options``: each one
+#: turns an answer into a probe of the user's history (``filter_seen=0`` minus the normal answer is
+#: the history; ``items=<one id>`` asks "has the user seen this item?")
+CLIENT_OPTIONS = frozenset({"filter_seen", "items"})
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _INT = re.compile(r"-?[0-9]{1,18}")
+_EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+_VISITOR = re.compile(r"visitor-[0-9a-f]{32}")
+_MAX_EPOCH = 7258118400.0  # 2200-01-01: the store's accepted range is 1970-2200
 
 
 class RequestError(PersonaError, ValueError):
-    """A request the integration refuses: ``status`` is the HTTP status, ``field`` what was wrong."""
+    """A request the integration refuses: ``status`` is the HTTP status, ``field`` what was wrong.
 
-    def __init__(self, message: str, *, field: str | None = None, status: int = 400):
+    ``message`` is what the client reads; ``detail`` (paths, URLs, driver messages) only goes to
+    the ``persona.contrib`` log.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 400, detail: str | None = None):
         super().__init__(message)
-        self.message, self.field, self.status = message, field, status
+        self.message, self.field, self.status, self.detail = message, field, status, detail
 
     def to_json(self) -> dict:
-        out = {"error": self.message}
+        out = {"error": public_text(self.message)}
         if self.field is not None:
-            out["field"] = self.field
+            out["field"] = public_text(str(self.field))[:300]
         return out
+
+
+# ----------------------------------------------------------------------------------- policy and limits
+@dataclass(frozen=True)
+class Limits:
+    """How big a request may be. Every limit answers ``413`` (sizes of bodies) or ``400`` (the rest).
+
+    >>> Limits.of({"max_id_length": 64}).max_id_length
+    64
+    """
+
+    max_event_bytes: int = 64 * 1024        # a body holding one event
+    max_batch_bytes: int = 1024 * 1024      # a body holding a batch; also each event of a batch: max_event_bytes
+    max_batch: int = 1000                   # events in one batch
+    max_id_length: int = 256                # user, item and event ids, in characters
+    max_event_length: int = 64              # event names: letters, digits and _ . : - (starting with a letter or digit)
+    max_properties_bytes: int = 16 * 1024   # an event's properties, as compact JSON
+    max_properties_depth: int = 8           # objects/arrays inside properties
+    max_query_params: int = 50              # distinct query parameters
+    max_query_ids: int = 500                # ids in exclude / items / history, together
+    max_query_text: int = 256               # any other query value (segment, catalogue filters), in characters
+
+    @classmethod
+    def of(cls, value) -> "Limits":
+        """``value`` as Limits: None (the defaults), a Limits, or a dict of fields to change."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = set(cls.__dataclass_fields__)
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ParameterError(f"limits: unknown name(s) {unknown}; known: {sorted(known)}")
+            for k, v in value.items():
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise ParameterError(f"limits[{k!r}] expected a positive whole number, got {v!r}")
+            return cls(**value)
+        raise ParameterError(f"limits expected None, a dict or persona.contrib.common.Limits, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a shop opted in to; the defaults reveal nothing about a user to anyone but that user.
+
+    user_in_url
+        Serve ``recommendations/<user>`` for any user id (trusted internal callers only). Off: only
+        the requester's own id is answered there.
+    trusted_tracking
+        ``POST events`` may name any user (trusted server-side callers only). Off: events are for
+        the signed-in user, or for the anonymous visitor id the integration issued.
+    client_options
+        Which of :data:`CLIENT_OPTIONS` (``filter_seen``, ``items``) clients may set in the query.
+    """
+
+    user_in_url: bool = False
+    trusted_tracking: bool = False
+    client_options: frozenset = frozenset()
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def make(cls, *, user_in_url=False, trusted_tracking=False, client_options=None, limits=None) -> "Policy":
+        """A Policy from settings, each checked (a typo in ``client_options`` is refused, not ignored)."""
+        for name, v in (("user_in_url", user_in_url), ("trusted_tracking", trusted_tracking)):
+            if not isinstance(v, bool):
+                raise ParameterError(f"{name} expected True or False, got {v!r}")
+        if client_options is None:
+            opts = frozenset()
+        elif isinstance(client_options, str):
+            raise ParameterError(f"client_options expected a list of names such as ['filter_seen'], got "
+                                 f"{client_options!r}")
+        else:
+            opts = frozenset(client_options)
+        unknown = sorted(map(str, opts - CLIENT_OPTIONS))
+        if unknown:
+            raise ParameterError(f"client_options: unknown name(s) {unknown}; the opt-in query switches are "
+                                 f"{sorted(CLIENT_OPTIONS)} (the others are always accepted)")
+        return cls(user_in_url, trusted_tracking, opts, Limits.of(limits))
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who makes a request: ``user`` is the id it acts as; ``signed_in`` when the shop vouched for it
+    (``current_user``), False for the anonymous visitor id persona issued; ``user`` None when there
+    is neither, with ``why`` saying what the shop must set up for anonymous visitors."""
+
+    user: Any = None
+    signed_in: bool = False
+    why: str = ""
+
+
+def new_visitor_id() -> str:
+    """A random, unguessable anonymous visitor id (128 bits): ``"visitor-<32 hex digits>"``."""
+    return f"visitor-{secrets.token_hex(16)}"
+
+
+def is_visitor_id(value) -> bool:
+    """Whether ``value`` has the form :func:`new_visitor_id` gives."""
+    return isinstance(value, str) and _VISITOR.fullmatch(value) is not None
+
+
+def check_url_user(user, requester: Requester, policy: Policy):
+    """The user id of ``recommendations/<user>``, if the requester may ask for it.
+
+    Without ``policy.user_in_url``, only the requester's own id is answered: anyone else's is 403.
+    """
+    check_id(user, "user", policy.limits)
+    if policy.user_in_url:
+        return user
+    if requester.user is not None and str(user) == str(requester.user):
+        return user
+    raise RequestError("recommendations for a user id in the URL are off: ask for your own at "
+                       "recommendations (no id), or, for trusted internal callers only, the shop sets "
+                       "user_in_url=True (Django: PERSONA['USER_IN_URL'])", field="user", status=403)
+
+
+def check_stats(allowed) -> None:
+    """Refuse (403) the stats endpoint unless the shop's permission check said yes."""
+    if allowed is None:
+        raise RequestError("stats are off: the shop turns them on with a permission check (Flask: "
+                           "stats_permission=callable; Django: PERSONA['STATS_PERMISSION'])", status=403)
+    if not allowed:
+        raise RequestError("you may not read the stats", status=403)
+
+
+# ----------------------------------------------------------------------------------- errors, public text
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>)]*")
+_PATH = re.compile(r"(?<![\w.:/-])(?:~|\.{1,2})?(?:/[\w.@+-]+){2,}/?|\b[A-Za-z]:\\[^\s'\"]*")
+_LOCAL = re.compile(r"\b[\w.-]+\.(?:db|sqlite3?|persona|py|npy|npz|onnx|json)\b")
+
+
+def public_text(text: str, limit: int = 500) -> str:
+    """``text`` fit for a client: URLs, file paths and file names replaced, at most ``limit`` characters.
+
+    >>> public_text("no model at /srv/shop/var/model.persona (postgresql://u:pw@db/x)")
+    'no model at <path> (<url>)'
+    """
+    text = _URL.sub("<url>", str(text))
+    text = _PATH.sub("<path>", text)
+    text = _LOCAL.sub("<file>", text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def error_json(exc: BaseException) -> tuple[dict, int]:
     """The JSON body and HTTP status for an error raised while answering a request.
 
     :class:`RequestError` keeps its status; persona's own input errors (``DataError``,
-    ``ParameterError``: a bad filter, a bad event) are the client's, 400; a failing store is 503.
-    Anything else is not handled here (the framework answers 500 and logs it).
+    ``ParameterError``: a bad filter, a bad event) are the client's, 400; a failing store, or a
+    model that cannot be loaded, is 503 with a fixed message: the exception's text (which can hold
+    a database URL or a file path) goes to the ``persona.contrib`` log, never to the client.
+    Anything else is not handled here (see :func:`internal_error_json`).
     """
-    from ..errors import StoreError
+    from ..errors import ArtifactError, StoreError
 
     if isinstance(exc, RequestError):
+        if exc.status >= 500 or exc.detail:
+            log.warning("persona: answered %d: %s%s", exc.status, exc.message,
+                        f" ({exc.detail})" if exc.detail else "")
         return exc.to_json(), exc.status
     if isinstance(exc, StoreError):
-        return {"error": f"the event store is unavailable: {exc}"}, 503
+        log.error("persona: the event store failed: %s", exc)
+        return {"error": "the event store is unavailable; try again later"}, 503
+    if isinstance(exc, ArtifactError):
+        log.error("persona: the model could not be loaded: %s", exc)
+        return {"error": "the recommender is unavailable; try again later"}, 503
     if isinstance(exc, PersonaError):
-        return {"error": str(exc)}, 400
+        return {"error": public_text(str(exc))}, 400
     raise TypeError(f"not a persona error: {type(exc).__name__}")
+
+
+def internal_error_json(exc: BaseException) -> tuple[dict, int]:
+    """The answer to an error no one expected: a JSON 500 saying nothing; the traceback goes to the log."""
+    log.error("persona: unexpected error answering a request", exc_info=exc)
+    return {"error": "internal error; the shop's log has the details"}, 500
 
 
 # ----------------------------------------------------------------------------------- ids and values
@@ -159,8 +343,8 @@ class RecommendationQuery:
     context: dict = field(default_factory=dict)
 
 
-def recommendation_query(args: Mapping, *, service=None, default_n: int = 10,
-                         max_n: int = 100) -> RecommendationQuery:
+def recommendation_query(args: Mapping, *, service=None, default_n: int = 10, max_n: int = 100,
+                         client_options: Iterable[str] = (), limits=None) -> RecommendationQuery:
     """Parse query parameters (a mapping of name -> value or list of values) into ``n`` and a context.
 
     ========================  =====================================================================
@@ -180,14 +364,30 @@ def recommendation_query(args: Mapping, *, service=None, default_n: int = 10,
 
     Catalogue filters need the service's ``catalog``; an unknown column is refused (400) by the
     service. With ``service``, ids are converted to ints when the model's ids are integers.
+
+    ``filter_seen`` and ``items`` reveal a user's history (:data:`CLIENT_OPTIONS`): they are
+    refused (403) unless named in ``client_options``. ``limits`` (:class:`Limits`) bounds the number
+    of parameters, of ids and the length of every value (400 beyond).
     """
+    limits = Limits.of(limits)
     item_ids = model_ids(service, "item") if service is not None else None
+    _check_query_size(args, limits)
+    for name in sorted(CLIENT_OPTIONS - set(client_options)):
+        if _values(args, name):
+            raise RequestError(f"{name} is not accepted from clients: it would reveal what the user has "
+                               f"seen; a shop that trusts its callers allows it with client_options="
+                               f"[{name!r}] (Django: PERSONA['CLIENT_OPTIONS'])", field=name, status=403)
     n = parse_n(_one(args, "n"), default=default_n, max_n=max_n)
     ctx: dict[str, Any] = {}
+    n_ids = 0
     for name in ("exclude", "items", "history"):
         ids = _id_list(args, name)
         if ids is not None:
-            ctx[name] = [coerce_id(i, item_ids) for i in ids]
+            n_ids += len(ids)
+            if n_ids > limits.max_query_ids:
+                raise RequestError(f"{name}: more than {limits.max_query_ids} ids in exclude, items and history "
+                                   f"together; send fewer", field=name)
+            ctx[name] = [coerce_id(check_id(i, name, limits), item_ids) for i in ids]
     for name in ("in_stock", "filter_seen"):
         b = parse_bool(_one(args, name), name)
         if b is not None:
@@ -220,6 +420,21 @@ def recommendation_query(args: Mapping, *, service=None, default_n: int = 10,
     if where:
         ctx["where"] = where
     return RecommendationQuery(n, ctx)
+
+
+def _check_query_size(args: Mapping, limits: Limits) -> None:
+    if len(args) > limits.max_query_params:
+        raise RequestError(f"{len(args)} query parameters; send at most {limits.max_query_params}")
+    for name in args:
+        if len(str(name)) > limits.max_query_text or _BAD_CHARS.search(str(name)):
+            raise RequestError(f"a query parameter name is {len(str(name))} characters long or holds control "
+                               f"characters; use the names in the documentation", field=str(name)[:64])
+        if name in ("exclude", "items", "history"):
+            continue
+        for v in _values(args, name):
+            if len(v) > limits.max_query_text:
+                raise RequestError(f"{name} is {len(v)} characters long; at most {limits.max_query_text}",
+                                   field=name)
 
 
 def context_from_options(options: Mapping) -> dict:
@@ -282,12 +497,34 @@ def recommendations_json(recs, **extra) -> dict:
 
 
 # ----------------------------------------------------------------------------------- events
-def _check_id(value, name: str):
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_id(value, name: str, limits=None):
+    """``value`` if it is a usable id (a string or a 64-bit integer), else :class:`RequestError` (400).
+
+    A string id is non-empty, at most ``limits.max_id_length`` characters and free of control
+    characters (a NUL stops PostgreSQL; a newline forges log lines).
+    """
+    limits = Limits.of(limits)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RequestError(f"{name} expected a string or integer id, got {_json_type(value)}", field=name)
-    if isinstance(value, str) and not value.strip():
-        raise RequestError(f"{name} is empty; give the shop's {name} id", field=name)
+    if isinstance(value, int):
+        if not -2**63 <= value < 2**63:
+            raise RequestError(f"{name} expected an integer id within 64 bits, got {len(str(value))} digits",
+                               field=name)
+        return value
+    if not value.strip():
+        raise RequestError(f"{name} is empty; give the shop's {name.rpartition('.')[2]} id", field=name)
+    if len(value) > limits.max_id_length:
+        raise RequestError(f"{name} is {len(value)} characters long; ids may have at most {limits.max_id_length}",
+                           field=name)
+    if _BAD_CHARS.search(value):
+        raise RequestError(f"{name} holds control characters; ids are printable text", field=name)
     return value
+
+
+_check_id = check_id
 
 
 def _json_type(v) -> str:
@@ -295,17 +532,101 @@ def _json_type(v) -> str:
             list: "an array", dict: "an object"}.get(type(v), type(v).__name__)
 
 
-def parse_events(body, *, default_user=None, allowed_events: Iterable[str] | None = None,
-                 max_batch: int = 1000) -> list[dict]:
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_body(raw: bytes, limits=None):
+    """A posted body (bytes) as JSON, within ``limits``: 413 beyond ``max_batch_bytes``, or beyond
+    ``max_event_bytes`` for a body that is not a batch; 400 for text that is not JSON, NaN or
+    Infinity, or nesting too deep to parse."""
+    limits = Limits.of(limits)
+    if len(raw) > limits.max_batch_bytes:
+        raise RequestError(f"the body is over {limits.max_batch_bytes} bytes; send smaller batches", status=413)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the body is not UTF-8 text; send JSON encoded as UTF-8") from None
+    if not text.strip():
+        raise RequestError("expected a JSON body (Content-Type: application/json) with item and event")
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RequestError("the body is nested too deeply; events are flat objects") from None
+    except ValueError as e:
+        where = f" at line {e.lineno} column {e.colno}" if hasattr(e, "lineno") else ""
+        raise RequestError(f"the body is not valid JSON{where}; send an object with item and event") from None
+    batch = isinstance(body, list) or (isinstance(body, Mapping) and "events" in body)
+    if not batch and len(raw) > limits.max_event_bytes:
+        raise RequestError(f"the event is over {limits.max_event_bytes} bytes; keep properties small", status=413)
+    return body
+
+
+def check_content_length(length, limits=None) -> None:
+    """Refuse (413) a declared body length over ``limits.max_batch_bytes`` before reading it."""
+    limits = Limits.of(limits)
+    if length is not None and int(length) > limits.max_batch_bytes:
+        raise RequestError(f"the body is {int(length)} bytes; send at most {limits.max_batch_bytes} "
+                           f"(smaller batches)", status=413)
+
+
+def _check_properties(props, name: str, limits: Limits) -> dict:
+    if not isinstance(props, Mapping):
+        raise RequestError(f"{name} expected an object, got {_json_type(props)}", field=name)
+    stack = [(props, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (Mapping, list, tuple)):
+            if depth > limits.max_properties_depth:
+                raise RequestError(f"{name} are nested more than {limits.max_properties_depth} levels deep; "
+                                   f"keep them flat", field=name)
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, Mapping) else v))
+    try:
+        text = json.dumps(props, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError):
+        raise RequestError(f"{name} must be plain JSON (strings, finite numbers, booleans, null, arrays, "
+                           f"objects)", field=name) from None
+    if len(text.encode("utf-8")) > limits.max_properties_bytes:
+        raise RequestError(f"{name} are {len(text.encode('utf-8'))} bytes as JSON; at most "
+                           f"{limits.max_properties_bytes}", field=name)
+    return dict(props)
+
+
+def _check_timestamp(ts, name: str):
+    if isinstance(ts, bool) or not isinstance(ts, (str, int, float)):
+        raise RequestError(f"{name} expected ISO-8601 text or epoch seconds, got {_json_type(ts)}", field=name)
+    if isinstance(ts, (int, float)):
+        if not (math.isfinite(ts) and 0 <= ts <= _MAX_EPOCH):
+            raise RequestError(f"{name} expected epoch seconds between 1970 and 2200, got {ts!r:.40}", field=name)
+        return ts
+    if len(ts) > 64 or _BAD_CHARS.search(ts):
+        raise RequestError(f"{name} expected ISO-8601 text such as 2024-05-01T12:00:00Z", field=name)
+    from datetime import datetime
+
+    try:
+        year = datetime.fromisoformat(ts.strip().replace("Z", "+00:00")).year
+    except ValueError:
+        return ts  # another format the store may know; it refuses what it cannot read
+    if not 1970 <= year < 2200:
+        raise RequestError(f"{name} expected a time between 1970 and 2200, got year {year}", field=name)
+    return ts
+
+
+def parse_events(body, *, default_user=None, trusted: bool = False, allowed_events: Iterable[str] | None = None,
+                 max_batch: int | None = None, limits=None) -> list[dict]:
     """Validate a posted event, a list of events or ``{"events": [...]}``; returns ``track`` kwargs.
 
-    Each event is an object with ``user``, ``item``, ``event`` (required; ``user`` may be left out
-    when ``default_user`` -- the signed-in user -- is given), and optional ``value`` (a number),
-    ``timestamp`` (ISO-8601 text or epoch seconds), ``properties`` (an object) and ``event_id`` (an
-    idempotency key). Every event is checked before any is tracked, so a bad batch records nothing.
+    Each event is an object with ``item`` and ``event`` (required), ``user`` (the requester's id
+    when left out), and optional ``value`` (a number), ``timestamp`` (ISO-8601 text or epoch
+    seconds, 1970-2200), ``properties`` (a small, shallow object) and ``event_id`` (an idempotency
+    key). Every event is checked before any is tracked, so a bad batch records nothing.
 
-    With ``default_user``, an event naming another user is refused with status 403.
+    ``default_user`` is the requester: the signed-in user, or the anonymous visitor id the
+    integration issued. An event naming any other user is refused (403) unless ``trusted`` (a
+    server-side caller the shop vouches for, which may name any user).
     """
+    limits = Limits.of(limits)
+    max_batch = limits.max_batch if max_batch is None else max_batch
     if isinstance(body, Mapping) and "events" in body:
         if set(body) != {"events"}:
             raise RequestError("give either one event object or {\"events\": [...]}, not both", field="events")
@@ -323,12 +644,20 @@ def parse_events(body, *, default_user=None, allowed_events: Iterable[str] | Non
     for i, ev in enumerate(batch):
         where = f"events[{i}]." if many else ""
         if not isinstance(ev, Mapping):
-            raise RequestError(f"{where or 'the body '}expected a JSON object with user, item and event, got "
+            raise RequestError(f"{where or 'the body '}expected a JSON object with item and event, got "
                                f"{_json_type(ev)}", field=where.rstrip(".") or None)
-        unknown = sorted(set(ev) - set(EVENT_FIELDS))
+        unknown = sorted(map(str, set(ev) - set(EVENT_FIELDS)))
         if unknown:
-            raise RequestError(f"{where}unknown field(s) {unknown}; allowed: {list(EVENT_FIELDS)}",
-                               field=f"{where}{unknown[0]}")
+            raise RequestError(f"{where}unknown field(s) {[u[:64] for u in unknown[:5]]}; allowed: "
+                               f"{list(EVENT_FIELDS)}", field=f"{where}{unknown[0][:64]}")
+        if many:
+            try:
+                size = len(json.dumps(ev, allow_nan=False).encode("utf-8"))
+            except (ValueError, TypeError):
+                size = 0  # not plain JSON: the field checks below say which field
+            if size > limits.max_event_bytes:
+                raise RequestError(f"{where.rstrip('.')} is over {limits.max_event_bytes} bytes; keep properties "
+                                   f"small", field=where.rstrip("."), status=413)
         kw: dict[str, Any] = {}
         user = ev.get("user")
         if user is None:
@@ -336,46 +665,46 @@ def parse_events(body, *, default_user=None, allowed_events: Iterable[str] | Non
                 raise RequestError(f"{where}user is required", field=f"{where}user")
             user = default_user
         else:
-            _check_id(user, f"{where}user")
-            if default_user is not None and str(user) != str(default_user):
-                raise RequestError(f"{where}user: events can only be tracked for the signed-in user",
+            check_id(user, f"{where}user", limits)
+            if not trusted and (default_user is None or str(user) != str(default_user)):
+                raise RequestError(f"{where}user: events can only be tracked for the signed-in user (or this "
+                                   f"browser's visitor id): leave user out; a trusted server-side caller that names "
+                                   f"users needs trusted_tracking=True (Django: PERSONA['TRUST_EVENT_USER'])",
                                    field=f"{where}user", status=403)
         kw["user"] = user
         if ev.get("item") is None:
             raise RequestError(f"{where}item is required", field=f"{where}item")
-        kw["item"] = _check_id(ev["item"], f"{where}item")
+        kw["item"] = check_id(ev["item"], f"{where}item", limits)
         event = ev.get("event")
         if not isinstance(event, str) or not event.strip():
             raise RequestError(f"{where}event expected a non-empty string such as \"view\" or \"cart\", got "
                                f"{_json_type(event)}", field=f"{where}event")
+        if len(event) > limits.max_event_length or not _EVENT_NAME.fullmatch(event):
+            raise RequestError(f"{where}event expected a name of at most {limits.max_event_length} letters, digits "
+                               f"and _ . : - such as \"view\" or \"add_to_cart\"", field=f"{where}event")
         if allowed is not None and event not in allowed:
             raise RequestError(f"{where}event {event!r} is not accepted here; accepted: {sorted(allowed)}",
                                field=f"{where}event")
         kw["event"] = event
         value = ev.get("value")
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or abs(value) > 1e15:
                 raise RequestError(f"{where}value expected a finite number, got {_json_type(value)}",
                                    field=f"{where}value")
             kw["value"] = float(value)
         ts = ev.get("timestamp")
         if ts is not None:
-            if isinstance(ts, bool) or not isinstance(ts, (str, int, float)):
-                raise RequestError(f"{where}timestamp expected ISO-8601 text or epoch seconds, got {_json_type(ts)}",
-                                   field=f"{where}timestamp")
-            kw["timestamp"] = ts
+            kw["timestamp"] = _check_timestamp(ts, f"{where}timestamp")
         props = ev.get("properties")
         if props is not None:
-            if not isinstance(props, Mapping):
-                raise RequestError(f"{where}properties expected an object, got {_json_type(props)}",
-                                   field=f"{where}properties")
-            kw["properties"] = dict(props)
+            kw["properties"] = _check_properties(props, f"{where}properties", limits)
         eid = ev.get("event_id")
         if eid is not None:
             if not isinstance(eid, str) or not eid:
                 raise RequestError(f"{where}event_id expected a non-empty string, got {_json_type(eid)}",
                                    field=f"{where}event_id")
-            kw["event_id"] = eid
+            kw["event_id"] = check_id(eid, f"{where}event_id", limits)
         out.append(kw)
     return out
 
@@ -394,11 +723,14 @@ def track_events(events: list[dict], *, store, service=None) -> list:
     for i, kw in enumerate(events):
         args = dict(kw)
         user, item, event = args.pop("user"), args.pop("item"), args.pop("event")
+        where = f"events[{i}]: " if len(events) > 1 else ""
         try:
             ids.append(store.track(user, item, event, **args))
         except DataError as e:
-            where = f"events[{i}]: " if len(events) > 1 else ""
             raise RequestError(f"{where}{e}") from None
+        except (ValueError, TypeError, OverflowError) as e:  # the store's parsing of a value it should have refused
+            raise RequestError(f"{where}the event store refused this event; check its timestamp and properties",
+                               detail=f"{type(e).__name__}: {e}") from None
     if service is not None:
         user_ids = model_ids(service, "user")
         for user in dict.fromkeys(kw["user"] for kw in events):
@@ -415,7 +747,10 @@ def stats_json(service=None, store=None) -> dict:
     if service is not None:
         out["service"] = service.stats()
     if store is not None:
-        out["store"] = store.stats()
+        out["store"] = dict(store.stats())
+        if out["store"].get("last_error"):  # a driver's message: it can hold the database URL or a path
+            log.warning("persona: the event store's last error: %s", out["store"]["last_error"])
+            out["store"]["last_error"] = public_text(out["store"]["last_error"], 200)
     return out
 
 
@@ -453,8 +788,9 @@ def build_service(model_path, *, store=None, fallback=None, catalog=None, watch:
         raise RequestError("no model is configured: set the model path (e.g. PERSONA['MODEL_PATH'])", status=503)
     path = Path(model_path)
     if not path.exists():
-        raise RequestError(f"no model has been published at {path} yet; train and publish one first "
-                           f"(flask persona train / manage.py persona_train)", status=503)
+        raise RequestError("no model has been published yet; train and publish one first "
+                           "(flask persona train / manage.py persona_train)", status=503,
+                           detail=f"nothing at {path}")
     if isinstance(fallback, (str, Path)):
         fallback = load(fallback, mmap=mmap)
     return RecommenderService.from_artifact(path, mmap=mmap, watch=watch_interval if watch else None,

@@ -16,14 +16,19 @@ or let the extension build the service lazily from the app's config (``PERSONA_M
 Endpoints (under ``url_prefix``, default ``/persona``):
 
 =======================================  ==================================================================
-``GET  /recommendations/<user>``         ``?n=10`` and filters (see :func:`~persona.contrib.common.recommendation_query`)
-``GET  /recommendations``                the same for ``current_user()`` (when given)
+``GET  /recommendations``                for the requester: ``current_user()``, else this browser's visitor id
+``GET  /recommendations/<user>``         the requester's own id only; anyone's with ``user_in_url=True``
+                                         (trusted internal callers only)
 ``GET  /similar/<item>``                 "customers also bought"; the same filters
-``POST /events``                         ``{"user", "item", "event", "value", "properties", ...}`` or a batch
-``GET  /stats``                          the service's and the store's counters
+``POST /events``                         ``{"item", "event", "value", "properties", ...}`` or a batch, for
+                                         the requester; naming any user needs ``trusted_tracking=True``
+``GET  /stats``                          the counters; off unless ``stats_permission()`` says yes
 =======================================  ==================================================================
 
-Answers are JSON; bad input is ``400 {"error": ..., "field": ...}``, a missing model or store ``503``.
+Answers are JSON, errors too (an unknown path under the prefix is a JSON 404): bad input is
+``400 {"error": ..., "field": ...}``, a refused one ``403``, an oversized body ``413``, a missing
+model or store ``503``. Error answers never hold paths, URLs or exception texts; the
+``persona.contrib`` log has them. See ``docs/integrations.md``, "Who may ask for what".
 """
 
 from __future__ import annotations
@@ -33,24 +38,41 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from ..errors import PersonaError
 from . import common
-from .common import RequestError
+from .common import RequestError, Requester
 
 __all__ = ["Persona", "persona_blueprint", "get_persona"]
+
+_VISITOR_MAX_AGE = 365 * 24 * 3600
 
 
 def _resolve(service):
     return service() if callable(service) and not hasattr(service, "recommend") else service
 
 
+def _json_error(body: dict, status: int, headers=None):
+    response = jsonify(body)
+    response.status_code = status
+    for k, v in (headers or {}).items():
+        response.headers[k] = v
+    return response
+
+
 def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name: str = "persona",
-                      current_user: Callable[[], object] | None = None, user_in_url: bool | None = None,
+                      current_user: Callable[[], object] | None = None, user_in_url: bool = False,
+                      trusted_tracking: bool = False, client_options=None,
+                      stats_permission: Callable[[], bool] | None = None, limits=None,
+                      cookie_name: str = "persona_visitor", secure_cookie: bool | None = None,
                       allowed_events=None, max_n: int = 100, default_n: int = 10,
                       model_path=None, train_options: dict | None = None) -> Blueprint:
     """A blueprint with persona's JSON endpoints, wired to ``service`` and ``store``.
+
+    The defaults reveal nothing about a user to anyone but that user; each opt-in below opens one
+    thing, and says for whom it is meant.
 
     Parameters
     ----------
@@ -59,12 +81,25 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
     store : EventStore, optional
         Where ``POST /events`` writes. Default: ``service.store``. Without one, that endpoint is 503.
     current_user : callable, optional
-        Returns the id of the user making the request (the signed-in customer, or a visitor id kept
-        in the session). Enables ``GET /recommendations`` without a user in the URL, lets events
-        leave out ``user``, and refuses (403) events that name another user.
-    user_in_url : bool, optional
-        Serve ``GET /recommendations/<user>`` (anyone's recommendations by id). Default: True
-        without ``current_user``, False with it.
+        Returns the id of the signed-in user making the request, or None. Without one (or when it
+        returns None) the requester is an anonymous visitor: a random id persona issues in a
+        signed cookie (``cookie_name``; HttpOnly, SameSite=Lax; needs ``app.secret_key``).
+    user_in_url : bool, default False
+        Answer ``GET /recommendations/<user>`` for *any* user id: for trusted internal callers only
+        (a service behind the firewall), never for browsers. Off: only the requester's own id.
+    trusted_tracking : bool, default False
+        Let ``POST /events`` name any user: for trusted server-side callers only. Off: events are
+        recorded for the requester, and an event naming anyone else is refused (403).
+    client_options : iterable of str, optional
+        History-revealing query switches clients may set (``"filter_seen"``, ``"items"``); refused
+        (403) otherwise.
+    stats_permission : callable, optional
+        ``() -> bool``, e.g. ``lambda: current_user_is_staff()``: who may read ``GET /stats``.
+        Without one, ``/stats`` is off (403).
+    limits : dict or persona.contrib.common.Limits, optional
+        Body, id, event-name, properties and query limits (see :class:`~persona.contrib.common.Limits`).
+    secure_cookie : bool, optional
+        Mark the visitor cookie ``Secure``. Default: when the request came over HTTPS.
     allowed_events : iterable of str, optional
         Event types ``POST /events`` accepts (e.g. ``{"view", "click", "cart"}``, leaving purchases
         to the server side). Default: any.
@@ -74,8 +109,11 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
         Where ``flask <name> train`` publishes, and its defaults (``model``, ``params``, ...).
     """
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
-    if user_in_url is None:
-        user_in_url = current_user is None
+    policy = common.Policy.make(user_in_url=bool(user_in_url), trusted_tracking=bool(trusted_tracking),
+                                client_options=client_options, limits=limits)
+    limits_ = policy.limits
+    prefix = (url_prefix or "").rstrip("/")
+    new_cookie = f"_persona_visitor_{name}"
 
     def get_service():
         svc = _resolve(service)
@@ -87,13 +125,62 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
         # tracking works before any model is published: the service is only needed to drop caches
         try:
             return _resolve(service)
-        except RequestError:
+        except PersonaError:
             return None
 
     def get_store():
         if store is not None:
             return _resolve(store)
         return getattr(lenient_service(), "store", None)
+
+    def requester() -> Requester:
+        """The signed-in user, else this browser's visitor id (issued now when it has none)."""
+        if current_user is not None:
+            user = current_user()
+            if user is not None:
+                return Requester(user, True)
+        key = current_app.secret_key
+        if not key:
+            return Requester(None, False, "anonymous visitors need a signed visitor cookie: set app.secret_key "
+                                          "(or pass current_user)")
+        from itsdangerous import BadData, URLSafeSerializer
+
+        signer = URLSafeSerializer(key, salt="persona.visitor")
+        visitor = None
+        raw = request.cookies.get(cookie_name)
+        if raw:
+            try:
+                visitor = signer.loads(raw)
+            except BadData:
+                visitor = None
+        if not common.is_visitor_id(visitor):
+            visitor = common.new_visitor_id()
+            setattr(g, new_cookie, signer.dumps(visitor))
+        return Requester(visitor, False)
+
+    @bp.after_request
+    def issue_visitor_cookie(response):
+        value = g.pop(new_cookie, None)
+        if value is not None:
+            secure = request.is_secure if secure_cookie is None else bool(secure_cookie)
+            response.set_cookie(cookie_name, value, max_age=_VISITOR_MAX_AGE, httponly=True, samesite="Lax",
+                                secure=secure, path="/")
+        return response
+
+    if prefix:
+        @bp.before_app_request
+        def json_routing_errors():
+            # a 404 or 405 from routing reaches no blueprint handler: answer those under our prefix here
+            exc = request.routing_exception
+            if exc is None or getattr(exc, "code", 0) < 400:
+                return None
+            if request.path != prefix and not request.path.startswith(prefix + "/"):
+                return None
+            headers = {}
+            if getattr(exc, "valid_methods", None):
+                headers["Allow"] = ", ".join(exc.valid_methods)
+            what = "no such persona endpoint" if exc.code == 404 else f"{request.method} is not allowed here"
+            return _json_error({"error": f"{what}; see docs/integrations.md for the endpoints"}, exc.code, headers)
 
     def api(fn):
         @functools.wraps(fn)
@@ -102,38 +189,43 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
                 return fn(*args, **kwargs)
             except PersonaError as e:
                 body, status = common.error_json(e)
-                return jsonify(body), status
+                return _json_error(body, status)
+            except HTTPException as e:  # e.g. the app's MAX_CONTENT_LENGTH
+                return _json_error({"error": e.name}, e.code or 400)
+            except Exception as e:  # noqa: BLE001 -- a JSON 500 that says nothing; the log has the traceback
+                body, status = common.internal_error_json(e)
+                return _json_error(body, status)
         return wrapper
 
     def recommend_for(user):
         svc = get_service()
         q = common.recommendation_query(request.args.to_dict(flat=False), service=svc, default_n=default_n,
-                                        max_n=max_n)
+                                        max_n=max_n, client_options=policy.client_options, limits=limits_)
         user = common.coerce_id(user, common.model_ids(svc, "user"))
         recs = svc.recommend(user, q.n, context=q.context)
         return jsonify(common.recommendations_json(recs, user=user))
 
-    if user_in_url:
-        @bp.get("/recommendations/<user>")
-        @api
-        def recommendations(user):
-            return recommend_for(user)
+    @bp.get("/recommendations/<user>")
+    @api
+    def recommendations(user):
+        who = Requester() if policy.user_in_url else requester()
+        return recommend_for(common.check_url_user(user, who, policy))
 
-    if current_user is not None:
-        @bp.get("/recommendations")
-        @api
-        def my_recommendations():
-            user = current_user()
-            if user is None:
-                raise RequestError("no current user: sign in, or give the user in the URL", status=401)
-            return recommend_for(user)
+    @bp.get("/recommendations")
+    @api
+    def my_recommendations():
+        who = requester()
+        if who.user is None:
+            raise RequestError(f"no current user: sign in; {who.why}", status=401)
+        return recommend_for(who.user)
 
     @bp.get("/similar/<item>")
     @api
     def similar(item):
+        common.check_id(item, "item", limits_)
         svc = get_service()
         q = common.recommendation_query(request.args.to_dict(flat=False), service=svc, default_n=default_n,
-                                        max_n=max_n)
+                                        max_n=max_n, client_options=policy.client_options, limits=limits_)
         item = common.coerce_id(item, common.model_ids(svc, "item"))
         recs = svc.similar_items(item, q.n, context=q.context)
         return jsonify(common.recommendations_json(recs, item=item))
@@ -141,17 +233,22 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
     @bp.post("/events")
     @api
     def events():
-        body = request.get_json(silent=True)
-        if body is None:
-            raise RequestError("expected a JSON body (Content-Type: application/json) with user, item and event")
-        default_user = current_user() if current_user is not None else None
-        parsed = common.parse_events(body, default_user=default_user, allowed_events=allowed_events)
+        if not request.is_json:
+            raise RequestError("expected a JSON body (Content-Type: application/json) with item and event")
+        common.check_content_length(request.content_length, limits_)
+        body = common.parse_json_body(request.stream.read(limits_.max_batch_bytes + 1), limits_)
+        who = requester()
+        if who.user is None and not policy.trusted_tracking:
+            raise RequestError(f"cannot track events for an anonymous request: {who.why}", field="user", status=403)
+        parsed = common.parse_events(body, default_user=who.user, trusted=policy.trusted_tracking,
+                                     allowed_events=allowed_events, limits=limits_)
         ids = common.track_events(parsed, store=get_store(), service=lenient_service())
         return jsonify({"tracked": len(ids), "event_ids": ids}), 202
 
     @bp.get("/stats")
     @api
     def stats():
+        common.check_stats(None if stats_permission is None else bool(stats_permission()))
         return jsonify(common.stats_json(get_service(), get_store()))
 
     @bp.cli.command("train")
@@ -182,7 +279,8 @@ class Persona:
         Default: ``service.store``, else one opened from ``PERSONA_STORE`` (a path, a
         ``postgresql://`` URL or a dict of ``EventStore`` arguments).
     **blueprint_options
-        Passed to :func:`persona_blueprint` (``url_prefix``, ``current_user``, ``allowed_events``, ...).
+        Passed to :func:`persona_blueprint` (``url_prefix``, ``current_user``, ``allowed_events``, and
+        the opt-ins ``user_in_url``, ``trusted_tracking``, ``client_options``, ``stats_permission``).
 
     Examples
     --------
@@ -192,8 +290,11 @@ class Persona:
     >>> shop = ps.datasets.synthetic_shop(n_users=50, n_items=30, seed=0)
     >>> app = Flask("shop")
     >>> persona = Persona(app, service=ps.serving.RecommenderService(ps.ItemKNN().fit(shop.interactions)))
-    >>> app.test_client().get("/persona/recommendations/nobody?n=3").get_json()["reason"]
-    'unknown user'
+    >>> web = app.test_client()
+    >>> web.get("/persona/similar/no-such-item?n=3").get_json()["reason"]
+    'unknown item'
+    >>> web.get("/persona/recommendations/u00001").status_code      # someone else's: off by default
+    403
     """
 
     def __init__(self, app: Flask | None = None, *, service=None, store=None, model_path=None,

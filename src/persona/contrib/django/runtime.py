@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from importlib import import_module
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from ...errors import PersonaError
+from ...errors import ParameterError, PersonaError
 from .. import common
-from ..common import RequestError
+from ..common import RequestError, Requester
 
-__all__ = ["settings_dict", "get_service", "get_store", "reset", "current_user", "track", "recommend",
-           "similar_items", "DEFAULTS"]
+__all__ = ["settings_dict", "get_service", "get_store", "reset", "current_user", "requester", "policy", "staff_only",
+           "track", "recommend", "similar_items", "DEFAULTS"]
 
 log = logging.getLogger("persona.contrib.django")
 
@@ -36,11 +35,16 @@ DEFAULTS = {
     "FALLBACK_PATH": None,     # an artifact tried when the model cannot answer (before global popularity)
     "CATALOG": None,           # "module.function" returning a DataFrame (item_id, category, price, ...) for filters
     "SERVICE": {},             # more RecommenderService arguments: timeout, cache_size, filter_seen
-    "CURRENT_USER": None,      # "module.function(request) -> user id"; default: the signed-in user, else a visitor id
+    "CURRENT_USER": None,      # "module.function(request) -> signed-in user id or None"; default: request.user's pk
     "ITEMS": None,             # "module.function(ids) -> items" (objects or dicts) the template tags render
     "TRACK_VIEWS": {},         # {"url name": "kwarg holding the item id"}: views the middleware records
-    "USER_IN_URL": True,       # serve GET recommendations/<user>/ (anyone's by id); False: only the current user's
-    "TRUST_EVENT_USER": False,  # POST events/ may name any user (server-to-server); False: only the current user
+    "USER_IN_URL": False,      # answer recommendations/<user>/ for ANY user id: trusted internal callers only;
+                               # False: only the requester's own id
+    "TRUST_EVENT_USER": False,  # POST events/ may name any user: trusted server-side callers only;
+                               # False: events are for the signed-in user or the session's visitor id
+    "CLIENT_OPTIONS": [],      # history-revealing query switches clients may set: "filter_seen", "items"
+    "STATS_PERMISSION": "persona.contrib.django.runtime.staff_only",  # (request) -> bool; None: stats/ is off
+    "LIMITS": {},              # persona.contrib.common.Limits fields to change (body, id, event name, properties)
     "ALLOWED_EVENTS": None,    # event types POST events/ accepts; None: any
     "MAX_N": 100,              # the largest n a request may ask for
     "TRAIN": {},               # persona_train defaults: {"MODEL": "itemknn", "PARAMS": {...}, "EVENT_TYPES": [...],
@@ -67,7 +71,23 @@ def settings_dict() -> dict:
     bad = sorted(set(train) - _TRAIN_KEYS)
     if bad:
         raise ImproperlyConfigured(f"settings.PERSONA['TRAIN'] has unknown key(s) {bad}; known: {sorted(_TRAIN_KEYS)}")
-    return {**DEFAULTS, **given}
+    conf = {**DEFAULTS, **given}
+    policy_of(conf)
+    return conf
+
+
+def policy_of(conf: dict) -> common.Policy:
+    """The :class:`~persona.contrib.common.Policy` the settings ``conf`` ask for."""
+    try:
+        return common.Policy.make(user_in_url=conf["USER_IN_URL"], trusted_tracking=conf["TRUST_EVENT_USER"],
+                                  client_options=conf["CLIENT_OPTIONS"], limits=conf["LIMITS"] or None)
+    except ParameterError as e:
+        raise ImproperlyConfigured(f"settings.PERSONA: {e}") from None
+
+
+def policy() -> common.Policy:
+    """What the shop opted in to (``USER_IN_URL``, ``TRUST_EVENT_USER``, ``CLIENT_OPTIONS``, ``LIMITS``)."""
+    return policy_of(settings_dict())
 
 
 def import_string(value, what: str):
@@ -137,27 +157,51 @@ setting_changed.connect(_on_setting_changed, dispatch_uid="persona.contrib.djang
 
 
 # ------------------------------------------------------------------------------ who and what
-def current_user(request):
-    """The id persona knows the requester by, as text.
+def staff_only(request) -> bool:
+    """The default ``STATS_PERMISSION``: a signed-in staff user (``request.user.is_staff``)."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_staff", False))
 
-    ``PERSONA["CURRENT_USER"](request)`` when set; otherwise the signed-in user's primary key,
-    else an anonymous visitor id kept in the session (``"visitor-<hex>"``), else None.
-    """
-    if request is None:
-        return None
+
+def signed_in_user(request):
+    """The signed-in user's id: ``PERSONA["CURRENT_USER"](request)`` when set, else ``request.user``'s
+    primary key (as text) when authenticated; None for an anonymous request."""
     func = import_string(settings_dict()["CURRENT_USER"], "CURRENT_USER")
     if func is not None:
         return func(request)
     user = getattr(request, "user", None)
     if user is not None and getattr(user, "is_authenticated", False):
         return str(user.pk)
+    return None
+
+
+def requester(request) -> Requester:
+    """Who makes ``request``: the signed-in user, else the session's anonymous visitor id (issued now
+    when it has none), else nobody -- without session middleware an anonymous request has no id
+    and may not track (it never falls back to a user named in the request)."""
+    user = signed_in_user(request)
+    if user is not None:
+        return Requester(user, True)
     session = getattr(request, "session", None)
     if session is None:
-        return None
+        return Requester(None, False, "anonymous visitors need a session: add django.contrib.sessions' "
+                                      "SessionMiddleware (or sign in)")
     visitor = session.get(VISITOR_SESSION_KEY)
     if visitor is None:
-        visitor = session[VISITOR_SESSION_KEY] = f"visitor-{uuid.uuid4().hex[:16]}"
-    return visitor
+        visitor = session[VISITOR_SESSION_KEY] = common.new_visitor_id()
+    return Requester(visitor, False)
+
+
+def current_user(request):
+    """The id persona knows the requester by, as text.
+
+    The signed-in user (``PERSONA["CURRENT_USER"](request)`` when set, else ``request.user``'s
+    primary key), else an anonymous visitor id kept in the session (``"visitor-<32 hex>"``),
+    else None.
+    """
+    if request is None:
+        return None
+    return requester(request).user
 
 
 def user_id(value, request=None):

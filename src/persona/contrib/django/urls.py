@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
 
@@ -14,4 +14,5 @@ urlpatterns = [
     path("similar/<str:item>/", views.similar, name="similar"),
     path("events/", views.events, name="events"),
     path("stats/", views.stats, name="stats"),
+    re_path(r"^(?P<rest>[\s\S]*)\Z", views.not_found, name="not-found"),  # the rest under the mount point: JSON 404
 ]

@@ -103,8 +103,8 @@ def _answer(ask, template_name, title) -> RecommendationList:
     except (RequestError, StoreError) as e:
         if isinstance(e, RequestError) and e.status != 503:
             raise
-        reason = e.message if isinstance(e, RequestError) else f"the event store is unavailable: {e}"
-        log.warning("persona: no recommendations to render: %s", reason)
+        reason = e.message if isinstance(e, RequestError) else "the event store is unavailable"
+        log.warning("persona: no recommendations to render: %s", e if isinstance(e, StoreError) else reason)
         return RecommendationList(source="unavailable", reason=reason, template_name=template_name, title=title)
     return RecommendationList(_entries(recs), source=recs.source, reason=recs.reason,
                               model_version=recs.model_version, template_name=template_name, title=title)
