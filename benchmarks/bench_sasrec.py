@@ -11,6 +11,9 @@ excluded, ``ps.evaluate``). At test time the model must see each user's validati
   and what a shop does between retrainings.
 - ``--test-history refit``: a new model is fitted on ``train + valid`` for the best epoch count
   found on validation (twice the training time).
+- ``--test-history default``: what a plain ``SASRec(...).fit(train + valid)`` does (``valid="auto"``:
+  each user's last event -- here the validation target -- is held out for early stopping, then the
+  full histories are read back); the time a user waits for a default fit.
 
 Most popular (fitted on train + valid) is the floor, in the same run. Serving: the same trained
 encoder run by onnxruntime and by PyTorch eager (``torch.no_grad``, same thread count) on
@@ -43,22 +46,15 @@ import persona as ps  # noqa: E402
 from common import default_beauty, eval_row, sample_users  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Interactions  # noqa: E402
-from persona.models.sasrec import SASRec, _tokens  # noqa: E402
+from persona.models.sasrec import SASRec  # noqa: E402
 
 KS = (5, 10, 20)
 
 
 
 def with_histories(model: SASRec, inter: Interactions) -> SASRec:
-    """A shallow copy of ``model`` that reads the users' histories of ``inter`` (same id maps)."""
-    if inter.user_map is not model.user_map_ and not np.array_equal(inter.user_ids, model.user_map_.ids):
-        raise SystemExit("with_histories needs the model's user map")
-    m = copy.copy(model)
-    m.user_tokens_ = _tokens(inter.sequences(), model.max_len).astype(np.int32)
-    m.user_items_ = inter.matrix.tocsr()
-    m._user_vector_cache = None
-    return m
-
+    """A copy of ``model`` that reads the users' histories of ``inter`` (the public update_histories)."""
+    return copy.copy(model).update_histories(inter)
 
 
 def percentiles(times: list[float]) -> dict:
@@ -174,7 +170,12 @@ def run(args) -> dict:
                   batch_size=args.batch_size, patience=args.patience, loss=args.loss, negatives=args.negatives,
                   random_state=args.seed, num_threads=args.threads, show_progress=args.progress)
     t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    model = SASRec(**params).fit(train, valid=valid, item_attributes=attributes)
+    if args.test_history == "default":
+        # what a user's plain fit does: SASRec(...).fit(train + valid) holds out each user's last
+        # event (here: the validation target) for early stopping, then reads the full histories
+        model = SASRec(**params).fit(full, item_attributes=None if attributes is None else seq.attribute_matrix(full))
+    else:
+        model = SASRec(**params).fit(train, valid=valid, item_attributes=attributes)
     fit_s = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_SELF)
     # CPU seconds of this process: on a machine shared with other work the wall time stretches,
@@ -186,7 +187,10 @@ def run(args) -> dict:
     extra = {"epochs_run": len(model.history_), "best_epoch": model.best_epoch_, "fit_cpu_s": fit_cpu_s,
              "valid_ndcg@10": best["valid_ndcg@10"], "valid_hr@10": best["valid_hr@10"],
              "s_per_epoch": fit_s / len(model.history_)}
-    if args.test_history == "extend":
+    if args.test_history == "default":
+        tested = model
+        add("persona SASRec (default fit on train+valid: valid='auto')", tested, fit_s, extra)
+    elif args.test_history == "extend":
         tested = with_histories(model, full)
         add("persona SASRec (train, early stop; test reads train+valid)", tested, fit_s, extra)
     else:
@@ -278,7 +282,7 @@ def main(argv=None) -> int:
     ap.add_argument("--negatives", type=int, default=256, help="draws per step with --loss sampled")
     ap.add_argument("--attributes", action="store_true",
                     help="item attributes as side information (<Name>_item2attributes.json beside the data)")
-    ap.add_argument("--test-history", choices=("extend", "refit"), default="extend",
+    ap.add_argument("--test-history", choices=("extend", "refit", "default"), default="extend",
                     help="how the test sees the validation item (see the module docstring)")
     ap.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: their defaults)")
     ap.add_argument("--seed", type=int, default=0)
@@ -298,7 +302,8 @@ def main(argv=None) -> int:
 
     res = run(args)
     name = Path(res["data"]).stem
-    stem = "sasrec" + ("" if name == "Beauty" else f"-{name}") + ("-quick" if args.quick else "")
+    stem = "sasrec" + ("" if name == "Beauty" else f"-{name}") + ("-quick" if args.quick else "") + \
+        ("-default" if args.test_history == "default" else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
     md = markdown(res)

@@ -49,7 +49,7 @@ import persona as ps  # noqa: E402
 from common import default_beauty, eval_row, sample_users  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Features, IdMap, Interactions  # noqa: E402
-from persona.models.twotower import TwoTower, _first_touches, _window  # noqa: E402
+from persona.models.twotower import TwoTower, _first_touches  # noqa: E402
 
 KS = (5, 10, 20)
 
@@ -192,16 +192,8 @@ def run_cold(args) -> dict:
 
 # ---------------------------------------------------------------------------------------- Beauty
 def with_histories(model: TwoTower, inter: Interactions) -> TwoTower:
-    """A shallow copy of ``model`` that reads the users' histories of ``inter`` (same id maps)."""
-    if not np.array_equal(inter.user_ids, model.user_map_.ids) or not np.array_equal(inter.item_ids,
-                                                                                     model.item_map_.ids):
-        raise SystemExit("with_histories needs the model's id maps")
-    m = copy.copy(model)
-    seq, indptr = _first_touches(inter)
-    m.user_tokens_ = _window(seq, indptr[:-1], indptr[1:], model.max_history).astype(np.int32)
-    m.user_items_ = inter.matrix.tocsr()
-    m._user_vector_cache = None
-    return m
+    """A copy of ``model`` that reads the users' histories of ``inter`` (the public update_histories)."""
+    return copy.copy(model).update_histories(inter)
 
 
 def run_beauty(args) -> dict:
