@@ -426,6 +426,33 @@ class Recommender:
                                                mask=mask)
         return ids, scores
 
+    def recommend_frame(self, users: Sequence, n: int = 10, *, filter_seen: bool = True, items=None,
+                        exclude=None, mask=None):
+        """Top ``n`` items for each user as one long pandas DataFrame: ``user, item, score, rank``.
+
+        One row per recommended item, ``rank`` 1 for the best; the shape a CSV export, an e-mail
+        job or a database table wants. The arguments are those of :meth:`recommend_batch`, whose
+        rows these are, without the padding of short rows.
+
+        >>> import persona as ps
+        >>> inter = ps.Interactions.from_records([("ann", "a"), ("ann", "b"), ("bob", "a"), ("cem", "c")])
+        >>> ps.MostPopular().fit(inter).recommend_frame(["bob", "cem"], n=2)
+          user item  score  rank
+        0  bob    b   0.25     1
+        1  bob    c   0.25     2
+        2  cem    a   0.50     1
+        3  cem    b   0.25     2
+        """
+        import pandas as pd
+
+        ids, scores, counts = self._recommend_batch(users, n, filter_seen=filter_seen, items=items,
+                                                    exclude=exclude, mask=mask)
+        users_arr = normalize_ids(users, what="users") if len(users) else np.zeros(0, dtype=np.int64)
+        valid = np.arange(ids.shape[1])[None, :] < np.asarray(counts)[:, None]
+        rows, ranks = np.nonzero(valid)
+        return pd.DataFrame({"user": users_arr[rows], "item": ids[valid], "score": scores[valid],
+                             "rank": (ranks + 1).astype(np.int64)})
+
     def _recommend_batch(self, users, n, *, filter_seen, items, exclude, mask):
         self._check_fitted()
         n = self._n_arg(n)
@@ -663,10 +690,7 @@ class Recommender:
                 state = {**state, "_files": files}
             if mmap:
                 state = {**state, "_mmap": True}
-            if manifest.get("_authentic"):
-                state = {**state, "_authentic": True}
             model._restore(state, arrays)
-            model._check_state()
         except KeyError as e:
             raise ArtifactError(f"{path} lacks {e.args[0]!r}; the artifact is incomplete, save the model again") from None
         except (ArtifactError, MemoryError):
@@ -674,5 +698,8 @@ class Recommender:
         except Exception as e:  # noqa: BLE001 - whatever a malformed artifact trips, it is refused cleanly
             raise ArtifactError(f"{path} is malformed ({type(e).__name__}: {e}); save the model again") from None
         model._fitted = True
-        model._artifact_stamps = manifest.get("_stamps", [])
         return model
+            if manifest.get("_authentic"):
+                state = {**state, "_authentic": True}
+            model._check_state()
+        model._artifact_stamps = manifest.get("_stamps", [])
