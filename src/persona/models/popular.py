@@ -254,7 +254,6 @@ class MostPopular(Recommender):
         else:
             self.item_category_ = self.category_map_ = None
 
-
     def _check_state(self) -> None:
         from ..io.artifact import check_array, check_indices
 
@@ -270,6 +269,7 @@ class MostPopular(Recommender):
         if self.item_category_ is not None:
             check_indices("item_category", check_array("item_category", self.item_category_, kind="iu",
                                                        shape=(n_items,)), -1, len(self.category_map_))
+
 
 def _epoch(t) -> float:
     """Epoch seconds of a datetime, ISO string, pandas Timestamp or number."""

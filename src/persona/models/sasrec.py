@@ -675,8 +675,6 @@ class SASRec(EncodedUsers, Recommender):
 
         return {_ENCODER_FILE: write}
 
-    def _restore(self, meta, arrays):
-        from ..errors import ArtifactError
     def _check_state(self) -> None:
         from ..io.artifact import check_array, check_indices
 
@@ -686,15 +684,17 @@ class SASRec(EncodedUsers, Recommender):
         tokens = check_array("user_tokens", self.user_tokens_, kind="iu", shape=(n_users, int(self.max_len)))
         check_indices("user_tokens", tokens, 0, n_items + 1)  # item index + 1, 0 pads
 
+    def _restore(self, meta, arrays):
+        from ..errors import ArtifactError
 
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self.user_tokens_ = np.asarray(arrays["user_tokens"])
         self.item_popularity_ = np.asarray(arrays["item_popularity"])
         self.best_epoch_ = int(meta.get("best_epoch", 0))
         self.history_ = list(meta.get("history", []))
+        self._check_state()  # before the encoder or an index sees the arrays
         path = meta.get("_files", {}).get(meta.get("encoder_file", _ENCODER_FILE))
         if path is None:
-        self._check_state()  # before the encoder or an index sees the arrays
             raise ArtifactError(f"the SASRec artifact lacks its encoder graph {_ENCODER_FILE}; save the model again")
         # read now (the checksum was just verified), so a later overwrite of the artifact
         # cannot change the graph under a lazily created session

@@ -802,8 +802,6 @@ class TwoTower(EncodedUsers, Recommender):
 
         return {name: writer(g) for name, g in graphs.items()}
 
-    def _restore(self, meta, arrays):
-        from ..io.artifact import unpack_csr
     def _check_state(self) -> None:
         from ..io.artifact import check_array, check_indices
 
@@ -816,6 +814,8 @@ class TwoTower(EncodedUsers, Recommender):
             raise ArtifactError(f"user_features: expected shape {(n_users, self.n_user_features_)}, got "
                                 f"{self.user_features_.shape}; the artifact is malformed, save the model again")
 
+    def _restore(self, meta, arrays):
+        from ..io.artifact import unpack_csr
 
         self.item_factors_ = np.asarray(arrays["item_factors"])
         self.user_tokens_ = np.asarray(arrays["user_tokens"])
@@ -827,9 +827,9 @@ class TwoTower(EncodedUsers, Recommender):
         self.item_feature_spec_ = meta.get("item_feature_spec")
         self.best_epoch_ = int(meta.get("best_epoch", 0))
         self.history_ = list(meta.get("history", []))
+        self._check_state()  # before the encoders or an index see the arrays
         files = meta.get("_files", {})
         graphs = []
-        self._check_state()  # before the encoders or an index see the arrays
         for key, default in (("item_encoder_file", _ITEM_FILE), ("user_encoder_file", _USER_FILE)):
             path = files.get(meta.get(key, default))
             if path is None:
