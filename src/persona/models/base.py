@@ -690,7 +690,10 @@ class Recommender:
                 state = {**state, "_files": files}
             if mmap:
                 state = {**state, "_mmap": True}
+            if manifest.get("_authentic"):
+                state = {**state, "_authentic": True}
             model._restore(state, arrays)
+            model._check_state()
         except KeyError as e:
             raise ArtifactError(f"{path} lacks {e.args[0]!r}; the artifact is incomplete, save the model again") from None
         except (ArtifactError, MemoryError):
@@ -698,8 +701,5 @@ class Recommender:
         except Exception as e:  # noqa: BLE001 - whatever a malformed artifact trips, it is refused cleanly
             raise ArtifactError(f"{path} is malformed ({type(e).__name__}: {e}); save the model again") from None
         model._fitted = True
-        return model
-            if manifest.get("_authentic"):
-                state = {**state, "_authentic": True}
-            model._check_state()
         model._artifact_stamps = manifest.get("_stamps", [])
+        return model
