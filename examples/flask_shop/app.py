@@ -68,12 +68,13 @@ def create_app(data_dir=None, *, n_users: int = 400, n_items: int = 300, seed: i
     app.secret_key = secret_key or os.environ.get("FLASK_SHOP_SECRET") or "dev-only-not-a-secret"
 
     def visitor() -> str:
+        """Who the shop says this browser is: kept in Flask's signed session, so it cannot be forged."""
         if "visitor" not in session:
-            session["visitor"] = f"visitor-{uuid.uuid4().hex[:12]}"
+            session["visitor"] = f"visitor-{uuid.uuid4().hex}"
         return session["visitor"]
 
-    # JSON endpoints under /persona (recommendations for the current visitor, similar items, events, stats)
-    # and `flask --app app persona train`
+    # JSON endpoints under /persona for the current visitor only (recommendations, similar items, events;
+    # /persona/stats stays off without stats_permission=) and `flask --app app persona train`
     persona = Persona(app, service=service, store=store, model_path=model_path, current_user=visitor,
                       train_options=TRAIN)
     app.extensions["shop"] = {"shop": shop, "products": products, "store": store, "service": service}
@@ -130,7 +131,7 @@ def create_app(data_dir=None, *, n_users: int = 400, n_items: int = 300, seed: i
     @app.get("/login/<user_id>")
     def login(user_id):
         session.clear()
-        session["visitor"] = user_id  # a demo sign-in as one of the sample customers
+        session["visitor"] = user_id  # a demo sign-in as one of the sample customers (a real shop checks a password)
         return redirect(url_for("home"))
 
     @app.get("/logout")
