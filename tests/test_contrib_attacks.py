@@ -194,11 +194,14 @@ def test_an_oversized_event_is_413(web):
 @pytest.mark.parametrize("field", ["user", "item", "event_id"])
 def test_overlong_and_control_character_ids_are_400(framework, worlds, field):
     with web_for(framework, worlds, trusted_tracking=True) as web:
+        web.store().flush()
+        before = web.store().count()
         for bad in ("u" * 10_000, "a\x00b", "a\nb"):
             event = {"user": "ann", "item": web.known_item(1), "event": "view", field: bad}
             body = assert_json_error(web.post(web.url("events"), event), 400)
             assert body["field"] == field
-        assert stored(web, "u" * 10_000) == 0
+        web.store().flush()
+        assert web.store().count() == before
 
 
 def test_overlong_ids_in_urls_and_queries_are_400(web):
