@@ -52,7 +52,7 @@ __all__ = [
     "recommendation_query", "recommendations_json", "context_from_options", "parse_events", "parse_json_body",
     "track_events", "stats_json", "open_store", "build_service", "train_and_publish", "coerce_id", "model_ids",
     "EVENT_FIELDS", "CLIENT_OPTIONS", "Limits", "Policy", "Requester", "check_id", "check_url_user",
-    "check_stats", "new_visitor_id", "is_visitor_id",
+    "check_stats", "check_content_length", "new_visitor_id", "is_visitor_id",
 ]
 
 log = logging.getLogger("persona.contrib")

@@ -12,8 +12,10 @@ Settings (``settings.PERSONA``; every key optional, see :data:`~persona.contrib.
 What the app gives:
 
 * ``path("persona/", include("persona.contrib.django.urls"))``: JSON endpoints
-  ``recommendations/<user>/``, ``recommendations/`` (the requester's), ``similar/<item>/``,
-  ``events/`` (POST) and ``stats/``;
+  ``recommendations/`` (the requester's: signed-in user or session visitor),
+  ``recommendations/<user>/`` (the requester's own id; any id only with ``USER_IN_URL``, for
+  trusted internal callers), ``similar/<item>/``, ``events/`` (POST, for the requester; naming
+  users only with ``TRUST_EVENT_USER``) and ``stats/`` (``STATS_PERMISSION``, default staff);
 * ``"persona.contrib.django.middleware.TrackViewsMiddleware"``: records a ``view`` for each
   successful GET of a view named in ``TRACK_VIEWS``;
 * ``{% load persona %}``, ``{% recommended_for user 6 %}``, ``{% also_bought item 6 %}`` (or
