@@ -206,6 +206,8 @@ def test_overlong_and_control_character_ids_are_400(framework, worlds, field):
 
 def test_overlong_ids_in_urls_and_queries_are_400(web):
     assert_json_error(web.get(web.url("similar", "i" * 10_000)), 400)
+    assert_json_error(web.get(web.url("recommendations", "u" * 10_000)), 400)
+    assert_json_error(web.get(web.url("similar", "a\x00b")), 400)
     assert_json_error(web.get(web.url("similar", web.known_item(1)), "exclude=" + "x" * 10_000), 400)
     many = ",".join(f"i{k}" for k in range(5000))
     assert_json_error(web.get(web.url("similar", web.known_item(1)), "exclude=" + many), 400)
@@ -239,7 +241,8 @@ def test_deep_or_large_properties_are_400_never_a_recursion_error(web):
     assert_json_error(web.post(web.url("events"), data=nan), 400)
 
 
-@pytest.mark.parametrize("method, parts", [("GET", ("no-such-endpoint",)), ("GET", ("recommendations", "a", "b")),
+@pytest.mark.parametrize("method, parts", [("GET", ()), ("GET", ("no-such-endpoint",)),
+                                           ("GET", ("recommendations", "a", "b")),
                                            ("POST", ("stats",)), ("GET", ("events",)), ("DELETE", ("events",))])
 def test_client_errors_under_the_prefix_are_json(web, method, parts):
     got = web.request(method, web.url(*parts))
