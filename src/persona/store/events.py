@@ -116,12 +116,9 @@ def _event_time(t) -> float:
     """An event's time, within the range the store keeps (years 1970-2199)."""
     v = _epoch(t, "track: timestamp")
     if not MIN_TIMESTAMP <= v < MAX_TIMESTAMP:
-        hint = ""
-        if MIN_TIMESTAMP <= v / 1000 < MAX_TIMESTAMP:
-            hint = " (it looks like milliseconds: divide by 1000)"
         raise DataError(
             f"track: timestamp expected a time from 1970-01-01 to 2200-01-01 (UTC), got {t!r} = {v!r} s since "
-            f"1970{hint}; pass the event's real time, or leave it out for 'now'"
+            f"1970; pass the event's real time (epoch seconds, not milliseconds), or leave it out for 'now'"
         )
     return v
 
@@ -154,20 +151,34 @@ def _properties(p) -> str | None:
 
 def _shape(p) -> None:
     """Keys are strings (JSON would turn 1 into "1") and nesting stays shallow, without recursion."""
-    stack = [(p, 1)]
+    stack = None
+    for k, v in p.items():  # the common flat dict costs one pass
+        if k.__class__ is not str and not isinstance(k, str):
+            _bad_key(k)
+        if isinstance(v, _NESTED):
+            if stack is None:
+                stack = []
+            stack.append((v, 2))
     while stack:
         x, depth = stack.pop()
         if depth > MAX_PROPERTIES_DEPTH:
             raise DataError(f"track: properties nest deeper than {MAX_PROPERTIES_DEPTH} levels; flatten them")
-        if isinstance(x, Mapping):
+        if isinstance(x, dict):
             for k, v in x.items():
                 if not isinstance(k, str):
-                    raise DataError(f"track: properties keys expected strings, got {type(k).__name__} {k!r}; "
-                                    f"JSON would store it as a string, so pass str({k!r})")
-                if isinstance(v, (Mapping, list, tuple)):
+                    _bad_key(k)
+                if isinstance(v, _NESTED):
                     stack.append((v, depth + 1))
         else:
-            stack.extend((v, depth + 1) for v in x if isinstance(v, (Mapping, list, tuple)))
+            stack.extend((v, depth + 1) for v in x if isinstance(v, _NESTED))
+
+
+_NESTED = (dict, list, tuple)  # what json.dumps nests; any other container fails there
+
+
+def _bad_key(k) -> None:
+    raise DataError(f"track: properties keys expected strings, got {type(k).__name__} {k!r}; "
+                    f"JSON would store it as a string, so pass str({k!r})")
 
 
 # ------------------------------------------------------------------------------ process lifecycle
@@ -998,7 +1009,7 @@ class EventStore:
         df = pd.DataFrame({"user": cols["user"], "item": cols["item"], "time": cols["ts"], "event": cols["event"]})
         if values:
             df["value"] = pd.to_numeric(pd.Series(cols["value"], dtype=object), errors="coerce").astype("float64")
-        bad = ~np.isfinite(cols["ts"])
+        _, bad = _micros(cols["ts"])
         if bad.any():  # a row written behind persona's back: one odd row must not stop training
             _warn_times("interactions()", cols["event_id"], bad, "left out")
             df = df[~bad].reset_index(drop=True)
