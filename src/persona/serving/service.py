@@ -686,8 +686,8 @@ class RecommenderService:
         """
         if self.store is None:
             raise ParameterError("this service has no event store; pass store=persona.store.EventStore(...)")
-        if _user_key(user) in self._forgotten:
-            return None
+        if _user_key(user) in self._forgotten and not hasattr(self.store, "is_forgotten"):
+            return None  # a store without tombstones: the service remembers (an EventStore drops and counts)
         out = self.store.track(user, item, event, **kwargs)
         self.invalidate(user)
         return out
