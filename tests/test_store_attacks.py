@@ -486,7 +486,8 @@ def payloads(draw):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(payload=payloads(), raw=st.none() | st.tuples(st.floats(-1e13, 1e13), st.integers(0, 4000), st.integers(0, 2**32)))
+@given(payload=payloads(),
+       raw=st.none() | st.tuples(st.floats(-1e13, 1e13), st.integers(0, 4000), st.integers(0, 2**32)))
 def test_fuzz_store_payloads(target, open_store, payload, raw):
     """Any payload: a DataError at track, or written and read back intact; the writer never
     stops; the valid events behind a bad one commit. ``raw`` also pushes a row past track's checks
