@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import numbers
 
 import numpy as np
@@ -53,7 +54,7 @@ def _check_int(value, name: str, fn: str, minimum: int) -> int:
 
 
 def _check_fraction(value, name: str, fn: str, *, allow_zero: bool) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (isinstance(value, numbers.Integral) or math.isfinite(value))
     lo_ok = ok and (value >= 0 if allow_zero else value > 0)
     if not (lo_ok and value < 1):
         lo = "0 <= " if allow_zero else "0 < "
@@ -349,8 +350,10 @@ def temporal(inter: Interactions, cutoff, *, valid_cutoff=None):
 # ---------------------------------------------------------------------------------------- random
 def _rng(random_state):
     if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
-        if isinstance(random_state, bool):
-            raise DataError(f"random: expected random_state as None, an int or a numpy Generator, got {random_state!r}")
+        if isinstance(random_state, (bool, np.bool_)) or (random_state is not None and not isinstance(
+                random_state, np.random.SeedSequence) and random_state < 0):
+            raise DataError(f"random: expected random_state as None, an int >= 0 or a numpy Generator, "
+                            f"got {random_state!r}; pass e.g. random_state=0")
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.Generator):
         return random_state

@@ -37,6 +37,9 @@ def normalize_ids(values, *, what: str = "ids") -> np.ndarray:
     if arr.ndim != 1:
         raise DataError(f"{what}: expected a 1-D sequence of ids, got an array of shape {arr.shape}")
     kind = arr.dtype.kind
+    if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{what}: integer ids must fit in int64 (below 2**63), got {int(arr.max())}; "
+                        "convert the ids to strings")
     if kind in "iu":
         return arr.astype(np.int64, copy=False)
     if kind == "b":
@@ -52,6 +55,9 @@ def normalize_ids(values, *, what: str = "ids") -> np.ndarray:
                 f"{what}: expected integer or string ids, got non-integral numbers at rows {rows} "
                 f"(values {arr[rows].tolist()}); convert the column to int or str"
             )
+        if arr.size and np.abs(arr).max() >= 2.0**63:  # the cast would wrap silently to another id
+            raise DataError(f"{what}: integer ids must fit in int64 (below 2**63), got {np.abs(arr).max():g}; "
+                            "convert the ids to strings")
         return arr.astype(np.int64)
     if kind == "U":
         return arr
@@ -61,7 +67,11 @@ def normalize_ids(values, *, what: str = "ids") -> np.ndarray:
         out = arr.tolist()
         types = {type(v) for v in out}
         if types <= {int, np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16, np.uint32, np.uint64}:
-            return np.asarray(out, dtype=np.int64)
+            try:
+                return np.asarray(out, dtype=np.int64)
+            except OverflowError:
+                raise DataError(f"{what}: integer ids must fit in int64 (between -2**63 and 2**63 - 1), got "
+                                f"{max(out, key=abs)}; convert the ids to strings") from None
         if types <= {str, np.str_}:
             return np.asarray(out, dtype=str)
         if types <= {bytes}:

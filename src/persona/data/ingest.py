@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Iterable
 
 import numpy as np
@@ -174,7 +174,17 @@ def _time_scalar(now) -> float:
 
 def _factorize_ids(ser: pd.Series, column) -> tuple[np.ndarray, np.ndarray]:
     """Local codes (-1 for null) and the normalised distinct ids of an id column."""
-    codes, uniques = pd.factorize(ser)
+    try:
+        codes, uniques = pd.factorize(ser)
+    except TypeError:  # unhashable values (lists, dicts, sets) cannot be ids; name the rows
+        bad = [i for i, v in enumerate(ser.tolist()) if not isinstance(v, Hashable)][:5]
+        kinds = sorted({type(ser.iloc[i]).__name__ for i in bad})
+        example = repr(ser.iloc[bad[0]])[:40] if bad else "?"
+        raise DataError(
+            f"column {column!r}: expected string or integer ids, but rows {bad} hold values of type "
+            f"{', '.join(kinds)} (e.g. {example}); flatten the column to one id per row (DataFrame.explode) "
+            "or convert it (e.g. .astype(str))"
+        ) from None
     ids = normalize_ids(np.asarray(uniques), what=f"column {column!r}")
     return codes.astype(np.int64, copy=False), ids
 
@@ -333,6 +343,10 @@ def _ingest(
     if user is None or item is None:
         raise DataError("user and item columns are required; pass user='...' and item='...'")
     available = list(df.columns)
+    unusable = [f"{k}={c!r}" for k, c in named.items() if c is not None and not isinstance(c, Hashable)]
+    if unusable:
+        raise DataError(f"column names must be strings (or other column labels), got {', '.join(unusable)}; "
+                        f"available columns: {available}")
     missing = [f"{k}={c!r}" for k, c in named.items() if c is not None and c not in df.columns]
     if missing:
         raise DataError(
@@ -758,11 +772,22 @@ def from_sequences(path_or_lines, *, user_map: IdMap | None = None, item_map: Id
         if bad in options:
             raise DataError(f"{bad}= is not available for sequence files, which hold only user and item ids")
     if isinstance(path_or_lines, (str, os.PathLike)):
-        with open(path_or_lines, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        try:
+            with open(path_or_lines, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read {os.fspath(path_or_lines)!r} ({type(e).__name__}: {e}); "
+                            "pass the path of a UTF-8 text file, or the lines themselves") from e
         source = repr(os.fspath(path_or_lines))
     else:
-        lines = [ln.decode("utf-8") if isinstance(ln, bytes) else ln for ln in path_or_lines]
+        if isinstance(path_or_lines, (bytes, Mapping)) or not hasattr(path_or_lines, "__iter__"):
+            raise DataError(f"from_sequences: expected a file path or an iterable of lines, got "
+                            f"{type(path_or_lines).__name__}; pass e.g. ['u1 i1 i2', 'u2 i3']")
+        lines = [ln.decode("utf-8", errors="replace") if isinstance(ln, bytes) else ln for ln in path_or_lines]
+        bad = [k for k, ln in enumerate(lines) if not isinstance(ln, str)][:5]
+        if bad:
+            raise DataError(f"from_sequences: expected lines of text ('user item item ...'), but lines {bad} are "
+                            f"{sorted({type(lines[k]).__name__ for k in bad})}; pass strings")
         source = "the lines"
     heads: list[str] = []
     tokens: list[str] = []

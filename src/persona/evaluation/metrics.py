@@ -14,6 +14,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_int
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import DataError, NotFittedError, PersonaError
@@ -27,6 +28,8 @@ METRICS = ("hr", "precision", "recall", "f1", "ndcg", "map", "mrr", "coverage", 
 _POPULARITY_METRICS = ("novelty", "arp")
 _BATCH_BYTES = 128 * 2**20
 _MAX_BATCH_USERS = 2**16
+#: Largest cut-off ``k`` evaluate accepts.
+MAX_K = 10_000
 _COSINE_BLOCK = 2**21  # list entries per block of the cosine diversity
 _LISTS_WORK = 2**20  # multiply-adds per product L Xn
 
@@ -40,6 +43,10 @@ def _check_k(k) -> tuple[int, ...]:
         raise DataError(f"evaluate: expected k as a positive int or a sequence of them, got {k!r}; pass e.g. k=(5, 10)") from None
     if not ks or any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in ks):
         raise DataError(f"evaluate: expected k as a positive int or a sequence of them, got {k!r}; pass e.g. k=(5, 10)")
+    # bounded: every evaluated user gets a kmax-long list (and diversity a kmax x kmax block)
+    for x in ks:
+        check_int(x, "evaluate: k", min=1, max=MAX_K, error=DataError,
+                  hint=f"top-k metrics are cut-offs of a shown list; pass k <= {MAX_K}")
     return tuple(sorted({int(x) for x in ks}))
 
 
@@ -353,7 +360,7 @@ def evaluate(
 
     # ---- batches
     if batch_size is None:
-        batch_size = min(max(1, _BATCH_BYTES // (4 * max(n_items, 1))), _MAX_BATCH_USERS)
+        batch_size = min(max(1, _BATCH_BYTES // (4 * max(n_items, kmax, 1))), _MAX_BATCH_USERS)
     batch_size = int(min(batch_size, n_eval))
     disc = 1.0 / np.log2(np.arange(kmax) + 2.0)
     ideal_cum = np.cumsum(disc)

@@ -18,6 +18,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_num_threads
 from ..errors import PersonaError
 
 __all__ = ["topk_similarity", "similarity_backend", "bm25_weight", "tfidf_weight", "BACKENDS"]
@@ -131,6 +132,7 @@ def topk_similarity(matrix, k: int, *, shrinkage: float = 0.0, normalize: bool =
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    k = min(int(k), _INT32_MAX)  # a row never has more neighbours than that; the core takes a C integer
     try:
         shrinkage = float(shrinkage)
     except (TypeError, ValueError):
@@ -140,8 +142,7 @@ def topk_similarity(matrix, k: int, *, shrinkage: float = 0.0, normalize: bool =
     if not normalize and shrinkage != 0:
         raise ValueError("shrinkage only applies with normalize=True (it is added to norm_i * norm_j); "
                          "pass shrinkage=0 or normalize=True")
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
-        raise ValueError(f"num_threads must be an integer >= 0 (0 = all cores), got {num_threads!r}")
+    num_threads = check_num_threads(num_threads)  # ParameterError is a ValueError; bounded so OpenMP cannot abort
     m = _as_csr(matrix)
     n_rows, n_cols = m.shape
     if n_rows > _INT32_MAX or n_cols > _INT32_MAX:

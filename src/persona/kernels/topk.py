@@ -14,7 +14,8 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import PersonaError
+from .._validate import MAX_N, check_num_threads
+from ..errors import ParameterError, PersonaError
 
 __all__ = ["topk", "topk_backend", "available_backends", "BACKENDS"]
 
@@ -131,7 +132,7 @@ def topk(scores, k: int, *, exclude=None, allow=None, mask=None, backend: str | 
         Force a backend; default :func:`topk_backend`.
     num_threads : int
         Threads for the compiled backends (0 = all cores, fewer when the input is too small to
-        pay for waking them).
+        pay for waking them); at most :func:`persona._validate.max_threads`.
 
     Returns
     -------
@@ -154,6 +155,10 @@ def topk(scores, k: int, *, exclude=None, allow=None, mask=None, backend: str | 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     k = int(k)
+    if scores.shape[0] and k > max(MAX_N, scores.shape[1]):  # the (rows, k) answer is allocated: refuse first
+        raise ParameterError(f"k: expected at most {max(MAX_N, scores.shape[1])} (the larger of {MAX_N} and the "
+                             f"number of items), got {k}; ask for fewer results")
+    num_threads = check_num_threads(num_threads)  # an OpenMP runtime asked for 2000 threads aborts the process
     m, n_items = scores.shape
     ex_ptr, ex_ind = _as_csr_rows(exclude, m, n_items, "exclude")
     if mask is not None:

@@ -32,6 +32,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .._validate import check_int
 from ..errors import ParameterError
 
 __all__ = ["ABResult", "ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size",
@@ -50,6 +51,14 @@ def _counts(x, n, what):
     if n <= 0 or x < 0 or x > n:
         raise ParameterError(f"{what}: expected 0 <= successes <= size and size > 0, got {x} of {n}")
     return x, n
+
+
+#: Largest bootstrap resample count: the work and memory grow with it, and intervals settle far below.
+MAX_BOOT = 100_000
+
+
+def _n_boot(n_boot) -> int:
+    return check_int(n_boot, "n_boot", min=2, max=MAX_BOOT, hint="1000-10000 resamples give a stable interval")
 
 
 def _conf(conf):
@@ -186,6 +195,7 @@ def ab_test(x_a, n_a, x_b, n_b, *, conf: float = 0.95, ci: str = "newcombe", alt
         half = q * math.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_b)
         lo, hi = d - half, d + half
     elif ci == "bootstrap":
+        n_boot = _n_boot(n_boot)
         rng = np.random.default_rng(random_state)
         boot = rng.binomial(n_b, pb, n_boot) / n_b - rng.binomial(n_a, pa, n_boot) / n_a
         lo, hi = (float(v) for v in np.quantile(boot, [(1 - conf) / 2, (1 + conf) / 2]))
@@ -208,8 +218,12 @@ def ab_test_means(values_a, values_b, *, conf: float = 0.95, ci: str = "bootstra
     >>> round(r.diff, 2), r.ci_low > 0
     (4.0, True)
     """
-    a = np.asarray(values_a, dtype=np.float64).reshape(-1)
-    b = np.asarray(values_b, dtype=np.float64).reshape(-1)
+    try:
+        a = np.asarray(values_a, dtype=np.float64).reshape(-1)
+        b = np.asarray(values_b, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ParameterError("ab_test_means: expected two sequences of numbers (one value per recipient), got "
+                             f"{type(values_a).__name__} and {type(values_b).__name__}") from None
     if len(a) < 2 or len(b) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ParameterError("ab_test_means: expected at least two finite values per group")
     conf = _conf(conf)
@@ -221,6 +235,7 @@ def ab_test_means(values_a, values_b, *, conf: float = 0.95, ci: str = "bootstra
         q = _N.inv_cdf(0.5 + conf / 2)
         lo, hi = d - q * se, d + q * se
     elif ci == "bootstrap":
+        n_boot = _n_boot(n_boot)
         rng = np.random.default_rng(random_state)
         ma = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(axis=1)
         mb = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(axis=1)

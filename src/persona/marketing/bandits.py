@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_int, check_number
 from ..errors import ArtifactError, DataError, NotFittedError, ParameterError
 
 __all__ = ["LinearBandit", "LinUCB", "LinearThompsonSampling", "EpsilonGreedy", "load_policy"]
@@ -66,19 +67,18 @@ def _kernels():
     return bandit
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
+#: Bytes the per-action state (precision and covariance, n_actions x d x d float64 each) may take.
+MAX_STATE_BYTES = 2 << 30
+#: Largest Monte Carlo sample count for Thompson propensities.
+MAX_SAMPLES = 1_000_000
+
+
+def _check_int(name, value, low, high=None):
+    check_int(value, name, min=low, max=high)
 
 
 def _check_float(name, value, low, *, inclusive=True, high=None):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
-    ok = ok and (value >= low if inclusive else value > low) and (high is None or value <= high)
-    if not ok:
-        bound = f">= {low}" if inclusive else f"> {low}"
-        if high is not None:
-            bound += f" and <= {high}"
-        raise ParameterError(f"{name} must be a finite number {bound}, got {value!r}")
+    check_number(value, name, min=low, max=high, min_open=not inclusive)
 
 
 class LinearBandit:
@@ -145,6 +145,11 @@ class LinearBandit:
             raise DataError("contexts have 0 columns and fit_intercept=False: nothing to learn from; "
                             "set fit_intercept=True for a context-free bandit")
         a = int(self.n_actions)
+        need = 2 * 8 * a * d * d
+        if need > MAX_STATE_BYTES:  # refused before allocating: n_actions x d x d matrices, twice
+            raise ParameterError(
+                f"n_actions={a} with {d} context columns needs {need / 2**30:.1f} GiB of per-action state, "
+                f"expected at most {MAX_STATE_BYTES / 2**30:.0f} GiB; use fewer actions or fewer context columns")
         eye = np.eye(d)
         self.n_features_ = int(n_features)
         self.precision_ = np.repeat(eye[None] * float(self.regularization), a, axis=0)
@@ -406,7 +411,7 @@ class LinearThompsonSampling(LinearBandit):
         _check_float("scale", self.scale, 0.0, inclusive=False)
         if self.propensity not in ("exact", "monte_carlo"):
             raise ParameterError(f"propensity must be 'exact' or 'monte_carlo', got {self.propensity!r}")
-        _check_int("n_samples", self.n_samples, 1)
+        _check_int("n_samples", self.n_samples, 1, MAX_SAMPLES)
 
     def _score_distribution(self, x):
         mean, width = self._moments(x)
@@ -426,10 +431,18 @@ class LinearThompsonSampling(LinearBandit):
         rng = np.random.default_rng([0 if self.random_state is None else int(self.random_state), 0x7453])
         n, n_actions = mean.shape
         out = np.zeros((n, n_actions))
-        chunk = max(1, (1 << 22) // max(1, n_actions * int(self.n_samples)))
+        samples = int(self.n_samples)
+        chunk = (1 << 22) // max(1, n_actions * samples)
+        if chunk == 0:  # one row's draws exceed the block: draw it in pieces (the same random stream)
+            per_block = max(1, (1 << 22) // max(1, n_actions))
+            for row in range(n):
+                for s0 in range(0, samples, per_block):
+                    draws = mean[row] + std[row] * rng.standard_normal((min(per_block, samples - s0), n_actions))
+                    out[row] += np.bincount(draws.argmax(axis=1), minlength=n_actions)
+            return out / float(samples)
         for start in range(0, n, chunk):
             m, s = mean[start:start + chunk], std[start:start + chunk]
-            draws = m[:, None, :] + s[:, None, :] * rng.standard_normal((len(m), int(self.n_samples), n_actions))
+            draws = m[:, None, :] + s[:, None, :] * rng.standard_normal((len(m), samples, n_actions))
             win = draws.argmax(axis=2)
             for j in range(len(m)):
                 out[start + j] = np.bincount(win[j], minlength=n_actions)

@@ -333,6 +333,9 @@ class Planner:
         """
         if isinstance(campaigns, Campaign):
             campaigns = [campaigns]
+        if campaigns is None or isinstance(campaigns, (str, bytes, dict)) or not hasattr(campaigns, "__iter__"):
+            raise ParameterError(f"plan: expected a Campaign or a list of Campaigns, got {type(campaigns).__name__}; "
+                                 "pass e.g. planner.plan([Campaign(...)])")
         campaigns = list(campaigns)
         for c in campaigns:
             if not isinstance(c, Campaign):

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import MAX_ITERATIONS, check_int, check_number
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from .factor import FactorModel
@@ -66,10 +67,6 @@ def _gram64(Y: np.ndarray) -> np.ndarray:
     """``Y^T Y`` in float64 by numpy, for the fold-in (serving paths do not import Numba)."""
     Y = np.asarray(Y, dtype=np.float64)
     return Y.T @ Y
-
-
-def _is_int(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -149,12 +146,8 @@ class ALS(FactorModel):
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
         self._validate_factor_params()
-        a = self.alpha
-        if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)) or not (
-                np.isfinite(a) and a >= 0):
-            raise ParameterError(f"alpha must be a finite number >= 0 (confidence = 1 + alpha * weight), got {a!r}")
-        if not _is_int(self.cg_steps) or self.cg_steps < 1:
-            raise ParameterError(f"cg_steps must be a positive integer, got {self.cg_steps!r}; try 3")
+        check_number(self.alpha, "alpha", min=0.0, hint="confidence = 1 + alpha * weight; try 1.0")
+        check_int(self.cg_steps, "cg_steps", min=1, max=MAX_ITERATIONS, hint="try 3")
         if self.solver not in _SOLVERS:
             raise ParameterError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
 

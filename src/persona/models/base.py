@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import MAX_N, check_int, check_n, check_num_threads
 from ..data.idmap import IdMap, normalize_ids
 from ..data.interactions import Interactions
 from ..errors import (
@@ -145,6 +146,8 @@ class Recommender:
     supports_history = True
     supports_similar_items = True
     supports_audience = True
+    #: the model answers an empty history itself (with popularity), so a history of unknown ids is fine
+    answers_empty_history = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -211,12 +214,9 @@ class Recommender:
 
     def _validate_common_params(self) -> None:
         """The hyperparameters many models share: ``num_threads`` and ``random_state``."""
-        t = getattr(self, "num_threads", 0)
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ParameterError(f"num_threads must be an integer >= 0 (0: all cores), got {t!r}")
-        rs = getattr(self, "random_state", None)
-        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or rs < 0):
-            raise ParameterError(f"random_state must be None or an integer >= 0, got {rs!r}")
+        check_num_threads(getattr(self, "num_threads", 0))
+        check_int(getattr(self, "random_state", None), "random_state", min=0, max=2**32 - 1, allow_none=True,
+                  hint="pass None or a seed such as 0")
 
     def _validate_params(self) -> None:
         """Raise ParameterError for bad hyperparameters (subclasses extend)."""
@@ -269,9 +269,26 @@ class Recommender:
 
     # ------------------------------------------------------------------ id helpers
     def _n_arg(self, n) -> int:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ParameterError(f"n must be a positive integer, got {n!r}")
-        return int(n)
+        """A validated ``n`` (see :func:`persona._validate.check_n`: 1..MAX_N)."""
+        return check_n(n)
+
+    def _width(self, n: int) -> int:
+        """Columns the top-k work needs for ``n`` results: never more than the catalogue.
+
+        So ``n`` up to MAX_N costs what ``n_items`` costs; only batch outputs are padded to ``n``.
+        """
+        return max(1, min(n, self.n_items))
+
+    @staticmethod
+    def _pad_to(ids: np.ndarray, scores: np.ndarray, n: int):
+        """Pad 2-D results of width <= n to width n (pad id, score -inf), as the batch contract says."""
+        m, w = ids.shape
+        if w >= n:
+            return ids, scores
+        out_i = np.full((m, n), pad_id_for(ids), dtype=ids.dtype)
+        out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
+        out_i[:, :w], out_s[:, :w] = ids, scores
+        return out_i, out_s
 
     def _user_indices(self, users, *, allow_unknown: bool) -> np.ndarray:
         idx = self.user_map_.lookup(users)
@@ -341,6 +358,7 @@ class Recommender:
         This is what :func:`persona.evaluate` calls; ids never enter here.
         """
         self._check_fitted()
+        n = check_n(n)
         users = np.asarray(user_indices, dtype=np.int64).reshape(-1)
         m = len(users)
         if m and (users.min() < 0 or users.max() >= self.n_users):
@@ -424,7 +442,7 @@ class Recommender:
         """
         ids, scores, _ = self._recommend_batch(users, n, filter_seen=filter_seen, items=items, exclude=exclude,
                                                mask=mask)
-        return ids, scores
+        return self._pad_to(ids, scores, int(n))
 
     def recommend_frame(self, users: Sequence, n: int = 10, *, filter_seen: bool = True, items=None,
                         exclude=None, mask=None):
@@ -454,13 +472,16 @@ class Recommender:
                              "rank": (ranks + 1).astype(np.int64)})
 
     def _recommend_batch(self, users, n, *, filter_seen, items, exclude, mask):
+        """Results of width ``min(n, catalogue)`` (the public batch call pads them to ``n``) and counts."""
         self._check_fitted()
         n = self._n_arg(n)
-        if isinstance(users, (str, bytes)) or np.isscalar(users):
-            raise ParameterError("recommend_batch expects a sequence of user ids; use recommend for one user")
+        if isinstance(users, (str, bytes)) or np.isscalar(users) or not hasattr(users, "__len__"):
+            raise ParameterError(f"recommend_batch: expected a sequence of user ids, got {type(users).__name__}; "
+                                 "use recommend for one user")
         users_arr = normalize_ids(users, what="users") if len(users) else np.zeros(0, dtype=np.int64)
         m = len(users_arr)
         fallback = getattr(self, "fallback_", None)
+        n = self._width(n) if fallback is None else max(self._width(n), fallback._width(n))
         uidx = self._user_indices(users_arr, allow_unknown=fallback is not None) if m else np.zeros(0, np.int64)
         allow, extra, mask = self._filters(m, items, exclude, mask)
         known = np.flatnonzero(uidx >= 0)
@@ -483,17 +504,46 @@ class Recommender:
             f_ids, f_scores, f_count = fallback._history_batch([[]] * len(unknown), n, filter_seen=False,
                                                                 items=row_items, exclude=row_excl,
                                                                 mask=None)
-            ids[unknown], scores[unknown] = f_ids, f_scores
+            ids[np.ix_(unknown, np.arange(f_ids.shape[1]))] = f_ids
+            scores[np.ix_(unknown, np.arange(f_ids.shape[1]))] = f_scores
             counts[unknown] = f_count
             log.debug("answered %d unknown users with the fallback %s", len(unknown), type(fallback).__name__)
         return ids, scores, counts
 
     # ------------------------------------------------------------------ public: histories
     def _history_batch(self, histories, n, *, filter_seen, items, exclude, mask):
+        """Results of width ``min(n, catalogue)`` for item-id histories, and counts.
+
+        A history with no item the model knows (all unknown, or empty) says nothing the model can
+        use: the fallback answers it when one is set (as for unknown users). Without one, a history
+        of only unknown ids raises :class:`~persona.UnknownItemError` -- rather than zero scores in
+        catalogue order passed off as recommendations -- unless the model answers empty histories
+        itself (``answers_empty_history``: popularity-based answers). An empty history keeps the
+        model's own answer.
+        """
         self._check_fitted()
+        n = self._n_arg(n)
         m = len(histories)
+        for h in histories:
+            if h is None or not hasattr(h, "__len__"):
+                raise ParameterError(f"history: expected a sequence of item ids, got {type(h).__name__}; "
+                                     "pass e.g. ['i1', 'i2'] (an empty list for no history)")
         hist_idx = [self._item_indices(h, strict=False, what="history") if len(h) else np.zeros(0, np.int64)
                     for h in histories]
+        blind = np.fromiter((len(h) == 0 for h in hist_idx), dtype=bool, count=m)
+        fallback = getattr(self, "fallback_", None)
+        if fallback is None:
+            unknown_only = blind & np.fromiter((len(h) > 0 for h in histories), dtype=bool, count=m)
+            if unknown_only.any() and not self.answers_empty_history:
+                j = int(np.flatnonzero(unknown_only)[0])
+                shown = normalize_ids(histories[j], what="history")[:5].tolist()
+                raise UnknownItemError(
+                    f"none of the history's {len(histories[j])} item ids is known to the model (e.g. {shown}); "
+                    "nothing to recommend from. Answer with popularity: "
+                    "model.set_fallback(ps.MostPopular().fit(interactions)), or a service fallback"
+                )
+            blind[:] = False
+        n = self._width(n) if fallback is None else max(self._width(n), fallback._width(n))
         allow, extra, mask = self._filters(m, items, exclude, mask)
         excl_rows = None
         if filter_seen:
@@ -502,21 +552,37 @@ class Recommender:
             excl_rows = extra if excl_rows is None else [np.concatenate([a, b]) for a, b in zip(excl_rows, extra)]
         out_i = np.full((m, n), -1, dtype=np.int64)
         out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
+        rows = np.flatnonzero(~blind)
         step = self._batch_rows()
-        for s in range(0, m, step):
-            sl = slice(s, min(s + step, m))
-            scores = self._score_histories(hist_idx[sl])
-            excl = None if excl_rows is None else excl_rows[sl]
-            row_allow = allow[sl] if isinstance(allow, list) else allow
-            out_i[sl], out_s[sl] = self._select(scores, n, excl, row_allow, mask)
+        for s in range(0, len(rows), step):
+            block = rows[s:s + step]
+            scores = self._score_histories([hist_idx[j] for j in block])
+            excl = None if excl_rows is None else [excl_rows[j] for j in block]
+            row_allow = [allow[j] for j in block] if isinstance(allow, list) else allow
+            out_i[block], out_s[block] = self._select(scores, n, excl, row_allow, mask)
         ids, scores = self._to_ids(out_i, out_s)
-        return ids, scores, (out_i >= 0).sum(axis=1)
+        counts = (out_i >= 0).sum(axis=1)
+        lost = np.flatnonzero(blind)
+        if len(lost):
+            ids = ids.astype(np.result_type(ids.dtype, fallback.item_map_.ids.dtype))
+            row_items = [items[j] for j in lost] if _is_row_list(items, m) else items
+            row_excl = [exclude[j] for j in lost] if _is_row_list(exclude, m) else exclude
+            f_ids, f_scores, f_count = fallback._history_batch([[]] * len(lost), n, filter_seen=False,
+                                                                items=row_items, exclude=row_excl, mask=None)
+            cols = np.arange(f_ids.shape[1])
+            ids[np.ix_(lost, cols)], scores[np.ix_(lost, cols)] = f_ids, f_scores
+            counts[lost] = f_count
+            log.debug("answered %d histories with no known item with the fallback %s", len(lost),
+                      type(fallback).__name__)
+        return ids, scores, counts
 
     def recommend_for_history(self, history, n: int = 10, *, filter_seen: bool = True, items=None,
                               exclude=None, mask=None):
         """Top ``n`` items for a history of external item ids (an anonymous session, a new user).
 
-        No refit happens. Items of the history the model does not know are ignored.
+        No refit happens. Items of the history the model does not know are ignored; a history with
+        none the model knows goes to the fallback (see :meth:`set_fallback`), or raises
+        :class:`~persona.UnknownItemError` when there is none.
         """
         n = self._n_arg(n)
         if not self.supports_history:
@@ -531,9 +597,12 @@ class Recommender:
         n = self._n_arg(n)
         if not self.supports_history:
             raise UnsupportedError(f"{type(self).__name__} cannot recommend for an arbitrary history")
+        if histories is None or isinstance(histories, (str, bytes)) or not hasattr(histories, "__iter__"):
+            raise ParameterError(f"recommend_for_history_batch: expected a sequence of histories, got "
+                                 f"{type(histories).__name__}; use recommend_for_history for one")
         ids, scores, _ = self._history_batch(list(histories), n, filter_seen=filter_seen, items=items,
                                              exclude=exclude, mask=mask)
-        return ids, scores
+        return self._pad_to(ids, scores, n)
 
     # ------------------------------------------------------------------ public: items
     def similar_items_batch(self, items_, n: int = 10, *, items=None, exclude=None, mask=None):
@@ -542,13 +611,14 @@ class Recommender:
         Two 2-D arrays (len(items_), n), padded like :meth:`recommend_batch`.
         """
         ids, scores, _ = self._similar_batch(items_, n, items=items, exclude=exclude, mask=mask)
-        return ids, scores
+        return self._pad_to(ids, scores, int(n))
 
     def _similar_batch(self, items_, n, *, items, exclude, mask):
         self._check_fitted()
         n = self._n_arg(n)
         if not self.supports_similar_items:
             raise UnsupportedError(f"{type(self).__name__} has no notion of item similarity")
+        n = self._width(n)
         idx = self._item_indices(items_, strict=True)
         m = len(idx)
         allow, extra, mask = self._filters(m, items, exclude, mask)
@@ -587,7 +657,7 @@ class Recommender:
         exclude_users : external user ids never to return
         """
         self._check_fitted()
-        n = self._n_arg(n)
+        n = min(check_n(n, limit=max(MAX_N, self.n_users)), self.n_users)
         if not self.supports_audience:
             raise UnsupportedError(f"{type(self).__name__} cannot rank users for items")
         if np.isscalar(items) or isinstance(items, str):
@@ -663,7 +733,8 @@ class Recommender:
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not a model")
         meta = manifest.get("meta", {})
         name = meta.get("class")
-        target = Recommender._registry.get(name) if isinstance(name, str) else None
+        # private bases (e.g. _Neighbourhood) register too, but only a public model class can be served
+        target = Recommender._registry.get(name) if isinstance(name, str) and not name.startswith("_") else None
         if target is None:
             raise ArtifactError(f"{path} holds a model of class {name!r}, which this persona does not know; "
                                 "upgrade persona or check the artifact")
@@ -676,7 +747,7 @@ class Recommender:
         try:  # the same checks as fit: a model that loads has parameters it can serve with
             model._validate_common_params()
             model._validate_params()
-        except ParameterError as e:
+        except (ParameterError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"{path}: stored parameters are invalid ({e}); save the model again") from None
         try:
             model.user_map_ = IdMap(check_array("user_ids", arrays["user_ids"], kind="iuU", ndim=1))

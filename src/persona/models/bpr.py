@@ -8,6 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_number
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ..kernels.threads import numba_threads as _numba_threads
@@ -114,14 +115,8 @@ class BPR(FactorModel):
 
     # ------------------------------------------------------------------ fitting
     def _validate_params(self) -> None:
-        reg = self.regularization
-        if isinstance(reg, bool) or not isinstance(reg, (int, float, np.integer, np.floating)):
-            raise ParameterError(f"regularization must be a finite number >= 0, got {reg!r}")
         self._validate_factor_params()
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not (
-                np.isfinite(lr) and lr > 0):
-            raise ParameterError(f"learning_rate must be a finite number > 0, got {lr!r}; try 0.05")
+        check_number(self.learning_rate, "learning_rate", min=0.0, min_open=True, hint="try 0.05")
         if self.negative_sampling not in _SAMPLING:
             raise ParameterError(f"negative_sampling must be one of {_SAMPLING}, got {self.negative_sampling!r}")
 

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_int, check_number
 from ..data.interactions import Interactions
 from ..errors import ParameterError
 from .base import Recommender
@@ -89,13 +90,8 @@ class EASE(Recommender):
 
     # ------------------------------------------------------------------ fitting
     def _validate_params(self) -> None:
-        reg = self.regularization
-        if isinstance(reg, bool) or not isinstance(reg, (int, float, np.integer, np.floating)) or not (
-                np.isfinite(reg) and reg >= 0):
-            raise ParameterError(f"regularization must be a finite number >= 0, got {reg!r}; try 500")
-        m = self.max_items
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m <= 0:
-            raise ParameterError(f"max_items must be a positive integer, got {m!r}")
+        check_number(self.regularization, "regularization", min=0.0, hint="try 500")
+        check_int(self.max_items, "max_items", min=1)
 
     def _fit(self, interactions: Interactions) -> None:
         n_items = interactions.n_items

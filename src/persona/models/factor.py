@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int, check_number
 from ..errors import ParameterError
 from .base import Recommender
 
@@ -50,16 +51,11 @@ class FactorModel(ItemVectors, Recommender):
     """Base class of models that score ``user_factors_[u] @ item_factors_[i]``."""
 
     def _validate_factor_params(self) -> None:
-        f = getattr(self, "factors", None)
-        if f is not None and (isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f <= 0):
-            raise ParameterError(f"factors must be a positive integer, got {f!r}")
-        it = getattr(self, "iterations", None)
-        if it is not None and (isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it <= 0):
-            raise ParameterError(f"iterations must be a positive integer, got {it!r}")
-        reg = getattr(self, "regularization", None)
-        if reg is not None and (isinstance(reg, bool) or not isinstance(reg, (int, float, np.number))
-                                or not (np.isfinite(reg) and reg >= 0)):
-            raise ParameterError(f"regularization must be a finite number >= 0, got {reg!r}")
+        check_int(getattr(self, "factors", 1), "factors", min=1, max=MAX_FACTORS,
+                  hint="typical values are 32-512")
+        check_int(getattr(self, "iterations", 1), "iterations", min=1, max=MAX_ITERATIONS,
+                  hint="typical values are 10-200; prefer early stopping to more passes")
+        check_number(getattr(self, "regularization", 0.0), "regularization", min=0.0)
 
     def _validate_params(self) -> None:
         self._validate_factor_params()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import MAX_N, check_int, check_number
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ..io.artifact import pack_csr, unpack_csr
@@ -90,15 +91,12 @@ class _Neighbourhood(Recommender):
         self.show_progress = show_progress
 
     def _validate_params(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k <= 0:
-            raise ParameterError(f"k (neighbours kept per {self._entity}) must be a positive integer, got {self.k!r}")
+        check_int(self.k, f"k (neighbours kept per {self._entity})", min=1, max=MAX_N,
+                  hint="typical values are 20-200; k above the number of neighbours available keeps them all")
         if self.weighting not in WEIGHTINGS:
             raise ParameterError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         for name in ("shrinkage", "K1", "B"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
-                    or v < 0:
-                raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
+            check_number(getattr(self, name), name, min=0.0)
         if self.B > 1:
             raise ParameterError(f"B (BM25 length normalisation) must lie in [0, 1], got {self.B!r}")
         if self.shrinkage and self.weighting not in _NORMALISED:
@@ -129,7 +127,7 @@ class _Neighbourhood(Recommender):
 
     def _similarity(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         weighted = self._weigh(rows)
-        return topk_similarity(weighted, int(self.k), shrinkage=float(self.shrinkage),
+        return topk_similarity(weighted, min(int(self.k), max(1, rows.shape[0])), shrinkage=float(self.shrinkage),
                                normalize=self.weighting in _NORMALISED, num_threads=int(self.num_threads))
 
     def _weight_state(self) -> dict[str, np.ndarray]:

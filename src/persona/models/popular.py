@@ -90,6 +90,7 @@ class MostPopular(Recommender):
     """
 
     supports_similar_items = False
+    answers_empty_history = True  # an empty history gets the most popular items
 
     def __init__(self, *, measure: str = "users", half_life: float | None = None,
                  segment_shrinkage: float = 10.0, num_threads: int = 0, show_progress: bool = False):
@@ -223,7 +224,7 @@ class MostPopular(Recommender):
                 raise ParameterError(f"unknown category {category!r}; known: {self.category_map_.ids[:10].tolist()}")
             in_cat = self.item_category_ == c
             mask = in_cat if mask is None else (mask & in_cat)
-        idx, val = topk(scores[None, :], n, allow=allow, mask=mask)
+        idx, val = topk(scores[None, :], self._width(n), allow=allow, mask=mask)
         keep = idx[0] >= 0
         return self.item_map_.ids[idx[0][keep]], val[0][keep]
 

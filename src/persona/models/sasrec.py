@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError
 from ._neural import OPSET as _OPSET
@@ -375,6 +376,8 @@ class SASRec(EncodedUsers, Recommender):
     4
     """
 
+    answers_empty_history = True  # an empty history gets the most popular items
+
     def __init__(self, *, factors: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50,
                  dropout: float = 0.5, learning_rate: float = 1e-3, epochs: int = 200, batch_size: int = 128,
                  patience: int = 10, loss: str = "ce", negatives: int = 256, checkpoint=None,
@@ -397,10 +400,11 @@ class SASRec(EncodedUsers, Recommender):
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
-        for name in ("factors", "blocks", "heads", "max_len", "epochs", "batch_size", "patience", "negatives"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+        # upper bounds: each of these sizes an allocation or a loop; beyond them a fit exhausts memory or never ends
+        caps = {"factors": MAX_FACTORS, "blocks": 64, "heads": 256, "max_len": 10_000, "epochs": MAX_ITERATIONS,
+                "batch_size": 1 << 16, "patience": MAX_ITERATIONS, "negatives": 1 << 16}
+        for name, cap in caps.items():
+            check_int(getattr(self, name), name, min=1, max=cap)
         if self.factors % self.heads:
             raise ParameterError(f"factors ({self.factors}) must be a multiple of heads ({self.heads}); "
                                  "each head gets factors // heads dimensions")

@@ -46,6 +46,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int
 from ..data.features import Features
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
@@ -299,6 +300,8 @@ class TwoTower(EncodedUsers, Recommender):
     3
     """
 
+    answers_empty_history = True  # an empty history gets the most popular items
+
     def __init__(self, *, factors: int = 64, hidden: int = 256, max_history: int = 50, temperature: float = 0.1,
                  item_ids: bool = True, id_dropout: float = 0.5, dropout: float = 0.1, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, epochs: int = 20, batch_size: int = 256, patience: int = 3,
@@ -322,10 +325,11 @@ class TwoTower(EncodedUsers, Recommender):
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
-        for name in ("factors", "hidden", "max_history", "epochs", "batch_size", "patience"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+        # upper bounds: each of these sizes an allocation or a loop; beyond them a fit exhausts memory or never ends
+        caps = {"factors": MAX_FACTORS, "hidden": 4 * MAX_FACTORS, "max_history": 10_000, "epochs": MAX_ITERATIONS,
+                "batch_size": 1 << 16, "patience": MAX_ITERATIONS}
+        for name, cap in caps.items():
+            check_int(getattr(self, name), name, min=1, max=cap)
         if self.batch_size < 2:
             raise ParameterError(f"batch_size must be at least 2 (the other pairs of a batch are the negatives), "
                                  f"got {self.batch_size}")

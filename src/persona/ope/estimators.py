@@ -38,6 +38,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .._validate import check_int, check_number
 from ..errors import DataError, ParameterError
 
 __all__ = ["METHODS", "Estimate", "estimate", "compare", "on_policy"]
@@ -46,6 +47,8 @@ __all__ = ["METHODS", "Estimate", "estimate", "compare", "on_policy"]
 METHODS = ("dm", "ipw", "snipw", "dr", "sndr")
 _NEEDS_MODEL = {"dm", "dr", "sndr"}
 _CI_METHODS = ("normal", "bootstrap")
+#: Largest ``n_bootstrap`` accepted.
+MAX_BOOTSTRAP = 100_000
 _BOOTSTRAP_CHUNK = 64  # resamples drawn at once (memory: chunk x n_rounds indices)
 
 
@@ -214,13 +217,15 @@ def _check_method(method) -> str:
 
 
 def _check_options(alpha, ci, n_bootstrap, clip):
-    if not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
-        raise ParameterError(f"alpha must lie in (0, 1) (0.05 for a 95% interval), got {alpha!r}")
+    # 1 - alpha / 2 must stay below 1 in floating point, or the normal quantile is undefined
+    check_number(alpha, "alpha", min=1e-12, max=1.0 - 1e-12,
+                 hint="alpha must lie in (0, 1): 0.05 for a 95% interval")
     if ci not in _CI_METHODS:
         raise ParameterError(f"ci must be one of {list(_CI_METHODS)}, got {ci!r}")
-    if ci == "bootstrap" and (isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer))
-                              or n_bootstrap < 2):
-        raise ParameterError(f"n_bootstrap must be an integer >= 2, got {n_bootstrap!r}")
+    if ci == "bootstrap":
+        # bounded: the work is n_bootstrap x n_rounds, and percentile intervals settle long before the cap
+        check_int(n_bootstrap, "n_bootstrap", min=2, max=MAX_BOOTSTRAP,
+                  hint="1000-10000 resamples give a stable 95% interval")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating))
                              or not clip > 0):
         raise ParameterError(f"clip must be a positive maximum importance weight or None, got {clip!r}")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_int
 from ..errors import DataError, ParameterError
+
+# Largest policy table uniform_policy builds (2 GiB of float64).
+_MAX_CELLS = 1 << 28
 
 __all__ = ["uniform_policy", "greedy_policy", "softmax_policy"]
 
@@ -22,7 +26,11 @@ def uniform_policy(n_rounds: int, n_actions: int, n_positions: int | None = None
             raise ParameterError(f"{name} must be a positive integer, got {v!r}")
     shape = (int(n_rounds), int(n_actions))
     if n_positions is not None:
-        shape += (int(n_positions),)
+        shape += (check_int(n_positions, "n_positions", min=1),)
+    cells = int(np.prod(shape, dtype=object))
+    if cells > _MAX_CELLS:  # refused before allocating: a float64 per cell
+        raise ParameterError(f"uniform_policy{shape} would hold {cells} probabilities ({cells * 8 / 2**30:.1f} GiB), "
+                             f"expected at most {_MAX_CELLS}; evaluate the logs in smaller slices")
     return np.full(shape, 1.0 / n_actions)
 
 

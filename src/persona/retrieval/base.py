@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_n
 from ..errors import ArtifactError, DataError, ParameterError
 
 __all__ = ["Index", "Filters", "METRICS"]
@@ -287,11 +288,16 @@ class Index(ABC):
         >>> ids.tolist(), [round(float(s), 2) for s in scores[0]]
         ([[2, 3]], [0.3, 0.2])
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ParameterError(f"n must be a positive integer, got {n!r}")
+        n = check_n(n)
         q = self._check_queries(queries)
         filters = Filters(allow, deny, mask, self.n, q.shape[0])
-        return self._search(q, int(n), filters)
+        width = max(1, min(n, self.n))  # the work never exceeds the table; the answer is padded to n
+        ids, scores = self._search(q, width, filters)
+        if width < n:
+            pad_i, pad_s = _pad(q.shape[0], n)
+            pad_i[:, :width], pad_s[:, :width] = ids, scores
+            ids, scores = pad_i, pad_s
+        return ids, scores
 
     @abstractmethod
     def _search(self, queries: np.ndarray, n: int, filters: Filters):

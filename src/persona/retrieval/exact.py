@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_num_threads
 from ..kernels import topk
 from .base import Filters, Index, _check_metric, _pad, _prepare_vectors
 
@@ -74,7 +75,7 @@ class ExactIndex(Index):
 
     def __init__(self, vectors, metric: str = "ip", *, num_threads: int = 0):
         self.metric = _check_metric(metric)
-        self.num_threads = int(num_threads)
+        self.num_threads = check_num_threads(num_threads)
         self._vectors = _prepare_vectors(vectors, self.metric)
         self._vt = np.ascontiguousarray(self._vectors.T)
         self._vt.setflags(write=False)

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_int, check_num_threads, check_number
 from ..errors import ArtifactError, ParameterError, UnsupportedError
 from .base import Filters, Index, _check_metric, _pad, _prepare_vectors
 from .exact import exact_subset
@@ -30,10 +31,14 @@ def _faiss():
     return faiss
 
 
+# Upper bounds of the structure parameters: faiss takes them as C ints and allocates by them (M=10**9 is a
+# std::bad_alloc, ef_search=10**12 an OverflowError), and no index gains from more.
+_LIMITS = {"M": 512, "ef_construction": 1 << 16, "ef_search": 1 << 20, "nprobe": 1 << 20, "pq_m": 1 << 12,
+           "pq_nbits": 16, "refine": 1 << 10, "nlist": 1 << 24}
+
+
 def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name, min=minimum, max=_LIMITS.get(name))
 
 
 class FaissIndex(Index):
@@ -113,11 +118,9 @@ class FaissIndex(Index):
         self.pq_nbits = _positive_int("pq_nbits", pq_nbits)
         self.refine = _positive_int("refine", refine if refine is not None else (4 if kind == "ivfpq" else 1))
         self.exact_below = None if exact_below is None else _positive_int("exact_below", exact_below, 0)
-        if not 0.0 <= float(exact_fraction) <= 1.0:
-            raise ParameterError(f"exact_fraction must lie in [0, 1], got {exact_fraction!r}")
-        self.exact_fraction = float(exact_fraction)
-        self.num_threads = _positive_int("num_threads", num_threads, 0)
-        self.random_state = int(random_state)
+        self.exact_fraction = check_number(exact_fraction, "exact_fraction", min=0.0, max=1.0)
+        self.num_threads = check_num_threads(num_threads)
+        self.random_state = check_int(random_state, "random_state", min=0, max=2**32 - 1)
         self._vectors = _prepare_vectors(vectors, self.metric)
         n_rows, dim = self._vectors.shape
         if nlist is None:

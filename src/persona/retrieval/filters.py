@@ -31,6 +31,11 @@ def attribute_mask(items, item_ids, *, id_column: str = "item_id", **conditions)
     >>> attribute_mask(items, ["c", "b", "a", "z"], category="shoe", price=(None, 60)).tolist()
     [False, True, False, False]
     """
+    if not hasattr(items, "columns") or not hasattr(items, "drop_duplicates"):
+        raise DataError(f"items: expected a pandas DataFrame of item attributes, got {type(items).__name__}")
+    if item_ids is None or isinstance(item_ids, (str, bytes)) or not hasattr(item_ids, "__len__"):
+        raise DataError(f"item_ids: expected a sequence of item ids (e.g. model.item_map_.ids), got "
+                        f"{type(item_ids).__name__}")
     if id_column not in items.columns:
         raise DataError(f"items has no column {id_column!r}; columns: {list(items.columns)}")
     frame = items.drop_duplicates(id_column).set_index(id_column)

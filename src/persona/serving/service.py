@@ -769,6 +769,10 @@ def _check_context(context) -> dict:
     unknown = set(context) - _CONTEXT_KEYS
     if unknown:
         raise ParameterError(f"unknown context keys {sorted(unknown)}; known: {sorted(_CONTEXT_KEYS)}")
+    history = context.get("history")
+    if history is not None and (isinstance(history, (str, bytes, dict)) or not hasattr(history, "__len__")):
+        raise ParameterError(f"context['history'] must be a list of item ids (the session's, time-ordered), "
+                             f"got {type(history).__name__}")
     where = context.get("where")
     if where is not None and not isinstance(where, dict):
         raise ParameterError(f"context['where'] must be a dict of column -> condition, got {type(where).__name__}")

@@ -1,0 +1,139 @@
+"""The one home for argument validation at persona's public boundary.
+
+In the spirit of scikit-learn's ``utils/validation.py``: small functions that check one scalar,
+return it in its canonical Python type, and raise a persona error whose message says what was
+expected, what came, and what to do. They check scalars only, so they are cheap enough for the
+per-request path.
+
+Bounds
+------
+Every count a caller passes is bounded, because an unbounded count is a way to exhaust memory or
+time with one call:
+
+* ``n`` (results per row): at most :data:`MAX_N`. No page shows a million items, and beyond that
+  ``recommend_batch`` would allocate ``len(users) * n`` cells for padding alone. Below the bound,
+  the work is bounded by the catalogue (asking for more items than exist returns every allowed item).
+* ``num_threads``: ``0`` means "all cores"; otherwise at most
+  :func:`max_threads` (``max(64, 4 * cores)``). More threads than that only add contention, and an
+  OpenMP runtime that cannot create the threads it was asked for aborts the whole process.
+* Resampling counts (bootstrap, Monte Carlo) and sizes of allocated state are bounded where
+  they are validated, each with its own documented cap.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = ["MAX_N", "MAX_FACTORS", "MAX_ITERATIONS", "check_int", "check_number", "check_bool", "check_n", "check_num_threads", "max_threads"]
+
+#: Largest ``n`` (results per row) any entry point accepts.
+MAX_N = 1_000_000
+#: Largest embedding width (``factors``, ``hidden``): memory grows as (users + items) x factors,
+#: and recommenders stop gaining well before this.
+MAX_FACTORS = 4096
+#: Largest number of passes over the data (``iterations``, ``epochs``): beyond it a fit never ends
+#: in practice; early stopping or fewer passes is what is wanted.
+MAX_ITERATIONS = 10_000
+
+
+def _show(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bounds(min, max) -> str:
+    if min is not None and max is not None:
+        return f"between {min} and {max}"
+    if min is not None:
+        return f">= {min}"
+    if max is not None:
+        return f"<= {max}"
+    return ""
+
+
+def check_int(x, name: str, *, min: int | None = None, max: int | None = None, allow_none: bool = False,
+              hint: str = "", error: type = ParameterError):
+    """``x`` as a Python ``int`` within ``[min, max]``; bools, floats and strings are refused.
+
+    >>> check_int(np.int32(3), "k", min=1)
+    3
+    >>> check_int(True, "k", min=1)
+    Traceback (most recent call last):
+    ...
+    persona.errors.ParameterError: k: expected an integer >= 1, got True
+    """
+    if x is None and allow_none:
+        return None
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        none = " or None" if allow_none else ""
+        bounds = f" {_bounds(min, max)}" if min is not None or max is not None else ""
+        raise error(f"{name}: expected an integer{bounds}{none}, got {_show(x)}" + (f"; {hint}" if hint else ""))
+    v = int(x)
+    if (min is not None and v < min) or (max is not None and v > max):
+        raise error(f"{name}: expected an integer {_bounds(min, max)}, got {_show(x)}" + (f"; {hint}" if hint else ""))
+    return v
+
+
+def check_number(x, name: str, *, min: float | None = None, max: float | None = None, finite: bool = True,
+                 min_open: bool = False, allow_none: bool = False, hint: str = "", error: type = ParameterError):
+    """``x`` as a Python ``float`` within the bounds (``min_open``: strictly above ``min``)."""
+    if x is None and allow_none:
+        return None
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise error(f"{name}: expected a number, got {_show(x)}" + (f"; {hint}" if hint else ""))
+    try:
+        v = float(x)
+    except OverflowError:  # an int beyond float range
+        v = math.copysign(math.inf, x)
+    if math.isnan(v) or (finite and math.isinf(v)):
+        raise error(f"{name}: expected a finite number, got {_show(x)}" + (f"; {hint}" if hint else ""))
+    if (min is not None and (v < min or (min_open and v == min))) or (max is not None and v > max):
+        lo = f"> {min}" if min_open else f">= {min}"
+        bound = " and ".join(b for b in (lo if min is not None else "", f"<= {max}" if max is not None else "") if b)
+        raise error(f"{name}: expected a number {bound}, got {_show(x)}" + (f"; {hint}" if hint else ""))
+    return v
+
+
+def check_bool(x, name: str, *, error: type = ParameterError) -> bool:
+    """``x`` as a Python ``bool``; only ``True``/``False`` (and numpy's) are accepted, not 0/1 or "yes"."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise error(f"{name}: expected True or False, got {_show(x)}")
+    return bool(x)
+
+
+def check_n(n, name: str = "n", *, limit: int = MAX_N) -> int:
+    """A result count: an integer in ``[1, limit]`` (default :data:`MAX_N`).
+
+    >>> check_n(10)
+    10
+    >>> check_n(10**12)
+    Traceback (most recent call last):
+    ...
+    persona.errors.ParameterError: n: expected an integer between 1 and 1000000, got 1000000000000; pass a whole number of results up to 1000000 (n above the catalogue size returns every allowed item)
+    """
+    return check_int(n, name, min=1, max=limit,
+                     hint=f"pass a whole number of results up to {limit} (n above the catalogue size returns "
+                          "every allowed item)")
+
+
+def max_threads() -> int:
+    """The largest ``num_threads`` accepted: ``max(64, 4 * cores)``."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_num_threads(x, name: str = "num_threads", *, error: type = ParameterError) -> int:
+    """A thread count: ``0`` (all cores) or ``1..max_threads()``.
+
+    The cap exists because an OpenMP runtime that cannot create the threads it was asked for
+    aborts the whole process (``num_threads=2000`` in a small container: "libgomp: Thread creation
+    failed"), which no ``try`` in the host application can catch.
+    """
+    cap = max_threads()
+    return check_int(x, name, min=0, max=cap, error=error,
+                     hint=f"use 0 for all cores, or at most {cap} (4 per core); more threads only add contention")
