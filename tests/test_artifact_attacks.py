@@ -379,3 +379,111 @@ def test_crafted_artifact_is_refused_at_load(targeted, case):
 def test_crafted_artifact_is_harmless(targeted, case):
     got = targeted[case]
     assert got["outcome"] in SAFE[case][3], f"{case}: {got['outcome']}\n{got['detail']}"
+
+
+# ---------------------------------------------------------------------- public entry points
+@pytest.mark.parametrize("bad", [None, 3, 2.5, ["m.persona"], {"path": "x"}, object(), ""])
+def test_load_of_a_non_path_is_an_artifact_error(bad):
+    """Regression (issue 11, point 14): ps.load(None) raised TypeError."""
+    with pytest.raises(ps.ArtifactError, match="expected the path of an artifact folder"):
+        ps.load(bad)
+    with pytest.raises(ps.ArtifactError, match="expected the path"):
+        ps.retrieval.load_index(bad)
+
+
+# ---------------------------------------------------------------------- 13: in-place edits
+def test_an_in_place_edit_of_a_loaded_artifact_is_detected(saved, tmp_path):
+    """Atomic publish replaces the folder; an in-place edit changes files a mapped worker reads
+    (a truncated one kills it with SIGBUS). changed_since_load names the edited files."""
+    from persona.io import changed_since_load
+
+    path = copy(saved["als"], tmp_path / "m.persona")
+    model = ps.load(path, mmap=True)
+    assert changed_since_load(model) == []
+    f = array_file(path, "item_factors")
+    with open(f, "r+b") as fh:  # edit in place, as `cp new/... old/...` would
+        fh.truncate(f.stat().st_size - 8)
+    assert changed_since_load(model) == [str(f)]
+    # an atomic publish (a new folder renamed over the old one) is no in-place change
+    fresh = ps.load(copy(saved["als"], tmp_path / "fresh.persona"), mmap=True)
+    tmp_new = copy(saved["ease"], tmp_path / ".new")
+    os.rename(tmp_path / "fresh.persona", tmp_path / "old")
+    os.rename(tmp_new, tmp_path / "fresh.persona")
+    assert changed_since_load(fresh) == []
+
+
+# ---------------------------------------------------------------------- the fuzz
+def _mutate_array(rng_draw, arr):
+    """One hostile change to an array: values, dtype, shape or length."""
+    how = rng_draw(st.sampled_from(["value", "nan", "inf", "huge", "negative", "dtype", "truncate", "extend",
+                                    "reshape", "empty", "reverse"]))
+    a = arr.copy()
+    if how in ("value", "nan", "inf", "huge", "negative") and a.size:
+        at = rng_draw(st.integers(0, a.size - 1))
+        flat = a.reshape(-1)
+        value = {"value": rng_draw(st.integers(-3, 3)), "nan": np.nan, "inf": np.inf, "huge": 2 ** 31 - 1,
+                 "negative": -(2 ** 31)}[how]
+        if a.dtype.kind == "U":
+            value = str(value)
+        elif a.dtype.kind in "iu" and how in ("nan", "inf"):
+            value = -1
+        try:
+            flat[at] = value
+        except (ValueError, OverflowError):
+            flat[at] = 0
+        return a
+    if how == "dtype":
+        target = rng_draw(st.sampled_from(["float64", "float16", "int8", "int64", "uint32", "bool", "<U3"]))
+        return a.astype(target) if a.dtype.kind != "U" or target == "<U3" else a[:0]
+    if how == "truncate":
+        return a[: rng_draw(st.integers(0, max(len(a) - 1, 0)))] if a.ndim else a
+    if how == "extend":
+        return np.concatenate([a, a[:1]]) if a.ndim and len(a) else a
+    if how == "reshape":
+        return a.reshape(-1) if a.ndim > 1 else a.reshape(1, -1)
+    if how == "empty":
+        return a[:0]
+    return a[::-1].copy() if a.ndim else a
+
+
+def _mutate_manifest(draw, m):
+    where = draw(st.sampled_from(["params", "state", "kind", "class", "format_version", "array-shape"]))
+    if where == "params" and m["meta"].get("params"):
+        k = draw(st.sampled_from(sorted(m["meta"]["params"])))
+        m["meta"]["params"][k] = draw(st.sampled_from([0, -1, 10 ** 9, 1.5, "x", None, [], True]))
+    elif where == "state" and m["meta"].get("state"):
+        k = draw(st.sampled_from(sorted(m["meta"]["state"])))
+        m["meta"]["state"][k] = draw(st.sampled_from([0, -1, 10 ** 9, "x", None, [], {}, {"kind": "hnsw"}]))
+    elif where == "kind":
+        m["kind"] = draw(st.sampled_from(["index", "model ", None]))
+    elif where == "class":
+        m["meta"]["class"] = draw(st.sampled_from(sorted(ps.models.base.Recommender._registry)))
+    elif where == "format_version":
+        m["format_version"] = draw(st.sampled_from([1, 3, "2", None]))
+    else:
+        entry = m["arrays"][draw(st.sampled_from(sorted(m["arrays"])))]
+        entry["shape"] = draw(st.sampled_from([[], [0], [10 ** 9], [1, 1, 1]]))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_resigned_mutations_are_refused_or_harmless(saved, tmp_path_factory, data):
+    """Many random mutations (arrays: values incl. NaN, dtypes, lengths, shapes; manifest fields),
+    each re-signed, loaded and used in one subprocess: ArtifactError at load, a persona error, or
+    well-shaped answers -- never a signal, a hang or another exception."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    cases = []
+    for i in range(30):
+        victim = data.draw(st.sampled_from(sorted(saved)))
+        path = copy(saved[victim], tmp / f"{i:02d}-{victim}")
+        for _ in range(data.draw(st.integers(1, 2))):
+            if data.draw(st.integers(0, 3)) == 0:
+                edit_manifest(path, lambda m: _mutate_manifest(data.draw, m))
+            else:
+                name = data.draw(st.sampled_from(sorted(manifest_of(path)["arrays"])))
+                edit_array(path, name, lambda a: _mutate_array(data.draw, a))
+        cases.append({"id": f"{i:02d}-{victim}", "path": path, "mmap": data.draw(st.booleans())})
+    results = probe(cases, tmp)
+    bad = {k: v for k, v in results.items() if v["outcome"] not in ("refused", "ok", "persona-error")}
+    assert not bad, "\n".join(f"{k}: {v['outcome']}: {v['detail'][-1500:]}" for k, v in bad.items())
