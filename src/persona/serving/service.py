@@ -182,6 +182,28 @@ def _align_catalog(catalog, item_ids: np.ndarray) -> dict:
     return cols
 
 
+def _catalog_frame(catalog, catalog_id: str):
+    """``catalog`` with its id column named ``item_id`` (what the snapshot aligns on)."""
+    if catalog is None or catalog_id == "item_id":
+        if catalog is not None and hasattr(catalog, "columns") and "item_id" not in catalog.columns:
+            raise ParameterError(f"catalog has no 'item_id' column; its columns are {list(catalog.columns)}; "
+                                 f"name the id column with catalog_id= (e.g. catalog_id='sku')")
+        return catalog
+    if not isinstance(catalog_id, str) or not catalog_id:
+        raise ParameterError(f"catalog_id expected the name of the catalogue's item id column, got {catalog_id!r}")
+    if not hasattr(catalog, "columns") or catalog_id not in catalog.columns:
+        cols = list(catalog.columns) if hasattr(catalog, "columns") else type(catalog).__name__
+        raise ParameterError(f"catalog_id={catalog_id!r} expected a column of the catalogue, got columns {cols}; "
+                             f"pass the name of the column holding the item ids")
+    return catalog.drop(columns=["item_id"], errors="ignore").rename(columns={catalog_id: "item_id"})
+
+
+def _plain(v):
+    """A catalogue value as plain Python (numpy scalars unwrapped, NaN as None)."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return None if isinstance(v, float) and v != v else v
+
+
 def _condition(values: np.ndarray, cond, column: str) -> np.ndarray:
     if callable(cond):
         hit = np.asarray(cond(values), dtype=bool)
@@ -218,6 +240,8 @@ class RecommenderService:
     catalog : pandas.DataFrame, optional
         Item attributes (an ``item_id`` column and e.g. ``category``, ``price``, ``in_stock``)
         that ``context["where"]`` filters on; replace it with :meth:`set_catalog`.
+    catalog_id : str, default "item_id"
+        The catalogue's column holding the item ids (e.g. ``"sku"``).
     store : persona.store.EventStore, optional
         Where :meth:`track` writes events; :meth:`forget_user` forgets the user there (a tombstone
         and their events deleted). Every request also asks the store whether its user was
@@ -250,7 +274,7 @@ class RecommenderService:
     """
 
     def __init__(self, model, fallback=None, *, catalog=None, store=None, timeout: float | None = None,
-                 cache_size: int = 10_000, filter_seen: bool = True):
+                 cache_size: int = 10_000, filter_seen: bool = True, catalog_id: str = "item_id"):
         self._check_model(model, "model")
         chain = [] if fallback is None else list(fallback) if isinstance(fallback, (list, tuple)) else [fallback]
         for i, f in enumerate(chain):
@@ -265,7 +289,8 @@ class RecommenderService:
         self.timeout = timeout
         self.cache_size = int(cache_size)
         self.filter_seen = bool(filter_seen)
-        self._catalog = catalog
+        self._catalog_id = catalog_id
+        self._catalog = _catalog_frame(catalog, catalog_id)
         self._stock: dict = {}
         self._stock_version = 0
         self._versions = 0
@@ -403,8 +428,10 @@ class RecommenderService:
         self._watch_thread, self._watch = None, None
 
     # ------------------------------------------------------------------ catalogue and stock
-    def set_catalog(self, catalog) -> None:
-        """Replace the item attributes that ``context["where"]`` filters on."""
+    def set_catalog(self, catalog, *, catalog_id: str | None = None) -> None:
+        """Replace the item attributes that ``context["where"]`` filters on (ids in ``catalog_id``,
+        default: the service's)."""
+        catalog = _catalog_frame(catalog, self._catalog_id if catalog_id is None else catalog_id)
         with self._lock:
             self._catalog = catalog
             old = self._snapshot
@@ -412,6 +439,16 @@ class RecommenderService:
             self._snapshot = snap
             self._cache.clear()
             self._user_keys.clear()
+
+    def item_attributes(self, items) -> list:
+        """The catalogue row (``{column: value}``) of each item id, None for an item it lacks."""
+        snap = self._snapshot
+        cols = {c: v for c, v in snap.columns.items() if c != "_known"}
+        if not cols:
+            return [None] * len(items)
+        pos = snap.model.item_map_.lookup(np.asarray(list(items))) if len(items) else []
+        known = snap.columns["_known"]
+        return [None if p < 0 or not known[p] else {c: _plain(v[p]) for c, v in cols.items()} for p in pos]
 
     def set_stock(self, items, available: bool) -> None:
         """Mark ``items`` (external ids) available or not; requests with ``in_stock=True`` leave out the unavailable."""
