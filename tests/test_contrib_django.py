@@ -365,3 +365,94 @@ def test_unknown_settings_are_refused(site):
 def test_json_answers_are_plain_json(client):
     raw = client.get(f"/persona/similar/{known_item()}/?n=2").content
     assert json.loads(raw)["scores"] and isinstance(json.loads(raw)["items"][0], str)
+
+
+# ------------------------------------------------------------------------------ issue 12
+def own_store(tmp_path):
+    """A store holding a small shop's own event names (``add_to_cart`` has no built-in weight)."""
+    from persona.store import EventStore
+
+    path = tmp_path / "own-events.db"
+    rows = [("ann", "a", "view"), ("ann", "b", "purchase"), ("bob", "b", "purchase"), ("bob", "c", "view"),
+            ("cid", "a", "purchase"), ("cid", "z", "add_to_cart"), ("dan", "z", "add_to_cart"),
+            ("dan", "a", "view")]
+    with EventStore(path) as st:
+        for i, (u, it, e) in enumerate(rows):
+            st.track(u, it, e, event_id=f"own-{i}")
+    return str(path)
+
+
+def test_issue12_persona_train_names_what_it_keeps_and_drops_and_takes_weights(site, tmp_path):
+    from django.core.management import CommandError, call_command
+    from django.test import override_settings
+
+    target = tmp_path / "own.persona"
+    conf = {**site["conf"], "STORE": own_store(tmp_path), "TRAIN": {"MODEL": "itemknn"}}
+    with override_settings(PERSONA=conf):
+        out = io.StringIO()
+        call_command("persona_train", "--out", str(target), stdout=out)
+        text = out.getvalue()
+        assert re.search(r"kept 6 events: purchase 3, view 3", text), text
+        assert re.search(r"dropped 2 events: add_to_cart 2 \(no weight", text), text
+        assert "PERSONA['EVENT_WEIGHTS']" in text and "--weights add_to_cart=" in text
+        assert "z" not in set(ps.load(target).item_map_.ids)
+
+        out = io.StringIO()
+        call_command("persona_train", "--out", str(target), "--weights", "add_to_cart=4", stdout=out)
+        assert "add_to_cart 2" in out.getvalue() and "dropped none" in out.getvalue(), out.getvalue()
+        assert "z" in set(ps.load(target).item_map_.ids)
+        with pytest.raises(CommandError, match="name=weight"):
+            call_command("persona_train", "--out", str(target), "--weights", "add_to_cart=lots")
+
+    with override_settings(PERSONA={**conf, "EVENT_WEIGHTS": {"add_to_cart": 4}}):
+        out = io.StringIO()
+        call_command("persona_train", "--out", str(target), stdout=out)
+        assert "add_to_cart 2" in out.getvalue() and "dropped none" in out.getvalue(), out.getvalue()
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(PERSONA={**conf, "UNKNOWN_EVENTS": "ignore"}):
+        with pytest.raises(ImproperlyConfigured, match="UNKNOWN_EVENTS"):
+            runtime().settings_dict()
+
+
+def test_issue12_unknown_event_names_posted_are_refused_or_stored_and_reported(site, tmp_path):
+    from django.test import Client, override_settings
+
+    conf = {**site["conf"], "STORE": str(tmp_path / "events.db"), "TRUST_EVENT_USER": True}
+
+    def post(event):
+        return Client().post("/persona/events/", data=json.dumps({"user": "ann", "item": "a", "event": event}),
+                             content_type="application/json")
+
+    with override_settings(PERSONA={**conf, "EVENT_WEIGHTS": {"add_to_cart": 4}}):
+        assert post("add_to_cart").status_code == 202
+        refused = post("addtocart")
+        body = refused.json()
+        assert refused.status_code == 400 and body["field"] == "event"
+        assert "addtocart" in body["error"] and "'add_to_cart'" in body["error"] and "'view'" in body["error"]
+    with override_settings(PERSONA={**conf, "EVENT_WEIGHTS": {"add_to_cart": 4}, "UNKNOWN_EVENTS": "store"}):
+        got = post("wishlist")
+        assert got.status_code == 202 and got.json()["unknown_events"] == ["wishlist"]
+        store = runtime().get_store()
+        store.flush()
+        assert store.count(event_types=["wishlist"]) == 1 and store.count(event_types=["addtocart"]) == 0
+
+
+def test_issue12_catalogue_id_setting_and_tags_show_catalogue_fields(site):
+    from django.test import override_settings
+
+    from shop.catalog import catalog_frame, products
+
+    own = catalog_frame().rename(columns={"item_id": "sku"})
+    cat = products()[known_item(0)]["category"]
+    conf = {**site["conf"], "CATALOG": lambda: own, "CATALOG_ID": "sku", "ITEMS": None}
+    with override_settings(PERSONA=conf):
+        html = render("{% recommended_for user 3 category=cat as recs %}"
+                      "{% for r in recs %}{{ r.id }}={{ r.name }}={{ r.price }};{% endfor %}",
+                      user=known_user(6), cat=cat)
+    rows = [r.split("=") for r in html.split(";") if r]
+    assert len(rows) == 3
+    for item, name, price in rows:
+        assert products()[item]["category"] == cat and name == products()[item]["name"]
+        assert float(price) == pytest.approx(products()[item]["price"])

@@ -430,3 +430,221 @@ def test_end_to_end_in_chromium_add_to_cart_changes_recommendations(example_app)
             browser.quit()
         server.shutdown()
         thread.join(timeout=10)
+
+
+# ------------------------------------------------------------------------------ issue 12: nothing dropped silently
+def shop_events(store):
+    """A small shop's own event names: ``add_to_cart`` has no built-in weight."""
+    rows = [("ann", "a", "view"), ("ann", "b", "purchase"), ("bob", "b", "purchase"), ("bob", "c", "view"),
+            ("cid", "a", "purchase"), ("cid", "z", "add_to_cart"), ("dan", "z", "add_to_cart"),
+            ("dan", "a", "view")]
+    for i, (u, it, e) in enumerate(rows):
+        store.track(u, it, e, event_id=f"own-{i}")
+    store.flush()
+
+
+def configured_app(tmp_path, **config):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    app = flask.Flask("own-shop")
+    app.config.update(PERSONA_MODEL_PATH=str(tmp_path / "model.persona"), PERSONA_STORE=str(tmp_path / "events.db"),
+                      **config)
+    persona = Persona(app)
+    shop_events(persona.store)
+    return app, persona
+
+
+def test_issue12_flask_train_names_what_it_keeps_and_drops_and_takes_weights(tmp_path):
+    app, persona = configured_app(tmp_path / "plain")
+    try:
+        out = app.test_cli_runner().invoke(args=["persona", "train"])
+        assert out.exit_code == 0, out.output
+        assert re.search(r"kept 6 events: purchase 3, view 3", out.output), out.output
+        assert re.search(r"dropped 2 events: add_to_cart 2 \(no weight", out.output), out.output
+        assert "PERSONA_EVENT_WEIGHTS" in out.output and "--weights add_to_cart=" in out.output
+        assert "z" not in set(ps.load(tmp_path / "plain" / "model.persona").item_map_.ids)
+
+        out = app.test_cli_runner().invoke(args=["persona", "train", "--weights", "add_to_cart=4,view=0.5"])
+        assert out.exit_code == 0, out.output
+        assert re.search(r"kept 8 events: .*add_to_cart 2", out.output) and "dropped none" in out.output, out.output
+        assert "z" in set(ps.load(tmp_path / "plain" / "model.persona").item_map_.ids)
+
+        bad = app.test_cli_runner().invoke(args=["persona", "train", "--weights", "add_to_cart"])
+        assert bad.exit_code != 0 and "name=weight" in bad.output
+    finally:
+        persona.store.close()
+
+    app, persona = configured_app(tmp_path / "configured", PERSONA_EVENT_WEIGHTS={"add_to_cart": 4.0})
+    try:
+        out = app.test_cli_runner().invoke(args=["persona", "train"])
+        assert out.exit_code == 0 and "add_to_cart 2" in out.output and "dropped none" in out.output, out.output
+        assert "z" in set(ps.load(tmp_path / "configured" / "model.persona").item_map_.ids)
+    finally:
+        persona.store.close()
+
+
+def test_issue12_train_and_publish_reports_per_event_name(tmp_path):
+    store = EventStore(tmp_path / "events.db")
+    try:
+        shop_events(store)
+        published = common.train_and_publish(store, tmp_path / "m.persona", model="popular")
+        assert published.kept == {"purchase": 3, "view": 3} and published.dropped == {"add_to_cart": 2}
+        assert "add_to_cart 2" in str(published)
+        published = common.train_and_publish(store, tmp_path / "m.persona", model="popular",
+                                             event_types=["purchase"])
+        assert published.kept == {"purchase": 3} and published.dropped == {"add_to_cart": 2, "view": 3}
+        assert "not in event_types" in str(published)
+    finally:
+        store.close()
+
+
+def test_issue12_unknown_event_names_are_refused_or_stored_and_reported(tmp_path, caplog):
+    def post(app, event):
+        return app.test_client().post("/persona/events", json={"user": "ann", "item": "a", "event": event})
+
+    weighted = flask.Flask("weighted")
+    weighted.config.update(PERSONA_STORE=str(tmp_path / "w.db"), PERSONA_EVENT_WEIGHTS={"add_to_cart": 4})
+    p1 = Persona(weighted, trusted_tracking=True)
+    try:
+        assert post(weighted, "add_to_cart").status_code == 202  # configured: known
+        refused = post(weighted, "add-to-cart")
+        body = refused.get_json()
+        assert refused.status_code == 400 and body["field"] == "event", body
+        assert "add-to-cart" in body["error"] and "'add_to_cart'" in body["error"] and "'purchase'" in body["error"]
+        p1.store.flush()
+        assert p1.store.count(event_types=["add-to-cart"]) == 0
+    finally:
+        p1.store.close()
+
+    stored = flask.Flask("stored")
+    stored.config.update(PERSONA_STORE=str(tmp_path / "s.db"), PERSONA_EVENT_WEIGHTS={"add_to_cart": 4},
+                         PERSONA_UNKNOWN_EVENTS="store")
+    p2 = Persona(stored, trusted_tracking=True)
+    try:
+        with caplog.at_level("WARNING", logger="persona.contrib"):
+            got = post(stored, "wishlist")
+        assert got.status_code == 202 and got.get_json()["unknown_events"] == ["wishlist"], got.get_json()
+        assert "no weight" in got.get_json()["note"]
+        assert "wishlist" in caplog.text and "PERSONA_EVENT_WEIGHTS" in caplog.text
+        p2.store.flush()
+        assert p2.store.count(event_types=["wishlist"]) == 1
+    finally:
+        p2.store.close()
+
+    plain = flask.Flask("plain")  # nothing configured: stored (as before) but reported, never silent
+    plain.config.update(PERSONA_STORE=str(tmp_path / "p.db"))
+    p3 = Persona(plain, trusted_tracking=True)
+    try:
+        got = post(plain, "add_to_cart")
+        assert got.status_code == 202 and got.get_json()["unknown_events"] == ["add_to_cart"]
+        assert "unknown_events" not in post(plain, "view").get_json()
+    finally:
+        p3.store.close()
+
+    with pytest.raises(ps.errors.ParameterError, match="reject.*store"):
+        persona_blueprint(None, unknown_events="drop")
+
+
+# ------------------------------------------------------------------------------ issue 12: templates, 503, catalogue
+def test_issue12_jinja_helpers_give_catalogue_names_and_prices(service, store, shop, catalog):
+    app = flask.Flask("pages")
+    app.secret_key = "test"
+    Persona(app, service=service, store=store)
+    user = known_user(shop, 3)
+    names = dict(zip(catalog["item_id"], catalog["name"]))
+    prices = dict(zip(catalog["item_id"], catalog["price"]))
+    with app.test_request_context("/"):
+        text = flask.render_template_string(
+            "{% set recs = persona_recommended_for(user, 3) %}{{ recs.source }}:"
+            "{% for r in recs %}{{ r.id }}={{ r.name }}={{ r.price }};{% endfor %}", user=user)
+        source, rows = text.split(":")
+        rows = [r.split("=") for r in rows.split(";") if r]
+        assert source == "model" and len(rows) == 3
+        for item, name, price in rows:
+            assert name == names[item] and float(price) == pytest.approx(prices[item])
+        html = flask.render_template_string("{{ persona_recommended_for(user, 2, category=cat) }}", user=user,
+                                            cat=catalog["category"].iloc[0])
+        assert html.count("<li data-item=") == 2 and 'data-source="model"' in html
+        assert all(names[i] in html for i in re.findall(r'data-item="([^"]+)"', html))
+        item = str(shop.interactions.item_ids[0])
+        also = flask.render_template_string("{% for r in persona_also_bought(item, 2) %}{{ r.name }}|{% endfor %}",
+                                            item=item)
+        assert len([n for n in also.split("|") if n]) == 2 and names[item] not in also
+        mine = flask.render_template_string("{{ persona_recommended_for(None, 2).source }}")
+        assert mine == "popular"  # None: the requester (this browser's visitor id)
+
+
+def test_issue12_jinja_helpers_render_nothing_before_a_model_is_published(tmp_path):
+    app = flask.Flask("early")
+    app.config.update(PERSONA_MODEL_PATH=str(tmp_path / "none-yet.persona"))
+    Persona(app)
+    with app.test_request_context("/"):
+        html = flask.render_template_string("{{ persona_recommended_for('ann', 3) }}"
+                                            "[{{ persona_also_bought('a').source }}]")
+    assert 'data-source="unavailable"' in html and "<li" not in html and "[unavailable]" in html
+
+
+def test_issue12_flask_503_names_flask_config_in_the_log_never_to_the_client(tmp_path, caplog):
+    bare = flask.Flask("bare")
+    Persona(bare, user_in_url=True)
+    with caplog.at_level("WARNING", logger="persona.contrib"):
+        got = bare.test_client().get("/persona/recommendations/ann")
+    assert got.status_code == 503
+    assert "app.config" not in got.get_data(as_text=True) and "PERSONA[" not in got.get_data(as_text=True)
+    assert "set PERSONA_MODEL_PATH in app.config" in caplog.text, caplog.text
+    assert "PERSONA['MODEL_PATH']" not in caplog.text
+
+    caplog.clear()
+    secret = tmp_path / "secret-folder" / "model.persona"
+    missing = flask.Flask("missing")
+    missing.config.update(PERSONA_MODEL_PATH=str(secret))
+    Persona(missing, user_in_url=True)
+    with caplog.at_level("WARNING", logger="persona.contrib"):
+        got = missing.test_client().get("/persona/recommendations/ann")
+    assert got.status_code == 503 and "secret-folder" not in got.get_data(as_text=True)
+    assert "no model has been published" in got.get_json()["error"]
+    assert "flask persona train" in caplog.text and "secret-folder" in caplog.text, caplog.text
+    assert "manage.py" not in caplog.text
+
+    out = bare.test_cli_runner().invoke(args=["persona", "train"])
+    assert out.exit_code != 0
+    assert "set PERSONA_STORE and PERSONA_MODEL_PATH in app.config" in out.output, out.output
+
+
+def test_issue12_catalogue_id_column(shop, catalog, tmp_path):
+    own = catalog.rename(columns={"item_id": "sku"})
+    model = ps.ItemKNN(k=20).fit(shop.interactions)
+    with pytest.raises(ps.errors.ParameterError, match="catalog_id"):
+        RecommenderService(model, catalog=own)  # the message says how to name the id column
+    svc = RecommenderService(model, catalog=own, catalog_id="sku")
+    cat = catalog["category"].iloc[0]
+    user = known_user(shop, 3)
+    try:
+        recs = svc.recommend(user, 3, context={"where": {"category": cat}})
+        assert len(recs.items) == 3 and set(catalog.set_index("item_id").loc[recs.items.tolist(), "category"]) == {cat}
+    finally:
+        svc.close()
+
+    model_path = tmp_path / "model.persona"
+    model.save(model_path)
+    app = flask.Flask("sku-shop")
+    app.config.update(PERSONA_MODEL_PATH=str(model_path), PERSONA_CATALOG=lambda: own, PERSONA_CATALOG_ID="sku")
+    persona = Persona(app, user_in_url=True)
+    try:
+        body = app.test_client().get(f"/persona/recommendations/{user}",
+                                     query_string={"n": 3, "category": cat}).get_json()
+        assert len(body.get("items", ())) == 3, body
+        with app.test_request_context("/"):
+            names = flask.render_template_string(
+                "{% for r in persona_recommended_for(u, 2) %}{{ r.name }}|{% endfor %}", u=user)
+        assert all(n in set(catalog["name"]) for n in names.split("|") if n) and names.count("|") == 2
+    finally:
+        persona.service.close()
+
+
+def test_issue12_stats_name_the_worker(service, store):
+    import os
+
+    app = flask.Flask("stats")
+    Persona(app, service=service, store=store, stats_permission=lambda: True)
+    body = app.test_client().get("/persona/stats").get_json()
+    assert body["worker"]["pid"] == os.getpid() and body["worker"]["threads"]["blas"] >= 1, body

@@ -9,7 +9,15 @@ blueprint, the Django views and a shop on any other framework behave the same:
 * :func:`parse_events` validates a posted event (or a batch) and :func:`track_events` records it
   in the store and drops the user's cached answers;
 * :func:`train_and_publish` trains a model on the store's events and publishes the artifact
-  atomically, for a web process's watcher (:meth:`RecommenderService.watch`) to pick up.
+  atomically, for a web process's watcher (:meth:`RecommenderService.watch`) to pick up; it
+  counts, per event name, what it kept and what it dropped (no weight, or not selected).
+
+Event names: :class:`EventNames` says which names the shop knows (the built-in weights, its own
+``EVENT_WEIGHTS`` and ``ALLOWED_EVENTS``) and what a posted unknown name gets: refused at once
+(400, naming the known ones) or stored and reported in the answer and the log. Templates:
+:func:`recommended_entries` turns an answer into :class:`Recommended` entries carrying the
+catalogue's fields (name, price, ...). :class:`Words` is how a framework names its settings, so
+every message to the shop (log, command line) says what to set in that framework's own words.
 
 Bad input raises :class:`RequestError`, which carries the HTTP status (400, 403, 413, 503) and the
 name of the offending field; the adapters answer it as ``{"error": ..., "field": ...}``.
@@ -35,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import time
@@ -52,7 +61,9 @@ __all__ = [
     "recommendation_query", "recommendations_json", "context_from_options", "parse_events", "parse_json_body",
     "track_events", "stats_json", "open_store", "build_service", "train_and_publish", "coerce_id", "model_ids",
     "EVENT_FIELDS", "CLIENT_OPTIONS", "Limits", "Policy", "Requester", "check_id", "check_url_user",
-    "check_stats", "check_content_length", "new_visitor_id", "is_visitor_id",
+    "check_stats", "check_content_length", "new_visitor_id", "is_visitor_id", "Words", "FLASK_WORDS",
+    "DJANGO_WORDS", "EventNames", "UNKNOWN_EVENTS", "event_weights", "parse_weights", "Recommended",
+    "RecommendationList", "recommended_entries", "recommendation_list", "unknown_events_json", "worker_json",
 ]
 
 log = logging.getLogger("persona.contrib")
@@ -176,6 +187,129 @@ class Requester:
     user: Any = None
     signed_in: bool = False
     why: str = ""
+
+
+@dataclass(frozen=True)
+class Words:
+    """How a framework names persona's settings and commands, for messages to the shop (the log and
+    the command line; never a client's answer)."""
+
+    model_path: str = "model_path"
+    store: str = "store"
+    event_weights: str = "weights"
+    unknown_events: str = "unknown_events"
+    train: str = "persona.contrib.common.train_and_publish"
+    where: str = ""  # where the settings live: " in app.config"
+
+    def set(self, *names: str) -> str:
+        """``"set A and B in app.config"``."""
+        return f"set {' and '.join(names)}{self.where}"
+
+
+FLASK_WORDS = Words("PERSONA_MODEL_PATH", "PERSONA_STORE", "PERSONA_EVENT_WEIGHTS", "PERSONA_UNKNOWN_EVENTS",
+                    "flask persona train", " in app.config")
+DJANGO_WORDS = Words("PERSONA['MODEL_PATH']", "PERSONA['STORE']", "PERSONA['EVENT_WEIGHTS']",
+                     "PERSONA['UNKNOWN_EVENTS']", "python manage.py persona_train", " in settings.py")
+
+#: what a posted event of an unknown name gets: refused (400) or stored and reported
+UNKNOWN_EVENTS = ("reject", "store")
+
+
+def event_weights(value, what: str = "event weights") -> dict | None:
+    """``value`` (a setting: None or a dict of event name -> weight) checked, as a dict of floats."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ParameterError(f"{what} expected a dict of event name -> weight such as {{'add_to_cart': 4}}, "
+                             f"got {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not _EVENT_NAME.fullmatch(k):
+            raise ParameterError(f"{what}: expected event names (letters, digits, _ . : -), got {k!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ParameterError(f"{what}[{k!r}] expected a finite number >= 0, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def parse_weights(texts) -> dict:
+    """Command-line weights: ``["add_to_cart=4,view=0.5", "click=2"]`` -> a dict of floats."""
+    out = {}
+    for text in [texts] if isinstance(texts, str) else texts or ():
+        for part in str(text).split(","):
+            name, sep, value = part.strip().partition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = None
+            if not sep or not name.strip() or weight is None:
+                raise ParameterError(f"--weights expected name=weight[,name=weight...] such as add_to_cart=4, "
+                                     f"got {part.strip()!r}")
+            out[name.strip()] = weight
+    return event_weights(out, "--weights") or {}
+
+
+@dataclass
+class EventNames:
+    """The event names a shop knows, and what a posted unknown one gets.
+
+    Known: the built-in weights (``view``, ``click``, ``cart``, ``purchase``, ``search``), the
+    shop's ``weights`` and its ``allowed_events``. ``unknown``: ``"reject"`` (400, naming the
+    known names) or ``"store"`` (recorded, named in the answer's ``unknown_events`` and in the
+    log: training leaves them out until they get a weight). Default: ``"reject"`` once the shop
+    configured weights or allowed events (it said what it sends), else ``"store"``.
+
+    >>> EventNames.make(weights={"add_to_cart": 4}).unknown
+    'reject'
+    """
+
+    known: frozenset
+    unknown: str
+    words: Words = field(default_factory=Words)
+    _logged: set = field(default_factory=set, repr=False)
+
+    @classmethod
+    def make(cls, *, weights=None, allowed_events=None, unknown_events=None,
+             words: Words | None = None) -> "EventNames":
+        from ..data.ingest import DEFAULT_WEIGHTS
+
+        words = words or Words()
+        weights = event_weights(weights, words.event_weights)
+        if unknown_events is None:
+            unknown_events = "reject" if weights or allowed_events is not None else "store"
+        if unknown_events not in UNKNOWN_EVENTS:
+            raise ParameterError(f"unknown_events expected 'reject' or 'store', got {unknown_events!r}; "
+                                 f"{words.set(words.unknown_events)} to one of them")
+        known = {*DEFAULT_WEIGHTS, *(weights or {}), *(allowed_events or ())}
+        return cls(frozenset(known), unknown_events, words)
+
+    def check(self, event: str, where: str = "") -> None:
+        """Refuse (400) an unknown name when ``unknown == "reject"``."""
+        if self.unknown == "reject" and event not in self.known:
+            raise RequestError(f"{where}event {event[:64]!r} is not a known event type; known: {sorted(self.known)}; "
+                               f"send one of these (a shop adds its own names to its event weights)",
+                               field=f"{where}event")
+
+    def unknown_in(self, events: Iterable[Mapping]) -> list[str]:
+        """The unknown names among parsed events (stored ones), logged once per name."""
+        names = sorted({ev["event"] for ev in events if ev["event"] not in self.known})
+        new = [n for n in names if n not in self._logged]
+        if new:
+            self._logged.update(new)
+            w = self.words
+            log.warning("persona: stored events of unknown type(s) %s: they have no weight, so training leaves "
+                        "them out; give them one in %s%s (or refuse them: %s = 'reject'%s)", new,
+                        w.event_weights, w.where, w.unknown_events, w.where)
+        return names
+
+
+def unknown_events_json(names: list[str]) -> dict:
+    """What a ``POST events`` answer adds when it stored events of unknown names."""
+    if not names:
+        return {}
+    return {"unknown_events": names,
+            "note": "these event types have no weight: they are stored, but training leaves them out until the "
+                    "shop gives them one"}
 
 
 def new_visitor_id() -> str:
@@ -613,7 +747,7 @@ def _check_timestamp(ts, name: str):
 
 
 def parse_events(body, *, default_user=None, trusted: bool = False, allowed_events: Iterable[str] | None = None,
-                 max_batch: int | None = None, limits=None) -> list[dict]:
+                 max_batch: int | None = None, limits=None, event_names: EventNames | None = None) -> list[dict]:
     """Validate a posted event, a list of events or ``{"events": [...]}``; returns ``track`` kwargs.
 
     Each event is an object with ``item`` and ``event`` (required), ``user`` (the requester's id
@@ -623,7 +757,8 @@ def parse_events(body, *, default_user=None, trusted: bool = False, allowed_even
 
     ``default_user`` is the requester: the signed-in user, or the anonymous visitor id the
     integration issued. An event naming any other user is refused (403) unless ``trusted`` (a
-    server-side caller the shop vouches for, which may name any user).
+    server-side caller the shop vouches for, which may name any user). ``event_names``
+    (:class:`EventNames`) refuses unknown event names when the shop asked for that.
     """
     limits = Limits.of(limits)
     max_batch = limits.max_batch if max_batch is None else max_batch
@@ -685,6 +820,8 @@ def parse_events(body, *, default_user=None, trusted: bool = False, allowed_even
         if allowed is not None and event not in allowed:
             raise RequestError(f"{where}event {event!r} is not accepted here; accepted: {sorted(allowed)}",
                                field=f"{where}event")
+        if event_names is not None:
+            event_names.check(event, where)
         kw["event"] = event
         value = ev.get("value")
         if value is not None:
@@ -741,9 +878,24 @@ def track_events(events: list[dict], *, store, service=None) -> list:
     return ids
 
 
+def worker_json() -> dict:
+    """Which process answers: every worker of a forking server counts its own requests, so a
+    monitor tells them apart by ``pid`` (and sees each worker's BLAS / OpenMP thread limits)."""
+    threads: dict[str, int] = {}
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            api = str(pool.get("user_api", "other"))
+            threads[api] = max(threads.get(api, 0), int(pool.get("num_threads") or 0))
+    except Exception:  # noqa: BLE001 -- the thread counts are a courtesy; never fail /stats for them
+        pass
+    return {"pid": os.getpid(), "threads": threads}
+
+
 def stats_json(service=None, store=None) -> dict:
-    """The service's and the store's counters, JSON-able."""
-    out: dict[str, Any] = {}
+    """The service's and the store's counters, and which worker process answered, JSON-able."""
+    out: dict[str, Any] = {"worker": worker_json()}
     if service is not None:
         out["service"] = service.stats()
     if store is not None:
@@ -773,33 +925,140 @@ def open_store(spec):
 
 
 def build_service(model_path, *, store=None, fallback=None, catalog=None, watch: bool = False,
-                  watch_interval: float = 2.0, mmap: bool = True, **options):
+                  watch_interval: float = 2.0, mmap: bool = True, words: Words | None = None, **options):
     """A :class:`~persona.serving.RecommenderService` over the artifact at ``model_path``.
 
     With ``watch``, the service reloads the artifact whenever :func:`train_and_publish` (or any
     ``model.save``) publishes a new one there. ``options`` go to ``RecommenderService``
-    (``timeout``, ``cache_size``, ``filter_seen``). Raises :class:`RequestError` (503) when no
-    model has been published yet.
+    (``timeout``, ``cache_size``, ``filter_seen``, ``catalog_id``). Raises :class:`RequestError`
+    (503) when no model is configured or none has been published yet: its client text is fixed,
+    its ``detail`` (for the log) says what to set or run in the framework's ``words``.
     """
     from ..io import load
     from ..serving import RecommenderService
 
+    words = words or Words()
     if model_path is None:
-        raise RequestError("no model is configured: set the model path (e.g. PERSONA['MODEL_PATH'])", status=503)
+        raise RequestError("no model is configured; the shop's log says what to set", status=503,
+                           detail=f"{words.set(words.model_path)} (where {words.train} publishes the model)")
     path = Path(model_path)
     if not path.exists():
-        raise RequestError("no model has been published yet; train and publish one first "
-                           "(flask persona train / manage.py persona_train)", status=503,
-                           detail=f"nothing at {path}")
+        raise RequestError("no model has been published yet; try again later", status=503,
+                           detail=f"nothing at {path} ({words.model_path}): run {words.train} to publish a model there")
     if isinstance(fallback, (str, Path)):
         fallback = load(fallback, mmap=mmap)
     return RecommenderService.from_artifact(path, mmap=mmap, watch=watch_interval if watch else None,
                                             fallback=fallback, catalog=catalog, store=store, **options)
 
 
+# ----------------------------------------------------------------------------------- templates
+class Recommended:
+    """One recommended item, as templates see it: ``id``, ``score``, ``item`` (the shop's object
+    for it, or its catalogue row), ``name`` and ``url``; any other field of the item or catalogue
+    row reads as an attribute (``rec.price``, ``rec.category``)."""
+
+    __slots__ = ("id", "score", "item", "name", "url")
+
+    def __init__(self, id, score, item=None):
+        self.id, self.score, self.item = id, score, item
+        self.name = _attr(item, "name") or str(id)
+        url = _attr(item, "url")
+        if url is None and hasattr(item, "get_absolute_url"):
+            url = item.get_absolute_url()
+        self.url = url
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        item = object.__getattribute__(self, "item")
+        value = _attr(item, name, _MISSING)
+        if value is _MISSING:
+            raise AttributeError(f"{name!r}: the item has no such field")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Recommended({self.id!r}, score={self.score:.4g})"
+
+
+_MISSING = object()
+
+
+def _attr(item, name, default=None):
+    if item is None:
+        return default
+    if isinstance(item, Mapping):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+class RecommendationList(list):
+    """The :class:`Recommended` entries of one answer, with its ``source``, ``reason`` and
+    ``model_version``; the framework adapters make it render itself."""
+
+    def __init__(self, entries=(), *, source=None, reason=None, model_version=None, template_name=None, title=None):
+        super().__init__(entries)
+        self.source, self.reason, self.model_version = source, reason, model_version
+        self.template_name, self.title = template_name, title
+
+    @property
+    def ids(self) -> list:
+        return [r.id for r in self]
+
+
+def recommended_entries(recs, *, service=None, lookup=None, what: str = "items") -> list[Recommended]:
+    """:class:`Recommended` entries of an answer: each item from ``lookup(ids)`` (the shop's own
+    objects: a list with one per id, or a dict id -> item), else its catalogue row from the
+    service (``service.item_attributes``: name, price, ...), else None."""
+    ids = np.asarray(recs[0]).tolist()
+    scores = [float(s) for s in recs[1]]
+    items: list = [None] * len(ids)
+    if lookup is not None and ids:
+        found = lookup(ids)
+        if isinstance(found, Mapping):
+            items = [found.get(i) for i in ids]
+        else:
+            items = list(found)
+            if len(items) != len(ids):
+                raise ParameterError(f"{what} returned {len(items)} items for {len(ids)} ids; return one per id "
+                                     f"(None for an unknown one) or a dict id -> item")
+    if service is not None and ids and any(it is None for it in items) and hasattr(service, "item_attributes"):
+        rows = service.item_attributes(ids)
+        items = [it if it is not None else row for it, row in zip(items, rows)]
+    return [Recommended(i, s, it) for i, s, it in zip(ids, scores, items)]
+
+
+def recommendation_list(ask, *, get_service, lookup=None, cls=RecommendationList, what: str = "items",
+                        **list_options) -> RecommendationList:
+    """``ask(service)`` as a ``cls`` of :class:`Recommended` entries, for a template.
+
+    Before a model is published (a 503) or while the store fails, the list is empty with source
+    ``"unavailable"`` and the page still renders (the reason goes to the ``persona.contrib`` log).
+    """
+    from ..errors import StoreError
+
+    try:
+        service = get_service()
+        recs = ask(service)
+    except (RequestError, StoreError) as e:
+        if isinstance(e, RequestError) and e.status != 503:
+            raise
+        reason = e.message if isinstance(e, RequestError) else "the event store is unavailable"
+        detail = getattr(e, "detail", None) if isinstance(e, RequestError) else str(e)
+        log.warning("persona: no recommendations to render: %s%s", reason, f" ({detail})" if detail else "")
+        return cls(source="unavailable", reason=reason, **list_options)
+    return cls(recommended_entries(recs, service=service, lookup=lookup, what=what), source=recs.source,
+               reason=recs.reason, model_version=recs.model_version, **list_options)
+
+
+# ----------------------------------------------------------------------------------- training
 @dataclass
 class Published:
-    """What :func:`train_and_publish` trained and where it put it."""
+    """What :func:`train_and_publish` trained and where it put it.
+
+    ``kept`` and ``dropped`` count the store's events per event name (in the ``since`` /
+    ``until`` window): those read for training, and those left out, with ``why`` each was left
+    out. ``report`` is the cleaning report of the interactions (duplicates, bad rows).
+    """
 
     model: Any
     path: Path
@@ -807,15 +1066,67 @@ class Published:
     n_users: int
     n_items: int
     seconds: float
+    kept: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)
+    why: dict = field(default_factory=dict)
+    report: Any = None
 
     def __str__(self) -> str:
-        return (f"published {type(self.model).__name__} trained on {self.n_events} events "
-                f"({self.n_users} users x {self.n_items} items) to {self.path} in {self.seconds:.2f} s")
+        lines = [f"published {type(self.model).__name__} trained on {self.n_events} events "
+                 f"({self.n_users} users x {self.n_items} items) to {self.path} in {self.seconds:.2f} s",
+                 f"kept {sum(self.kept.values())} events: {_per_name(self.kept) or 'none'}"]
+        if self.dropped:
+            reasons = {}
+            for name in self.dropped:
+                reasons.setdefault(self.why.get(name, "left out"), {})[name] = self.dropped[name]
+            for why, names in reasons.items():
+                lines.append(f"dropped {sum(names.values())} events: {_per_name(names)} ({why})")
+        else:
+            lines.append("dropped none")
+        if self.report is not None and getattr(self.report, "dropped", None):
+            lines.append(f"cleaning: {self.report}")
+        return "\n".join(lines)
+
+
+def _per_name(counts: Mapping) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _selected_types(event_types, weights, options) -> list | None:
+    """The event types ``EventStore.interactions`` reads for these arguments (None: every type)."""
+    from ..data.ingest import DEFAULT_WEIGHTS
+
+    if event_types is not None:
+        return [event_types] if isinstance(event_types, str) else list(event_types)
+    if options.get("default_weight") is not None or options.get("weight") is not None:
+        return None
+    return list(dict.fromkeys([*DEFAULT_WEIGHTS, *(weights or {})]))
+
+
+def _event_counts(store, since, until, selected) -> tuple[dict, dict]:
+    """(kept, dropped) stored events per event name in ``[since, until)``.
+
+    Counting the selected names is one ``COUNT`` each; the store's events are read (to name what
+    was dropped) only when the totals say something was.
+    """
+    if selected is not None:
+        kept = {n: c for n in dict.fromkeys(selected) if (c := store.count(since, until, [n]))}
+        if store.count(since, until) <= sum(kept.values()):
+            return kept, {}
+    names = store.events(since, until)["event"].value_counts()
+    counts = {str(k): int(v) for k, v in names.items()}
+    if selected is None:
+        return counts, {}
+    return kept, {k: v for k, v in counts.items() if k not in set(selected)}
 
 
 def train_and_publish(store, path, *, model="itemknn", params: Mapping | None = None, since=None,
-                      event_types=None, weights=None, **options) -> Published:
+                      event_types=None, weights=None, words: Words | None = None, **options) -> Published:
     """Train on the store's events and publish the model at ``path`` atomically.
+
+    Nothing is dropped silently: the result counts, per event name, the events kept and those
+    left out (an event name with no weight, such as a shop's own ``add_to_cart``, or one outside
+    ``event_types``), and its text says how to keep them (in the framework's ``words``).
 
     Parameters
     ----------
@@ -829,13 +1140,18 @@ def train_and_publish(store, path, *, model="itemknn", params: Mapping | None = 
         ``"popular"``, ...) or an unfitted model.
     params : dict, optional
         Hyperparameters overriding the name's defaults (``{"k": 50}``).
-    since, event_types, weights, **options
-        Passed to :meth:`EventStore.interactions` (incremental training, event weights, ...).
+    weights : dict, optional
+        Event name -> weight, over the built-in ones (``{"add_to_cart": 4}``); a name with a weight
+        is trained on.
+    since, event_types, **options
+        Passed to :meth:`EventStore.interactions` (incremental training, ``until``, ...).
     """
     from ..models.base import Recommender
     from ..models.registry import make_model
 
     t0 = time.perf_counter()
+    words = words or Words()
+    weights = event_weights(weights, words.event_weights)
     if isinstance(model, str):
         try:
             est = make_model(model, **dict(params or {}))
@@ -849,7 +1165,18 @@ def train_and_publish(store, path, *, model="itemknn", params: Mapping | None = 
     else:
         raise ParameterError(f"model expected a model name or a persona Recommender, got {type(model).__name__}")
     store.flush()
+    selected = _selected_types(event_types, weights, options)
+    kept, dropped = _event_counts(store, since, options.get("until"), selected)
     inter = store.interactions(since=since, event_types=event_types, weights=weights, **options)
     est.fit(inter)
     out = est.save(path)
-    return Published(est, Path(out), len(inter), inter.n_users, inter.n_items, time.perf_counter() - t0)
+    if event_types is not None:
+        why = dict.fromkeys(dropped, "not in event_types")
+    else:
+        hint = ",".join(f"{name}=W" for name in sorted(dropped))
+        why = dict.fromkeys(dropped, f"no weight: give them one in {words.event_weights}{words.where} or with "
+                                     f"{words.train} --weights {hint}")
+    if dropped:  # the caller prints the result; the log keeps it for scripts that do not
+        log.info("persona: training left out %s", _per_name(dropped))
+    return Published(est, Path(out), len(inter), inter.n_users, inter.n_items, time.perf_counter() - t0,
+                     kept=kept, dropped=dropped, why=why, report=getattr(inter, "report", None))

@@ -8,10 +8,16 @@ Two ways in, the same endpoints::
     app.register_blueprint(persona_blueprint(service, store))   # or just the blueprint
 
 or let the extension build the service lazily from the app's config (``PERSONA_MODEL_PATH``,
-``PERSONA_STORE``, ``PERSONA_WATCH``, ``PERSONA_WATCH_INTERVAL``)::
+``PERSONA_STORE``, ``PERSONA_WATCH``, ``PERSONA_WATCH_INTERVAL``, ``PERSONA_CATALOG``,
+``PERSONA_CATALOG_ID``, ``PERSONA_EVENT_WEIGHTS``, ``PERSONA_UNKNOWN_EVENTS``)::
 
     app.config.update(PERSONA_MODEL_PATH="model.persona", PERSONA_STORE="events.db", PERSONA_WATCH=True)
     persona = Persona(app)
+
+Templates get ``persona_recommended_for(user, n, **options)`` and ``persona_also_bought(item, n,
+**options)`` (Jinja globals, like Django's ``{% recommended_for %}``): a list of entries with
+``id``, ``score``, ``name``, ``url`` and the catalogue's fields (``rec.price``), which prints
+itself as HTML (``{{ persona_recommended_for(None, 6) }}``) or loops.
 
 Endpoints (under ``url_prefix``, default ``/persona``):
 
@@ -21,7 +27,9 @@ Endpoints (under ``url_prefix``, default ``/persona``):
                                          (trusted internal callers only)
 ``GET  /similar/<item>``                 "customers also bought"; the same filters
 ``POST /events``                         ``{"item", "event", "value", "properties", ...}`` or a batch, for
-                                         the requester; naming any user needs ``trusted_tracking=True``
+                                         the requester; naming any user needs ``trusted_tracking=True``;
+                                         an unknown event name: 400, or stored and reported
+                                         (``unknown_events``)
 ``GET  /stats``                          the counters; off unless ``stats_permission()`` says yes
 =======================================  ==================================================================
 
@@ -41,9 +49,9 @@ from typing import Callable
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import PersonaError
+from ..errors import ParameterError, PersonaError
 from . import common
-from .common import RequestError, Requester
+from .common import FLASK_WORDS, RequestError, Requester
 
 __all__ = ["Persona", "persona_blueprint", "get_persona"]
 
@@ -52,6 +60,29 @@ _VISITOR_MAX_AGE = 365 * 24 * 3600
 
 def _resolve(service):
     return service() if callable(service) and not hasattr(service, "recommend") else service
+
+
+#: what ``{{ persona_recommended_for(...) }}`` prints without ``template=`` (the markup of Django's tag)
+DEFAULT_TEMPLATE = (
+    '<ul class="persona-recommendations" data-source="{{ recs.source }}" data-model-version="{{ recs.model_version }}">'
+    '{% for rec in recs %}<li data-item="{{ rec.id }}">'
+    '{% if rec.url %}<a href="{{ rec.url }}">{{ rec.name }}</a>{% else %}{{ rec.name }}{% endif %}'
+    '</li>{% endfor %}</ul>'
+)
+
+
+class RecommendationList(common.RecommendationList):
+    """:class:`~persona.contrib.common.Recommended` entries that print as HTML in a Jinja template
+    (``template_name``: a template of the app, given ``recs`` and ``title``; default: a ``<ul>``)."""
+
+    def __html__(self) -> str:
+        from flask import render_template, render_template_string
+
+        if self.template_name:
+            return render_template(self.template_name, recs=self, title=self.title)
+        return render_template_string(DEFAULT_TEMPLATE, recs=self, title=self.title)
+
+    __str__ = __html__
 
 
 def _json_error(body: dict, status: int, headers=None):
@@ -67,7 +98,8 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
                       trusted_tracking: bool = False, client_options=None,
                       stats_permission: Callable[[], bool] | None = None, limits=None,
                       cookie_name: str = "persona_visitor", secure_cookie: bool | None = None,
-                      allowed_events=None, max_n: int = 100, default_n: int = 10,
+                      allowed_events=None, event_weights=None, unknown_events: str | None = None,
+                      items: Callable | None = None, max_n: int = 100, default_n: int = 10,
                       model_path=None, train_options: dict | None = None) -> Blueprint:
     """A blueprint with persona's JSON endpoints, wired to ``service`` and ``store``.
 
@@ -103,15 +135,33 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
     allowed_events : iterable of str, optional
         Event types ``POST /events`` accepts (e.g. ``{"view", "click", "cart"}``, leaving purchases
         to the server side). Default: any.
+    event_weights : dict, optional
+        The shop's own event names and their training weights, over the built-in ``view`` 1,
+        ``click`` 2, ``cart`` 4, ``purchase`` 8, ``search`` 0.5 (e.g. ``{"add_to_cart": 4}``).
+        ``flask <name> train`` trains on them and ``POST /events`` knows them.
+    unknown_events : {"reject", "store"}, optional
+        What ``POST /events`` does with an event name that is neither built in nor in
+        ``event_weights`` / ``allowed_events``: ``"reject"`` (400, naming the known ones) or
+        ``"store"`` (recorded; the answer's ``unknown_events`` names it, the log says it has no
+        weight). Default: ``"reject"`` when the shop gave ``event_weights`` or ``allowed_events``,
+        else ``"store"``.
+    items : callable, optional
+        ``(ids) -> items`` (a list with one per id, or a dict) the template helpers show; default:
+        the service's catalogue rows.
     max_n, default_n : int
         The largest ``n`` a request may ask for, and ``n`` when it gives none.
     model_path, train_options
         Where ``flask <name> train`` publishes, and its defaults (``model``, ``params``, ...).
+        The command prints what it kept and what it dropped, per event name; ``--weights
+        add_to_cart=4,...`` adds weights for one run.
     """
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
     policy = common.Policy.make(user_in_url=bool(user_in_url), trusted_tracking=bool(trusted_tracking),
                                 client_options=client_options, limits=limits)
     limits_ = policy.limits
+    event_names = common.EventNames.make(weights=event_weights, allowed_events=allowed_events,
+                                         unknown_events=unknown_events, words=FLASK_WORDS)
+    weights_ = common.event_weights(event_weights, FLASK_WORDS.event_weights)
     prefix = (url_prefix or "").rstrip("/")
     new_cookie = f"_persona_visitor_{name}"
 
@@ -158,7 +208,7 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
             setattr(g, new_cookie, signer.dumps(visitor))
         return Requester(visitor, False)
 
-    @bp.after_request
+    @bp.after_app_request  # also pages of the app whose templates asked for the visitor's list
     def issue_visitor_cookie(response):
         value = g.pop(new_cookie, None)
         if value is not None:
@@ -241,9 +291,10 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
         if who.user is None and not policy.trusted_tracking:
             raise RequestError(f"cannot track events for an anonymous request: {who.why}", field="user", status=403)
         parsed = common.parse_events(body, default_user=who.user, trusted=policy.trusted_tracking,
-                                     allowed_events=allowed_events, limits=limits_)
+                                     allowed_events=allowed_events, limits=limits_, event_names=event_names)
         ids = common.track_events(parsed, store=get_store(), service=lenient_service())
-        return jsonify({"tracked": len(ids), "event_ids": ids}), 202
+        return jsonify({"tracked": len(ids), "event_ids": ids,
+                        **common.unknown_events_json(event_names.unknown_in(parsed))}), 202
 
     @bp.get("/stats")
     @api
@@ -251,18 +302,69 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
         common.check_stats(None if stats_permission is None else bool(stats_permission()))
         return jsonify(common.stats_json(get_service(), get_store()))
 
+    def template_user(user):
+        if user is None or user == "":
+            who = requester()
+            return who.user if who.user is not None else "persona:anonymous"  # the fallbacks answer
+        get_id = getattr(user, "get_id", None)  # a Flask-Login user
+        if callable(get_id):
+            return get_id() if getattr(user, "is_authenticated", True) else template_user(None)
+        return user
+
+    def persona_recommended_for(user=None, n: int = 6, template: str | None = None, title=None, **options):
+        """``n`` items for ``user`` (an id, a Flask-Login user, or None: the requester)."""
+        uid = template_user(user)
+
+        def ask(svc):
+            return svc.recommend(common.coerce_id(uid, common.model_ids(svc, "user")), int(n),
+                                 context=common.context_from_options(options) or None)
+        return common.recommendation_list(ask, get_service=get_service, lookup=items, cls=RecommendationList,
+                                          what="items=", template_name=template, title=title)
+
+    def persona_also_bought(item, n: int = 6, template: str | None = None, title=None, **options):
+        """``n`` items like ``item`` ("customers also bought")."""
+        def ask(svc):
+            return svc.similar_items(common.coerce_id(item, common.model_ids(svc, "item")), int(n),
+                                     context=common.context_from_options(options) or None)
+        return common.recommendation_list(ask, get_service=get_service, lookup=items, cls=RecommendationList,
+                                          what="items=", template_name=template, title=title)
+
+    @bp.app_context_processor
+    def template_helpers():
+        return {"persona_recommended_for": persona_recommended_for, "persona_also_bought": persona_also_bought}
+
     @bp.cli.command("train")
-    def train_command():
-        """Train on the store's events and publish the model (atomically) where the web workers watch."""
+    @_click_option("--weights", multiple=True, metavar="NAME=W,...",
+                   help="event weights for this run, over PERSONA_EVENT_WEIGHTS (e.g. add_to_cart=4,view=0.5)")
+    def train_command(weights=()):
+        """Train on the store's events and publish the model (atomically) where the web workers watch.
+
+        Prints what was kept and what was dropped, per event name."""
         import click
 
         st = get_store()
-        if st is None or model_path is None:
-            raise click.ClickException("persona train needs an event store and a model path "
-                                       "(PERSONA_STORE and PERSONA_MODEL_PATH)")
-        click.echo(str(common.train_and_publish(st, model_path, **(train_options or {}))))
+        missing = [w for w, v in ((FLASK_WORDS.store, st), (FLASK_WORDS.model_path, model_path)) if v is None]
+        if missing:
+            raise click.ClickException(f"{name} train needs an event store and a model path: "
+                                       f"{FLASK_WORDS.set(*missing)}")
+        opts = dict(train_options or {})
+        try:
+            merged = {**(weights_ or {}), **(common.event_weights(opts.pop("weights", None), "PERSONA_TRAIN['weights']")
+                                             or {}), **common.parse_weights(weights)}
+            published = common.train_and_publish(st, model_path, weights=merged or None, words=FLASK_WORDS, **opts)
+        except RequestError as e:
+            raise click.ClickException(e.message + (f" ({e.detail})" if e.detail else "")) from None
+        except PersonaError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(str(published))
 
     return bp
+
+
+def _click_option(*args, **kwargs):
+    import click
+
+    return click.option(*args, **kwargs)
 
 
 class Persona:
@@ -278,6 +380,11 @@ class Persona:
     store : EventStore, optional
         Default: ``service.store``, else one opened from ``PERSONA_STORE`` (a path, a
         ``postgresql://`` URL or a dict of ``EventStore`` arguments).
+    Config keys
+        ``PERSONA_CATALOG`` (a DataFrame, or a callable returning one: item attributes for filters
+        and templates) with ``PERSONA_CATALOG_ID`` (its item id column, default ``"item_id"``);
+        ``PERSONA_EVENT_WEIGHTS`` and ``PERSONA_UNKNOWN_EVENTS`` (see :func:`persona_blueprint`'s
+        ``event_weights`` and ``unknown_events``); ``PERSONA_ITEMS`` (its ``items``).
     **blueprint_options
         Passed to :func:`persona_blueprint` (``url_prefix``, ``current_user``, ``allowed_events``, and
         the opt-ins ``user_in_url``, ``trusted_tracking``, ``client_options``, ``stats_permission``).
@@ -312,10 +419,18 @@ class Persona:
         cfg = app.config
         if self._model_path is None and cfg.get("PERSONA_MODEL_PATH") is not None:
             self._model_path = Path(cfg["PERSONA_MODEL_PATH"])
-        self._config = {k: cfg.get(f"PERSONA_{k}") for k in ("STORE", "WATCH", "WATCH_INTERVAL", "SERVICE", "TRAIN")}
+        self._config = {k: cfg.get(f"PERSONA_{k}") for k in ("STORE", "WATCH", "WATCH_INTERVAL", "SERVICE", "TRAIN",
+                                                              "CATALOG", "CATALOG_ID")}
         opts = dict(self._options)
         opts.setdefault("model_path", self._model_path)
         opts.setdefault("train_options", self._config["TRAIN"])
+        for key, option in (("EVENT_WEIGHTS", "event_weights"), ("UNKNOWN_EVENTS", "unknown_events"),
+                            ("ITEMS", "items")):
+            if cfg.get(f"PERSONA_{key}") is not None:
+                opts.setdefault(option, cfg[f"PERSONA_{key}"])
+        if self._service is None and self._model_path is None:
+            common.log.warning("persona: no model is configured for %s: %s (until then the recommendation "
+                               "endpoints answer 503)", app.name, FLASK_WORDS.set(FLASK_WORDS.model_path))
         app.register_blueprint(persona_blueprint(lambda: self.service, lambda: self.store, **opts))
         app.extensions["persona"] = self
 
@@ -339,10 +454,22 @@ class Persona:
             with self._lock:
                 if self._service is None:
                     cfg = self._config
+                    options = dict(cfg.get("SERVICE") or {})
+                    if cfg.get("CATALOG_ID") is not None:
+                        options.setdefault("catalog_id", cfg["CATALOG_ID"])
                     self._service = common.build_service(
-                        self._model_path, store=store, watch=bool(cfg.get("WATCH")),
-                        watch_interval=float(cfg.get("WATCH_INTERVAL") or 2.0), **(cfg.get("SERVICE") or {}))
+                        self._model_path, store=store, watch=bool(cfg.get("WATCH")), catalog=self._catalog(),
+                        watch_interval=float(cfg.get("WATCH_INTERVAL") or 2.0), words=FLASK_WORDS, **options)
         return self._service
+
+    def _catalog(self):
+        catalog = self._config.get("CATALOG")
+        if catalog is None or hasattr(catalog, "columns"):
+            return catalog
+        if callable(catalog):
+            return catalog()
+        raise ParameterError(f"PERSONA_CATALOG in app.config expected a DataFrame of item attributes or a callable "
+                             f"returning one, got {type(catalog).__name__}")
 
     def track(self, user, item, event: str = "view", **kwargs):
         """Record an event (non-blocking) and drop the user's cached recommendations."""

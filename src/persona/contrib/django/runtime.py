@@ -34,6 +34,7 @@ DEFAULTS = {
     "MMAP": True,              # memory-map the model (workers share one copy of its arrays)
     "FALLBACK_PATH": None,     # an artifact tried when the model cannot answer (before global popularity)
     "CATALOG": None,           # "module.function" returning a DataFrame (item_id, category, price, ...) for filters
+    "CATALOG_ID": "item_id",   # the catalogue's item id column (e.g. "sku")
     "SERVICE": {},             # more RecommenderService arguments: timeout, cache_size, filter_seen
     "CURRENT_USER": None,      # "module.function(request) -> signed-in user id or None"; default: request.user's pk
     "ITEMS": None,             # "module.function(ids) -> items" (objects or dicts) the template tags render
@@ -46,6 +47,10 @@ DEFAULTS = {
     "STATS_PERMISSION": "persona.contrib.django.runtime.staff_only",  # (request) -> bool; None: stats/ is off
     "LIMITS": {},              # persona.contrib.common.Limits fields to change (body, id, event name, properties)
     "ALLOWED_EVENTS": None,    # event types POST events/ accepts; None: any
+    "EVENT_WEIGHTS": None,     # the shop's own event names -> training weight, over view 1, click 2, cart 4,
+                               # purchase 8, search 0.5: {"add_to_cart": 4}; persona_train trains on them
+    "UNKNOWN_EVENTS": None,    # POST events/ with an event name not known: "reject" (400) or "store" (recorded and
+                               # reported); None: "reject" when EVENT_WEIGHTS or ALLOWED_EVENTS is set, else "store"
     "MAX_N": 100,              # the largest n a request may ask for
     "TRAIN": {},               # persona_train defaults: {"MODEL": "itemknn", "PARAMS": {...}, "EVENT_TYPES": [...],
                                #                          "WEIGHTS": {...}}
@@ -73,7 +78,25 @@ def settings_dict() -> dict:
         raise ImproperlyConfigured(f"settings.PERSONA['TRAIN'] has unknown key(s) {bad}; known: {sorted(_TRAIN_KEYS)}")
     conf = {**DEFAULTS, **given}
     policy_of(conf)
+    event_names_of(conf)
     return conf
+
+
+def event_names_of(conf: dict) -> common.EventNames:
+    """The :class:`~persona.contrib.common.EventNames` the settings ``conf`` ask for."""
+    try:
+        return common.EventNames.make(weights=conf["EVENT_WEIGHTS"], allowed_events=conf["ALLOWED_EVENTS"],
+                                      unknown_events=conf["UNKNOWN_EVENTS"], words=common.DJANGO_WORDS)
+    except ParameterError as e:
+        raise ImproperlyConfigured(f"settings.PERSONA: {e}") from None
+
+
+def event_names() -> common.EventNames:
+    """The event names the shop knows (``EVENT_WEIGHTS``, ``ALLOWED_EVENTS``) and ``UNKNOWN_EVENTS``."""
+    names = _state.get("event_names")
+    if names is None:
+        names = _state["event_names"] = event_names_of(settings_dict())
+    return names
 
 
 def policy_of(conf: dict) -> common.Policy:
@@ -126,10 +149,12 @@ def get_service():
         if service is None:
             conf = settings_dict()
             catalog = import_string(conf["CATALOG"], "CATALOG")
+            options = {"catalog_id": conf["CATALOG_ID"], **(conf["SERVICE"] or {})}
             service = common.build_service(
                 conf["MODEL_PATH"], store=get_store(), fallback=conf["FALLBACK_PATH"],
                 catalog=catalog() if catalog is not None else None, watch=bool(conf["WATCH"]),
-                watch_interval=float(conf["WATCH_INTERVAL"]), mmap=bool(conf["MMAP"]), **(conf["SERVICE"] or {}))
+                watch_interval=float(conf["WATCH_INTERVAL"]), mmap=bool(conf["MMAP"]), words=common.DJANGO_WORDS,
+                **options)
             _state["service"] = service
             log.info("persona: serving %s from %s", type(service.model).__name__, conf["MODEL_PATH"])
     return service
@@ -139,6 +164,7 @@ def reset() -> None:
     """Stop and drop the service and the store (the next use builds them again from the settings)."""
     with _lock:
         service, store = _state.pop("service", None), _state.pop("store", None)
+        _state.pop("event_names", None)
     if service is not None:
         service.close()
     if store is not None:

@@ -137,14 +137,16 @@ def events(request):
     who = runtime.requester(request)
     if who.user is None and not pol.trusted_tracking:
         raise RequestError(f"cannot track events for an anonymous request: {who.why}", field="user", status=403)
+    names = runtime.event_names()
     parsed = common.parse_events(body, default_user=who.user, trusted=pol.trusted_tracking,
-                                 allowed_events=conf["ALLOWED_EVENTS"], limits=pol.limits)
+                                 allowed_events=conf["ALLOWED_EVENTS"], limits=pol.limits, event_names=names)
     try:
         service = runtime.get_service()
     except PersonaError:  # no model published yet: tracking still works
         service = None
     ids = common.track_events(parsed, store=runtime.get_store(), service=service)
-    return JsonResponse({"tracked": len(ids), "event_ids": ids}, status=202)
+    return JsonResponse({"tracked": len(ids), "event_ids": ids, **common.unknown_events_json(names.unknown_in(parsed))},
+                        status=202)
 
 
 @_api("GET")

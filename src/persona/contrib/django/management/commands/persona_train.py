@@ -3,6 +3,10 @@
 The artifact is written to a temporary sibling of ``PERSONA["MODEL_PATH"]`` and renamed into
 place, so web workers watching it (``PERSONA["WATCH"]``) load the new model on their next check
 and never see a half-written one. Run it from cron / a scheduler, e.g. nightly or hourly.
+
+It prints what it kept and what it dropped, per event name with counts: an event name with no
+weight (a shop's own ``add_to_cart``) is left out of training until ``PERSONA["EVENT_WEIGHTS"]``
+or ``--weights add_to_cart=4`` gives it one.
 """
 
 from __future__ import annotations
@@ -37,7 +41,11 @@ class Command(BaseCommand):
                             help="a hyperparameter, repeatable (values are JSON: k=50, factors=32)")
         parser.add_argument("--since", help="train on events at or after this time (ISO-8601)")
         parser.add_argument("--event-types", help="comma-separated event types to train on (default: those "
-                                                  "with a weight: view, click, cart, purchase, search)")
+                                                  "with a weight: view, click, cart, purchase, search and "
+                                                  "PERSONA['EVENT_WEIGHTS'])")
+        parser.add_argument("--weights", action="append", default=[], metavar="NAME=W,...",
+                            help="event weights for this run, over PERSONA['EVENT_WEIGHTS'] "
+                                 "(e.g. add_to_cart=4,view=0.5)")
         parser.add_argument("--out", help="where to publish (default PERSONA['MODEL_PATH'])")
 
     def handle(self, *args, **opts):
@@ -55,9 +63,12 @@ class Command(BaseCommand):
         params.update(_param(p) for p in opts["param"])
         event_types = opts["event_types"].split(",") if opts["event_types"] else train.get("EVENT_TYPES")
         try:
+            weights = {**(common.event_weights(conf["EVENT_WEIGHTS"], "PERSONA['EVENT_WEIGHTS']") or {}),
+                       **(common.event_weights(train.get("WEIGHTS"), "PERSONA['TRAIN']['WEIGHTS']") or {}),
+                       **common.parse_weights(opts["weights"])}
             published = common.train_and_publish(
-                store, out, model=name, params=params,
-                since=opts["since"] or train.get("SINCE"), event_types=event_types, weights=train.get("WEIGHTS"))
+                store, out, model=name, params=params, since=opts["since"] or train.get("SINCE"),
+                event_types=event_types, weights=weights or None, words=common.DJANGO_WORDS)
         except RequestError as e:
             raise CommandError(e.message) from None
         except PersonaError as e:
