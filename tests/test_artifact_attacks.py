@@ -487,3 +487,40 @@ def test_fuzz_resigned_mutations_are_refused_or_harmless(saved, tmp_path_factory
     results = probe(cases, tmp)
     bad = {k: v for k, v in results.items() if v["outcome"] not in ("refused", "ok", "persona-error")}
     assert not bad, "\n".join(f"{k}: {v['outcome']}: {v['detail'][-1500:]}" for k, v in bad.items())
+
+
+def test_the_watcher_reports_and_reloads_an_in_place_edit(saved, tmp_path):
+    """Point 13: a service watching its artifact notices a file rewritten in place (same folder,
+    same manifest) and reloads, counting it; stats() shows it."""
+    import time
+
+    from persona.serving.service import RecommenderService
+
+    path = copy(saved["als"], tmp_path / "current.persona")
+    service = RecommenderService.from_artifact(path, mmap=True, watch=0.02)
+    version = service.model_version
+    f = array_file(path, "item_factors")
+    f.write_bytes(f.read_bytes())  # same bytes, rewritten in place: new mtime, same inode
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10 ** 9))
+    deadline = time.time() + 10
+    while service.stats()["in_place_edits"] < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    while service.model_version == version and time.time() < deadline:
+        time.sleep(0.02)
+    assert service.stats()["in_place_edits"] == 1 and service.model_version > version
+    service.close()
+
+
+def test_validated_mmap_loads_stay_memory_mapped(saved):
+    def mapped(a):
+        while a is not None:
+            if isinstance(a, np.memmap):
+                return True
+            a = getattr(a, "base", None)
+        return False
+
+    als = ps.load(saved["als"], mmap=True)
+    knn = ps.load(saved["itemknn"], mmap=True)
+    ease = ps.load(saved["ease"], mmap=True)
+    assert mapped(als.item_factors_) and mapped(als.user_factors_) and mapped(als.user_items_.indices)
+    assert mapped(knn.similarity_.data) and mapped(knn.similarity_.indices) and mapped(ease.B_)

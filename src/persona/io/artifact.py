@@ -141,10 +141,21 @@ def check_array(name: str, a, *, kind: str = "f", shape: tuple | None = None, nd
         want = "(" + ", ".join("any" if w is None else str(int(w)) for w in shape) + ")"
         raise ArtifactError(f"artifact array {name!r}: expected shape {want}, got {a.shape} (the arrays and id "
                             "maps of the artifact disagree); the artifact is malformed, save the model again")
-    if finite and a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+    if finite and a.dtype.kind == "f" and a.size and not _all_finite(a):
         raise ArtifactError(f"artifact array {name!r}: expected finite numbers, got NaN or infinity; "
                             "the artifact is malformed, save the model again")
     return a
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """No NaN or infinity in float array ``a``, in one pass without a temporary of its size.
+
+    A NaN or infinity makes the float64 sum non-finite; finite float32 values cannot overflow a
+    float64 sum, so only a float64 array whose sum overflows needs the element-wise check.
+    """
+    if np.isfinite(a.sum(dtype=np.float64)):
+        return True
+    return bool(np.isfinite(a).all())
 
 
 def check_indices(name: str, a: np.ndarray, low: int, high: int) -> np.ndarray:

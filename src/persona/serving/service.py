@@ -394,7 +394,9 @@ class RecommenderService:
         """Reload ``path`` whenever a new artifact is published there (checked every ``interval`` s).
 
         A publish that fails to load is logged and retried at the next change; the current model
-        keeps serving.
+        keeps serving. A file of the served artifact edited in place (instead of a new folder
+        renamed into place) is logged as an error, counted (``stats()["in_place_edits"]``) and
+        reloaded: a memory-mapped worker reads those very pages, and a truncated one kills it.
         """
         if not (isinstance(interval, (int, float)) and interval > 0):
             raise ParameterError(f"interval must be a number of seconds > 0, got {interval!r}")
@@ -404,9 +406,19 @@ class RecommenderService:
         seen = [self._snapshot.stamp if self._snapshot.path == str(path) else None]
 
         def loop():
+            from ..io.artifact import changed_since_load
+
             while not stop.wait(interval):
                 stamp = _stamp(path)
-                if stamp is None or stamp == seen[0]:
+                edited = changed_since_load(self._snapshot.model)
+                if edited and edited != seen[1:]:
+                    seen[1:] = edited
+                    log.error("persona service: %s was edited in place under the served model (%s); publish "
+                              "a new artifact folder and rename it into place instead; reloading", path,
+                              ", ".join(edited[:3]))
+                    with self._lock:
+                        self._counts["in_place_edits"] += 1
+                elif stamp is None or stamp == seen[0]:
                     continue
                 seen[0] = stamp
                 try:
@@ -704,6 +716,7 @@ class RecommenderService:
                "fallback_rate": c.get("fallbacks", 0) / req if req else 0.0,
                "cache_hit_rate": c.get("cache_hits", 0) / req if req else 0.0,
                "swaps": c.get("swaps", 0), "reload_errors": c.get("reload_errors", 0),
+               "in_place_edits": c.get("in_place_edits", 0),
                "model": type(snap.model).__name__, "model_version": snap.version,
                "reasons": {k[7:]: v for k, v in c.items() if k.startswith("reason:")},
                "sources": {k[7:]: v for k, v in c.items() if k.startswith("source:")},
