@@ -219,6 +219,20 @@ def test_close_retries_a_failure_that_clears_instead_of_declaring_events_lost(ta
     assert sorted(_stored_ids(target)) == [f"late-{j}" for j in range(3)]
 
 
+def test_close_on_a_hung_database_gives_up_after_exit_timeout_instead_of_waiting(target, open_store):
+    store = open_store(busy_timeout=30, exit_timeout=1.0)
+    store.track("u", "i", "view")
+    store.flush(timeout=30)
+    with target.write_lock():  # the database hangs: no error, no progress
+        for j in range(3):
+            store.track("u", f"i{j}", "view")
+        t0 = time.monotonic()
+        with pytest.raises(ps.StoreError, match=r"close: 3 event\(s\) could not be written .* did not take a batch"):
+            store.close()  # before issue 11: waited the whole busy_timeout (30 s), or forever on a stalled server
+        assert time.monotonic() - t0 < 6
+    assert store.closed
+
+
 def _stored_ids(target: Target) -> list:
     return [r[0] for r in target.sql(f"SELECT event_id FROM {target.table}")]
 

@@ -368,6 +368,7 @@ class EventStore:
         self._errors = 0
         self._error: BaseException | None = None  # the current failure; cleared by the next success
         self._failing_since: float | None = None
+        self._last_progress = time.monotonic()  # when a batch last landed
         self._last_dead_log = -math.inf
         # tombstones (stored user ids) as last read from the store; None: not read yet in this process
         self._tombs: frozenset = frozenset()
@@ -524,7 +525,7 @@ class EventStore:
                 with self._lock:
                     while not self._queue and not self._closing:
                         self._not_empty.wait()
-                    if not self._queue:
+                    if not self._queue or self._abort.is_set():  # close() gave up on the rest
                         return
                     n = min(len(self._queue), self._batch_size)
                     batch = [self._queue.popleft() for _ in range(n)]
@@ -594,6 +595,7 @@ class EventStore:
             forgotten = sum(1 for r in rows if r[2] in drop)
         with self._lock:
             self._done += n
+            self._last_progress = time.monotonic()
             if dead is not None:
                 self._dead += n
             elif unwritable is not None:
@@ -660,9 +662,9 @@ class EventStore:
         """Flush, stop the writer and close. Idempotent.
 
         While the database fails, the writer keeps retrying: for up to ``timeout`` seconds in all,
-        or (``timeout=None``) as long as events are being written and until the database has been
-        failing for ``exit_timeout`` seconds in a row. A failure that clears in that time loses
-        nothing.
+        or (``timeout=None``) as long as events are being written, until the database has been
+        failing -- or has not answered (hung) -- for ``exit_timeout`` seconds in a row. A failure
+        that clears in that time loses nothing.
 
         Raises
         ------
@@ -685,7 +687,7 @@ class EventStore:
         if error is not None:
             self._abort.set()
         if thread is not None:
-            thread.join(None if error is None else 5.0)
+            thread.join(None if error is None else 1.0)  # a writer stuck in a hung database stays behind
         self._tombs_stop.set()
         with self._lock:
             self._closed = True
@@ -702,6 +704,7 @@ class EventStore:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._accepted
+            self._last_progress = time.monotonic()  # waiting starts now
             while self._done < target:
                 now = time.monotonic()
                 if self._thread is None or not self._thread.is_alive():
@@ -712,6 +715,8 @@ class EventStore:
                 if deadline is None and self._failing_since is not None \
                         and now - self._failing_since >= self._exit_timeout:
                     return f"the database kept failing for {self._exit_timeout} s: {self._error}"
+                if deadline is None and now - self._last_progress >= self._exit_timeout:
+                    return f"the database did not take a batch for {self._exit_timeout} s (hung or locked)"
                 self._progress.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - now)))
         return None
 
