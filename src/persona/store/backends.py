@@ -125,7 +125,11 @@ class Backend:
         raise NotImplementedError  # pragma: no cover
 
     # shared SQL pieces; "?" placeholders, translated by the PostgreSQL backend
-    def where(self, since, until, event_types, user) -> tuple[str, list]:
+    def has_tombstones(self, conn) -> bool:
+        """Whether any user was forgotten (reads then leave their rows out; without, they skip the check)."""
+        return self._one(conn, f"SELECT EXISTS (SELECT 1 FROM {self.forgotten})", [])[0] not in (0, False, None)
+
+    def where(self, since, until, event_types, user, *, forgotten: bool = True) -> tuple[str, list]:
         parts, params = [], []
         if since is not None:
             parts.append("ts >= ?")
@@ -139,9 +143,9 @@ class Backend:
         if user is not None:
             parts.append("user_id = ?")
             params.append(user)
-        # a forgotten user's rows stay out of every read, also rows an older persona wrote after the forget
-        parts.append(f"NOT EXISTS (SELECT 1 FROM {self.forgotten} f WHERE f.user_id = {self.table}.user_id)")
-        return " WHERE " + " AND ".join(parts), params
+        if forgotten:  # a forgotten user's rows stay out of every read, also rows an older persona wrote later
+            parts.append(f"NOT EXISTS (SELECT 1 FROM {self.forgotten} f WHERE f.user_id = {self.table}.user_id)")
+        return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

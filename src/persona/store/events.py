@@ -888,7 +888,8 @@ class EventStore:
         return [{"seq": q, "at": a, "event_id": e, "user": u, "row": r, "reason": why} for q, a, e, u, r, why in rows]
 
     # ----------------------------------------------------------------------------- reading
-    def _where(self, since, until, event_types, user=None) -> tuple[str, list]:
+    def _where(self, since, until, event_types, user=None, conn=None) -> tuple[str, list]:
+        """The WHERE clause; rows of forgotten users are left out when ``conn`` sees any tombstone."""
         s = None if since is None else _epoch(since, "since")
         u = None if until is None else _epoch(until, "until")
         if event_types is not None:
@@ -899,23 +900,25 @@ class EventStore:
             if bad:
                 raise ParameterError(f"event_types: expected a list of event names, got {bad[:3]!r} among them")
         stored = None if user is None else self._stored_user(user)
-        return self._backend.where(s, u, event_types, stored)
+        forgotten = conn is None or self._backend.has_tombstones(conn)
+        return self._backend.where(s, u, event_types, stored, forgotten=forgotten)
 
     def count(self, since=None, until=None, event_types=None, *, user=None) -> int:
         """Number of stored events (of all processes) in ``[since, until)``, of ``event_types``, of ``user``."""
-        where, params = self._where(since, until, event_types, user)
+        self._where(since, until, event_types, user)  # bad arguments fail before connecting
         conn = self._backend.connect()
         try:
-            return self._backend.count(conn, where, params)
+            return self._backend.count(conn, *self._where(since, until, event_types, user, conn))
         finally:
             conn.close()
 
     def _scan(self, since, until, event_types, user=None, chunk_size: int = 100_000):
         """(total, users_all_int, items_all_int, chunk iterator) from one consistent snapshot."""
-        where, params = self._where(since, until, event_types, user)
+        self._where(since, until, event_types, user)  # bad arguments fail before connecting
         conn = self._backend.connect()
         try:
             with self._backend.snapshot(conn):
+                where, params = self._where(since, until, event_types, user, conn)
                 n, users_int, items_int = self._backend.kinds(conn, where, params)
                 yield n, users_int, items_int
                 yield from self._backend.select(conn, where, params, chunk_size)
