@@ -138,7 +138,13 @@ def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("victims")
     inter, models = _fit_models()
     models.update(_fit_neural(inter))
-    return {name: m.save(root / f"{name}.persona") for name, m in models.items()}
+    out = {name: m.save(root / f"{name}.persona") for name, m in models.items()}
+    from persona.retrieval import FaissIndex
+
+    rows = np.random.default_rng(4).standard_normal((200, 8)).astype(np.float32)
+    out["index-ivf"] = FaissIndex(rows, kind="ivf", nlist=4, nprobe=4, exact_below=0,
+                                  exact_fraction=0.0).save(root / "index-ivf")
+    return out
 
 
 @pytest.fixture
@@ -202,8 +208,7 @@ def _craft_faiss_ivf_ids(path):
     """Give every row of the stored IVF lists an id far beyond the vectors (faiss's reader accepts it)."""
     import faiss
 
-    for name in ("index.faiss", "similar_index.faiss"):
-        f = Path(path) / "files" / name
+    for f in sorted((Path(path) / "files").iterdir()):
         idx = faiss.read_index(str(f))
         ivf = faiss.extract_index_ivf(idx)
         for lst in range(ivf.nlist):
@@ -344,6 +349,8 @@ SAFE = {
     "10f-faiss-ivf-ids-out-of-range": ("als-ivf", lambda p, t: _craft_faiss_ivf_ids(p), {}, {"ok", "refused"}),
     "10f-faiss-ivf-ids-out-of-range-mmap": ("als-ivf", lambda p, t: _craft_faiss_ivf_ids(p), {"mmap": True},
                                             {"ok", "refused"}),
+    "10f-index-artifact-ivf-ids-out-of-range": ("index-ivf", lambda p, t: _craft_faiss_ivf_ids(p), {"what": "index"},
+                                                {"ok", "refused"}),
     "10f-faiss-header-garbage": ("als-hnsw", lambda p, t: _craft_faiss_garbage(p), {}, {"ok", "refused"}),
     # 10e: a signed artifact loads with its key, and without one
     "10e-signed-ok": ("ease", lambda p, t: _sign(p), {"key": KEY}, {"ok"}),
@@ -360,7 +367,7 @@ def targeted(saved, tmp_path_factory):
     for cid, (victim, craft, opts, *_) in {**REFUSED, **SAFE}.items():
         path = copy(saved[victim], tmp / cid)
         craft(path, tmp)
-        case = {"id": cid, "path": path, "mmap": opts.get("mmap", False)}
+        case = {"id": cid, "path": path, "mmap": opts.get("mmap", False), "what": opts.get("what", "model")}
         if "key" in opts:
             case["key"] = opts["key"].hex()
         cases.append(case)
@@ -475,7 +482,7 @@ def test_fuzz_resigned_mutations_are_refused_or_harmless(saved, tmp_path_factory
     tmp = tmp_path_factory.mktemp("fuzz")
     cases = []
     for i in range(30):
-        victim = data.draw(st.sampled_from(sorted(saved)))
+        victim = data.draw(st.sampled_from(sorted(k for k in saved if not k.startswith("index"))))
         path = copy(saved[victim], tmp / f"{i:02d}-{victim}")
         for _ in range(data.draw(st.integers(1, 2))):
             if data.draw(st.integers(0, 3)) == 0:

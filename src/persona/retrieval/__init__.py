@@ -54,6 +54,6 @@ def make_index(vectors, metric: str = "ip", kind: str = "auto", *, exact_max_row
     raise ParameterError(f"kind must be 'auto', 'exact' or one of {KINDS}, got {kind!r}")
 
 
-def load_index(path, *, mmap: bool = False) -> Index:
+def load_index(path, *, mmap: bool = False, key: bytes | str | None = None) -> Index:
     """Load any index saved with ``index.save(path)``; the manifest names its class."""
-    return Index.load(path, mmap=mmap)
+    return Index.load(path, mmap=mmap, key=key)
