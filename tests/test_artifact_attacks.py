@@ -485,8 +485,19 @@ def test_fuzz_resigned_mutations_are_refused_or_harmless(saved, tmp_path_factory
         victim = data.draw(st.sampled_from(sorted(k for k in saved if not k.startswith("index"))))
         path = copy(saved[victim], tmp / f"{i:02d}-{victim}")
         for _ in range(data.draw(st.integers(1, 2))):
-            if data.draw(st.integers(0, 3)) == 0:
+            raw_files = sorted((path / "files").iterdir()) if (path / "files").exists() else []
+            what = data.draw(st.integers(0, 5))
+            if what == 0:
                 edit_manifest(path, lambda m: _mutate_manifest(data.draw, m))
+            elif what == 1 and raw_files:  # an ONNX graph or a faiss index: flip, cut or pad bytes
+                f = data.draw(st.sampled_from(raw_files))
+                raw = bytearray(f.read_bytes())
+                at = data.draw(st.integers(0, len(raw) - 1))
+                how = data.draw(st.sampled_from(["flip", "cut", "pad"]))
+                raw = raw[:at] if how == "cut" else raw + b"\xff" * 64 if how == "pad" else \
+                    raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
+                f.write_bytes(bytes(raw))
+                resign(path)
             else:
                 name = data.draw(st.sampled_from(sorted(manifest_of(path)["arrays"])))
                 edit_array(path, name, lambda a: _mutate_array(data.draw, a))

@@ -91,21 +91,30 @@ def _external_tensor(buf, kind: str, depth: int) -> bool:
     return False
 
 
+def _external_data_problem(graph: bytes, what: str = "the ONNX graph"):
+    """None, or ("external" | "malformed", message) for a serialized ModelProto."""
+    try:
+        external = _external_tensor(memoryview(graph), "model", 0)
+    except (ValueError, IndexError) as e:
+        return "malformed", f"{what} is not a valid ONNX model ({e}); save the model again"
+    if external:
+        return "external", (f"{what}: expected every weight inside the graph, got a tensor that references "
+                            "external data (a file outside it); artifacts may not reference external data, "
+                            "export the graph with its weights embedded")
+    return None
+
+
 def check_no_external_data(graph: bytes, what: str = "the ONNX graph") -> None:
-    """ArtifactError when ``graph`` (a serialized ModelProto) has a tensor stored as external data.
+    """ArtifactError when ``graph`` (a serialized ModelProto) has a tensor stored as external data,
+    or cannot be parsed.
 
     onnxruntime resolves external data paths against the model's folder or, for a graph given as
     bytes, the working directory, and reads whatever file they name; a graph inside an artifact
     must carry all of its weights itself. Walks the protobuf wire format, so it needs no onnx package.
     """
-    try:
-        external = _external_tensor(memoryview(graph), "model", 0)
-    except (ValueError, IndexError) as e:
-        raise ArtifactError(f"{what} is not a valid ONNX model ({e}); save the model again") from None
-    if external:
-        raise ArtifactError(f"{what}: expected every weight inside the graph, got a tensor that references "
-                            "external data (a file outside it); artifacts may not reference external data, "
-                            "export the graph with its weights embedded")
+    problem = _external_data_problem(graph, what)
+    if problem:
+        raise ArtifactError(problem[1])
 
 
 def _check_threads(value, name: str) -> int:
@@ -142,8 +151,6 @@ class OnnxModel:
     def __init__(self, path_or_bytes, *, providers=None, intra_op_threads: int = 0, inter_op_threads: int = 0):
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._source = bytes(path_or_bytes)
-            # a graph as bytes (e.g. from an artifact) has no folder of its own: no external data
-            check_no_external_data(self._source)
         elif isinstance(path_or_bytes, (str, os.PathLike)):
             self._source = str(Path(path_or_bytes))
         else:
@@ -156,6 +163,13 @@ class OnnxModel:
         self.inter_op_threads = _check_threads(inter_op_threads, "inter_op_threads")
         self._session = None
         self._lock = threading.Lock()
+        self._unreadable = None
+        if isinstance(self._source, bytes):
+            # a graph as bytes (e.g. from an artifact) has no folder of its own: refuse external data
+            # now (at load); a graph this walker cannot parse never reaches onnxruntime either
+            self._unreadable = _external_data_problem(self._source)
+            if self._unreadable and self._unreadable[0] == "external":
+                raise ArtifactError(self._unreadable[1])
 
     def __repr__(self) -> str:
         src = f"{len(self._source)} bytes" if isinstance(self._source, bytes) else repr(self._source)
@@ -189,6 +203,8 @@ class OnnxModel:
         opts.inter_op_num_threads = self.inter_op_threads
         opts.log_severity_level = 3
         providers = self.providers or default_providers()
+        if getattr(self, "_unreadable", None):
+            raise ArtifactError(f"onnxruntime could not load the stored graph: {self._unreadable[1]}")
         try:
             sess = ort.InferenceSession(self._source, sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
