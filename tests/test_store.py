@@ -562,3 +562,99 @@ def _re(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+# ------------------------------------------------------------ nothing dropped silently (issue 12, point 3)
+def test_interactions_name_and_count_event_types_without_a_weight(open_store):
+    store = open_store()
+    events = [("ann", "i1", "view"), ("ann", "i2", "add_to_cart"), ("bob", "i2", "add_to_cart"),
+              ("bob", "i1", "purchase"), ("cem", "i3", "wishlist"), ("cem", "i1", "view")]
+    for k, (u, i, e) in enumerate(events):
+        store.track(u, i, e, timestamp=T0 + k)
+    store.flush()
+    assert store.event_counts() == {"add_to_cart": 2, "view": 2, "purchase": 1, "wishlist": 1}
+    assert store.event_counts(event_types=["view", "wishlist"]) == {"view": 2, "wishlist": 1}
+    with pytest.warns(UserWarning, match=r"left out 3 events .*'add_to_cart' 2, 'wishlist' 1"):
+        inter = store.interactions()
+    report = inter.report
+    assert report.n_input == 6 and report.n_kept == 3
+    assert report.dropped == {"event type without a weight": 3}
+    assert "'add_to_cart' 2" in report.notes[0] and "none dropped" not in str(report)
+    # weighted, they are trained on; the rest is still named
+    with pytest.warns(UserWarning, match=r"'wishlist' 1"):
+        inter = store.interactions(weights={"add_to_cart": 4})
+    assert inter.report.n_kept == 5 and inter.report.dropped == {"event type without a weight": 1}
+    # choosing the types deliberately, or weighting every type, reads without a warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert str(store.interactions(event_types=["view", "purchase"]).report).endswith("none dropped")
+        assert store.interactions(default_weight=1.0).report.n_kept == 6
+    store.forget_user("bob")
+    assert store.event_counts() == {"view": 2, "add_to_cart": 1, "wishlist": 1}
+
+
+# ------------------------------------------------------------ bulk import of historical events (issue 12, point 14)
+def _orders(n=500, seed=0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "customer": [f"c{u}" for u in rng.integers(0, 50, n)],
+        "sku": rng.integers(1, 80, n),
+        "at": pd.to_datetime(T0 + np.arange(n) * 60.0, unit="s"),
+        "kind": rng.choice(["view", "purchase", "add_to_cart"], n),
+        "price": rng.uniform(1, 50, n).round(2),
+    })
+
+
+def test_import_frame_writes_every_row_once_even_through_a_small_queue(open_store):
+    store = open_store(max_queue=16, batch_size=8)  # far smaller than the import: it must wait, not drop
+    df = _orders()
+    report = store.import_frame(df, user="customer", item="sku", time="at", event="kind", value="price")
+    assert (report.n_input, report.n_kept, report.n_dropped) == (500, 500, 0)
+    stats = store.stats()
+    assert stats["dropped"] == 0 and store.count() == 500
+    back = store.events().sort_values("time").reset_index(drop=True)
+    assert back["user"].tolist() == df["customer"].tolist() and back["item"].tolist() == df["sku"].tolist()
+    np.testing.assert_allclose(back["value"].to_numpy(), df["price"].to_numpy())
+    seconds = (back["time"] - back["time"].iloc[0]).dt.total_seconds().to_numpy() + back["time"].iloc[0].timestamp()
+    np.testing.assert_allclose(seconds, T0 + np.arange(500) * 60.0)
+    # importing the same export again stores nothing twice
+    store.import_frame(df, user="customer", item="sku", time="at", event="kind", value="price")
+    assert store.count() == 500
+    inter = store.interactions(weights={"add_to_cart": 4})
+    assert inter.report.n_kept == 500
+
+
+def test_import_frame_strict_names_the_row_lenient_counts_it(open_store):
+    store = open_store()
+    df = _orders(20)
+    df.loc[7, "at"] = pd_timestamp("1900-01-01")
+    df.loc[11, "customer"] = "x" * 300
+    with pytest.raises(ps.DataError, match=r"row 7 \(0-based position\).*1970"):
+        store.import_frame(df, user="customer", item="sku", time="at", event="kind")
+    assert store.count() == 0  # nothing imported
+    with pytest.warns(UserWarning, match="import_frame: 18 of 20"):
+        report = store.import_frame(df, user="customer", item="sku", time="at", event="kind", strict=False)
+    assert report.n_kept == 18 and report.n_dropped == 2 and store.count() == 18
+    with pytest.raises(ps.DataError, match="no column 'when'"):
+        store.import_frame(df, user="customer", item="sku", time="when", event="kind")
+    with pytest.raises(ps.DataError, match="pandas DataFrame"):
+        store.import_frame([{"user": 1}])
+
+
+def test_import_frame_skips_forgotten_users(open_store):
+    store = open_store()
+    df = _orders(100)
+    store.forget_user("c3")
+    report = store.import_frame(df, user="customer", item="sku", time="at", event="kind")
+    n3 = int((df["customer"] == "c3").sum())
+    assert n3 and report.dropped == {"forgotten user": n3} and store.count() == 100 - n3
+
+
+def pd_timestamp(text):
+    import pandas as pd
+
+    return pd.Timestamp(text)

@@ -124,6 +124,14 @@ class Backend:
     def count(self, conn, where: str, params: list) -> int:
         raise NotImplementedError  # pragma: no cover
 
+    def event_counts(self, conn, where: str, params: list) -> dict[str, int]:
+        """Rows per event name matching ``where``."""
+        rows = self._all(conn, f"SELECT event, count(*) FROM {self.table}{self._sql(where)} GROUP BY event", params)
+        return {str(e): int(n) for e, n in rows}
+
+    def _all(self, conn, sql: str, params: list) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     # shared SQL pieces; "?" placeholders, translated by the PostgreSQL backend
     def has_tombstones(self, conn) -> bool:
         """Whether any user was forgotten (reads then leave their rows out; without, they skip the check)."""
@@ -328,6 +336,9 @@ class SQLiteBackend(Backend):
     def _one(self, conn, sql: str, params: list):
         return conn.execute(sql, params).fetchone()
 
+    def _all(self, conn, sql: str, params: list) -> list:
+        return conn.execute(sql, params).fetchall()
+
     @contextmanager
     def snapshot(self, conn):
         # in WAL mode a read transaction sees the database as of its first read, whatever commits later
@@ -524,6 +535,11 @@ class PostgresBackend(Backend):
         with conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchone()
+
+    def _all(self, conn, sql: str, params: list) -> list:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     @contextmanager
     def snapshot(self, conn):

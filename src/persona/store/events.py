@@ -513,6 +513,140 @@ class EventStore:
         """Track several events given as dicts of :meth:`track`'s arguments; returns their event ids."""
         return [self.track(**e) for e in events]
 
+    def import_frame(self, df, *, user: str = "user_id", item: str = "item_id", event: str = "event",
+                     time: str | None = "timestamp", value: str | None = None, properties: str | None = None,
+                     event_id: str | None = None, strict: bool = True, show_progress: bool = False):
+        """Bulk-import historical events from a pandas DataFrame (an order export, an old log).
+
+        Every row passes the checks of :meth:`track`; rows are queued without the web-request time
+        limit (the call waits for the writer as long as it takes) and the call returns once all of
+        them are committed. Re-importing the same rows is harmless: without an ``event_id``
+        column, each row's id is a hash of its user, item, event, time, value and properties, so
+        a row already stored is stored once (exact duplicate rows of one file are one event, as
+        in :meth:`persona.Interactions.from_frame`); with ``time=None`` every row is a new event.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            One row per event.
+        user, item, event : str
+            Columns of the user id, item id and event name.
+        time : str or None, default "timestamp"
+            Column of event times (datetimes, ISO-8601 strings or epoch seconds); None: now.
+        value, properties, event_id : str, optional
+            Columns of the value, a dict of properties, and your own idempotency key.
+        strict : bool, default True
+            True: the first bad row raises :class:`~persona.errors.DataError` naming its position
+            and nothing is imported. False: bad rows are skipped and counted per reason.
+        show_progress : bool, default False
+            A tqdm bar over the rows.
+
+        Returns
+        -------
+        CleaningReport
+            Rows read, imported (``n_kept``; already-stored duplicates are not written twice) and
+            skipped per reason.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import pandas as pd
+        >>> import persona as ps
+        >>> orders = pd.DataFrame({"customer": ["ann", "bob"], "sku": ["i1", "i2"],
+        ...                        "at": ["2024-05-01T10:00", "2024-05-02T11:00"], "kind": ["purchase"] * 2})
+        >>> with ps.EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+        ...     print(store.import_frame(orders, user="customer", item="sku", time="at", event="kind"))
+        ...     print(store.import_frame(orders, user="customer", item="sku", time="at", event="kind"))
+        ...     store.count()
+        2 of 2 events kept; none dropped
+        2 of 2 events kept; none dropped
+        2
+        """
+        from ..data.interactions import CleaningReport
+
+        cols = self._import_columns(df, user=user, item=item, event=event, time=time, value=value,
+                                    properties=properties, event_id=event_id)
+        n = len(df)
+        report = CleaningReport(n, 0)
+        rows = []
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="importing", unit="event")
+        for k in range(n):
+            try:
+                vals = {name: c[k] for name, c in cols.items()}
+                eid = vals.pop("event_id", None)
+                if eid is None and "timestamp" in vals:  # without times, repeats are separate events
+                    eid = _content_id(vals)
+                rows.append(self._row(vals["user"], vals["item"], vals["event"], vals.get("timestamp"),
+                                      vals.get("value"), vals.get("properties"), eid))
+            except DataError as e:
+                if strict:
+                    raise DataError(f"import_frame: row {k} (0-based position): {e}; fix the row, or pass "
+                                    "strict=False to skip bad rows and count them") from None
+                report.add(str(e).split(";")[0].replace("track: ", "")[:120], 1)
+            if bar is not None and (k % 10_000 == 0 or k == n - 1):
+                bar.update(k + 1 - bar.n)
+        if bar is not None:
+            bar.close()
+        live = [r for r in rows if r[2] not in self._tombs]
+        report.add("forgotten user", len(rows) - len(live))
+        for s in range(0, len(live), self._batch_size):
+            self._enqueue_waiting(live[s:s + self._batch_size])
+        self.flush()
+        report.n_kept = len(live)
+        if report.dropped:
+            import warnings
+
+            warnings.warn(f"import_frame: {report}", UserWarning, stacklevel=2)
+        return report
+
+    @staticmethod
+    def _import_columns(df, **names) -> dict:
+        """The columns :meth:`import_frame` reads, as Python lists (times as epoch seconds)."""
+        import pandas as pd
+
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"import_frame expects a pandas DataFrame, got {type(df).__name__}")
+        missing = [c for c in names.values() if c is not None and c not in df.columns]
+        if missing:
+            raise DataError(f"import_frame: no column {', '.join(map(repr, missing))} in the frame; its columns "
+                            f"are {list(df.columns)}; name them with user=, item=, event=, time=")
+        out = {}
+        for key, col in (("user", names["user"]), ("item", names["item"]), ("event", names["event"]),
+                         ("timestamp", names["time"]), ("value", names["value"]),
+                         ("properties", names["properties"]), ("event_id", names["event_id"])):
+            if col is None:
+                continue
+            series = df[col]
+            if key == "timestamp" and pd.api.types.is_datetime64_any_dtype(series):
+                ts = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
+                values = [None if pd.isna(t) else t.timestamp() for t in ts]
+            else:
+                values = [None if (not isinstance(v, (dict, list)) and pd.isna(v)) else
+                          (v.item() if isinstance(v, np.generic) else v) for v in series.tolist()]
+            out[key] = values
+        return out
+
+    def _enqueue_waiting(self, rows: list) -> None:
+        """Queue ``rows`` for the writer, waiting for room as long as it takes (bulk imports only)."""
+        with self._lock:
+            if self._closed or self._closing:
+                raise StoreError(f"import_frame: the event store is closed ({self._backend.describe()})")
+            if self._thread is None:
+                self._start_writer()
+            for row in rows:
+                while len(self._queue) >= self._max_queue:
+                    if self._error is not None:
+                        raise StoreError(f"import_frame: the writer is failing ({self._error!r}); "
+                                         f"{len(self._queue)} events are queued and retried")
+                    self._not_full.wait(0.1)
+                self._queue.append(row)
+                self._accepted += 1
+            self._not_empty.notify()
+
     def _start_writer(self) -> None:
         self._thread = threading.Thread(target=self._run, name="persona-store-writer", daemon=True)
         self._thread.start()
@@ -912,6 +1046,25 @@ class EventStore:
         finally:
             conn.close()
 
+    def event_counts(self, since=None, until=None, event_types=None, *, user=None) -> dict[str, int]:
+        """Stored events per event name (of all processes) in ``[since, until)``, most frequent first.
+
+        >>> import os, tempfile
+        >>> import persona as ps
+        >>> with ps.EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+        ...     _ = [store.track("ann", "i1", e, timestamp=1.7e9) for e in ("view", "view", "add_to_cart")]
+        ...     store.flush()
+        ...     store.event_counts()
+        {'view': 2, 'add_to_cart': 1}
+        """
+        self._where(since, until, event_types, user)  # bad arguments fail before connecting
+        conn = self._backend.connect()
+        try:
+            counts = self._backend.event_counts(conn, *self._where(since, until, event_types, user, conn))
+        finally:
+            conn.close()
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def _scan(self, since, until, event_types, user=None, chunk_size: int = 100_000):
         """(total, users_all_int, items_all_int, chunk iterator) from one consistent snapshot."""
         self._where(since, until, event_types, user)  # bad arguments fail before connecting
@@ -987,8 +1140,10 @@ class EventStore:
         event_types : list of str, optional
             Event types to read. Default: the types that have a weight -- the built-in ``view``,
             ``click``, ``cart``, ``purchase``, ``search`` plus the keys of ``weights`` -- so marketing
-            feedback (``impression``, ``send``, ...) stays out unless named and weighted. With
-            ``default_weight=`` or ``weight=`` in ``options``, every type is read.
+            feedback (``impression``, ``send``, ...) stays out unless named and weighted; the events
+            of every other type are counted per name in the result's ``report`` (reason "event type
+            without a weight") and a warning names them. With ``default_weight=`` or ``weight=`` in
+            ``options``, every type is read.
         weights : dict of str -> float, optional
             Event-type weights, as in :meth:`persona.Interactions.from_frame`.
         values : bool, default False
@@ -1006,8 +1161,11 @@ class EventStore:
 
         from ..data.ingest import DEFAULT_WEIGHTS, from_frame
 
+        unweighted: dict[str, int] = {}
         if event_types is None and options.get("default_weight") is None and options.get("weight") is None:
             event_types = list(dict.fromkeys([*DEFAULT_WEIGHTS, *(weights or {})]))
+            # the types left out for want of a weight are named and counted, never dropped silently
+            unweighted = {e: n for e, n in self.event_counts(since, until).items() if e not in event_types}
         cols = self._columns(since, until, event_types)
         if cols is None:
             raise DataError(
@@ -1021,8 +1179,11 @@ class EventStore:
         if bad.any():  # a row written behind persona's back: one odd row must not stop training
             _warn_times("interactions()", cols["event_id"], bad, "left out")
             df = df[~bad].reset_index(drop=True)
-        return from_frame(df, user="user", item="item", time="time", event="event",
-                          value="value" if values else None, weights=weights, **options)
+        inter = from_frame(df, user="user", item="item", time="time", event="event",
+                           value="value" if values else None, weights=weights, **options)
+        if unweighted:
+            _report_unweighted(inter.report, unweighted)
+        return inter
 
     def export(self, path, since=None, until=None, event_types=None, *, chunk_size: int = 100_000) -> int:
         """Write the stored events to a Parquet (``.parquet``) or CSV (``.csv``, ``.csv.gz``) file.
@@ -1138,6 +1299,28 @@ def _warn_times(where: str, ids, bad, what: str = "read as NaT") -> None:
     log.warning("persona.store: %s: %d event(s) hold a time that is not a representable time and were %s "
                 "(first: %s); they were not written by this persona's track(), which refuses such times",
                 where, len(odd), what, odd[:5])
+
+
+def _content_id(vals: dict) -> str:
+    """A deterministic event id for an imported row: the same row always gets the same id."""
+    text = json.dumps([vals.get(k) for k in ("user", "item", "event", "timestamp", "value", "properties")],
+                      default=str, sort_keys=True, ensure_ascii=True)
+    return "imp-" + hashlib.sha256(text.encode("ascii")).hexdigest()[:40]
+
+
+def _report_unweighted(report, unweighted: dict[str, int]) -> None:
+    """Count the events ``interactions()`` left out for want of a weight in ``report``, and warn once."""
+    import warnings
+
+    names = ", ".join(f"{e!r} {n}" for e, n in unweighted.items())
+    n = sum(unweighted.values())
+    report.n_input += n
+    report.add("event type without a weight", n)
+    report.notes.append(f"left out event types without a weight: {names}; give them one with weights="
+                        "{name: w} (or event_types=[...] with default_weight=) to train on them")
+    warnings.warn(f"interactions(): left out {n} events of types without a weight ({names}); pass "
+                  "weights={name: w} to train on them, or event_types=[...] to choose the types deliberately",
+                  UserWarning, stacklevel=3)
 
 
 def _iso(t, event_id, odd: list) -> str:
