@@ -144,6 +144,9 @@ def saved(tmp_path_factory):
     rows = np.random.default_rng(4).standard_normal((200, 8)).astype(np.float32)
     out["index-ivf"] = FaissIndex(rows, kind="ivf", nlist=4, nprobe=4, exact_below=0,
                                   exact_fraction=0.0).save(root / "index-ivf")
+    out["index-hnsw"] = FaissIndex(rows, kind="hnsw", M=8, exact_below=0, exact_fraction=0.0,
+                                   metric="cosine").save(root / "index-hnsw")
+    out["index-exact"] = ps.retrieval.ExactIndex(rows).save(root / "index-exact")
     return out
 
 
@@ -482,7 +485,7 @@ def test_fuzz_resigned_mutations_are_refused_or_harmless(saved, tmp_path_factory
     tmp = tmp_path_factory.mktemp("fuzz")
     cases = []
     for i in range(30):
-        victim = data.draw(st.sampled_from(sorted(k for k in saved if not k.startswith("index"))))
+        victim = data.draw(st.sampled_from(sorted(saved)))
         path = copy(saved[victim], tmp / f"{i:02d}-{victim}")
         for _ in range(data.draw(st.integers(1, 2))):
             raw_files = sorted((path / "files").iterdir()) if (path / "files").exists() else []
@@ -501,7 +504,8 @@ def test_fuzz_resigned_mutations_are_refused_or_harmless(saved, tmp_path_factory
             else:
                 name = data.draw(st.sampled_from(sorted(manifest_of(path)["arrays"])))
                 edit_array(path, name, lambda a: _mutate_array(data.draw, a))
-        cases.append({"id": f"{i:02d}-{victim}", "path": path, "mmap": data.draw(st.booleans())})
+        cases.append({"id": f"{i:02d}-{victim}", "path": path, "mmap": data.draw(st.booleans()),
+                      "what": "index" if victim.startswith("index") else "model"})
     results = probe(cases, tmp)
     bad = {k: v for k, v in results.items() if v["outcome"] not in ("refused", "ok", "persona-error")}
     assert not bad, "\n".join(f"{k}: {v['outcome']}: {v['detail'][-1500:]}" for k, v in bad.items())

@@ -350,8 +350,13 @@ class Index(ABC):
         if meta.get("metric") not in METRICS or "vectors" not in arrays:
             raise ArtifactError(f"{path} lacks a valid metric or the vectors array; save the index again")
         # raw files travel to the subclass beside the arrays, with the mmap wish
-        return target._from_artifact({**meta, "_files": files, "_mmap": bool(mmap),
-                                      "_authentic": bool(manifest.get("_authentic"))}, arrays)
+        try:
+            return target._from_artifact({**meta, "_files": files, "_mmap": bool(mmap),
+                                          "_authentic": bool(manifest.get("_authentic"))}, arrays)
+        except ArtifactError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever a malformed artifact trips, it is refused cleanly
+            raise ArtifactError(f"{path} is malformed ({type(e).__name__}: {e}); save the index again") from None
 
     @classmethod
     @abstractmethod
