@@ -230,3 +230,60 @@ def test_every_structural_manifest_edit_is_refused_cleanly(saved, tmp_path_facto
     except ps.ArtifactError:
         return
     model.recommend_batch(users, n=3)  # a loaded model must answer
+
+
+# ------------------------------------------------------------ the fallback travels with the model (issue 12, point 5)
+def test_fallback_is_saved_with_the_model_and_comes_back(tmp_path):
+    import persona as ps
+
+    shop = ps.datasets.synthetic_shop(n_users=120, n_items=40, seed=4)
+    inter = shop.interactions
+    popular = ps.MostPopular(half_life=7.0).fit(inter)
+    model = ps.ALS(factors=4, iterations=2, random_state=0).fit(inter).set_fallback(popular)
+    model.save(tmp_path / "m")
+    back = ps.load(tmp_path / "m")
+    assert type(back.fallback_) is ps.MostPopular and back.fallback_.half_life == 7.0
+    users = ["never-seen", inter.user_ids[0]]
+    for a, b in zip(back.recommend_batch(users, n=5), model.recommend_batch(users, n=5)):
+        np.testing.assert_array_equal(a, b)
+    # without a fallback, loading gives none, and an unknown user is an error again
+    ps.ALS(factors=4, iterations=2, random_state=0).fit(inter).save(tmp_path / "plain")
+    plain = ps.load(tmp_path / "plain")
+    assert plain.fallback_ is None
+    with pytest.raises(ps.UnknownUserError):
+        plain.recommend("never-seen", n=3)
+    # a fallback with a fallback, signed
+    key = b"k" * 32
+    chain = ps.ItemKNN(k=5).fit(inter).set_fallback(ps.EASE().fit(inter).set_fallback(popular))
+    chain.save(tmp_path / "chain", key=key)
+    loaded = ps.load(tmp_path / "chain", key=key)
+    assert [type(loaded.fallback_).__name__, type(loaded.fallback_.fallback_).__name__] == ["EASE", "MostPopular"]
+
+
+def test_a_tampered_fallback_is_refused_like_the_model(tmp_path):
+    import json
+
+    import persona as ps
+    from persona.io.artifact import read_artifact, write_artifact
+
+    inter = ps.datasets.synthetic_shop(n_users=60, n_items=20, seed=5).interactions
+    ps.EASE().fit(inter).set_fallback(ps.MostPopular().fit(inter)).save(tmp_path / "m")
+    manifest, arrays = read_artifact(tmp_path / "m")
+    meta = manifest["meta"]
+    meta["fallback"]["class"] = "_Neighbourhood"                      # a private class: never served
+    write_artifact(tmp_path / "bad", "model", meta, dict(arrays))     # re-signed as an attacker would
+    with pytest.raises(ps.ArtifactError, match="_Neighbourhood"):
+        ps.load(tmp_path / "bad")
+    meta["fallback"]["class"] = "MostPopular"
+    arrays = dict(arrays)
+    arrays["fallback__user_items.indices"] = arrays["fallback__user_items.indices"] + 10_000
+    write_artifact(tmp_path / "bad2", "model", meta, arrays)
+    with pytest.raises(ps.ArtifactError):
+        ps.load(tmp_path / "bad2")
+    deep = {"class": "MostPopular", "params": {}, "state": {}}
+    for _ in range(4):
+        deep = {**meta["fallback"], "fallback": deep}
+    write_artifact(tmp_path / "deep", "model", {**meta, "fallback": deep}, dict(read_artifact(tmp_path / "m")[1]))
+    with pytest.raises(ps.ArtifactError):
+        ps.load(tmp_path / "deep")
+    json.dumps(meta)  # the manifest stays plain JSON

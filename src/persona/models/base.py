@@ -45,6 +45,8 @@ log = logging.getLogger("persona.models")
 
 #: Score of the padding entries in batch results (short rows).
 PAD_SCORE = float("-inf")
+_FALLBACK = "fallback__"  # prefix of a saved fallback's arrays and files inside its model's artifact
+_MAX_FALLBACK_DEPTH = 3
 # Bytes of dense scores one internal batch may hold; bounds memory on big catalogues.
 _BATCH_BYTES = 64 << 20
 
@@ -704,20 +706,35 @@ class Recommender:
     def save(self, path, *, key: bytes | str | None = None) -> Path:
         """Save as an artifact directory (JSON manifest + .npy arrays, checksummed, no pickle).
 
-        ``key`` (bytes, at least 16) signs it with HMAC-SHA256; ``load(path, key=key)`` then
-        refuses anything not signed with it (see docs/security.md).
+        The fallback set with :meth:`set_fallback` is saved with the model and comes back on
+        :meth:`load`. ``key`` (bytes, at least 16) signs it with HMAC-SHA256; ``load(path,
+        key=key)`` then refuses anything not signed with it (see docs/security.md).
         """
         self._check_fitted()
+        meta, arrays, files = self._artifact_parts()
+        return write_artifact(path, "model", meta, arrays, files=files, key=key)
+
+    def _artifact_parts(self, depth: int = 0) -> tuple[dict, dict, dict]:
+        """(meta, arrays, files) of this model and, under the ``fallback__`` prefix, its fallback's."""
         meta, arrays = self._state()
-        params = self.get_params()
         all_arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids,
                       **pack_csr("user_items", self.user_items_)}
         for k, v in arrays.items():
-            if k in all_arrays:
+            if k in all_arrays or k.startswith(_FALLBACK):
                 raise RuntimeError(f"{type(self).__name__}._state uses the reserved array name {k!r}")
             all_arrays[k] = v
-        return write_artifact(path, "model", {"class": type(self).__name__, "params": params, "state": meta},
-                              all_arrays, files=self._files(), key=key)
+        out = {"class": type(self).__name__, "params": self.get_params(), "state": meta}
+        files = dict(self._files())
+        fallback = getattr(self, "fallback_", None)
+        if fallback is not None:
+            if depth + 1 >= _MAX_FALLBACK_DEPTH:
+                raise ParameterError(f"fallbacks nest {_MAX_FALLBACK_DEPTH} deep or more; a fallback's fallback's "
+                                     "fallback is as far as an artifact goes")
+            f_meta, f_arrays, f_files = fallback._artifact_parts(depth + 1)
+            out["fallback"] = f_meta
+            all_arrays.update({_FALLBACK + k: v for k, v in f_arrays.items()})
+            files.update({_FALLBACK + k: w for k, w in f_files.items()})
+        return out, all_arrays, files
 
     @classmethod
     def load(cls, path, *, mmap: bool = False, key: bytes | str | None = None) -> "Recommender":
@@ -731,17 +748,29 @@ class Recommender:
         files = artifact_files(path, manifest)
         if manifest.get("kind") != "model":
             raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not a model")
-        meta = manifest.get("meta", {})
+        flags = {**({"_mmap": True} if mmap else {}), **({"_authentic": True} if manifest.get("_authentic") else {})}
+        model = Recommender._from_parts(path, manifest.get("meta", {}), arrays, files, flags, base=cls)
+        model._artifact_stamps = manifest.get("_stamps", [])
+        return model
+
+    @staticmethod
+    def _from_parts(path, meta, arrays: dict, files: dict, flags: dict, *, base=None, depth: int = 0):
+        """The model that ``meta`` (and the arrays and files it names) describe, with its fallback."""
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"{path}: the model description is not an object; the artifact is malformed")
         name = meta.get("class")
         # private bases (e.g. _Neighbourhood) register too, but only a public model class can be served
         target = Recommender._registry.get(name) if isinstance(name, str) and not name.startswith("_") else None
         if target is None:
             raise ArtifactError(f"{path} holds a model of class {name!r}, which this persona does not know; "
                                 "upgrade persona or check the artifact")
-        if cls is not Recommender and not issubclass(target, cls):
-            raise ArtifactError(f"{path} holds a {name}, not a {cls.__name__}; load it with ps.load")
+        if base is not None and base is not Recommender and not issubclass(target, base):
+            raise ArtifactError(f"{path} holds a {name}, not a {base.__name__}; load it with ps.load")
+        params = meta.get("params", {})
+        if not isinstance(params, dict):
+            raise ArtifactError(f"{path}: stored parameters are not an object; save the model again")
         try:
-            model = target(**meta.get("params", {}))
+            model = target(**params)
         except (TypeError, ParameterError) as e:
             raise ArtifactError(f"{path}: stored parameters do not fit {name} ({e})") from None
         try:  # the same checks as fit: a model that loads has parameters it can serve with
@@ -759,11 +788,7 @@ class Recommender:
                 raise TypeError("'state' is not an object")
             if files:
                 state = {**state, "_files": files}
-            if mmap:
-                state = {**state, "_mmap": True}
-            if manifest.get("_authentic"):
-                state = {**state, "_authentic": True}
-            model._restore(state, arrays)
+            model._restore({**state, **flags}, arrays)
             model._check_state()
         except KeyError as e:
             raise ArtifactError(f"{path} lacks {e.args[0]!r}; the artifact is incomplete, save the model again") from None
@@ -772,5 +797,11 @@ class Recommender:
         except Exception as e:  # noqa: BLE001 - whatever a malformed artifact trips, it is refused cleanly
             raise ArtifactError(f"{path} is malformed ({type(e).__name__}: {e}); save the model again") from None
         model._fitted = True
-        model._artifact_stamps = manifest.get("_stamps", [])
+        if meta.get("fallback") is not None:
+            if depth + 1 >= _MAX_FALLBACK_DEPTH:
+                raise ArtifactError(f"{path}: fallbacks nest deeper than {_MAX_FALLBACK_DEPTH}; the artifact is malformed")
+            n = len(_FALLBACK)
+            model.fallback_ = Recommender._from_parts(
+                path, meta["fallback"], {k[n:]: v for k, v in arrays.items() if k.startswith(_FALLBACK)},
+                {k[n:]: v for k, v in files.items() if k.startswith(_FALLBACK)}, flags, depth=depth + 1)
         return model
