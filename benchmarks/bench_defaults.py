@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(CANDIDATES))
     p.add_argument("--data", default="synthetic-s,synthetic-m,synthetic-l,beauty,lastfm")
     p.add_argument("--budget", type=int, default=20, help="ps.tune trials per model and data set")
+    p.add_argument("--budget-large", type=int, default=8, help="ps.tune trials on data sets of --large events or more")
+    p.add_argument("--large", type=int, default=100_000, help="train events from which a data set counts as large")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
     families = args.models.split(",")
@@ -101,6 +103,15 @@ def main(argv=None) -> int:
         data[name] = d
         print(f"{name}: {d[0].n_users} users x {d[0].n_items} items, {len(d[0])} train events", flush=True)
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "defaults-cache.json"  # every measurement as it is taken: a rerun resumes
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"valid": {}, "test": {}}
+
+    def remember(section: str, key: str, value) -> None:
+        cache[section][key] = value
+        cache_path.write_text(json.dumps(cache, indent=1, default=str))
+
     valid_scores: dict = {}  # family -> data -> list of valid NDCG per candidate
     for family in families:
         valid_scores[family] = {}
@@ -109,7 +120,13 @@ def main(argv=None) -> int:
             if family == "popular" and train.timestamps is None:
                 cands = [c for c in cands if c["half_life"] is None]
             t = time.perf_counter()
-            valid_scores[family][dname] = [ndcg(make(family, c).fit(train), valid) for c in cands]
+            scores = []
+            for c in cands:
+                key = f"{family}|{dname}|{json.dumps(c, sort_keys=True)}"
+                if key not in cache["valid"]:
+                    remember("valid", key, ndcg(make(family, c).fit(train), valid))
+                scores.append(cache["valid"][key])
+            valid_scores[family][dname] = scores
             print(f"  {family} on {dname}: {len(cands)} candidates in {time.perf_counter() - t:.0f} s", flush=True)
 
     rows, chosen = [], {}
@@ -123,29 +140,34 @@ def main(argv=None) -> int:
             ratios.append(s / best if best > 0 else np.ones_like(s))
         mean_ratio = np.nanmean(np.vstack(ratios), axis=0)
         pick = int(np.nanargmax(mean_ratio))
+        old_key = _old_in_grid(family)
         chosen[family] = {"params": cands[pick], "mean_ratio_to_best": float(mean_ratio[pick]),
-                          "old_mean_ratio": float(mean_ratio[cands.index(_old_in_grid(family))])
-                          if _old_in_grid(family) in cands else None}
+                          "old_mean_ratio": float(mean_ratio[cands.index(old_key)]) if old_key in cands else None}
         print(f"{family}: new default {cands[pick]} (mean valid NDCG ratio to the best candidate "
-              f"{mean_ratio[pick]:.3f})", flush=True)
+              f"{mean_ratio[pick]:.3f}; the old default's {chosen[family]['old_mean_ratio']})", flush=True)
         for dname, (train, valid, test) in data.items():
-            full = train.concat(valid)
-            old = ndcg(make(family, OLD_DEFAULTS[family]).fit(full), test)
-            new = ndcg(make(family, cands[pick]).fit(full), test)
-            t = time.perf_counter()
-            tuned_model = ps.tune(make(family, cands[pick]), train, valid, budget=args.budget, sampler="random",
-                                  random_state=0)
-            tune_s = time.perf_counter() - t
-            tuned = ndcg(tuned_model, test)
-            rows.append({"model": family, "data": dname, "old_default": old, "new_default": new, "tuned": tuned,
-                         "tune_s": round(tune_s, 1), "tuned_params": tuned_model.tuning_best_})
-            print(f"  {dname}: old {old:.4f}  new {new:.4f}  tuned {tuned:.4f} ({tune_s:.0f} s)", flush=True)
+            key = f"{family}|{dname}|{json.dumps(cands[pick], sort_keys=True)}|budget={args.budget}"
+            if key not in cache["test"]:
+                full = train.concat(valid)
+                old = ndcg(make(family, OLD_DEFAULTS[family]).fit(full), test)
+                new = ndcg(make(family, cands[pick]).fit(full), test)
+                t = time.perf_counter()
+                budget = args.budget if len(train) < args.large else args.budget_large
+                tuned_model = ps.tune(make(family, cands[pick]), train, valid, budget=budget, sampler="random",
+                                      random_state=0)
+                remember("test", key, {"model": family, "data": dname, "old_default": old, "new_default": new,
+                                       "tuned": ndcg(tuned_model, test), "budget": budget,
+                                       "tune_s": round(time.perf_counter() - t, 1),
+                                       "tuned_params": tuned_model.tuning_best_})
+            r = cache["test"][key]
+            rows.append(r)
+            print(f"  {dname}: old {r['old_default']:.4f}  new {r['new_default']:.4f}  tuned {r['tuned']:.4f} "
+                  f"(budget {r['budget']}, {r['tune_s']:.0f} s)", flush=True)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "defaults.json").write_text(json.dumps({"chosen": chosen, "rows": rows, "valid": valid_scores},
                                                   indent=1, default=str))
-    lines = ["| model | data | old default | new default | tuned (ps.tune, budget %d) |" % args.budget,
+    lines = ["| model | data | old default | new default | tuned (ps.tune, budget %d; %d on large data) |"
+             % (args.budget, args.budget_large),
              "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['data']} | {r['old_default']:.4f} | {r['new_default']:.4f} | "
