@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import persona as ps
-from persona import _validate as V
 from persona.marketing import Campaign, Channel, Contacts, Offer, Planner
+
+MAX_N = 1_000_000  # persona._validate.MAX_N, spelled out so this file also runs against the old code
 
 # ------------------------------------------------------------------------------------------ fixtures
 
@@ -107,9 +108,9 @@ def test_every_n_taking_call_bounds_n(als, inter, call):
 
 
 def test_n_larger_than_the_catalogue_returns_every_allowed_item_cheaply(als, inter):
-    ids, scores = als.recommend(inter.user_ids[0], n=V.MAX_N, filter_seen=False)
+    ids, scores = als.recommend(inter.user_ids[0], n=MAX_N, filter_seen=False)
     assert len(ids) == inter.n_items and np.all(np.diff(scores) <= 0)
-    ids, _ = als.recommend_for_history([inter.item_ids[0]], n=V.MAX_N, filter_seen=False)
+    ids, _ = als.recommend_for_history([inter.item_ids[0]], n=MAX_N, filter_seen=False)
     assert len(ids) == inter.n_items
 
 
@@ -152,35 +153,70 @@ def test_num_threads_2000_does_not_kill_the_process():
     assert "num_threads: expected an integer between 0 and" in out["msg"] and "0 for all cores" in out["msg"]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ps.ALS(num_threads=2000), lambda: ps.BPR(num_threads=2000), lambda: ps.EASE(num_threads=2000),
-    lambda: ps.UserKNN(num_threads=2000), lambda: ps.MostPopular(num_threads=2000), lambda: ps.MF(num_threads=10**6),
-    lambda: ps.ItemKNN(num_threads=2**63)])
-def test_every_model_bounds_num_threads(inter, make):
-    with pytest.raises(ps.ParameterError, match="num_threads"):
-        make().fit(inter)
+def _bounded_calls(exprs: dict, setup: str = "", *, timeout: float = 240.0) -> dict:
+    """Evaluate each expression in one bounded child process, each under a 20 s alarm.
+
+    Returns name -> outcome dict (see :func:`_bounded`); a hang is an outcome of type "Hang".
+    """
+    body = [
+        "import signal",
+        "class Hang(BaseException): pass",
+        "def _alarm(*_): raise Hang('no answer within 20 s')",
+        "signal.signal(signal.SIGALRM, _alarm)",
+        textwrap.dedent(setup),
+        "out = {}",
+    ]
+    for name, expr in exprs.items():
+        body += [f"signal.alarm(20); out[{name!r}] = outcome(lambda: {expr}); signal.alarm(0)"]
+    body.append("print(json.dumps(out))")
+    return _bounded("\n".join(body), timeout=timeout)
 
 
-@pytest.mark.parametrize("make,name", [
-    (lambda: ps.ALS(factors=10**9), "factors"), (lambda: ps.ALS(iterations=10**12), "iterations"),
-    (lambda: ps.BPR(iterations=10**12), "iterations"), (lambda: ps.MF(factors=2**40), "factors"),
-    (lambda: ps.SASRec(max_len=10**9), "max_len"), (lambda: ps.SASRec(epochs=10**12), "epochs"),
-    (lambda: ps.TwoTower(hidden=10**9), "hidden"), (lambda: ps.TwoTower(factors=10**9), "factors")])
-def test_sizes_and_passes_are_bounded_before_any_allocation(inter, make, name):
-    # old main: MemoryError (ALS/BPR/MF/SASRec), a torch RuntimeError (TwoTower) or a fit that never ends
-    with pytest.raises(ps.ParameterError, match=rf"{name}: expected an integer between 1 and \d+, got"):
-        make().fit(inter)
+_SHOP = """
+    shop = ps.datasets.synthetic_shop(n_users=60, n_items=30, seed=1)
+    inter = shop.interactions
+"""
+
+# old main: libgomp aborts the process (ItemKNN, UserKNN, the C++ top-k); elsewhere accepted silently
+THREADS = {
+    "ALS": "ps.ALS(factors=2, iterations=1, num_threads=2000).fit(inter)",
+    "BPR": "ps.BPR(factors=2, iterations=1, num_threads=2000).fit(inter)",
+    "EASE": "ps.EASE(num_threads=2000).fit(inter)",
+    "UserKNN": "ps.UserKNN(num_threads=2000).fit(inter)",
+    "ItemKNN": "ps.ItemKNN(num_threads=2**63).fit(inter)",
+    "MostPopular": "ps.MostPopular(num_threads=2000).fit(inter)",
+    "MF": "ps.MF(factors=2, iterations=1, num_threads=10**6).fit(inter)",
+    "kernels.topk": "__import__('persona.kernels', fromlist=['topk']).topk(np.ones((64, 3000)), 1, num_threads=2000)",
+    "kernels.topk_similarity": "__import__('persona.kernels.similarity', fromlist=['x']).topk_similarity("
+                               "__import__('scipy.sparse').sparse.random(300, 300, 0.1, format='csr', "
+                               "dtype=np.float32), 5, num_threads=2000)",
+}
 
 
-def test_kernel_wrappers_bound_num_threads():
-    from persona.kernels import topk
-    from persona.kernels.similarity import topk_similarity
-    import scipy.sparse as sp
+def test_every_model_and_kernel_bounds_num_threads():
+    out = _bounded_calls(THREADS, _SHOP)
+    for name in THREADS:
+        assert out[name]["type"] == "ParameterError" and "num_threads" in out[name]["msg"], (name, out[name])
 
-    with pytest.raises(ps.ParameterError, match="num_threads"):
-        topk(np.ones((2, 3)), 1, num_threads=2000)
-    with pytest.raises(ps.ParameterError, match="num_threads"):
-        topk_similarity(sp.identity(3, format="csr", dtype=np.float32), 1, num_threads=2000)
+
+# old main: MemoryError (ALS, BPR, MF, SASRec), a torch RuntimeError (TwoTower) or a fit that never ends (ALS)
+SIZES = {
+    "ALS factors": ("ps.ALS(factors=10**9, iterations=1).fit(inter)", "factors"),
+    "ALS iterations": ("ps.ALS(factors=2, iterations=10**12).fit(inter)", "iterations"),
+    "BPR iterations": ("ps.BPR(factors=2, iterations=10**12).fit(inter)", "iterations"),
+    "MF factors": ("ps.MF(factors=2**40).fit(inter)", "factors"),
+    "SASRec max_len": ("ps.SASRec(factors=4, max_len=10**9, epochs=1).fit(inter)", "max_len"),
+    "SASRec epochs": ("ps.SASRec(factors=4, max_len=5, epochs=10**12).fit(inter)", "epochs"),
+    "TwoTower hidden": ("ps.TwoTower(factors=4, hidden=10**9, epochs=1).fit(inter)", "hidden"),
+    "TwoTower factors": ("ps.TwoTower(factors=10**9, hidden=4, epochs=1).fit(inter)", "factors"),
+}
+
+
+def test_sizes_and_passes_are_bounded_before_any_allocation():
+    out = _bounded_calls({k: v[0] for k, v in SIZES.items()}, _SHOP, timeout=400)
+    for name, (_, param) in SIZES.items():
+        assert out[name]["type"] == "ParameterError", (name, out[name])
+        assert out[name]["msg"].startswith(f"{param}: expected an integer between 1 and "), (name, out[name])
 
 
 def test_exact_index_bounds_num_threads():
@@ -201,10 +237,21 @@ def test_ope_bootstrap_count_is_bounded_and_fast():
     assert "n_bootstrap: expected an integer between 2 and 100000" in out["msg"]
 
 
-def test_on_policy_bootstrap_count_is_bounded():
-    logged = ps.LoggedFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])
-    with pytest.raises(ps.ParameterError, match="n_bootstrap"):
-        ps.ope.on_policy(logged, ci="bootstrap", n_bootstrap=10**9)
+def test_other_resampling_counts_are_bounded():
+    # old main: on_policy ran 10**9 resamples (minutes to hours), ab_test_means a 22 GiB MemoryError
+    out = _bounded_calls({
+        "on_policy": "ps.ope.on_policy(logged, ci='bootstrap', n_bootstrap=10**9)",
+        "ab_test_means": "ps.marketing.ab_test_means([1.0, 2.0, 3.0], [2.0, 3.0, 4.0], n_boot=10**9)",
+        "ab_test": "ps.marketing.ab_test(5, 100, 9, 100, ci='bootstrap', n_boot=10**12)",
+        "Thompson n_samples": "ps.marketing.LinearThompsonSampling(3, propensity='monte_carlo', n_samples=10**9)"
+                              ".fit(np.ones((2, 2)), [0, 1], [1.0, 0.0]).choose(np.ones((2, 2)))",
+        "uniform_policy": "ps.ope.uniform_policy(10**9, 10**9)",
+        "LinUCB n_actions": "ps.marketing.LinUCB(10**9).fit(np.ones((2, 2)), [0, 0], [1.0, 0.0])",
+    }, "logged = ps.LoggedFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])")
+    for name, got in out.items():
+        assert got["type"] == "ParameterError", (name, got)
+    assert out["on_policy"]["msg"].startswith("n_bootstrap: expected an integer between 2 and 100000")
+    assert "GiB of per-action state" in out["LinUCB n_actions"]["msg"]
 
 
 # --------------------------------------------------------------------- histories with no known item
