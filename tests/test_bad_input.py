@@ -338,6 +338,9 @@ def _world():
     contacts = Contacts(shop.users["user_id"], consent={"email": np.ones(len(shop.users), bool)})
     w["planner"] = Planner(contacts=contacts, channels=[Channel("email")], model=w["als"], catalog=shop.items,
                            objective="conversions")
+    w["make_planner"] = lambda **kw: Planner(**{**dict(contacts=contacts, channels=[Channel("email")], model=w["als"],
+                                                       catalog=shop.items, objective="conversions"), **kw}).plan(
+        [w["campaign"]], now=1.7e9)
     w["campaign"] = Campaign("c", items=tuple(inter.item_ids[:3].tolist()), offer=Offer("ad"))
     rng = np.random.default_rng(0)
     n = 30
@@ -396,6 +399,12 @@ PROBES = {
         _with_value(w["frame"], "timestamp", v), user="user_id", item="item_id", time="timestamp"),
     "from_frame(user column)": lambda w, v: ps.Interactions.from_frame(w["frame"], user=v, item="item_id"),
     "from_frame(df)": lambda w, v: ps.Interactions.from_frame(v, user="user_id", item="item_id"),
+    "from_frame(min_user_events)": lambda w, v: ps.Interactions.from_frame(w["frame"], user="user_id",
+                                                                           item="item_id", min_user_events=v),
+    "from_frame(half_life)": lambda w, v: ps.Interactions.from_frame(w["frame"], user="user_id", item="item_id",
+                                                                     time="timestamp", half_life=v),
+    "from_frame(weights)": lambda w, v: ps.Interactions.from_frame(w["frame"].assign(e="view"), user="user_id",
+                                                                   item="item_id", event="e", weights=v),
     "from_sequences(lines)": lambda w, v: ps.Interactions.from_sequences(v if not isinstance(v, str) else [v]),
     "leave_last_out(min_events)": lambda w, v: ps.split.leave_last_out(w["inter"], min_events=v),
     "temporal(cutoff)": lambda w, v: ps.split.temporal(w["inter"], v),
@@ -406,6 +415,13 @@ PROBES = {
     "evaluate(batch_size)": lambda w, v: ps.evaluate(w["pop"], w["split"][2], k=(5,), batch_size=v),
     "Planner.plan(campaigns)": lambda w, v: w["planner"].plan(v, now=1.7e9),
     "Planner.plan(now)": lambda w, v: w["planner"].plan([w["campaign"]], now=v),
+    "Planner(pool)": lambda w, v: w["make_planner"](pool=v),
+    "Planner(holdout)": lambda w, v: w["make_planner"](holdout=v),
+    "Planner(random_state)": lambda w, v: w["make_planner"](random_state=v),
+    "Planner(time_limit)": lambda w, v: w["make_planner"](time_limit=v, method="milp"),
+    "Campaign(name)": lambda w, v: Campaign(v, items=("a",)),
+    "Campaign(items)": lambda w, v: w["planner"].plan([Campaign("c", items=v)], now=1.7e9),
+    "Campaign(start)": lambda w, v: w["planner"].plan([Campaign("c", items=("a",), start=v)], now=1.7e9),
     "Campaign(n_items)": lambda w, v: Campaign("c", items=("a",), n_items=v),
     "Campaign(margin)": lambda w, v: Campaign("c", items=("a",), margin=v),
     "ope.estimate(target)": lambda w, v: ps.ope.estimate(w["logged"], v),

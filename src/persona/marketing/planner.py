@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .._validate import check_int, check_number
 from ..errors import ParameterError, UnknownItemError, UnsupportedError
 from ._util import DAY, WEEK, epoch, number_arg, utc
 from .campaigns import Campaign
@@ -261,15 +262,14 @@ class Planner:
         self.history = history if history is not None else ContactHistory()
         self.objective = objective
         self.method = method
-        if pool is not None and (isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1):
-            raise ParameterError(f"Planner pool: expected a positive integer, got {pool!r}")
-        self.pool = pool
+        self.pool = check_int(pool, "Planner pool", min=1, allow_none=True)
         self.holdout = number_arg(holdout, "Planner holdout", low=0.0, high=1.0)
         if self.holdout >= 1.0:
             raise ParameterError("Planner holdout: expected a share in [0, 1)")
         self.filter_seen = bool(filter_seen)
-        self.random_state = int(random_state)
-        self.time_limit = time_limit
+        self.random_state = check_int(random_state, "Planner random_state", min=0, max=2**32 - 1)
+        self.time_limit = check_number(time_limit, "Planner time_limit", min=0.0, min_open=True, allow_none=True,
+                                       hint="seconds for the MILP solver, or None for no limit")
         self._catalog(catalog)
         self._rfm = self._rfm_groups(rfm)
         self._interactions = interactions
