@@ -361,6 +361,15 @@ def _with_value(frame, column, v):
     return df
 
 
+def _fit_if_small(model, v, w):
+    """Validate the hyperparameters as fit does; fit only when ``v`` is small, because a large but
+    valid size or pass count is a legitimate long fit, not a hang."""
+    model._validate_common_params()
+    model._validate_params()
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v <= 64:
+        model.fit(w["inter"])
+
+
 # name -> call(world, value); each feeds the value into one argument
 PROBES = {
     "recommend(user)": lambda w, v: w["als"].recommend(v, n=3),
@@ -383,9 +392,9 @@ PROBES = {
     "recommend_users(n)": lambda w, v: w["als"].recommend_users([w["i"]], n=v),
     "recommend_users(users)": lambda w, v: w["als"].recommend_users([w["i"]], n=3, users=v),
     "fit(interactions)": lambda w, v: ps.MostPopular().fit(v),
-    "ALS(factors)": lambda w, v: ps.ALS(factors=v, iterations=1).fit(w["inter"]),
-    "ALS(iterations)": lambda w, v: ps.ALS(factors=2, iterations=v).fit(w["inter"]),
-    "BPR(iterations)": lambda w, v: ps.BPR(factors=2, iterations=v).fit(w["inter"]),
+    "ALS(factors)": lambda w, v: _fit_if_small(ps.ALS(factors=v, iterations=1), v, w),
+    "ALS(iterations)": lambda w, v: _fit_if_small(ps.ALS(factors=2, iterations=v), v, w),
+    "BPR(iterations)": lambda w, v: _fit_if_small(ps.BPR(factors=2, iterations=v), v, w),
     "ItemKNN(k)": lambda w, v: ps.ItemKNN(k=v).fit(w["inter"]),
     "EASE(regularization)": lambda w, v: ps.EASE(regularization=v).fit(w["inter"]),
     "ALS(num_threads)": lambda w, v: ps.ALS(factors=2, iterations=1, num_threads=v).fit(w["inter"]),
@@ -411,6 +420,14 @@ PROBES = {
     "random(test_fraction)": lambda w, v: ps.split.random(w["inter"], test_fraction=v),
     "random(random_state)": lambda w, v: ps.split.random(w["inter"], random_state=v),
     "evaluate(k)": lambda w, v: ps.evaluate(w["pop"], w["split"][2], k=v),
+    "evaluate(metrics)": lambda w, v: ps.evaluate(w["pop"], w["split"][2], k=(5,), metrics=v),
+    "evaluate(exclude)": lambda w, v: ps.evaluate(w["pop"], w["split"][2], k=(5,), exclude=v),
+    "evaluate(item_categories)": lambda w, v: ps.evaluate(w["pop"], w["split"][2], k=(5,), item_categories=v),
+    "temporal(valid_cutoff)": lambda w, v: ps.split.temporal(w["inter"], w["inter"].timestamps.max(),
+                                                             valid_cutoff=v),
+    "pop.top_items(segment)": lambda w, v: w["pop"].top_items(3, segment=v),
+    "recommend(filter_seen)": lambda w, v: w["als"].recommend(w["u"], n=3, filter_seen=v),
+    "set_fallback(model)": lambda w, v: ps.MostPopular().set_fallback(v),
     "evaluate(test)": lambda w, v: ps.evaluate(w["pop"], v),
     "evaluate(batch_size)": lambda w, v: ps.evaluate(w["pop"], w["split"][2], k=(5,), batch_size=v),
     "Planner.plan(campaigns)": lambda w, v: w["planner"].plan(v, now=1.7e9),
@@ -430,6 +447,17 @@ PROBES = {
                                                               n_bootstrap=v),
     "ope.estimate(alpha)": lambda w, v: ps.ope.estimate(w["logged"], w["target"], alpha=v),
     "ope.estimate(clip)": lambda w, v: ps.ope.estimate(w["logged"], w["target"], clip=v),
+    "ope.compare(methods)": lambda w, v: ps.ope.compare(w["logged"], w["target"], methods=v),
+    "ope.estimate(reward_model)": lambda w, v: ps.ope.estimate(w["logged"], w["target"], method="dr",
+                                                               reward_model=v),
+    "ope.greedy_policy(scores)": lambda w, v: ps.ope.greedy_policy(v),
+    "ope.softmax_policy(temperature)": lambda w, v: ps.ope.softmax_policy(np.ones((2, 3)), temperature=v),
+    "ope.RewardModel(n_folds)": lambda w, v: ps.ope.estimate(w["logged"], w["target"], method="dm",
+                                                             reward_model=ps.ope.RewardModel(n_folds=v)),
+    "ope.RewardModel(max_iter)": lambda w, v: ps.ope.estimate(w["logged"], w["target"], method="dm",
+                                                              reward_model=ps.ope.RewardModel(max_iter=v)),
+    "LoggedFeedback(context)": lambda w, v: ps.LoggedFeedback(action=[0], reward=[1], propensity=[0.5], context=v),
+    "LoggedFeedback(position)": lambda w, v: ps.LoggedFeedback(action=[0], reward=[1], propensity=[0.5], position=v),
     "LoggedFeedback(action)": lambda w, v: ps.LoggedFeedback(action=v, reward=[1], propensity=[0.5]),
     "LoggedFeedback(propensity)": lambda w, v: ps.LoggedFeedback(action=[0], reward=[1], propensity=v),
     "LinUCB(n_actions)": lambda w, v: w["LinUCB"](v).fit(np.ones((2, 2)), [0, 0], [1.0, 0.0]),

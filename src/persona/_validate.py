@@ -100,11 +100,16 @@ def check_number(x, name: str, *, min: float | None = None, max: float | None = 
     return v
 
 
-def check_bool(x, name: str, *, error: type = ParameterError) -> bool:
-    """``x`` as a Python ``bool``; only ``True``/``False`` (and numpy's) are accepted, not 0/1 or "yes"."""
-    if not isinstance(x, (bool, np.bool_)):
-        raise error(f"{name}: expected True or False, got {_show(x)}")
-    return bool(x)
+def check_bool(x, name: str, *, ints: bool = False, error: type = ParameterError) -> bool:
+    """``x`` as a Python ``bool``: ``True``/``False`` (and numpy's); with ``ints``, also 0 and 1.
+
+    Strings ("no" is truthy), arrays (ambiguous) and None are refused.
+    """
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if ints and isinstance(x, numbers.Integral) and x in (0, 1):
+        return bool(x)
+    raise error(f"{name}: expected True or False{' (or 0/1)' if ints else ''}, got {_show(x)}")
 
 
 def check_n(n, name: str = "n", *, limit: int = MAX_N) -> int:

@@ -53,6 +53,8 @@ def _check_k(k) -> tuple[int, ...]:
 def _check_metrics(metrics) -> tuple[str, ...]:
     if metrics is None:
         return METRICS
+    if not isinstance(metrics, str) and not hasattr(metrics, "__iter__"):
+        raise DataError(f"evaluate: expected metric names from {METRICS}, got {metrics!r}; pass e.g. metrics=('hr', 'ndcg')")
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     bad = [m for m in names if not isinstance(m, str) or m.lower() not in METRICS]
     if bad or not names:

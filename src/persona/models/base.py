@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import MAX_N, check_int, check_n, check_num_threads
+from .._validate import MAX_N, check_bool, check_int, check_n, check_num_threads
 from ..data.idmap import IdMap, normalize_ids
 from ..data.interactions import Interactions
 from ..errors import (
@@ -477,6 +477,7 @@ class Recommender:
         """Results of width ``min(n, catalogue)`` (the public batch call pads them to ``n``) and counts."""
         self._check_fitted()
         n = self._n_arg(n)
+        filter_seen = check_bool(filter_seen, "filter_seen", ints=True)
         if isinstance(users, (str, bytes)) or np.isscalar(users) or not hasattr(users, "__len__"):
             raise ParameterError(f"recommend_batch: expected a sequence of user ids, got {type(users).__name__}; "
                                  "use recommend for one user")
@@ -525,6 +526,7 @@ class Recommender:
         """
         self._check_fitted()
         n = self._n_arg(n)
+        filter_seen = check_bool(filter_seen, "filter_seen", ints=True)
         m = len(histories)
         for h in histories:
             if h is None or not hasattr(h, "__len__"):

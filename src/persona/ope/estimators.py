@@ -412,6 +412,8 @@ def compare(logged, target, methods=METHODS, **options) -> dict:
     """
     if isinstance(methods, str):
         methods = (methods,)
+    if not hasattr(methods, "__iter__"):
+        raise ParameterError(f"methods: expected method names from {list(METHODS)}, got {methods!r}")
     methods = [_check_method(m) for m in methods]
     clip = options.pop("clip", None)
     alpha = options.pop("alpha", 0.05)

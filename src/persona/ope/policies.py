@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_int, check_number
 from ..errors import DataError, ParameterError
 
 # Largest policy table uniform_policy builds (2 GiB of float64).
@@ -35,7 +35,11 @@ def uniform_policy(n_rounds: int, n_actions: int, n_positions: int | None = None
 
 
 def _scores(scores) -> np.ndarray:
-    arr = np.asarray(scores, dtype=np.float64)
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"scores: expected a numeric array (n_rounds, n_actions[, n_positions]), got "
+                        f"{type(scores).__name__}") from None
     if arr.ndim not in (2, 3) or arr.shape[1] == 0:
         raise DataError(f"scores: expected (n_rounds, n_actions[, n_positions]) with n_actions >= 1, got {arr.shape}")
     if np.isnan(arr).any():
@@ -65,8 +69,7 @@ def softmax_policy(scores, temperature: float = 1.0) -> np.ndarray:
     >>> np.round(p, 3).tolist()
     [[0.25, 0.75]]
     """
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise ParameterError(f"temperature must be > 0, got {temperature!r}; use greedy_policy for the limit 0")
+    check_number(temperature, "temperature", min=0.0, min_open=True, hint="use greedy_policy for the limit 0")
     arr = _scores(scores) / float(temperature)
     arr = arr - arr.max(axis=1, keepdims=True)
     e = np.exp(arr)
