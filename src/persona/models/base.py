@@ -410,6 +410,9 @@ class Recommender:
         ----------
         user : external user id
         n : int
+            Results wanted, 1 to 1,000,000 (``persona._validate.MAX_N``; more is a ParameterError).
+            Asking for more items than the catalogue holds returns every allowed item, at the cost
+            of the catalogue size, not of ``n``.
         filter_seen : bool
             Leave out items the user interacted with in the training data.
         items : sequence of external item ids, optional
