@@ -528,7 +528,7 @@ def test_fuzz_public_entry_points_raise_only_persona_errors(part):
     names = sorted(PROBES)[part::2]
     code = (f"import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r}); "
             "import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
-            f"import test_bad_input as t; t._fuzz_main({names!r}, 25)")
+            f"import test_bad_input as t; t._fuzz_main({names!r}, 50)")
     try:
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400)
     except subprocess.TimeoutExpired as e:

@@ -29,6 +29,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from .._validate import check_number
 from .._warn import warn_user
 from ..errors import DataError
 from .idmap import IdMap, normalize_ids
@@ -273,13 +274,11 @@ def _check_options(o: dict) -> None:
     k = o["k_core"]
     if k is not None and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
         raise DataError(f"k_core must be a positive integer or None, got {k!r}")
-    h = o["half_life"]
-    if h is not None and (not isinstance(h, numbers.Real) or isinstance(h, bool) or not h > 0 or not np.isfinite(h)):
-        raise DataError(f"half_life must be a positive number of days or None, got {h!r}")
+    check_number(o["half_life"], "half_life", min=0.0, min_open=True, allow_none=True, error=DataError,
+                 hint="pass a positive number of days, or None")
     d = o["default_weight"]
     if d is not None:
-        if not isinstance(d, numbers.Real) or not np.isfinite(d):
-            raise DataError(f"default_weight must be a finite number or None, got {d!r}")
+        d = check_number(d, "default_weight", error=DataError, hint="pass a finite number, or None")
         if d < 0 and not o["allow_negative"]:
             raise DataError(f"default_weight is negative ({d}); pass allow_negative=True to allow it")
 

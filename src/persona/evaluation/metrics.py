@@ -132,7 +132,11 @@ def _categories(item_categories, item_map: IdMap) -> np.ndarray:
         keys = list(item_categories.keys())
         if keys:
             pos = item_map.lookup(keys)
-            vals = np.asarray(list(item_categories.values()), dtype=np.int64)
+            try:
+                vals = np.asarray(list(item_categories.values()), dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):
+                raise DataError("evaluate: expected item_categories {item id: category} with int categories "
+                                "(int64); map category names to numbers first") from None
             cats[pos[pos >= 0]] = vals[pos >= 0]
         return cats
     cats = np.asarray(item_categories)
