@@ -64,14 +64,17 @@ def test_estimators_match_the_loop_reference(c, method, alpha):
         return
     est = ps.ope.estimate(c["logged"], c["t_arg"], method, reward_model=c["q_arg"], clip=c["clip"], alpha=alpha)
     value, terms = ref.reference_terms(method, *_ref_args(c), clip=c["clip"])
+    # 0/1 rewards: the value and the interval are clipped to [0, 1] (the reward's range)
+    fit = (lambda x: min(max(x, 0.0), 1.0)) if set(c["reward"].tolist()) <= {0.0, 1.0} else (lambda x: x)
+    assert est.reward_range == ((0.0, 1.0) if fit(2.0) == 1.0 else None)
     # the terms' mean is the estimator's defining formula
     assert value == pytest.approx(ref.reference_value(method, *_ref_args(c), clip=c["clip"]), rel=1e-9, abs=1e-9)
-    assert est.value == pytest.approx(value, rel=1e-9, abs=1e-9)
+    assert est.value == pytest.approx(fit(value), rel=1e-9, abs=1e-9)
     assert est.n_rounds == len(terms)
     if len(terms) > 1:
         lo, hi, se = ref.reference_normal_ci(terms, alpha)
-        assert est.ci_low == pytest.approx(lo, rel=1e-7, abs=1e-9)
-        assert est.ci_high == pytest.approx(hi, rel=1e-7, abs=1e-9)
+        assert est.ci_low == pytest.approx(fit(lo), rel=1e-7, abs=1e-9)
+        assert est.ci_high == pytest.approx(fit(hi), rel=1e-7, abs=1e-9)
         assert est.std_error == pytest.approx(se, rel=1e-7, abs=1e-9)
         assert est.ci_low <= est.value <= est.ci_high
     else:
@@ -98,6 +101,8 @@ def test_bootstrap_matches_the_loop_reference(c, method):
     boot = np.array(ref.reference_bootstrap(method, *_ref_args(c), c["clip"], 30, 7))
     boot = boot[np.isfinite(boot)]
     lo, hi = np.quantile(boot, [0.025, 0.975])
+    if set(c["reward"].tolist()) <= {0.0, 1.0}:  # 0/1 rewards: clipped to [0, 1]
+        lo, hi = np.clip([lo, hi], 0.0, 1.0)
     assert est.ci == "bootstrap"
     assert est.ci_low == pytest.approx(lo, rel=1e-9, abs=1e-9)
     assert est.ci_high == pytest.approx(hi, rel=1e-9, abs=1e-9)
@@ -343,3 +348,59 @@ def test_policy_helpers():
         ps.ope.softmax_policy([[0.0]], temperature=0)
     est = ps.ope.estimate(small(), ps.ope.uniform_policy(3, 2, 2), "snipw")
     assert "snipw" in repr(est) and est.as_dict()["value"] == est.value
+
+
+# ------------------------------------------------------------------ the reward's range (issue 12 point 13)
+def _rare_clicks(n=200, clicks=2):
+    """Click logs with a low click rate: the normal interval of a rate near 0 reaches below 0."""
+    reward = np.zeros(n)
+    reward[:clicks] = 1.0
+    return ps.LoggedFeedback(action=np.zeros(n, dtype=int), reward=reward, propensity=np.full(n, 0.5), n_actions=2)
+
+
+def test_click_rate_interval_never_goes_below_zero():
+    logged = _rare_clicks()
+    target = np.tile([0.5, 0.5], (logged.n_rounds, 1))
+    for method in ("ipw", "snipw"):
+        est = ps.ope.estimate(logged, target, method)
+        assert est.ci_low == 0.0 and 0.0 <= est.value <= est.ci_high <= 1.0, est
+        assert est.reward_range == (0.0, 1.0)
+    on = ps.ope.on_policy(logged)
+    assert on.ci_low == 0.0 and on.reward_range == (0.0, 1.0)
+    # without the range (reward_range=None) the normal interval is the textbook one, below 0
+    raw = ps.ope.estimate(logged, target, "ipw", reward_range=None)
+    assert raw.ci_low < 0.0 and raw.reward_range is None
+
+
+def test_click_rate_interval_never_goes_above_one():
+    # weights of 20 on frequent clicks: IPW terms of 20 push the upper end (and resamples) above 1
+    n = 100
+    reward = (np.arange(n) % 2 == 0).astype(float)
+    logged = ps.LoggedFeedback(action=np.zeros(n, dtype=int), reward=reward, propensity=np.full(n, 0.05),
+                               n_actions=2)
+    target = np.tile([1.0, 0.0], (n, 1))
+    for ci in ("normal", "bootstrap"):
+        est = ps.ope.estimate(logged, target, "ipw", ci=ci, n_bootstrap=200)
+        assert 0.0 <= est.ci_low <= est.value <= est.ci_high == 1.0, est
+        raw = ps.ope.estimate(logged, target, "ipw", ci=ci, n_bootstrap=200, reward_range=None)
+        assert raw.ci_high > 1.0 and raw.value > 1.0
+    out = ps.ope.compare(logged, target, methods=("ipw", "snipw"), reward_model=None)
+    assert all(e.ci_high <= 1.0 for e in out.values())
+
+
+def test_explicit_reward_range():
+    rng = np.random.default_rng(0)
+    n = 60
+    reward = np.where(rng.random(n) < 0.05, 5.0, 0.0)  # a 0-5 star rating, mostly 0
+    logged = ps.LoggedFeedback(action=rng.integers(0, 2, n), reward=reward, propensity=np.full(n, 0.5))
+    target = np.full((n, 2), 0.5)
+    auto = ps.ope.estimate(logged, target, "ipw")
+    assert auto.reward_range is None  # not 0/1: no range is assumed
+    est = ps.ope.estimate(logged, target, "ipw", reward_range=(0, 5))
+    assert est.reward_range == (0.0, 5.0) and est.ci_low >= 0.0 and est.ci_high <= 5.0
+    assert ps.ope.estimate(logged, target, "ipw", reward_range=(0, None)).ci_low >= 0.0
+    with pytest.raises(ps.DataError, match=r"reward_range.*outside"):
+        ps.ope.estimate(logged, target, "ipw", reward_range=(0, 1))
+    for bad in ((1, 0), (0,), "0-1", (0, float("nan")), 5):
+        with pytest.raises(ps.ParameterError, match="reward_range"):
+            ps.ope.estimate(logged, target, "ipw", reward_range=bad)

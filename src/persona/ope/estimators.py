@@ -28,6 +28,11 @@ with replacement (seeded) and recomputes the estimator on each resample (percent
 With slates (``position`` in the logs), every row of the logs is one (impression, slot) pair and the
 value is the expected reward per shown slot -- the click-through rate of the Open Bandit Dataset --
 with ``pi_i`` the target's distribution at the logged slot.
+
+Estimates respect the reward's range: a policy's expected reward lies in the range of its rewards,
+so the value and both ends of the interval are clipped to it (a click rate's interval never goes
+below 0 or above 1). The range is known from the data when every reward is 0 or 1 (``[0, 1]``);
+otherwise pass ``reward_range=(lo, hi)``, or ``reward_range=None`` for the unclipped textbook values.
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ class Estimate:
     n_clipped : int
         Rounds whose weight was cut down to ``clip``.
     clip : float or None
+    reward_range : (float, float) or None
+        The range the value and the interval were clipped to (``(0.0, 1.0)`` for 0/1 rewards; an
+        open side is ``-inf`` / ``inf``); None when nothing was clipped to a range.
     """
 
     method: str
@@ -94,6 +102,7 @@ class Estimate:
     mean_weight: float
     n_clipped: int
     clip: float | None
+    reward_range: tuple | None = None
 
     def as_dict(self) -> dict:
         """The fields as a plain dict (JSON-ready)."""
@@ -231,6 +240,39 @@ def _check_options(alpha, ci, n_bootstrap, clip):
         raise ParameterError(f"clip must be a positive maximum importance weight or None, got {clip!r}")
 
 
+_AUTO = "auto"
+
+
+def _check_reward_range(reward_range) -> tuple | str | None:
+    """``"auto"``, None, or ``(lo, hi)`` as floats with ``lo < hi`` (None or an infinity: an open side)."""
+    if reward_range is None or (isinstance(reward_range, str) and reward_range == _AUTO):
+        return reward_range
+    hint = ("pass reward_range=(low, high) with low < high (None for an open side), 'auto' (0/1 rewards: "
+            "[0, 1]) or None (no clipping)")
+    if isinstance(reward_range, (str, bytes)) or not hasattr(reward_range, "__len__") or len(reward_range) != 2:
+        raise ParameterError(f"reward_range: expected a pair (low, high), got {reward_range!r}; {hint}")
+    lo, hi = (check_number(-math.inf if b is None and k == 0 else math.inf if b is None else b,
+                           f"reward_range[{k}]", finite=False, hint=hint) for k, b in enumerate(reward_range))
+    if not lo < hi:
+        raise ParameterError(f"reward_range: expected low < high, got {reward_range!r}; {hint}")
+    return (lo, hi)
+
+
+def _resolve_range(reward_range, r: np.ndarray) -> tuple | None:
+    """The range the estimate is clipped to: ``[0, 1]`` for 0/1 rewards under ``"auto"``."""
+    if reward_range is None:
+        return None
+    if reward_range == _AUTO:
+        return (0.0, 1.0) if len(r) and bool(np.all((r == 0.0) | (r == 1.0))) else None
+    lo, hi = reward_range
+    out = (r < lo) | (r > hi)
+    if out.any():
+        rows = np.flatnonzero(out)[:5]
+        raise DataError(f"reward_range=({lo:g}, {hi:g}) but rewards {r[rows].tolist()} at rows {rows.tolist()} "
+                        "lie outside it; pass the range every reward lies in, or reward_range=None")
+    return (lo, hi)
+
+
 # ------------------------------------------------------------------------------------------ estimators
 @dataclass
 class _Parts:
@@ -295,7 +337,8 @@ def _bootstrap(method: str, parts: _Parts, n_bootstrap: int, random_state) -> np
     return out
 
 
-def _finish(method, value, terms, parts: _Parts, *, alpha, ci, n_bootstrap, random_state, clip) -> Estimate:
+def _finish(method, value, terms, parts: _Parts, *, alpha, ci, n_bootstrap, random_state, clip,
+            reward_range=None) -> Estimate:
     n = len(terms)
     w = parts.w
     sw2 = float(np.dot(w, w))
@@ -312,10 +355,15 @@ def _finish(method, value, terms, parts: _Parts, *, alpha, ci, n_bootstrap, rand
         else:
             lo, hi = (float(x) for x in np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0]))
             se = float(boot.std(ddof=1)) if len(boot) > 1 else math.nan
+    rng_ = _resolve_range(reward_range, parts.r)
+    if rng_ is not None:
+        # the target's expected reward lies in the rewards' range: clipping to it only moves the
+        # value and the interval's ends closer to the truth (NaN, a single round's interval, stays NaN)
+        value, lo, hi = (min(max(float(x), rng_[0]), rng_[1]) if x == x else x for x in (value, lo, hi))
     return Estimate(method=method, value=float(value), ci_low=float(lo), ci_high=float(hi), std_error=float(se),
                     alpha=float(alpha), ci=ci, n_rounds=n, ess=ess, max_weight=float(w.max()),
                     mean_weight=float(w.mean()), n_clipped=int(parts.n_clipped),
-                    clip=None if clip is None else float(clip))
+                    clip=None if clip is None else float(clip), reward_range=rng_)
 
 
 def _parts(logged, target, methods, reward_model, clip, random_state) -> _Parts:
@@ -338,7 +386,8 @@ def _parts(logged, target, methods, reward_model, clip, random_state) -> _Parts:
 
 
 def estimate(logged, target, method: str = "snipw", *, reward_model=None, clip: float | None = None,
-             alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state=0) -> Estimate:
+             alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state=0,
+             reward_range="auto") -> Estimate:
     """Estimate the expected reward of the ``target`` policy from logged feedback.
 
     Parameters
@@ -366,11 +415,19 @@ def estimate(logged, target, method: str = "snipw", *, reward_model=None, clip: 
         Resamples for ``ci="bootstrap"``.
     random_state : int or None
         Seed of the bootstrap (and of the reward model's folds when it is fitted here).
+    reward_range : "auto", (low, high) or None
+        The range every reward lies in; the value and both ends of the interval (normal or
+        bootstrap) are clipped to it, since a policy's expected reward cannot leave it: a click
+        rate's interval never goes below 0 or above 1. ``"auto"`` (default): ``(0, 1)`` when every
+        reward is 0 or 1, else no clipping. ``(low, high)``: your range (None for an open side;
+        a reward outside it is a DataError). ``None``: no clipping (the textbook values; IPW's can
+        leave the range when weights are large).
 
     Returns
     -------
     Estimate
-        ``value``, ``ci_low``, ``ci_high``, ``std_error`` and weight diagnostics (``ess``, ``max_weight``).
+        ``value``, ``ci_low``, ``ci_high``, ``std_error``, weight diagnostics (``ess``, ``max_weight``)
+        and the ``reward_range`` applied.
 
     Raises
     ------
@@ -378,7 +435,7 @@ def estimate(logged, target, method: str = "snipw", *, reward_model=None, clip: 
         Target rows that do not sum to 1, probabilities outside [0, 1], shapes that do not match the
         logs, propensities outside (0, 1], no overlap for a self-normalised estimator.
     ParameterError
-        An unknown method or ci, alpha outside (0, 1), clip <= 0.
+        An unknown method or ci, alpha outside (0, 1), clip <= 0, a malformed reward_range.
 
     Examples
     --------
@@ -393,10 +450,11 @@ def estimate(logged, target, method: str = "snipw", *, reward_model=None, clip: 
     """
     method = _check_method(method)
     _check_options(alpha, ci, n_bootstrap, clip)
+    reward_range = _check_reward_range(reward_range)
     parts = _parts(logged, target, (method,), reward_model, clip, random_state)
     value, terms = _value_and_terms(method, parts)
     return _finish(method, value, terms, parts, alpha=alpha, ci=ci, n_bootstrap=n_bootstrap,
-                   random_state=random_state, clip=clip)
+                   random_state=random_state, clip=clip, reward_range=reward_range)
 
 
 def compare(logged, target, methods=METHODS, **options) -> dict:
@@ -421,30 +479,35 @@ def compare(logged, target, methods=METHODS, **options) -> dict:
     n_bootstrap = options.pop("n_bootstrap", 1000)
     random_state = options.pop("random_state", 0)
     reward_model = options.pop("reward_model", None)
+    reward_range = options.pop("reward_range", _AUTO)
     if options:
         raise ParameterError(f"unknown options {sorted(options)}; compare takes the keyword options of estimate")
     _check_options(alpha, ci, n_bootstrap, clip)
+    reward_range = _check_reward_range(reward_range)
     parts = _parts(logged, target, methods, reward_model, clip, random_state)
     out = {}
     for m in methods:
         value, terms = _value_and_terms(m, parts)
         out[m] = _finish(m, value, terms, parts, alpha=alpha, ci=ci, n_bootstrap=n_bootstrap,
-                         random_state=random_state, clip=clip)
+                         random_state=random_state, clip=clip, reward_range=reward_range)
     return out
 
 
-def on_policy(logged, *, alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state=0) -> Estimate:
-    """The logging policy's own value: the mean logged reward, with the same kind of interval.
+def on_policy(logged, *, alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state=0,
+              reward_range="auto") -> Estimate:
+    """The logging policy's own value: the mean logged reward, with the same kind of interval
+    (clipped to ``reward_range`` as in :func:`estimate`).
 
     >>> import persona as ps
     >>> ps.ope.on_policy(ps.LoggedFeedback(action=[0, 1], reward=[1, 0], propensity=[0.5, 0.5])).value
     0.5
     """
     _check_options(alpha, ci, n_bootstrap, None)
+    reward_range = _check_reward_range(reward_range)
     p, r = _check_logged(logged)
     n = len(r)
     parts = _Parts(w=np.ones(n), r=r, dm=np.zeros(n), q_a=np.zeros(n), n_clipped=0)
     value, terms = _value_and_terms("ipw", parts)
     est = _finish("ipw", value, terms, parts, alpha=alpha, ci=ci, n_bootstrap=n_bootstrap,
-                  random_state=random_state, clip=None)
+                  random_state=random_state, clip=None, reward_range=reward_range)
     return Estimate(**{**est.as_dict(), "method": "on-policy"})
