@@ -22,15 +22,17 @@ time with one call:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
 
 import numpy as np
 
-from .errors import ParameterError
+from .errors import DataError, ParameterError
 
-__all__ = ["MAX_N", "MAX_FACTORS", "MAX_ITERATIONS", "check_int", "check_number", "check_bool", "check_n", "check_num_threads", "max_threads"]
+__all__ = ["MAX_N", "MAX_FACTORS", "MAX_ITERATIONS", "check_int", "check_number", "check_bool", "check_n", "check_num_threads",
+           "max_threads", "check_frame", "check_keywords"]
 
 #: Largest ``n`` (results per row) any entry point accepts.
 MAX_N = 1_000_000
@@ -68,6 +70,8 @@ def check_int(x, name: str, *, min: int | None = None, max: int | None = None, a
     ...
     persona.errors.ParameterError: k: expected an integer >= 1, got True
     """
+    if type(x) is int and (min is None or x >= min) and (max is None or x <= max):
+        return x  # the common case, without the (slow) abstract-class checks below
     if x is None and allow_none:
         return None
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
@@ -105,7 +109,9 @@ def check_bool(x, name: str, *, ints: bool = False, error: type = ParameterError
 
     Strings ("no" is truthy), arrays (ambiguous) and None are refused.
     """
-    if isinstance(x, (bool, np.bool_)):
+    if x is True or x is False:
+        return x
+    if isinstance(x, np.bool_):
         return bool(x)
     if ints and isinstance(x, numbers.Integral) and x in (0, 1):
         return bool(x)
@@ -127,6 +133,7 @@ def check_n(n, name: str = "n", *, limit: int = MAX_N) -> int:
                           "every allowed item)")
 
 
+@functools.lru_cache(maxsize=1)
 def max_threads() -> int:
     """The largest ``num_threads`` accepted: ``max(64, 4 * cores)``."""
     return max(64, 4 * (os.cpu_count() or 1))
@@ -142,3 +149,90 @@ def check_num_threads(x, name: str = "num_threads", *, error: type = ParameterEr
     cap = max_threads()
     return check_int(x, name, min=0, max=cap, error=error,
                      hint=f"use 0 for all cores, or at most {cap} (4 per core); more threads only add contention")
+
+
+def check_frame(df, name: str = "df", *, error: type = DataError):
+    """``df`` as a pandas DataFrame: pandas as is; polars, pyarrow and other tables converted once.
+
+    Accepted: a pandas DataFrame; anything with ``to_pandas()`` returning one (polars and pyarrow
+    tables, pyarrow record batches); a table exporting the Arrow C stream (``__arrow_c_stream__``,
+    read by pandas or pyarrow); a table speaking the dataframe interchange protocol
+    (``__dataframe__``). Anything else (a dict, a list, a polars LazyFrame) is refused with a hint.
+    """
+    import pandas as pd
+
+    if isinstance(df, pd.DataFrame):
+        return df
+    kind = type(df).__name__
+    hint = ("pass a pandas, polars or pyarrow table (or anything with to_pandas(), the Arrow C stream or "
+            "__dataframe__), e.g. pd.DataFrame(...)")
+    if kind == "LazyFrame" and callable(getattr(df, "collect", None)):
+        raise error(f"{name}: expected a table, got a polars LazyFrame; call .collect() first")
+    if isinstance(df, type):  # a class, e.g. pl.DataFrame itself, has the methods but no data
+        raise error(f"{name}: expected a table, got the class {df.__name__}; {hint}")
+    tried = []
+    converters = []
+    if callable(getattr(df, "to_pandas", None)):
+        converters.append(("to_pandas()", lambda: df.to_pandas()))
+    if callable(getattr(df, "__arrow_c_stream__", None)):
+        if callable(getattr(pd.DataFrame, "from_arrow", None)):
+            converters.append(("the Arrow C stream", lambda: pd.DataFrame.from_arrow(df)))
+        else:
+            def via_pyarrow():
+                import pyarrow as pa
+
+                return pa.table(df).to_pandas()
+            converters.append(("the Arrow C stream", via_pyarrow))
+    if callable(getattr(df, "__dataframe__", None)):
+        converters.append(("__dataframe__", lambda: pd.api.interchange.from_dataframe(df)))
+    for how, convert in converters:
+        try:
+            out = convert()
+        except Exception as e:  # a missing optional package (pyarrow), a failing export: try the next way
+            tried.append(f"{how}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        if isinstance(out, pd.DataFrame):
+            return out
+        tried.append(f"{how} gave a {type(out).__name__}, not a DataFrame")
+    why = f" ({'; '.join(tried)})" if tried else ""
+    raise error(f"{name}: expected a pandas, polars or pyarrow table, got {kind}{why}; {hint}")
+
+
+def check_keywords(func):
+    """Decorate ``func`` so that a misspelt keyword argument is a :class:`ParameterError` naming the
+    nearest valid one, instead of Python's TypeError; the signature stays visible (``functools.wraps``).
+
+    >>> @check_keywords
+    ... def f(x, *, weight=None):
+    ...     return x
+    >>> f(1, wieght="w")
+    Traceback (most recent call last):
+    ...
+    persona.errors.ParameterError: f() has no parameter 'wieght' (did you mean 'weight'?); its keyword parameters are weight, x
+    """
+    import inspect
+
+    params = inspect.signature(func).parameters
+    names = [p.name for p in params.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = set(names)
+    qual = func.__qualname__
+
+    @functools.wraps(func)
+    def checked(*args, **kwargs):
+        unknown = [k for k in kwargs if k not in valid]
+        if unknown:
+            raise ParameterError(unknown_keyword_message(f"{qual}()", unknown, names))
+        return func(*args, **kwargs)
+
+    return checked
+
+
+def unknown_keyword_message(owner: str, unknown, valid) -> str:
+    """``"f() has no parameter 'wieght' (did you mean 'weight'?); its keyword parameters are ..."``."""
+    import difflib
+
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), list(valid), n=1)
+        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return f"{owner} has no parameter {', '.join(parts)}; its keyword parameters are {', '.join(sorted(valid))}"

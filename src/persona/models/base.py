@@ -279,7 +279,7 @@ class Recommender:
 
         So ``n`` up to MAX_N costs what ``n_items`` costs; only batch outputs are padded to ``n``.
         """
-        return max(1, min(n, self.n_items))
+        return max(1, min(n, len(self.item_map_)))  # called after _check_fitted; skip the property
 
     @staticmethod
     def _pad_to(ids: np.ndarray, scores: np.ndarray, n: int):
@@ -537,19 +537,20 @@ class Recommender:
                                      "pass e.g. ['i1', 'i2'] (an empty list for no history)")
         hist_idx = [self._item_indices(h, strict=False, what="history") if len(h) else np.zeros(0, np.int64)
                     for h in histories]
-        blind = np.fromiter((len(h) == 0 for h in hist_idx), dtype=bool, count=m)
+        blind = [len(h) == 0 for h in hist_idx]  # no item the model knows
+        any_blind = any(blind)
         fallback = getattr(self, "fallback_", None)
         if fallback is None:
-            unknown_only = blind & np.fromiter((len(h) > 0 for h in histories), dtype=bool, count=m)
-            if unknown_only.any() and not self.answers_empty_history:
-                j = int(np.flatnonzero(unknown_only)[0])
+            unknown_only = [j for j in range(m) if blind[j] and len(histories[j])] if any_blind else []
+            if unknown_only and not self.answers_empty_history:
+                j = unknown_only[0]
                 shown = normalize_ids(histories[j], what="history")[:5].tolist()
                 raise UnknownItemError(
                     f"none of the history's {len(histories[j])} item ids is known to the model (e.g. {shown}); "
                     "nothing to recommend from. Answer with popularity: "
                     "model.set_fallback(ps.MostPopular().fit(interactions)), or a service fallback"
                 )
-            blind[:] = False
+            any_blind = False
         n = self._width(n) if fallback is None else max(self._width(n), fallback._width(n))
         allow, extra, mask = self._filters(m, items, exclude, mask)
         excl_rows = None
@@ -559,8 +560,15 @@ class Recommender:
             excl_rows = extra if excl_rows is None else [np.concatenate([a, b]) for a, b in zip(excl_rows, extra)]
         out_i = np.full((m, n), -1, dtype=np.int64)
         out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
-        rows = np.flatnonzero(~blind)
         step = self._batch_rows()
+        if not any_blind:  # the common case: every row is scored by the model, in slices
+            for s in range(0, m, step):
+                sl = slice(s, min(s + step, m))
+                scores = self._score_histories(hist_idx[sl])
+                excl = None if excl_rows is None else excl_rows[sl]
+                row_allow = allow[sl] if isinstance(allow, list) else allow
+                out_i[sl], out_s[sl] = self._select(scores, n, excl, row_allow, mask)
+        rows = np.flatnonzero(~np.asarray(blind)) if any_blind else np.zeros(0, np.int64)
         for s in range(0, len(rows), step):
             block = rows[s:s + step]
             scores = self._score_histories([hist_idx[j] for j in block])
@@ -569,7 +577,7 @@ class Recommender:
             out_i[block], out_s[block] = self._select(scores, n, excl, row_allow, mask)
         ids, scores = self._to_ids(out_i, out_s)
         counts = (out_i >= 0).sum(axis=1)
-        lost = np.flatnonzero(blind)
+        lost = np.flatnonzero(blind) if any_blind else ()
         if len(lost):
             ids = ids.astype(np.result_type(ids.dtype, fallback.item_map_.ids.dtype))
             row_items = [items[j] for j in lost] if _is_row_list(items, m) else items
