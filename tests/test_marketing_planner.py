@@ -366,3 +366,27 @@ def test_plans_never_violate_consent_quiet_hours_caps_or_budgets(sc):
     if sc["objective"] == "margin":
         assert all(m.expected_value > 0 for m in plan.messages)
     assert plan.value <= plan.upper_bound + 1e-9
+
+
+def test_catalogue_id_column_is_configurable(shop, model):
+    """Issue 12 point 14: a shop's catalogue names its ids "sku"; Planner(catalog_id="sku") reads it."""
+    cat = categories(shop)[0]
+    camp = Campaign("c", Offer("discount", 0.1), categories=[cat], budget=Budget(messages=20), channels=["email"])
+    kw = dict(contacts=make_contacts(shop), channels=CHANNELS, model=model, interactions=shop.interactions)
+    plain = Planner(catalog=shop.items, **kw).plan([camp], now=NOW)
+    skus = shop.items.rename(columns={"item_id": "sku"})
+    plan = Planner(catalog=skus, catalog_id="sku", **kw).plan([camp], now=NOW)
+    assert [(m.user, m.items, m.item_names, m.text) for m in plan] == \
+           [(m.user, m.items, m.item_names, m.text) for m in plain]
+    assert len(plan) > 0 and all(m.item_names and m.item_names[0] != m.items[0] for m in plan)
+    # prices under the sku column give the default order value (margin objective)
+    priced = Planner(catalog=skus, catalog_id="sku", objective="margin", **kw).plan([camp], now=NOW)
+    assert len(priced) > 0
+    with pytest.raises(ps.ParameterError, match=r"no 'item_id' column.*catalog_id="):
+        Planner(catalog=skus, **kw)
+    with pytest.raises(ps.ParameterError, match=r"catalog_id='article'.*sku"):
+        Planner(catalog=skus, catalog_id="article", **kw)
+    with pytest.raises(ps.ParameterError, match="catalog_id"):
+        Planner(catalog=skus, catalog_id=3, **kw)
+    with pytest.raises(ps.DataError, match="catalog"):
+        Planner(catalog=[("a", "b")], **kw)

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .._validate import check_int, check_number
+from .._validate import check_frame, check_int, check_number
 from ..errors import ParameterError, UnknownItemError, UnsupportedError
 from ._util import DAY, WEEK, epoch, number_arg, utc
 from .campaigns import Campaign
@@ -211,8 +211,12 @@ class Planner:
         If it has an ``audience(campaign, items, n)`` method, only those ``n`` (``pool``) users are
         scored. Default: ``ModelPropensity(model)``.
     catalog : pandas.DataFrame, optional
-        ``item_id`` and optionally ``category``, ``name``, ``price``: scopes by category, item names
-        in messages, and the default order value (mean scope price).
+        One row per item: its id (column ``catalog_id``) and optionally ``category``, ``name``,
+        ``price``: scopes by category, item names in messages, and the default order value (mean
+        scope price). A polars or pyarrow table is read too.
+    catalog_id : str, default "item_id"
+        The catalogue's column holding the item ids (e.g. ``"sku"``), as in
+        :class:`~persona.serving.RecommenderService`.
     caps : FrequencyCap
         Messages per user across all campaigns: per rolling day and week.
     history : ContactHistory, optional
@@ -241,7 +245,7 @@ class Planner:
                  caps: FrequencyCap | None = None, history: ContactHistory | None = None, objective: str = "margin",
                  method: str = "greedy", pool: int | None = None, rfm=None, holdout: float = 0.0,
                  interactions=None, filter_seen: bool = True, random_state: int = 0,
-                 time_limit: float | None = None) -> None:
+                 time_limit: float | None = None, catalog_id: str = "item_id") -> None:
         if not isinstance(contacts, Contacts):
             raise ParameterError(f"Planner contacts: expected Contacts, got {type(contacts).__name__}")
         if objective not in OBJECTIVES:
@@ -270,18 +274,28 @@ class Planner:
         self.random_state = check_int(random_state, "Planner random_state", min=0, max=2**32 - 1)
         self.time_limit = check_number(time_limit, "Planner time_limit", min=0.0, min_open=True, allow_none=True,
                                        hint="seconds for the MILP solver, or None for no limit")
-        self._catalog(catalog)
+        self._catalog(catalog, catalog_id)
         self._rfm = self._rfm_groups(rfm)
         self._interactions = interactions
 
     # ------------------------------------------------------------------ set-up
-    def _catalog(self, catalog) -> None:
+    def _catalog(self, catalog, catalog_id) -> None:
         self._name, self._price, self._cat_items = {}, {}, {}
+        if not isinstance(catalog_id, str) or not catalog_id:
+            raise ParameterError(f"Planner catalog_id: expected the name of the catalogue's item id column "
+                                 f"(e.g. 'sku'), got {catalog_id!r}")
         if catalog is None:
             return
-        if "item_id" not in catalog.columns:
-            raise ParameterError(f"Planner catalog: expected an 'item_id' column, got {list(catalog.columns)}")
-        ids = catalog["item_id"].tolist()
+        catalog = check_frame(catalog, "Planner catalog")
+        if catalog_id not in catalog.columns:
+            cols = list(catalog.columns)
+            if catalog_id == "item_id":
+                raise ParameterError(f"Planner catalog: expected an item id column, but it has no 'item_id' column "
+                                     f"(its columns are {cols}); name the id column with catalog_id= "
+                                     f"(e.g. catalog_id='sku')")
+            raise ParameterError(f"Planner catalog_id={catalog_id!r}: expected a column of the catalogue, got "
+                                 f"columns {cols}; pass the name of its item id column")
+        ids = catalog[catalog_id].tolist()
         if "name" in catalog.columns:
             self._name = dict(zip(ids, catalog["name"].astype(str).tolist()))
         if "price" in catalog.columns:
