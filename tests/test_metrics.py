@@ -322,8 +322,9 @@ def test_no_training_data():
 
 
 # --------------------------------------------------------------------------------- reference
-def reference(model, test, ks, exclude=None, cats=None, train_m=None, filter_seen=True):
-    """Slow per-user metrics, written straight from the definitions."""
+def reference(model, test, ks, exclude=None, cats=None, train_m=None, filter_seen=True, rows=None):
+    """Slow per-user metrics, written straight from the definitions (``rows``: filled with
+    {model user index: {"metric@k": value}} for each user's own values)."""
     n_items = len(model.item_map_)
     tu = model.user_map_.lookup(test.user_map.ids)[test.users]
     ti = model.item_map_.lookup(test.item_map.ids)[test.items]
@@ -352,11 +353,17 @@ def reference(model, test, ks, exclude=None, cats=None, train_m=None, filter_see
     sums, denom = {}, {}
     covered = {k: set() for k in ks}
 
+    current = {}
+
     def add(key, v):
         sums[key] = sums.get(key, 0.0) + v
         denom[key] = denom.get(key, 0) + 1
+        current[f"{key[0]}@{key[1]}"] = v
 
     for u in sorted(targets):
+        current = {}
+        if rows is not None:
+            rows[u] = current
         row = None if ex is None else sp.csr_matrix(ex[u:u + 1])
         idx, _ = model.recommend_indices(np.array([u]), kmax, filter_seen=filter_seen, exclude=row)
         rec = [int(x) for x in idx[0] if x >= 0]
@@ -472,3 +479,45 @@ def test_cosine_ways_match_brute_force(n_users, n_items, k, data):
         for method in ("gram", "lists"):
             got = _cosine_pair_sums(idx, idx >= 0, range(1, k + 1), xn, counts > 0, counts, method=method)
             np.testing.assert_allclose(got[kk], want, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------- per-user frame (issue 12 point 11)
+def test_per_user_frame_hand_computed():
+    model, test = case_a()
+    report, frame = evaluate(model, test, k=(1, 3), metrics=("hr", "recall", "ndcg", "mrr"), per_user=True)
+    assert report == {**evaluate(model, test, k=(1, 3), metrics=("hr", "recall", "ndcg", "mrr")),
+                      "time_s": report["time_s"]}
+    assert list(frame.columns) == ["user", "n_targets", "hr@1", "hr@3", "recall@1", "recall@3", "ndcg@1", "ndcg@3",
+                                   "mrr@1", "mrr@3"]
+    assert frame["user"].tolist() == ["u0", "u1", "u2"] and frame["n_targets"].tolist() == [2, 1, 2]
+    # lists: u0 [0, 2, 3] targets {2, 4}; u1 [5, 4, 3] targets {0}; u2 [1, 2, 3] targets {0, 3}
+    assert frame["hr@3"].tolist() == [1.0, 0.0, 1.0] and frame["hr@1"].tolist() == [0.0, 0.0, 0.0]
+    assert frame["recall@3"].tolist() == [0.5, 0.0, 0.5]
+    assert frame["mrr@3"].tolist() == pytest.approx([1 / 2, 0.0, 1 / 3])
+    assert frame["ndcg@3"].tolist() == pytest.approx([(1 / LOG3) / (1 + 1 / LOG3), 0.0, 0.5 / (1 + 1 / LOG3)])
+    for key in ("hr@3", "recall@3", "ndcg@3", "mrr@3"):
+        assert frame[key].mean() == pytest.approx(report[key])
+    with pytest.raises(DataError, match="per_user"):
+        evaluate(model, test, k=3, per_user="yes")
+
+
+@settings(max_examples=150, deadline=None)
+@given(eval_cases())
+def test_per_user_frame_matches_slow_reference(case):
+    model, test, exclude, ks, cats, train, batch, filter_seen = case
+    report, frame = evaluate(model, test, k=ks, exclude=exclude, train=train, item_categories=cats,
+                             batch_size=batch, filter_seen=filter_seen, per_user=True)
+    rows = {}
+    reference(model, test, sorted(set(ks)), exclude=exclude, cats=cats,
+              train_m=None if train is None else train.matrix, filter_seen=filter_seen, rows=rows)
+    assert len(frame) == report["n_users"] == len(rows)
+    assert frame["user"].tolist() == model.user_map_.ids[sorted(rows)].tolist()
+    assert int(frame["n_targets"].sum()) == report["n_targets"]
+    assert not any(c.startswith("coverage") for c in frame.columns)  # one value for all users, not per user
+    for r, u in enumerate(sorted(rows)):
+        for key in frame.columns[2:]:
+            want = rows[u].get(key, float("nan"))  # no value: the metric is undefined for this user's list
+            assert frame[key].iloc[r] == pytest.approx(want, rel=1e-5, abs=1e-6, nan_ok=True), (u, key)
+    for key in frame.columns[2:]:
+        if frame[key].notna().any():
+            assert frame[key].mean() == pytest.approx(report[key], rel=1e-5, abs=1e-6)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import check_int
+from .._validate import check_bool, check_int
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import DataError, NotFittedError, PersonaError
@@ -197,7 +197,8 @@ def evaluate(
     show_progress: bool = False,
     metrics=None,
     filter_seen: bool = True,
-) -> dict:
+    per_user: bool = False,
+):
     """Full-ranking top-k metrics of ``model`` on the held-out ``test`` events.
 
     Every test user the model knows is evaluated: the model ranks **all** items for the user,
@@ -256,15 +257,24 @@ def evaluate(
         Subset of :data:`METRICS` to compute; default all.
     filter_seen : bool, default True
         Exclude each user's training items from the ranking (the standard protocol).
+    per_user : bool, default False
+        Also return each evaluated user's own values (to find the users a model fails, compare
+        two models user by user, or test a difference for significance).
 
     Returns
     -------
-    dict
-        ``"<metric>@<k>"`` -> float for every metric and k, plus ``n_users`` (evaluated),
-        ``n_unknown_users`` (distinct test users the model does not know: counted and skipped),
-        ``n_unknown_items`` (distinct test items the model does not know: their targets are misses),
-        ``n_cold_users`` (evaluated users without training items in the model), ``n_targets``
-        (distinct user-item targets of the evaluated users) and ``time_s``.
+    dict, or (dict, pandas.DataFrame) with ``per_user=True``
+        The report: ``"<metric>@<k>"`` -> float for every metric and k, plus ``n_users``
+        (evaluated), ``n_unknown_users`` (distinct test users the model does not know: counted and
+        skipped), ``n_unknown_items`` (distinct test items the model does not know: their targets
+        are misses), ``n_cold_users`` (evaluated users without training items in the model),
+        ``n_targets`` (distinct user-item targets of the evaluated users) and ``time_s``.
+
+        With ``per_user=True``, ``(report, frame)``: ``frame`` has one row per evaluated user, in
+        the model's user order, with columns ``user`` (external id), ``n_targets`` and
+        ``"<metric>@<k>"`` for every metric and k except ``coverage`` (a property of all lists
+        together). novelty, arp and diversity are NaN for a user whose list is too short to define
+        them; the mean of each column (NaN left out) is the report's value.
 
     Raises
     ------
@@ -286,10 +296,14 @@ def evaluate(
     >>> r = evaluate(m, test, k=2, metrics=("hr", "ndcg"))
     >>> r["hr@2"], round(r["ndcg@2"], 4), r["n_users"]
     (0.5, 0.3155, 2)
+    >>> r, frame = evaluate(m, test, k=2, metrics=("hr",), per_user=True)
+    >>> frame.to_dict("list")
+    {'user': ['u1', 'u2'], 'n_targets': [1, 1], 'hr@2': [1.0, 0.0]}
     """
     t0 = time.perf_counter()
     ks = _check_k(k)
     names = _check_metrics(metrics)
+    per_user = check_bool(per_user, "evaluate: per_user", ints=True, error=DataError)
     if not isinstance(test, Interactions):
         raise DataError(
             f"evaluate: expected test as persona Interactions, got {type(test).__name__}; "
@@ -372,11 +386,28 @@ def evaluate(
     ideal_cum = np.cumsum(disc)
     inv_rank = 1.0 / np.arange(1, kmax + 1)
 
-    per_user = {(m, kk): 0.0 for m in names if m != "coverage" for kk in ks}
+    totals = {(m, kk): 0.0 for m in names if m != "coverage" for kk in ks}
     n_with = {(m, kk): 0 for m in ("novelty", "arp", "diversity") for kk in ks}
     covered = {kk: np.zeros(n_items, dtype=bool) for kk in ks} if "coverage" in names else None
+    # per_user=True: every user's own value (NaN where a metric is undefined for the user's list)
+    columns = {key: np.full(n_eval, np.nan) for key in totals} if per_user else None
+
+    def add(key, start: int, values: np.ndarray, defined: np.ndarray | None = None) -> None:
+        """Add one batch's per-user values (rows ``start:``; ``defined``: users with a value)."""
+        if defined is None:
+            totals[key] += values.sum()
+        else:
+            values = values[defined]
+            totals[key] += values.sum()
+            n_with[key] += int(defined.sum())
+        if columns is not None:
+            if defined is None:
+                columns[key][start:start + len(values)] = values
+            else:
+                columns[key][start + np.flatnonzero(defined)] = values
 
     cos_buffer: list = []
+    cos_start = 0  # row of the first list in cos_buffer
 
     def flush_cosine():
         # lists of many batches at once: the item Gram of popular items is then built once per block
@@ -388,9 +419,8 @@ def evaluate(
         for kk in ks:
             cnt = cnt_cum[:, kk - 1]
             ok = cnt >= 2
-            n_pairs = cnt[ok] * (cnt[ok] - 1) / 2.0
-            per_user["diversity", kk] += (1.0 - sums[kk][ok] / n_pairs).sum()
-            n_with["diversity", kk] += int(ok.sum())
+            n_pairs = np.maximum(cnt * (cnt - 1) / 2.0, 1.0)
+            add(("diversity", kk), cos_start, 1.0 - sums[kk] / n_pairs, ok)
 
     bar = None
     if show_progress:
@@ -419,6 +449,8 @@ def evaluate(
             n_valid_cum = np.cumsum(valid, axis=1)
 
             if "diversity" in names and cats is None:
+                if not cos_buffer:
+                    cos_start = start
                 cos_buffer.append(idx)
                 if sum(len(b) for b in cos_buffer) * kmax >= _COSINE_BLOCK:
                     flush_cosine()
@@ -428,42 +460,40 @@ def evaluate(
                 hk = hitf[:, :kk]
                 nh = cum_hits[:, kk - 1]
                 any_hit = nh > 0
-                if ("hr", kk) in per_user:
-                    per_user["hr", kk] += any_hit.sum()
+                if ("hr", kk) in totals:
+                    add(("hr", kk), start, any_hit.astype(np.float64))
                 prec = nh / kk
                 rec = nh / nt
-                if ("precision", kk) in per_user:
-                    per_user["precision", kk] += prec.sum()
-                if ("recall", kk) in per_user:
-                    per_user["recall", kk] += rec.sum()
-                if ("f1", kk) in per_user:
+                if ("precision", kk) in totals:
+                    add(("precision", kk), start, prec)
+                if ("recall", kk) in totals:
+                    add(("recall", kk), start, rec)
+                if ("f1", kk) in totals:
                     s = prec + rec
-                    per_user["f1", kk] += np.divide(2 * prec * rec, s, out=np.zeros_like(s), where=s > 0).sum()
+                    add(("f1", kk), start, np.divide(2 * prec * rec, s, out=np.zeros_like(s), where=s > 0))
                 depth = np.minimum(nt, kk).astype(np.int64)
-                if ("ndcg", kk) in per_user:
-                    per_user["ndcg", kk] += ((hk @ disc[:kk]) / ideal_cum[depth - 1]).sum()
-                if ("map", kk) in per_user:
-                    per_user["map", kk] += ((hk * cum_hits[:, :kk] * inv_rank[:kk]).sum(axis=1) / depth).sum()
-                if ("mrr", kk) in per_user:
+                if ("ndcg", kk) in totals:
+                    add(("ndcg", kk), start, (hk @ disc[:kk]) / ideal_cum[depth - 1])
+                if ("map", kk) in totals:
+                    add(("map", kk), start, (hk * cum_hits[:, :kk] * inv_rank[:kk]).sum(axis=1) / depth)
+                if ("mrr", kk) in totals:
                     first_hit = np.argmax(hk, axis=1)
-                    per_user["mrr", kk] += np.where(any_hit, inv_rank[first_hit], 0.0).sum()
+                    add(("mrr", kk), start, np.where(any_hit, inv_rank[first_hit], 0.0))
                 vk = valid[:, :kk]
                 if covered is not None:
                     covered[kk][idx[:, :kk][vk]] = True
                 cnt = n_valid_cum[:, kk - 1]
                 has = cnt > 0
-                if pop is not None and ("novelty", kk) in per_user:
-                    per_user["novelty", kk] += ((selfinfo[ci[:, :kk]] * vk).sum(axis=1)[has] / cnt[has]).sum()
-                    n_with["novelty", kk] += int(has.sum())
-                if pop is not None and ("arp", kk) in per_user:
-                    per_user["arp", kk] += ((pop[ci[:, :kk]] * vk).sum(axis=1)[has] / cnt[has]).sum()
-                    n_with["arp", kk] += int(has.sum())
-                if ("diversity", kk) in per_user:
+                safe = np.maximum(cnt, 1)
+                if pop is not None and ("novelty", kk) in totals:
+                    add(("novelty", kk), start, (selfinfo[ci[:, :kk]] * vk).sum(axis=1) / safe, has)
+                if pop is not None and ("arp", kk) in totals:
+                    add(("arp", kk), start, (pop[ci[:, :kk]] * vk).sum(axis=1) / safe, has)
+                if ("diversity", kk) in totals:
                     if cats is not None:
                         npairs, ndiff = pair_cum[:, kk - 1], diff_cum[:, kk - 1]
                         ok = npairs > 0
-                        per_user["diversity", kk] += (ndiff[ok] / npairs[ok]).sum()
-                        n_with["diversity", kk] += int(ok.sum())
+                        add(("diversity", kk), start, ndiff / np.maximum(npairs, 1), ok)
             if bar is not None:
                 bar.update(m)
         if cos_buffer:
@@ -480,9 +510,9 @@ def evaluate(
                 report[key] = float(covered[kk].sum() / n_items) if n_items else float("nan")
             elif name in ("novelty", "arp", "diversity"):
                 d = n_with[name, kk]
-                report[key] = float(per_user[name, kk] / d) if d else float("nan")
+                report[key] = float(totals[name, kk] / d) if d else float("nan")
             else:
-                report[key] = float(per_user[name, kk] / n_eval)
+                report[key] = float(totals[name, kk] / n_eval)
     report["n_users"] = int(n_eval)
     report["n_unknown_users"] = n_unknown_users
     report["n_unknown_items"] = n_unknown_items
@@ -492,7 +522,16 @@ def evaluate(
     report["n_cold_users"] = cold
     report["n_targets"] = int(len(keys))
     report["time_s"] = time.perf_counter() - t0
-    return report
+    if columns is None:
+        return report
+    import pandas as pd
+
+    frame = {"user": user_map.to_ids(eval_users), "n_targets": n_targets.astype(np.int64)}
+    for name in names:  # the report's order: metric, then k
+        for kk in ks:
+            if (name, kk) in columns:
+                frame[f"{name}@{kk}"] = columns[name, kk]
+    return report, pd.DataFrame(frame)
 
 
 def _category_pair_counts(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
