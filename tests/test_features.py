@@ -188,3 +188,24 @@ def test_to_dict_from_dict_round_trip_through_json():
         raw.to_dict()
     with pytest.raises(DataError, match="to_dict"):
         Features.from_dict({"fields": {}})
+
+
+def test_polars_and_arrow_tables_are_read():
+    """Issue 12 point 10: the feature constructors take polars and pyarrow tables as pandas ones."""
+    import pyarrow as pa
+
+    pl = pytest.importorskip("polars")  # in the test extra
+    df = pd.DataFrame({"item": ["a", "b", "c"], "cat": ["shoes", "hats", "shoes"], "price": [10.0, 20.0, 30.0],
+                       "tags": ["x|y", "y", ""]})
+    ids = IdMap(["a", "b", "c"])
+    want = Features.from_frame(df, ids, "item", categorical=["cat"], numeric=["price"], tags=["tags"])
+    for table in (pl.from_pandas(df), pa.Table.from_pandas(df, preserve_index=False)):
+        got = Features.from_frame(table, ids, "item", categorical=["cat"], numeric=["price"], tags=["tags"])
+        assert got.columns == want.columns and (got.matrix != want.matrix).nnz == 0
+        new = table.slice(0, 2) if hasattr(table, "slice") else table
+        enc = want.transform(new)
+        assert (enc.matrix != want.transform(df.iloc[:2]).matrix).nnz == 0
+    with pytest.raises(DataError, match="expected a pandas DataFrame or a polars / pyarrow table"):
+        Features.from_frame({"item": ["a"]}, ids, "item", categorical=["cat"])
+    with pytest.raises(DataError, match="expected a pandas DataFrame or a polars / pyarrow table"):
+        want.transform([("a", "shoes")])

@@ -612,3 +612,118 @@ def test_dropped_rows_warning_points_at_the_callers_line():
         warnings.simplefilter("always")
         Interactions.from_frame(df, user="user_id", item="item_id", strict=False)
     assert caught and caught[0].filename == __file__
+
+
+# ---------------------------------------------------------------------------------------- issue 12 point 10
+def _events_frame():
+    return pd.DataFrame({
+        "user_id": ["u1", "u1", "u2", "u2", "u3"],
+        "item_id": ["a", "b", "a", "c", "c"],
+        "event": ["view", "purchase", "cart", "view", "view"],
+        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-01", "2024-01-03", "2024-01-04"], utc=True),
+        "qty": [1.0, 2.0, 1.0, 1.0, 3.0],
+    })
+
+
+def _same(a, b):
+    assert a.user_ids.tolist() == b.user_ids.tolist() and a.item_ids.tolist() == b.item_ids.tolist()
+    assert (a.matrix != b.matrix).nnz == 0
+    assert np.array_equal(a.timestamps, b.timestamps) and a.event_types == b.event_types
+
+
+@pytest.mark.parametrize("kind", ["polars", "pyarrow", "arrow-stream", "interchange"])
+def test_from_frame_reads_polars_and_arrow_tables(kind):
+    df = _events_frame()
+    want = Interactions.from_frame(df, time="timestamp", event="event", value="qty", half_life=7)
+    if kind == "polars":
+        pl = pytest.importorskip("polars")  # in the test extra
+        table = pl.from_pandas(df)
+    elif kind == "pyarrow":
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    else:
+        import pyarrow as pa
+
+        inner = pa.Table.from_pandas(df, preserve_index=False)
+
+        class Stream:  # any table that only exports the Arrow C stream (e.g. DuckDB, a future library)
+            def __arrow_c_stream__(self, requested_schema=None):
+                return inner.__arrow_c_stream__(requested_schema)
+
+        class Interchange:  # any table that only speaks the dataframe interchange protocol
+            def __dataframe__(self, nan_as_null=False, allow_copy=True):
+                return inner.__dataframe__(nan_as_null=nan_as_null, allow_copy=allow_copy)
+
+        table = Stream() if kind == "arrow-stream" else Interchange()
+    got = Interactions.from_frame(table, time="timestamp", event="event", value="qty", half_life=7)
+    _same(got, want)
+    assert np.allclose(got.weights, want.weights)
+    got2 = from_frame(table, "user_id", "item_id", time="timestamp", event="event", value="qty", half_life=7)
+    _same(got2, want)
+
+
+def test_from_frame_refuses_what_is_not_a_table():
+    pl = pytest.importorskip("polars")
+    with pytest.raises(DataError, match=r"LazyFrame.*\.collect\(\)"):
+        Interactions.from_frame(pl.from_pandas(_events_frame()).lazy())
+    for bad in ({"user_id": [1], "item_id": [2]}, [(1, 2)], pd.Series([1, 2]), pl.DataFrame, None):
+        with pytest.raises(DataError, match="expected a pandas DataFrame or a polars / pyarrow table"):
+            Interactions.from_frame(bad)
+
+
+OPTIONS = {"weight": None, "default_weight": None, "value_as_weight": None, "allow_negative": False,
+           "time_unit": "s", "drop_duplicates": True, "aggregate": "sum", "half_life": None, "now": None,
+           "min_user_events": 0, "min_item_events": 0, "k_core": None, "strict": True, "user_map": None,
+           "item_map": None}
+
+
+@pytest.mark.parametrize("func", [from_frame, from_csv, from_parquet, from_records, Interactions.from_frame,
+                                  Interactions.from_csv, Interactions.from_parquet, Interactions.from_records])
+def test_cleaning_options_are_real_keyword_arguments(func):
+    import inspect
+
+    params = inspect.signature(func).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), func
+    for name, default in OPTIONS.items():
+        assert name in params, (func, name)
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY and params[name].default == default, (func, name)
+
+
+def test_from_sequences_options_are_real_keyword_arguments():
+    import inspect
+
+    for func in (from_sequences, Interactions.from_sequences):
+        params = inspect.signature(func).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for name in ("min_user_events", "min_item_events", "k_core", "aggregate", "strict", "drop_duplicates",
+                     "user_map", "item_map", "ids"):
+            assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_a_misspelt_option_names_the_nearest_one(tmp_path):
+    from persona.errors import ParameterError
+
+    df = _events_frame()
+    path = tmp_path / "events.csv"
+    df.to_csv(path, index=False)
+    calls = {
+        "from_frame": lambda **kw: from_frame(df, "user_id", "item_id", **kw),
+        "Interactions.from_frame": lambda **kw: Interactions.from_frame(df, **kw),
+        "from_csv": lambda **kw: from_csv(path, "user_id", "item_id", **kw),
+        "Interactions.from_csv": lambda **kw: Interactions.from_csv(path, **kw),
+        "from_records": lambda **kw: from_records([("u", "i")], **kw),
+        "Interactions.from_records": lambda **kw: Interactions.from_records([("u", "i")], **kw),
+        "from_sequences": lambda **kw: from_sequences(["1 2 3"], **kw),
+        "Interactions.from_sequences": lambda **kw: Interactions.from_sequences(["1 2 3"], **kw),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ParameterError, match=r"'min_user_event' \(did you mean 'min_user_events'\?\)"):
+            call(min_user_event=2)
+        if "sequences" not in name:  # sequence files have no time options at all
+            with pytest.raises(ParameterError, match=r"'halflife' \(did you mean 'half_life'\?\)"):
+                call(halflife=3)
+    # options still work as keywords, and sequence files still refuse time options with a DataError
+    assert Interactions.from_frame(df, min_user_events=2).n_users == 2
+    with pytest.raises(DataError, match="time="):
+        from_sequences(["1 2 3"], time="t")

@@ -220,3 +220,55 @@ def test_idmap_equality_across_id_types():
 
     assert IdMap(["1", "2"]) != IdMap([1, 2])
     assert IdMap([1, 2]) == IdMap([1, 2])
+
+
+# ------------------------------------------------------------------ from_matrix (issue 12 point 10)
+def test_from_matrix_keeps_the_matrix_and_the_ids():
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(np.array([[0, 2.5, 0], [1, 0, 0], [0, 0, 0], [0, 4, 3]], dtype=np.float64))
+    inter = Interactions.from_matrix(m, user_ids=["u1", "u2", "u3", "u4"], item_ids=["a", "b", "c"])
+    assert inter.user_ids.tolist() == ["u1", "u2", "u3", "u4"] and inter.item_ids.tolist() == ["a", "b", "c"]
+    assert inter.matrix.dtype == np.float32 and inter.matrix.toarray().tolist() == m.toarray().tolist()
+    assert len(inter) == 4 and inter.timestamps is None and inter.report.n_kept == 4
+    # a user without events keeps their row, so the matrix lines up with the caller's ids
+    assert inter.shape == (4, 3) and inter.user_counts.tolist() == [1, 1, 0, 2]
+    # implicit's order: other sparse formats, sparse arrays, default ids 0..n-1, explicit zeros are not events
+    coo = sp.coo_array(([1.0, 0.0, 2.0], ([0, 1, 1], [1, 0, 1])), shape=(2, 2))
+    plain = Interactions.from_matrix(coo)
+    assert plain.user_ids.tolist() == [0, 1] and plain.item_ids.tolist() == [0, 1]
+    assert len(plain) == 2 and plain.matrix.toarray().tolist() == [[0.0, 1.0], [0.0, 2.0]]
+    assert "explicit zero" in " ".join(plain.report.notes)
+    import persona as ps
+
+    model = ps.ItemKNN(k=2).fit(inter)
+    assert model.recommend("u1", n=1)[0].tolist() == ["c"]  # u4 holds b and c, weighted by the values
+
+
+def test_from_matrix_errors():
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]]))
+    with pytest.raises(DataError, match=r"user_ids has 3 ids but the matrix has 2 rows"):
+        Interactions.from_matrix(m, user_ids=["a", "b", "c"], item_ids=["x", "y"])
+    with pytest.raises(DataError, match=r"item_ids has 1 ids but the matrix has 2 columns"):
+        Interactions.from_matrix(m, user_ids=["a", "b"], item_ids=["x"])
+    with pytest.raises(DataError, match=r"user_ids.*repeat.*'a'"):
+        Interactions.from_matrix(m, user_ids=["a", "a"], item_ids=["x", "y"])
+    bad = m.copy()
+    bad.data[1] = -1.0
+    with pytest.raises(DataError, match=r"negative.*\(1, 1\).*allow_negative=True"):
+        Interactions.from_matrix(bad)
+    assert Interactions.from_matrix(bad, allow_negative=True).matrix[1, 1] == -1.0
+    for v in (np.nan, np.inf):
+        bad.data[1] = v
+        with pytest.raises(DataError, match=r"non-finite.*\(1, 1\)"):
+            Interactions.from_matrix(bad)
+    with pytest.raises(DataError, match=r"scipy sparse matrix.*sp.csr_matrix"):
+        Interactions.from_matrix(np.eye(2))
+    with pytest.raises(DataError, match="scipy sparse matrix"):
+        Interactions.from_matrix("matrix.npz")
+    from persona.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="did you mean 'user_ids'"):
+        Interactions.from_matrix(m, users=["a", "b"])

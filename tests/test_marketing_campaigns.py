@@ -177,3 +177,25 @@ def test_rfm_from_interactions_with_prices():
     assert set(from_events["group"]) <= {"champions", "loyal", "new", "promising", "at_risk", "hibernating"}
     with pytest.raises(ps.DataError, match="column"):
         rfm_table(shop.events, user="customer")
+
+
+def test_contacts_and_rfm_read_polars_and_arrow_tables():
+    """Issue 12 point 10: marketing inputs that take frames take polars and pyarrow tables too."""
+    import pyarrow as pa
+
+    pl = pytest.importorskip("polars")  # in the test extra
+    df = pd.DataFrame({"user_id": ["a", "b", "c"], "email_ok": [True, False, True], "segment": ["x", "y", "x"],
+                       "tz": ["UTC", "Europe/Paris", "UTC"]})
+    want = Contacts.from_frame(df, consent={"email": "email_ok"}, timezone="tz", segment="segment")
+    for table in (pl.from_pandas(df), pa.Table.from_pandas(df, preserve_index=False)):
+        c = Contacts.from_frame(table, consent={"email": "email_ok"}, timezone="tz", segment="segment")
+        assert c.user_ids.tolist() == want.user_ids.tolist()
+        assert c.allowed("email").tolist() == want.allowed("email").tolist()
+        assert c.segment.tolist() == want.segment.tolist()
+    with pytest.raises(ps.DataError, match="expected a pandas DataFrame or a polars / pyarrow table"):
+        Contacts.from_frame([("a", True)])
+    ev = pd.DataFrame({"user_id": ["a", "a", "b"], "value": [10.0, 20.0, 5.0], "event": ["purchase"] * 3,
+                       "timestamp": pd.to_datetime(["2024-01-01", "2024-01-20", "2024-01-02"], utc=True)})
+    table = rfm_table(ev, now="2024-02-01")
+    for other in (pl.from_pandas(ev), pa.Table.from_pandas(ev, preserve_index=False)):
+        pd.testing.assert_frame_equal(rfm_table(other, now="2024-02-01"), table)

@@ -126,6 +126,26 @@ def test_context_filters_still_return_n(shop, als, catalog):
     assert len(r.items) == min(5, len(allowed))
 
 
+def test_a_polars_or_arrow_catalogue_filters_as_pandas_does(shop, als, catalog):
+    """Issue 12 point 10: the service's catalogue may be a polars or pyarrow table (with its own id column)."""
+    import pyarrow as pa
+
+    pl = pytest.importorskip("polars")  # in the test extra
+    user = _known(shop, 2)
+    cat = catalog["category"].iloc[0]
+    ctx = {"where": {"category": cat, "price": (None, 40.0)}}
+    want = RecommenderService(als, catalog=catalog).recommend(user, n=5, context=ctx).items
+    skus = catalog.rename(columns={"item_id": "sku"})
+    for table in (pl.from_pandas(skus), pa.Table.from_pandas(skus, preserve_index=False)):
+        service = RecommenderService(als, catalog=table, catalog_id="sku")
+        assert service.recommend(user, n=5, context=ctx).items.tolist() == want.tolist()
+        service.set_catalog(table, catalog_id="sku")
+        assert service.item_attributes(want[:1])[0]["category"] == cat
+        service.close()
+    with pytest.raises(ps.ParameterError, match="expected a pandas DataFrame or a polars / pyarrow table"):
+        RecommenderService(als, catalog=[("a", 1)])
+
+
 def test_stock_updates_apply_to_in_stock_requests(shop, als, catalog):
     service = RecommenderService(als, catalog=catalog)
     user = _known(shop, 4)

@@ -645,6 +645,24 @@ def test_import_frame_strict_names_the_row_lenient_counts_it(open_store):
         store.import_frame([{"user": 1}])
 
 
+def test_import_frame_reads_polars_and_arrow_tables(open_store):
+    """Issue 12 point 10: an export read with polars or pyarrow imports as its pandas twin."""
+    import pyarrow as pa
+
+    pl = pytest.importorskip("polars")  # in the test extra
+    df = _orders(40)
+    store = open_store()
+    report = store.import_frame(pl.from_pandas(df), user="customer", item="sku", time="at", event="kind",
+                                value="price")
+    assert report.n_kept == 40 and store.count() == 40
+    # the same rows again, as a pyarrow table: the same content hashes, so nothing is stored twice
+    store.import_frame(pa.Table.from_pandas(df, preserve_index=False), user="customer", item="sku", time="at",
+                       event="kind", value="price")
+    assert store.count() == 40
+    back = store.events().sort_values("time").reset_index(drop=True)
+    assert back["user"].tolist() == df["customer"].tolist() and back["item"].tolist() == df["sku"].tolist()
+
+
 def test_import_frame_skips_forgotten_users(open_store):
     store = open_store()
     df = _orders(100)

@@ -169,7 +169,7 @@ def check_frame(df, name: str = "df", *, error: type = DataError):
     if kind == "LazyFrame" and callable(getattr(df, "collect", None)):
         raise error(f"{name}: expected a table, got a polars LazyFrame; call .collect() first")
     if isinstance(df, type):  # a class, e.g. pl.DataFrame itself, has the methods but no data
-        raise error(f"{name}: expected a table, got the class {df.__name__}; {hint}")
+        raise error(f"{name}: expected a pandas DataFrame or a polars / pyarrow table, got the class {df.__name__} itself; {hint}")
     tried = []
     converters = []
     if callable(getattr(df, "to_pandas", None)):
@@ -184,7 +184,13 @@ def check_frame(df, name: str = "df", *, error: type = DataError):
                 return pa.table(df).to_pandas()
             converters.append(("the Arrow C stream", via_pyarrow))
     if callable(getattr(df, "__dataframe__", None)):
-        converters.append(("__dataframe__", lambda: pd.api.interchange.from_dataframe(df)))
+        def via_interchange():
+            import warnings
+
+            with warnings.catch_warnings():  # pandas 3 deprecates the protocol; it is our last resort
+                warnings.simplefilter("ignore")
+                return pd.api.interchange.from_dataframe(df)
+        converters.append(("__dataframe__", via_interchange))
     for how, convert in converters:
         try:
             out = convert()
@@ -195,7 +201,7 @@ def check_frame(df, name: str = "df", *, error: type = DataError):
             return out
         tried.append(f"{how} gave a {type(out).__name__}, not a DataFrame")
     why = f" ({'; '.join(tried)})" if tried else ""
-    raise error(f"{name}: expected a pandas, polars or pyarrow table, got {kind}{why}; {hint}")
+    raise error(f"{name}: expected a pandas DataFrame or a polars / pyarrow table, got {kind}{why}; {hint}")
 
 
 def check_keywords(func):

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_frame
 from ..errors import DataError
 from .idmap import IdMap, normalize_ids
 
@@ -215,8 +216,8 @@ class Features:
 
         Parameters
         ----------
-        df : pandas.DataFrame
-            One row per user or item.
+        df : pandas.DataFrame, polars.DataFrame or pyarrow.Table
+            One row per user or item (a table that is not pandas is converted once).
         id_map : IdMap
             The map to align rows with (e.g. ``inter.item_map``).
         id_column : str
@@ -246,10 +247,7 @@ class Features:
         -------
         Features
         """
-        import pandas as pd
-
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        df = check_frame(df, "Features.from_frame: df")
         if not isinstance(id_map, IdMap):
             raise DataError(f"expected an IdMap (e.g. inter.item_map), got {type(id_map).__name__}")
         if text_mode not in _TEXT_MODES:
@@ -288,7 +286,7 @@ class Features:
 
         Parameters
         ----------
-        df : pandas.DataFrame
+        df : pandas.DataFrame, polars.DataFrame or pyarrow.Table
             Rows with the same fields (e.g. cold-start items).
         id_map : IdMap, optional
             Map to align the rows with. Default: the ids of ``df``'s id column in frame order (so
@@ -299,10 +297,7 @@ class Features:
         Features
             With the same ``columns``; unseen categories, tags and tokens give no column.
         """
-        import pandas as pd
-
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        df = check_frame(df, "Features.transform: df")
         id_column = self._spec["id_column"]
         needed = [id_column, *[f for f, _ in self._spec["order"]]]
         missing = [c for c in needed if c not in df.columns]

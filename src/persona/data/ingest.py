@@ -29,11 +29,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .._validate import check_number
+from .._validate import check_frame, check_keywords, check_number
 from .._warn import warn_user
 from ..errors import DataError
 from .idmap import IdMap, normalize_ids
-from .interactions import AGGREGATIONS, CleaningReport, Interactions, _canonical_order
+from .interactions import AGGREGATIONS, CleaningReport, Interactions, _canonical_order, _refuse_time_options
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -56,6 +56,15 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _SECONDS_PER_DAY = 86400.0
 _TUPLE_FIELDS = ("user", "item", "time", "event", "value")
+#: The cleaning options of from_frame (keyword-only in every constructor), with their defaults.
+_OPTIONS = ("weight", "default_weight", "value_as_weight", "allow_negative", "time_unit", "drop_duplicates",
+            "aggregate", "half_life", "now", "min_user_events", "min_item_events", "k_core", "strict",
+            "user_map", "item_map")
+
+
+def _options(scope: dict) -> dict:
+    """The cleaning options among a constructor's arguments (``locals()``), to pass on to ``_ingest``."""
+    return {k: scope[k] for k in _OPTIONS}
 
 
 
@@ -336,8 +345,7 @@ def _ingest(
                 min_item_events=min_item_events, k_core=k_core, half_life=half_life,
                 default_weight=default_weight, allow_negative=allow_negative)
     _check_options(opts)
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}; build one with pd.DataFrame(...)")
+    df = check_frame(df, "df")
     named = {"user": user, "item": item, "time": time, "event": event, "value": value, "weight": weight}
     if user is None or item is None:
         raise DataError("user and item columns are required; pass user='...' and item='...'")
@@ -525,13 +533,20 @@ def _ingest(
 
 
 # ---------------------------------------------------------------------------------------- public API
-def from_frame(df, user, item, time=None, event=None, value=None, weights=None, **options) -> Interactions:
-    """Build :class:`Interactions` from a pandas DataFrame of events.
+@check_keywords
+def from_frame(df, user, item, time=None, event=None, value=None, weights=None, *, weight=None,
+               default_weight=None, value_as_weight=None, allow_negative: bool = False, time_unit: str = "s",
+               drop_duplicates: bool = True, aggregate: str = "sum", half_life=None, now=None,
+               min_user_events: int = 0, min_item_events: int = 0, k_core=None, strict: bool = True,
+               user_map: IdMap | None = None, item_map: IdMap | None = None) -> Interactions:
+    """Build :class:`Interactions` from a table of events (pandas, polars, pyarrow, ...).
 
     Parameters
     ----------
-    df : pandas.DataFrame
-        One row per event.
+    df : pandas.DataFrame, polars.DataFrame, pyarrow.Table or another table
+        One row per event. A table that is not pandas is converted once: through its
+        ``to_pandas()`` (polars, pyarrow), the Arrow C stream (``__arrow_c_stream__``) or the
+        dataframe interchange protocol (``__dataframe__``). A polars LazyFrame needs ``.collect()``.
     user, item : str
         Columns of external user and item ids (strings or integers, not a mix).
     time : str, optional
@@ -596,6 +611,9 @@ def from_frame(df, user, item, time=None, event=None, value=None, weights=None, 
     DataError
         Missing columns (the message lists the available ones), empty data, mixed id types, bad
         options, and bad rows when ``strict=True``.
+    ParameterError
+        An unknown keyword (the message names the nearest valid one: ``min_user_event`` ->
+        ``min_user_events``).
 
     Examples
     --------
@@ -606,11 +624,15 @@ def from_frame(df, user, item, time=None, event=None, value=None, weights=None, 
     >>> inter.matrix.toarray().tolist()
     [[1.0, 8.0], [1.0, 0.0]]
     """
-    return _ingest(df, user, item, time, event, value, weights, **options)
+    return _ingest(df, user, item, time, event, value, weights, **_options(locals()))
 
 
+@check_keywords
 def from_csv(path, user, item, time=None, event=None, value=None, weights=None, *, read_options=None,
-             **options) -> Interactions:
+             weight=None, default_weight=None, value_as_weight=None, allow_negative: bool = False,
+             time_unit: str = "s", drop_duplicates: bool = True, aggregate: str = "sum", half_life=None, now=None,
+             min_user_events: int = 0, min_item_events: int = 0, k_core=None, strict: bool = True,
+             user_map: IdMap | None = None, item_map: IdMap | None = None) -> Interactions:
     """Read a CSV file of events with :func:`pandas.read_csv`, then clean it as :func:`from_frame`.
 
     Parameters
@@ -622,8 +644,9 @@ def from_csv(path, user, item, time=None, event=None, value=None, weights=None, 
         Extra arguments of :func:`pandas.read_csv`. Ids that look like numbers are read as
         numbers (zero-padded codes lose their zeros): pass ``{"dtype": {"item_id": str}}`` to keep
         them as strings.
-    **options
-        Cleaning options of :func:`from_frame`.
+    weight, default_weight, value_as_weight, allow_negative, time_unit, drop_duplicates, aggregate, \
+half_life, now, min_user_events, min_item_events, k_core, strict, user_map, item_map
+        Cleaning options (keyword-only), as in :func:`from_frame`.
 
     Examples
     --------
@@ -632,8 +655,9 @@ def from_csv(path, user, item, time=None, event=None, value=None, weights=None, 
     >>> inter.n_users, inter.n_items
     (2, 1)
     """
+    options = _options(locals())
     ro = dict(read_options or {})
-    needed = [c for c in (user, item, time, event, value, options.get("weight")) if c is not None]
+    needed = [c for c in (user, item, time, event, value, weight) if c is not None]
     if isinstance(path, (str, os.PathLike)) and "usecols" not in ro and "header" not in ro:
         header = list(pd.read_csv(path, nrows=0, **ro).columns)
         absent = [c for c in needed if c not in header]
@@ -647,7 +671,12 @@ def from_csv(path, user, item, time=None, event=None, value=None, weights=None, 
     return _ingest(df, user, item, time, event, value, weights, **options)
 
 
-def from_parquet(path, user, item, time=None, event=None, value=None, weights=None, **options) -> Interactions:
+@check_keywords
+def from_parquet(path, user, item, time=None, event=None, value=None, weights=None, *, weight=None,
+                 default_weight=None, value_as_weight=None, allow_negative: bool = False, time_unit: str = "s",
+                 drop_duplicates: bool = True, aggregate: str = "sum", half_life=None, now=None,
+                 min_user_events: int = 0, min_item_events: int = 0, k_core=None, strict: bool = True,
+                 user_map: IdMap | None = None, item_map: IdMap | None = None) -> Interactions:
     """Read a Parquet file (or dataset directory) of events, then clean it as :func:`from_frame`.
 
     Needs pyarrow (``pip install pyarrow``). Only the named columns are read.
@@ -655,9 +684,10 @@ def from_parquet(path, user, item, time=None, event=None, value=None, weights=No
     Parameters
     ----------
     path : str or path
-    user, item, time, event, value, weights, **options
-        As in :func:`from_frame`.
+    user, item, time, event, value, weights
+        As in :func:`from_frame`; the cleaning options that follow are keyword-only, as there.
     """
+    options = _options(locals())
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -665,7 +695,7 @@ def from_parquet(path, user, item, time=None, event=None, value=None, weights=No
             "reading Parquet files needs pyarrow, which is not installed; pip install pyarrow "
             "(or read the file yourself and call Interactions.from_frame)"
         ) from None
-    needed = list(dict.fromkeys(c for c in (user, item, time, event, value, options.get("weight")) if c is not None))
+    needed = list(dict.fromkeys(c for c in (user, item, time, event, value, weight) if c is not None))
     names = list(pq.read_schema(path).names) if os.path.isfile(path) else None
     if names is not None:
         absent = [c for c in needed if c not in names]
@@ -681,8 +711,12 @@ def from_parquet(path, user, item, time=None, event=None, value=None, weights=No
     return _ingest(table.to_pandas(), user, item, time, event, value, weights, **options)
 
 
-def from_records(records: Iterable, user="user", item="item", time=None, event=None, value=None, weights=None,
-                 **options) -> Interactions:
+@check_keywords
+def from_records(records: Iterable, user="user", item="item", time=None, event=None, value=None, weights=None, *,
+                 weight=None, default_weight=None, value_as_weight=None, allow_negative: bool = False,
+                 time_unit: str = "s", drop_duplicates: bool = True, aggregate: str = "sum", half_life=None,
+                 now=None, min_user_events: int = 0, min_item_events: int = 0, k_core=None, strict: bool = True,
+                 user_map: IdMap | None = None, item_map: IdMap | None = None) -> Interactions:
     """Build :class:`Interactions` from an iterable of dicts or of tuples.
 
     Parameters
@@ -692,8 +726,8 @@ def from_records(records: Iterable, user="user", item="item", time=None, event=N
         key is a null) or tuples in the fixed order ``(user, item[, time[, event[, value]]])``, all
         of one length. For tuples the column-name arguments are ignored: the position decides,
         and a position that is ``None`` in every tuple is treated as absent.
-    user, item, time, event, value, weights, **options
-        As in :func:`from_frame`.
+    user, item, time, event, value, weights
+        As in :func:`from_frame`; the cleaning options that follow are keyword-only, as there.
 
     Examples
     --------
@@ -703,6 +737,7 @@ def from_records(records: Iterable, user="user", item="item", time=None, event=N
     >>> from_records([{"user": 1, "item": 7}]).item_ids.tolist()
     [7]
     """
+    options = _options(locals())
     recs = records if isinstance(records, list) else list(records)
     if not recs:
         raise DataError("no records: the data is empty; pass at least one event")
@@ -737,8 +772,12 @@ def from_records(records: Iterable, user="user", item="item", time=None, event=N
     return _ingest(df, "user", "item", present["time"], present["event"], present["value"], weights, **options)
 
 
+@_refuse_time_options
+@check_keywords
 def from_sequences(path_or_lines, *, user_map: IdMap | None = None, item_map: IdMap | None = None,
-                   ids: str = "int", drop_duplicates: bool = False, **options) -> Interactions:
+                   ids: str = "int", drop_duplicates: bool = False, aggregate: str = "sum",
+                   allow_negative: bool = False, min_user_events: int = 0, min_item_events: int = 0, k_core=None,
+                   strict: bool = True) -> Interactions:
     """Read the one-line-per-user format ``user item item ...`` (items in time order).
 
     This is the format of the preprocessed Amazon Beauty / LastFM files. There are no timestamps
@@ -755,9 +794,9 @@ def from_sequences(path_or_lines, *, user_map: IdMap | None = None, item_map: Id
     drop_duplicates : bool, default False
         Without timestamps a repeated item on one line is a repeat event, not a duplicate, so
         nothing is dropped by default.
-    **options
-        Other cleaning options of :func:`from_frame` (``min_user_events``, ``k_core``,
-        ``aggregate``, ``strict``...).
+    aggregate, allow_negative, min_user_events, min_item_events, k_core, strict
+        Cleaning options of :func:`from_frame`. Options about times, event types and values
+        (``time``, ``half_life``...) are a DataError: the format has none.
 
     Examples
     --------
@@ -767,9 +806,8 @@ def from_sequences(path_or_lines, *, user_map: IdMap | None = None, item_map: Id
     """
     if ids not in ("int", "str"):
         raise DataError(f"ids must be 'int' or 'str', got {ids!r}")
-    for bad in ("time", "event", "value", "weights", "weight", "half_life"):
-        if bad in options:
-            raise DataError(f"{bad}= is not available for sequence files, which hold only user and item ids")
+    options = dict(aggregate=aggregate, allow_negative=allow_negative, min_user_events=min_user_events,
+                   min_item_events=min_item_events, k_core=k_core, strict=strict)
     if isinstance(path_or_lines, (str, os.PathLike)):
         try:
             with open(path_or_lines, encoding="utf-8") as f:

@@ -20,12 +20,31 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_keywords
 from ..errors import DataError
 from .idmap import IdMap
 
 __all__ = ["Interactions", "CleaningReport", "AGGREGATIONS"]
 
 AGGREGATIONS = ("sum", "max", "last", "count")
+#: from_frame options that sequence files cannot have (they hold only user and item ids)
+_NOT_FOR_SEQUENCES = ("time", "event", "value", "weights", "weight", "default_weight", "value_as_weight",
+                      "time_unit", "half_life", "now")
+
+
+def _refuse_time_options(func):
+    """Keep from_sequences' DataError for from_frame options that need event columns."""
+    import functools
+
+    @functools.wraps(func)
+    def checked(*args, **kwargs):
+        for bad in _NOT_FOR_SEQUENCES:
+            if bad in kwargs:
+                raise DataError(f"{bad}= is not available for sequence files, which hold only user and item ids; "
+                                "use from_frame for event logs with times, types or values")
+        return func(*args, **kwargs)
+
+    return checked
 
 
 @dataclass
@@ -380,43 +399,165 @@ class Interactions:
         return pd.DataFrame(cols)
 
     # ------------------------------------------------------------------ constructors (see ingest)
+    # The cleaning options are spelt out (keyword-only, same defaults as persona.data.ingest) so that
+    # IDEs and inspect.signature show them; a misspelt one is a ParameterError naming the nearest.
     @classmethod
-    def from_frame(cls, df, user="user_id", item="item_id", time=None, event=None, value=None, weights=None,
-                   **options) -> "Interactions":
-        """Build from a pandas DataFrame; see :func:`persona.data.ingest.from_frame`."""
-        from .ingest import from_frame
+    @check_keywords
+    def from_frame(cls, df, user="user_id", item="item_id", time=None, event=None, value=None, weights=None, *,
+                   weight=None, default_weight=None, value_as_weight=None, allow_negative: bool = False,
+                   time_unit: str = "s", drop_duplicates: bool = True, aggregate: str = "sum", half_life=None,
+                   now=None, min_user_events: int = 0, min_item_events: int = 0, k_core=None, strict: bool = True,
+                   user_map: IdMap | None = None, item_map: IdMap | None = None) -> "Interactions":
+        """Build from a table of events (pandas, polars, pyarrow, ...); see :func:`persona.data.ingest.from_frame`."""
+        from .ingest import _options, from_frame
 
-        return from_frame(df, user=user, item=item, time=time, event=event, value=value, weights=weights, **options)
+        return from_frame(df, user=user, item=item, time=time, event=event, value=value, weights=weights,
+                          **_options(locals()))
 
     @classmethod
-    def from_csv(cls, path, user="user_id", item="item_id", time=None, event=None, value=None, weights=None,
-                 **options) -> "Interactions":
+    @check_keywords
+    def from_csv(cls, path, user="user_id", item="item_id", time=None, event=None, value=None, weights=None, *,
+                 read_options=None, weight=None, default_weight=None, value_as_weight=None,
+                 allow_negative: bool = False, time_unit: str = "s", drop_duplicates: bool = True,
+                 aggregate: str = "sum", half_life=None, now=None, min_user_events: int = 0, min_item_events: int = 0,
+                 k_core=None, strict: bool = True, user_map: IdMap | None = None,
+                 item_map: IdMap | None = None) -> "Interactions":
         """Read a CSV file; see :func:`persona.data.ingest.from_csv`."""
-        from .ingest import from_csv
+        from .ingest import _options, from_csv
 
-        return from_csv(path, user=user, item=item, time=time, event=event, value=value, weights=weights, **options)
+        return from_csv(path, user=user, item=item, time=time, event=event, value=value, weights=weights,
+                        read_options=read_options, **_options(locals()))
 
     @classmethod
-    def from_parquet(cls, path, user="user_id", item="item_id", time=None, event=None, value=None, weights=None,
-                     **options) -> "Interactions":
+    @check_keywords
+    def from_parquet(cls, path, user="user_id", item="item_id", time=None, event=None, value=None, weights=None, *,
+                     weight=None, default_weight=None, value_as_weight=None, allow_negative: bool = False,
+                     time_unit: str = "s", drop_duplicates: bool = True, aggregate: str = "sum", half_life=None,
+                     now=None, min_user_events: int = 0, min_item_events: int = 0, k_core=None,
+                     strict: bool = True, user_map: IdMap | None = None,
+                     item_map: IdMap | None = None) -> "Interactions":
         """Read a Parquet file (needs pyarrow); see :func:`persona.data.ingest.from_parquet`."""
-        from .ingest import from_parquet
+        from .ingest import _options, from_parquet
 
         return from_parquet(path, user=user, item=item, time=time, event=event, value=value, weights=weights,
-                            **options)
+                            **_options(locals()))
 
     @classmethod
+    @check_keywords
     def from_records(cls, records: Iterable, user="user", item="item", time=None, event=None, value=None,
-                     weights=None, **options) -> "Interactions":
+                     weights=None, *, weight=None, default_weight=None, value_as_weight=None,
+                     allow_negative: bool = False, time_unit: str = "s", drop_duplicates: bool = True,
+                     aggregate: str = "sum", half_life=None, now=None, min_user_events: int = 0,
+                     min_item_events: int = 0, k_core=None, strict: bool = True, user_map: IdMap | None = None,
+                     item_map: IdMap | None = None) -> "Interactions":
         """Build from an iterable of dicts or tuples; see :func:`persona.data.ingest.from_records`."""
-        from .ingest import from_records
+        from .ingest import _options, from_records
 
         return from_records(records, user=user, item=item, time=time, event=event, value=value, weights=weights,
-                            **options)
+                            **_options(locals()))
 
     @classmethod
-    def from_sequences(cls, path_or_lines, **options) -> "Interactions":
-        """Read the ``user item item ...`` format (one user per line, items in time order)."""
+    @_refuse_time_options
+    @check_keywords
+    def from_sequences(cls, path_or_lines, *, user_map: IdMap | None = None, item_map: IdMap | None = None,
+                       ids: str = "int", drop_duplicates: bool = False, aggregate: str = "sum",
+                       allow_negative: bool = False, min_user_events: int = 0, min_item_events: int = 0,
+                       k_core=None, strict: bool = True) -> "Interactions":
+        """Read the ``user item item ...`` format (one user per line, items in time order); see
+        :func:`persona.data.ingest.from_sequences`."""
         from .ingest import from_sequences
 
-        return from_sequences(path_or_lines, **options)
+        return from_sequences(path_or_lines, user_map=user_map, item_map=item_map, ids=ids,
+                              drop_duplicates=drop_duplicates, aggregate=aggregate, allow_negative=allow_negative,
+                              min_user_events=min_user_events, min_item_events=min_item_events, k_core=k_core,
+                              strict=strict)
+
+    @classmethod
+    @check_keywords
+    def from_matrix(cls, matrix, user_ids=None, item_ids=None, *, allow_negative: bool = False) -> "Interactions":
+        """Build from a users x items sparse matrix, as implicit takes it: the values are the weights.
+
+        Every stored non-zero entry ``(u, i, w)`` becomes one event of user ``user_ids[u]`` on item
+        ``item_ids[i]`` with weight ``w`` (no time, event type or value), so ``inter.matrix`` equals
+        the input (as float32) and row ``u`` / column ``i`` keep their meaning: a model fitted on it
+        lines up with the caller's arrays. Users and items without entries keep their rows and
+        columns. Stored zeros are not events (a note in ``report`` counts them).
+
+        Parameters
+        ----------
+        matrix : scipy.sparse matrix or array, shape (n_users, n_items)
+            Any sparse format (CSR, CSC, COO, ...); repeated COO entries are summed.
+        user_ids, item_ids : sequence of str or int, optional
+            External id of each row and column (unique, one per row / column); default
+            ``0 .. n - 1``.
+        allow_negative : bool, default False
+            Whether negative weights are valid (e.g. dislikes).
+
+        Returns
+        -------
+        Interactions
+
+        Raises
+        ------
+        DataError
+            Not a sparse matrix, ids that do not match the shape or repeat, negative (unless
+            ``allow_negative``) or non-finite values; the message names the entries.
+
+        Examples
+        --------
+        >>> import scipy.sparse as sp
+        >>> m = sp.csr_matrix([[0, 3.0], [1.0, 0]])
+        >>> inter = Interactions.from_matrix(m, user_ids=["ann", "bob"], item_ids=["sku-1", "sku-2"])
+        >>> inter.matrix.toarray().tolist(), inter.user_ids.tolist()
+        ([[0.0, 3.0], [1.0, 0.0]], ['ann', 'bob'])
+        """
+        import scipy.sparse as sp
+
+        from .idmap import normalize_ids
+
+        if not sp.issparse(matrix) or len(matrix.shape) != 2:
+            raise DataError(f"from_matrix: expected a 2-D scipy sparse matrix (users x items), got "
+                            f"{type(matrix).__name__} of shape {getattr(matrix, 'shape', None)}; "
+                            "convert it with sp.csr_matrix(...)")
+        if not isinstance(allow_negative, (bool, np.bool_)):
+            raise DataError(f"from_matrix: allow_negative expected True or False, got {allow_negative!r}")
+        n_users, n_items = matrix.shape
+        maps = []
+        for ids, n, what, axis in ((user_ids, n_users, "user_ids", "rows"), (item_ids, n_items, "item_ids", "columns")):
+            if ids is None:
+                ids = np.arange(n, dtype=np.int64)
+            elif isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+                raise DataError(f"from_matrix: expected {what} as a sequence of ids (one per matrix {axis[:-1]}), "
+                                f"got {type(ids).__name__}")
+            arr = normalize_ids(ids, what=f"from_matrix: {what}")
+            if len(arr) != n:
+                raise DataError(f"from_matrix: {what} has {len(arr)} ids but the matrix has {n} {axis}; "
+                                f"pass one id per {axis[:-1]}")
+            uniq, first, counts = np.unique(arr, return_index=True, return_counts=True)
+            if (counts > 1).any():
+                rep = uniq[counts > 1][:5]
+                pos = [np.flatnonzero(arr == r)[:3].tolist() for r in rep]
+                raise DataError(f"from_matrix: {what} repeat ids {rep.tolist()} (at positions {pos}); "
+                                f"each {axis[:-1]} needs its own id")
+            maps.append(IdMap(arr))
+        coo = sp.coo_matrix(matrix)
+        coo.sum_duplicates()
+        rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        try:
+            data = coo.data.astype(np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"from_matrix: expected numeric values (the weights), got dtype {coo.data.dtype}") from None
+        for bad, why, hint in ((~np.isfinite(data), "non-finite", "replace NaN / inf entries, or drop them"),
+                               (data < 0 if not allow_negative else np.zeros(len(data), bool), "negative",
+                                "pass allow_negative=True if negative weights are meaningful")):
+            if bad.any():
+                at = np.flatnonzero(bad)[:5]
+                where = [(int(rows[j]), int(cols[j])) for j in at]
+                raise DataError(f"from_matrix: {int(bad.sum())} {why} value(s) at (row, column) {where} "
+                                f"(values {data[at].tolist()}); expected finite weights >= 0; {hint}")
+        zero = data == 0
+        report = CleaningReport(len(data), int((~zero).sum()))
+        if zero.any():
+            report.notes.append(f"{int(zero.sum())} explicit zero entries are not events (left out)")
+            rows, cols, data = rows[~zero], cols[~zero], data[~zero]
+        return cls(maps[0], maps[1], rows, cols, data.astype(np.float32), report=report)

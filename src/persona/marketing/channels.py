@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .._validate import check_frame
 from ..errors import DataError, ParameterError
 from ._util import DAY, WEEK, count_arg, epoch, name_arg, number_arg
 
@@ -219,7 +220,8 @@ class Contacts:
     def from_frame(cls, df, user: str = "user_id", consent=None, timezone=None, segment=None) -> "Contacts":
         """From a DataFrame: ``consent`` maps channel -> bool column (or is a list of bool columns
         named after the channels); ``timezone`` / ``segment`` name columns (``timezone`` may also
-        be one zone for everybody)."""
+        be one zone for everybody). ``df`` may be a pandas, polars or pyarrow table."""
+        df = check_frame(df, "Contacts.from_frame: df")
         for col in [user] + ([segment] if segment else []):
             if col not in df.columns:
                 raise DataError(f"Contacts.from_frame: no column {col!r}; columns are {list(df.columns)}")

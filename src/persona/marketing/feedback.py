@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._validate import check_frame
 from ..errors import DataError, ParameterError
 from .abtest import ab_test, ab_test_means
 from .plan import Holdout, Message
@@ -127,7 +128,8 @@ def _frame(events):
     if hasattr(events, "events") and callable(events.events):
         events = events.events(event_types=list(FEEDBACK_EVENTS))
     if not isinstance(events, pd.DataFrame):
-        raise ParameterError(f"expected an EventStore or EventStore.events() frame, got {type(events).__name__}")
+        events = check_frame(events, "expected an EventStore or EventStore.events() frame; events",
+                             error=ParameterError)
     for col in ("event", "properties"):
         if col not in events.columns:
             raise DataError(f"feedback events need an {col!r} column (EventStore.events()); got {list(events.columns)}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_frame
 from ..errors import DataError
 from ._util import DAY, epoch
 
@@ -53,7 +54,7 @@ def rfm_table(data, *, now=None, users=None, user: str = "user_id", time: str = 
 
     Parameters
     ----------
-    data : pandas.DataFrame or Interactions
+    data : pandas.DataFrame (or a polars / pyarrow table) or Interactions
         Events with a user, a time and (for monetary value) a value column. When ``event`` names a
         column, only rows whose event equals ``purchase`` count; otherwise every row is a purchase.
         :class:`~persona.Interactions` need timestamps; their values, or ``prices`` (item id ->
@@ -93,10 +94,8 @@ def rfm_table(data, *, now=None, users=None, user: str = "user_id", time: str = 
             event = None
         if "value" not in df.columns:
             value = None
-    elif isinstance(data, pd.DataFrame):
-        df = data
     else:
-        raise DataError(f"rfm_table: expected a pandas DataFrame or Interactions, got {type(data).__name__}")
+        df = check_frame(data, "rfm_table: data (a table of orders, or Interactions)")
     for col in (user, time):
         if col not in df.columns:
             raise DataError(f"rfm_table: no column {col!r}; columns are {list(df.columns)}; pass user= / time=")

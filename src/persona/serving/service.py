@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_frame
 from ..errors import ParameterError, PersonaError, UnknownItemError, UnknownUserError
 
 __all__ = ["RecommenderService", "Recommendations", "limit_threads"]
@@ -183,7 +184,10 @@ def _align_catalog(catalog, item_ids: np.ndarray) -> dict:
 
 
 def _catalog_frame(catalog, catalog_id: str):
-    """``catalog`` with its id column named ``item_id`` (what the snapshot aligns on)."""
+    """``catalog`` (pandas, or a polars / pyarrow table, converted once) with its id column named
+    ``item_id`` (what the snapshot aligns on)."""
+    if catalog is not None:
+        catalog = check_frame(catalog, "catalog", error=ParameterError)
     if catalog is None or catalog_id == "item_id":
         if catalog is not None and hasattr(catalog, "columns") and "item_id" not in catalog.columns:
             raise ParameterError(f"catalog has no 'item_id' column; its columns are {list(catalog.columns)}; "

@@ -52,6 +52,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .._time import to_epoch
+from .._validate import check_frame
 from ..errors import DataError, ParameterError, StoreError
 from .backends import SCHEMA_VERSION, Backend, make_backend
 
@@ -516,7 +517,7 @@ class EventStore:
     def import_frame(self, df, *, user: str = "user_id", item: str = "item_id", event: str = "event",
                      time: str | None = "timestamp", value: str | None = None, properties: str | None = None,
                      event_id: str | None = None, strict: bool = True, show_progress: bool = False):
-        """Bulk-import historical events from a pandas DataFrame (an order export, an old log).
+        """Bulk-import historical events from a table (an order export, an old log).
 
         Every row passes the checks of :meth:`track`; rows are queued without the web-request time
         limit (the call waits for the writer as long as it takes) and the call returns once all of
@@ -527,8 +528,8 @@ class EventStore:
 
         Parameters
         ----------
-        df : pandas.DataFrame
-            One row per event.
+        df : pandas.DataFrame, polars.DataFrame or pyarrow.Table
+            One row per event (a table that is not pandas is converted once).
         user, item, event : str
             Columns of the user id, item id and event name.
         time : str or None, default "timestamp"
@@ -608,8 +609,7 @@ class EventStore:
         """The columns :meth:`import_frame` reads, as Python lists (times as epoch seconds)."""
         import pandas as pd
 
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(f"import_frame expects a pandas DataFrame, got {type(df).__name__}")
+        df = check_frame(df, "import_frame: df")
         missing = [c for c in names.values() if c is not None and c not in df.columns]
         if missing:
             raise DataError(f"import_frame: no column {', '.join(map(repr, missing))} in the frame; its columns "
