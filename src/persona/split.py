@@ -27,11 +27,16 @@ import datetime as _dt
 import logging
 import math
 import numbers
+from typing import Union
 
 import numpy as np
 
 from .data.interactions import Interactions
 from .errors import DataError
+
+#: A point in time: a datetime or date (a pandas Timestamp is one), an ISO string, a numpy datetime64 or
+#: epoch seconds.
+TimePoint = Union[_dt.datetime, _dt.date, str, np.datetime64, float, int]
 
 __all__ = ["leave_last_out", "temporal", "random"]
 
@@ -84,7 +89,8 @@ def _partition(inter: Interactions, part_of_event: np.ndarray, n_parts: int) -> 
 
 
 # ---------------------------------------------------------------------------------------- leave last out
-def leave_last_out(inter: Interactions, *, min_events: int = 3, new_items: bool = False):
+def leave_last_out(inter: Interactions, *, min_events: int = 3,
+                   new_items: bool = False) -> tuple[Interactions, Interactions, Interactions]:
     """Per user, the last event is the test target and the second-to-last the validation target.
 
     Events are ordered by time within each user (input order breaks ties, and is the order when
@@ -243,7 +249,8 @@ def _cold_counts(part: Interactions, train: Interactions, prefix: str = "") -> d
     }
 
 
-def temporal(inter: Interactions, cutoff, *, valid_cutoff=None):
+def temporal(inter: Interactions, cutoff: TimePoint, *,
+             valid_cutoff: TimePoint | None = None) -> tuple[Interactions, ...]:
     """Split at a global point in time: train before ``cutoff``, test from ``cutoff`` on.
 
     Parameters
@@ -366,7 +373,8 @@ def _rng(random_state):
 
 
 def random(inter: Interactions, *, test_fraction: float = 0.2, valid_fraction: float = 0.0,
-           random_state=None, min_events: int = 2):
+           random_state: int | np.random.Generator | np.random.SeedSequence | np.random.RandomState | None = None,
+           min_events: int = 2) -> tuple[Interactions, ...]:
     """Hold out a random fraction of each user's events.
 
     A user with ``c >= min_events`` events gives ``max(1, round(test_fraction * c))`` events to

@@ -21,11 +21,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from .errors import ParameterError
+
+if TYPE_CHECKING:  # persona.models is loaded by ``import persona`` already; this keeps the import order free
+    from .data.interactions import Interactions
+    from .models.base import Recommender
+
+RecommenderT = TypeVar("RecommenderT", bound="Recommender")
 
 __all__ = ["tune", "Int", "Float", "Choice", "SEARCH_SPACES", "search_space"]
 
@@ -46,7 +52,7 @@ class Int:
             return int(round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))
         return int(rng.integers(self.low, self.high + 1))
 
-    def suggest(self, trial, name: str) -> int:
+    def suggest(self, trial: Any, name: str) -> int:  # trial: an optuna.Trial
         return trial.suggest_int(name, self.low, self.high, log=self.log)
 
 
@@ -63,7 +69,7 @@ class Float:
             return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
         return float(rng.uniform(self.low, self.high))
 
-    def suggest(self, trial, name: str) -> float:
+    def suggest(self, trial: Any, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
 
@@ -73,10 +79,10 @@ class Choice:
 
     options: tuple
 
-    def sample(self, rng: np.random.Generator):
+    def sample(self, rng: np.random.Generator) -> Any:
         return self.options[int(rng.integers(len(self.options)))]
 
-    def suggest(self, trial, name: str):
+    def suggest(self, trial: Any, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.options))
 
 
@@ -99,7 +105,7 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
 }
 
 
-def search_space(model) -> dict[str, Any]:
+def search_space(model: Recommender) -> dict[str, Any]:
     """The documented search ranges of ``model``'s family (a copy, to edit and pass as ``space=``)."""
     for cls in type(model).__mro__:
         if cls.__name__ in SEARCH_SPACES:
@@ -134,9 +140,9 @@ def _check_metric(metric: str) -> tuple[str, int]:
     return name, int(k)
 
 
-def tune(model, train, valid, *, budget: int = 30, metric: str = "ndcg@10", space: Mapping | None = None,
+def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budget: int = 30, metric: str = "ndcg@10", space: Mapping | None = None,
          refit: bool = True, sampler: str = "auto", timeout: float | None = None, random_state: int | None = 0,
-         show_progress: bool = False, **evaluate_options):
+         show_progress: bool = False, **evaluate_options: Any) -> RecommenderT:
     """Search ``model``'s hyperparameters on ``valid`` and return the best model.
 
     Parameters

@@ -8,7 +8,7 @@ old map stay valid for every id they knew.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -123,7 +123,7 @@ class IdMap:
         self._sorted = srt
 
     @classmethod
-    def encode(cls, values, *, what: str = "ids") -> tuple["IdMap", np.ndarray]:
+    def encode(cls, values: Iterable[Any] | np.ndarray, *, what: str = "ids") -> tuple[IdMap, np.ndarray]:
         """Build a map from raw (repeated) ids; return it and the index of every value.
 
         The map lists distinct ids in sorted order, so the same data gives the same indices.
@@ -172,7 +172,7 @@ class IdMap:
             return None
         return None
 
-    def lookup(self, ids, *, missing: str = "ignore") -> np.ndarray:
+    def lookup(self, ids: Iterable[str | int] | np.ndarray, *, missing: str = "ignore") -> np.ndarray:
         """Indices of ``ids``; ``-1`` for unknown ids, or raise when ``missing="raise"``.
 
         Parameters
@@ -193,21 +193,21 @@ class IdMap:
             raise KeyError(bad)
         return out
 
-    def index_of(self, id_) -> int:
+    def index_of(self, id_: str | int) -> int:
         """Index of one id, or -1 when unknown."""
         return int(self.lookup([id_])[0])
 
-    def __contains__(self, id_) -> bool:
+    def __contains__(self, id_: object) -> bool:
         try:
             return self.index_of(id_) >= 0
         except DataError:
             return False
 
-    def to_ids(self, indices) -> np.ndarray:
+    def to_ids(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
         """External ids of ``indices`` (an array of indices, all valid)."""
         return self._ids[np.asarray(indices, dtype=np.int64)]
 
-    def grow(self, ids) -> "IdMap":
+    def grow(self, ids: Iterable[str | int] | np.ndarray) -> IdMap:
         """A new map with the unseen ``ids`` appended (sorted); old indices keep their meaning."""
         ids = normalize_ids(ids, what="ids")
         if len(self._ids) and len(ids) and self._compatible(ids) is None:

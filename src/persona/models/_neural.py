@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 
 from ..errors import DataError, ParameterError
+from typing import Any
+from ..data.interactions import Interactions
 from .base import Recommender
 from .factor import ItemVectors, _rows_of
 
@@ -39,7 +41,7 @@ class EncodedUsers(ItemVectors):
     be encoded and the base class must answer, e.g. with popularity).
     """
 
-    def use_index(self, kind: str | None = "auto", **options):
+    def use_index(self, kind: str | None = "auto", **options: Any) -> EncodedUsers:
         """Serve ``recommend`` through a retrieval index over ``item_factors_`` (inner product).
 
         ``kind`` is one of :func:`persona.retrieval.make_index`'s (``"auto"``, ``"exact"``,
@@ -98,7 +100,7 @@ class EncodedUsers(ItemVectors):
     def _grow_user_state(self, n_users: int) -> None:
         """Extend per-user state beyond the tokens to ``n_users`` rows (new users appended)."""
 
-    def update_histories(self, interactions) -> "EncodedUsers":
+    def update_histories(self, interactions: Interactions) -> EncodedUsers:
         """Read newer histories without refitting: each user of ``interactions`` is answered from them.
 
         ``interactions`` holds the users' **full** histories up to now (e.g. ``train.concat(valid)``,

@@ -12,6 +12,7 @@ from .._validate import MAX_ITERATIONS, check_int, check_number
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from .factor import FactorModel
+from ..typing import ArrayLike, Ids
 from ..kernels.threads import numba_threads as _numba_threads
 
 __all__ = ["ALS"]
@@ -131,7 +132,7 @@ class ALS(FactorModel):
     """
 
     def __init__(self, *, factors: int = 64, iterations: int = 15, regularization: float = 0.01,
-                 alpha: float = 1.0, cg_steps: int = 3, solver: str = "cg", random_state=None,
+                 alpha: float = 1.0, cg_steps: int = 3, solver: str = "cg", random_state: int | None = None,
                  num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.iterations = iterations
@@ -239,7 +240,7 @@ class ALS(FactorModel):
             out[r] = self._solve_user(items, counts.astype(np.float64), G)
         return out
 
-    def recalculate_user(self, history_items, weights=None) -> np.ndarray:
+    def recalculate_user(self, history_items: Ids, weights: ArrayLike | None = None) -> np.ndarray:
         """The ALS user vector for a history of external item ids, against the fitted item factors.
 
         Side-effect free: the model is not changed. Item ids the model does not know are ignored;

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +38,10 @@ from ..errors import (
 )
 from ..io.artifact import artifact_files, check_array, pack_csr, read_artifact, unpack_csr, write_artifact
 from ..kernels import topk
+from ..typing import ArrayLike, Float32Array, IdFilter, Ids, IntArray, ItemId, PathLike, UserId
+
+if TYPE_CHECKING:  # pandas only for recommend_frame's annotation: ``import persona`` stays light
+    import pandas as pd
 
 __all__ = ["Recommender", "PAD_SCORE", "pad_id_for"]
 
@@ -50,8 +54,10 @@ _MAX_FALLBACK_DEPTH = 3
 # Bytes of dense scores one internal batch may hold; bounds memory on big catalogues.
 _BATCH_BYTES = 64 << 20
 
+RecommenderT = TypeVar("RecommenderT", bound="Recommender")
 
-def pad_id_for(ids: np.ndarray):
+
+def pad_id_for(ids: np.ndarray) -> str | int:
     """The padding id used in batch results: ``-1`` for integer ids, ``""`` for string ids."""
     return "" if ids.dtype.kind == "U" else -1
 
@@ -108,7 +114,7 @@ def _unknown_params_message(cls_name: str, unknown: Sequence[str], valid: Sequen
     return (f"{cls_name} has no parameter {', '.join(parts)}; its parameters are {', '.join(sorted(valid))}")
 
 
-def _checked_init(init):
+def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
     """Wrap a model's ``__init__`` so a misspelt or positional argument is a ParameterError naming the model.
 
     Python's own TypeError names the class that defines ``__init__`` (often a private base class)
@@ -121,7 +127,7 @@ def _checked_init(init):
     takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
 
     @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
             raise ParameterError(f"{type(self).__name__} takes keyword arguments only (e.g. "
                                  f"{type(self).__name__}({names[0] if names else 'name'}=...)); got {len(args)} "
@@ -151,7 +157,7 @@ class Recommender:
     #: the model answers an empty history itself (with popularity), so a history of unknown ids is fine
     answers_empty_history = False
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         Recommender._registry[cls.__name__] = cls
         if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_persona_checked", False):
@@ -172,7 +178,7 @@ class Recommender:
         """
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params) -> "Recommender":
+    def set_params(self: RecommenderT, **params: Any) -> RecommenderT:
         """Set constructor arguments by name and return ``self`` (scikit-learn's convention).
 
         The values are checked when the model is next fitted, as for the constructor; an unknown
@@ -195,7 +201,7 @@ class Recommender:
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, interactions: Interactions, **kwargs) -> "Recommender":
+    def fit(self: RecommenderT, interactions: Interactions, **kwargs: Any) -> RecommenderT:
         """Learn from ``interactions``; returns ``self``."""
         if not isinstance(interactions, Interactions):
             raise DataError(
@@ -223,7 +229,7 @@ class Recommender:
     def _validate_params(self) -> None:
         """Raise ParameterError for bad hyperparameters (subclasses extend)."""
 
-    def _fit(self, interactions: Interactions, **kwargs) -> None:  # pragma: no cover - abstract
+    def _fit(self, interactions: Interactions, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _check_fitted(self) -> None:
@@ -240,7 +246,7 @@ class Recommender:
         self._check_fitted()
         return len(self.item_map_)
 
-    def set_fallback(self, model: "Recommender | None") -> "Recommender":
+    def set_fallback(self: RecommenderT, model: Recommender | None) -> RecommenderT:
         """Answer unknown users with ``model`` (e.g. a fitted MostPopular) instead of raising."""
         if model is not None and not isinstance(model, Recommender):
             raise ParameterError(f"fallback must be a persona Recommender, got {type(model).__name__}")
@@ -352,8 +358,10 @@ class Recommender:
         return a
 
     # ------------------------------------------------------------------ the shared index-level path
-    def recommend_indices(self, user_indices, n: int, *, filter_seen: bool = True,
-                          exclude: sp.csr_matrix | None = None, allow=None, mask=None):
+    def recommend_indices(self, user_indices: ArrayLike, n: int, *, filter_seen: bool = True,
+                          exclude: sp.csr_matrix | None = None,
+                          allow: IntArray | list[IntArray] | None = None,
+                          mask: np.ndarray | None = None) -> tuple[IntArray, Float32Array]:
         """Top ``n`` item indices and scores for user indices; rows padded with -1 / -inf.
 
         ``exclude`` is an extra CSR (one row per requested user) of item indices to leave out.
@@ -403,7 +411,8 @@ class Recommender:
         return out, scores
 
     # ------------------------------------------------------------------ public: users
-    def recommend(self, user, n: int = 10, *, filter_seen: bool = True, items=None, exclude=None, mask=None):
+    def recommend(self, user: UserId, n: int = 10, *, filter_seen: bool = True, items: Ids | None = None,
+                  exclude: Ids | None = None, mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """Top ``n`` items for one external user id.
 
         Parameters
@@ -436,8 +445,8 @@ class Recommender:
                                                    exclude=exclude, mask=mask)
         return ids[0][: count[0]], scores[0][: count[0]]
 
-    def recommend_batch(self, users: Sequence, n: int = 10, *, filter_seen: bool = True, items=None,
-                        exclude=None, mask=None):
+    def recommend_batch(self, users: Ids, n: int = 10, *, filter_seen: bool = True, items: IdFilter | None = None,
+                        exclude: IdFilter | None = None, mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """Top ``n`` items for each user; two 2-D arrays of shape (len(users), n).
 
         Row ``i`` equals ``recommend(users[i])``. Short rows are padded with ``pad_id_for`` (``-1`` for
@@ -449,8 +458,8 @@ class Recommender:
                                                mask=mask)
         return self._pad_to(ids, scores, int(n))
 
-    def recommend_frame(self, users: Sequence, n: int = 10, *, filter_seen: bool = True, items=None,
-                        exclude=None, mask=None):
+    def recommend_frame(self, users: Ids, n: int = 10, *, filter_seen: bool = True, items: IdFilter | None = None,
+                        exclude: IdFilter | None = None, mask: ArrayLike | None = None) -> pd.DataFrame:
         """Top ``n`` items for each user as one long pandas DataFrame: ``user, item, score, rank``.
 
         One row per recommended item, ``rank`` 1 for the best; the shape a CSV export, an e-mail
@@ -591,8 +600,9 @@ class Recommender:
                       type(fallback).__name__)
         return ids, scores, counts
 
-    def recommend_for_history(self, history, n: int = 10, *, filter_seen: bool = True, items=None,
-                              exclude=None, mask=None):
+    def recommend_for_history(self, history: Ids, n: int = 10, *, filter_seen: bool = True,
+                              items: Ids | None = None, exclude: Ids | None = None,
+                              mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """Top ``n`` items for a history of external item ids (an anonymous session, a new user).
 
         No refit happens. Items of the history the model does not know are ignored; a history with
@@ -606,8 +616,9 @@ class Recommender:
                                                  exclude=exclude, mask=mask)
         return ids[0][: count[0]], scores[0][: count[0]]
 
-    def recommend_for_history_batch(self, histories, n: int = 10, *, filter_seen: bool = True, items=None,
-                                    exclude=None, mask=None):
+    def recommend_for_history_batch(self, histories: Sequence[Ids], n: int = 10, *, filter_seen: bool = True,
+                                    items: IdFilter | None = None, exclude: IdFilter | None = None,
+                                    mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """:meth:`recommend_for_history` for many histories; 2-D arrays padded like recommend_batch."""
         n = self._n_arg(n)
         if not self.supports_history:
@@ -620,7 +631,8 @@ class Recommender:
         return self._pad_to(ids, scores, n)
 
     # ------------------------------------------------------------------ public: items
-    def similar_items_batch(self, items_, n: int = 10, *, items=None, exclude=None, mask=None):
+    def similar_items_batch(self, items_: Ids, n: int = 10, *, items: IdFilter | None = None,
+                            exclude: IdFilter | None = None, mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """The ``n`` items most similar to each of ``items_``; the item itself is left out.
 
         Two 2-D arrays (len(items_), n), padded like :meth:`recommend_batch`.
@@ -653,7 +665,8 @@ class Recommender:
         """Top ``n`` similar items for a block of item indices (overridable, like _select_for_users)."""
         return self._select(self._score_similar(item_indices), n, excl, allow, mask)
 
-    def similar_items(self, item, n: int = 10, *, items=None, exclude=None, mask=None):
+    def similar_items(self, item: ItemId, n: int = 10, *, items: Ids | None = None, exclude: Ids | None = None,
+                      mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """The ``n`` items most similar to one external item id (itself excluded)."""
         if not np.isscalar(item) and not isinstance(item, str):
             raise ParameterError(f"similar_items expects one item id, got {type(item).__name__}; "
@@ -661,7 +674,8 @@ class Recommender:
         ids, scores, count = self._similar_batch([item], n, items=items, exclude=exclude, mask=mask)
         return ids[0][: count[0]], scores[0][: count[0]]
 
-    def recommend_users(self, items, n: int = 10, *, users=None, exclude_users=None):
+    def recommend_users(self, items: ItemId | Ids, n: int = 10, *, users: Ids | None = None,
+                        exclude_users: Ids | None = None) -> tuple[np.ndarray, Float32Array]:
         """The ``n`` users most likely to want ``items`` -- the audience of a campaign.
 
         Parameters
@@ -716,7 +730,7 @@ class Recommender:
         against the id maps, indices within range, finite values; vectorised, so load stays cheap.
         """
 
-    def save(self, path, *, key: bytes | str | None = None) -> Path:
+    def save(self, path: PathLike, *, key: bytes | str | None = None) -> Path:
         """Save as an artifact directory (JSON manifest + .npy arrays, checksummed, no pickle).
 
         The fallback set with :meth:`set_fallback` is saved with the model and comes back on
@@ -750,7 +764,8 @@ class Recommender:
         return out, all_arrays, files
 
     @classmethod
-    def load(cls, path, *, mmap: bool = False, key: bytes | str | None = None) -> "Recommender":
+    def load(cls: type[RecommenderT], path: PathLike, *, mmap: bool = False,
+             key: bytes | str | None = None) -> RecommenderT:
         """Load a model saved with :meth:`save` (format version, checksums and structure verified).
 
         ``key``: require the HMAC signature of ``save(path, key=...)``. Without one, stored faiss

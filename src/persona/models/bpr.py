@@ -102,7 +102,7 @@ class BPR(FactorModel):
     """
 
     def __init__(self, *, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, negative_sampling: str = "uniform", random_state=None,
+                 iterations: int = 100, negative_sampling: str = "uniform", random_state: int | None = None,
                  num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.learning_rate = learning_rate

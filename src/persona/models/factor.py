@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int, check_number
 from ..errors import ParameterError
 from .base import Recommender
+
+if TYPE_CHECKING:  # persona.retrieval loads on first use
+    from ..retrieval import Index
 
 __all__ = ["FactorModel"]
 
@@ -93,7 +98,7 @@ class FactorModel(ItemVectors, Recommender):
         return self.user_factors_ @ self.item_factors_[item_indices].sum(axis=0)
 
     # ------------------------------------------------------------------ retrieval
-    def use_index(self, kind: str | None = "auto", **options) -> "FactorModel":
+    def use_index(self, kind: str | Index | None = "auto", **options: Any) -> FactorModel:
         """Serve ``recommend`` and ``similar_items`` through a retrieval index over the item factors.
 
         Parameters

@@ -13,6 +13,7 @@ from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ..kernels.threads import numba_threads as _numba_threads
 from .factor import FactorModel
+from ..typing import Ids, ItemId, UserId
 
 __all__ = ["MF"]
 
@@ -93,7 +94,7 @@ class MF(FactorModel):
     """
 
     def __init__(self, *, factors: int = 32, iterations: int = 15, regularization: float = 0.05,
-                 random_state=None, num_threads: int = 0, show_progress: bool = False):
+                 random_state: int | None = None, num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.iterations = iterations
         self.regularization = regularization
@@ -159,7 +160,7 @@ class MF(FactorModel):
         return float(np.sqrt(np.mean((R.data - pred) ** 2)))
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, users, items) -> np.ndarray:
+    def predict(self, users: UserId | Ids, items: ItemId | Ids) -> np.ndarray:
         """Predicted ratings for pairs ``(users[j], items[j])`` of external ids; float32, 1-D.
 
         An unknown user gets ``mu + b_i``, an unknown item ``mu + b_u``, and a pair of both

@@ -10,6 +10,7 @@ from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ..kernels import topk
 from .base import Recommender
+from ..typing import ArrayLike, Float32Array, Ids
 
 __all__ = ["MostPopular"]
 
@@ -200,7 +201,9 @@ class MostPopular(Recommender):
         return (aff + 0.5 * spread * tiebreak).astype(np.float32)
 
     # ------------------------------------------------------------------ unpersonalised lists
-    def top_items(self, n: int = 10, *, segment=None, category=None, items=None, exclude=None, mask=None):
+    def top_items(self, n: int = 10, *, segment: str | int | None = None, category: str | int | None = None,
+                  items: Ids | None = None, exclude: Ids | None = None,
+                  mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
         """The ``n`` most popular items overall, in a user segment, or in a category.
 
         Returns external item ids and scores, best first.

@@ -26,6 +26,8 @@ import logging
 import math
 import time
 
+from typing import TYPE_CHECKING, Literal
+
 import numpy as np
 
 from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int
@@ -34,6 +36,11 @@ from ..errors import ArtifactError, DataError, ParameterError
 from ._neural import OPSET as _OPSET
 from ._neural import EncodedUsers, export_onnx, ranking_metrics, valid_targets
 from .base import Recommender
+
+if TYPE_CHECKING:  # annotations only: scipy and the features module load when used
+    import scipy.sparse as sp
+
+    from ..data.features import Features
 
 __all__ = ["SASRec"]
 
@@ -380,8 +387,8 @@ class SASRec(EncodedUsers, Recommender):
 
     def __init__(self, *, factors: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50,
                  dropout: float = 0.5, learning_rate: float = 1e-3, epochs: int = 200, batch_size: int = 128,
-                 patience: int = 10, loss: str = "ce", negatives: int = 256, checkpoint=None,
-                 random_state=None, num_threads: int = 0, show_progress: bool = False):
+                 patience: int = 10, loss: str = "ce", negatives: int = 256,
+                 checkpoint: str | os.PathLike | None = None, random_state: int | None = None, num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.blocks = blocks
         self.heads = heads
@@ -422,8 +429,8 @@ class SASRec(EncodedUsers, Recommender):
             raise ParameterError(f"show_progress must be True or False, got {self.show_progress!r}")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, interactions: Interactions, valid="auto", item_attributes=None, *,
-            refit_histories: bool = True) -> "SASRec":
+    def fit(self, interactions: Interactions, valid: Interactions | Literal["auto"] | None = "auto",
+            item_attributes: Features | sp.spmatrix | None = None, *, refit_histories: bool = True) -> SASRec:
         """Learn from ``interactions``; returns ``self``.
 
         ``valid="auto"`` (the default) holds out each user's last event, stops when NDCG@10 on

@@ -43,6 +43,8 @@ import copy
 import logging
 import time
 
+from typing import TYPE_CHECKING, Literal
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -54,6 +56,9 @@ from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
 from ._neural import OPSET as _OPSET
 from ._neural import EncodedUsers, export_onnx, ranking_metrics, valid_targets
 from .base import Recommender
+
+if TYPE_CHECKING:  # pandas only for add_items' annotation
+    import pandas as pd
 
 __all__ = ["TwoTower"]
 
@@ -305,7 +310,7 @@ class TwoTower(EncodedUsers, Recommender):
     def __init__(self, *, factors: int = 64, hidden: int = 256, max_history: int = 50, temperature: float = 0.1,
                  item_ids: bool = True, id_dropout: float = 0.5, dropout: float = 0.1, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, epochs: int = 20, batch_size: int = 256, patience: int = 3,
-                 logq: bool = True, random_state=None, num_threads: int = 0, show_progress: bool = False):
+                 logq: bool = True, random_state: int | None = None, num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.hidden = hidden
         self.max_history = max_history
@@ -352,7 +357,8 @@ class TwoTower(EncodedUsers, Recommender):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, interactions: Interactions, item_features: Features | None = None,
-            user_features: Features | None = None, valid="auto", *, refit_histories: bool = True) -> "TwoTower":
+            user_features: Features | None = None, valid: Interactions | Literal["auto"] | None = "auto", *,
+            refit_histories: bool = True) -> TwoTower:
         """Learn from ``interactions`` (and item / user :class:`~persona.data.Features`); returns ``self``.
 
         ``valid="auto"`` (the default) holds out each user's last event, stops when NDCG@10 on
@@ -547,7 +553,7 @@ class TwoTower(EncodedUsers, Recommender):
         self.user_encoder_ = OnnxModel(user_graph, intra_op_threads=threads)
         self._user_vector_cache = None
 
-    def encode_items(self, features) -> np.ndarray:
+    def encode_items(self, features: Features | sp.spmatrix | np.ndarray) -> np.ndarray:
         """Vectors (m, factors) of items from their features alone (no id embedding), by the item tower.
 
         Parameters
@@ -581,7 +587,8 @@ class TwoTower(EncodedUsers, Recommender):
         mean = h.sum(axis=1) / np.maximum(live.sum(axis=1), 1)[:, None].astype(np.float32)
         return mean.astype(np.float32), np.ascontiguousarray(h[:, -1, :], dtype=np.float32)
 
-    def encode_users(self, tokens: np.ndarray, user_features=None) -> np.ndarray:
+    def encode_users(self, tokens: np.ndarray,
+                     user_features: sp.spmatrix | np.ndarray | None = None) -> np.ndarray:
         """User vectors (m, factors) of token rows (m, max_history): item index + 1, left-padded with 0.
 
         ``user_features``: rows (m, n_user_features) of the users' features, or None (zeros).
@@ -669,7 +676,7 @@ class TwoTower(EncodedUsers, Recommender):
         return scores
 
     # ------------------------------------------------------------------ cold start
-    def add_items(self, features, *, known: str = "error") -> "TwoTower":
+    def add_items(self, features: Features | pd.DataFrame, *, known: str = "error") -> TwoTower:
         """Add new items, placed by the item tower from their features alone; no retraining.
 
         The new items are appended to ``item_map_`` / ``item_factors_`` (popularity 0), so

@@ -13,7 +13,10 @@ faiss is imported only when a :class:`FaissIndex` is built or loaded.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import ParameterError
+from ..typing import ArrayLike, PathLike
 from .base import METRICS, Index
 from .exact import ExactIndex
 from .faiss_index import KINDS, FaissIndex
@@ -29,8 +32,8 @@ def _classes() -> dict:
     return {"ExactIndex": ExactIndex, "FaissIndex": FaissIndex}
 
 
-def make_index(vectors, metric: str = "ip", kind: str = "auto", *, exact_max_rows: int = EXACT_MAX_ROWS,
-               **options) -> Index:
+def make_index(vectors: ArrayLike, metric: str = "ip", kind: str = "auto", *,
+               exact_max_rows: int = EXACT_MAX_ROWS, **options: Any) -> Index:
     """An index over ``vectors``: exact for small catalogues, faiss HNSW for large ones.
 
     Parameters
@@ -54,6 +57,6 @@ def make_index(vectors, metric: str = "ip", kind: str = "auto", *, exact_max_row
     raise ParameterError(f"kind must be 'auto', 'exact' or one of {KINDS}, got {kind!r}")
 
 
-def load_index(path, *, mmap: bool = False, key: bytes | str | None = None) -> Index:
+def load_index(path: PathLike, *, mmap: bool = False, key: bytes | str | None = None) -> Index:
     """Load any index saved with ``index.save(path)``; the manifest names its class."""
     return Index.load(path, mmap=mmap, key=key)

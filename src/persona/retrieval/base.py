@@ -23,11 +23,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .._validate import check_n
 from ..errors import ArtifactError, DataError, ParameterError
+from ..typing import ArrayLike, Float32Array, IntArray, PathLike
+
+IndexT = TypeVar("IndexT", bound="Index")
 
 __all__ = ["Index", "Filters", "METRICS"]
 
@@ -219,7 +223,7 @@ class Index(ABC):
 
     # -- growing ---------------------------------------------------------------------------------
 
-    def add(self, vectors) -> "Index":
+    def add(self: IndexT, vectors: ArrayLike) -> IndexT:
         """Append rows (e.g. new items); they get ids ``n, n + 1, ...``. Returns ``self``.
 
         An offline operation: do not call it while other threads search this index; build or
@@ -257,7 +261,9 @@ class Index(ABC):
             _normalise(q)
         return q
 
-    def search(self, queries, n: int = 10, *, allow=None, deny=None, mask=None):
+    def search(self, queries: ArrayLike, n: int = 10, *, allow: ArrayLike | list[ArrayLike] | None = None,
+               deny: ArrayLike | list[ArrayLike] | None = None,
+               mask: ArrayLike | None = None) -> tuple[IntArray, Float32Array]:
         """The ``n`` best rows for each query, best first.
 
         Parameters
@@ -315,7 +321,7 @@ class Index(ABC):
         """Raw files to store beside the arrays (name -> writer); see FaissIndex."""
         return {}
 
-    def save(self, path, *, key: bytes | str | None = None) -> Path:
+    def save(self, path: PathLike, *, key: bytes | str | None = None) -> Path:
         """Write the index as a persona artifact directory (JSON manifest + .npy, no pickle);
         ``key`` signs it (HMAC-SHA256), see :meth:`load`."""
         from ..io.artifact import write_artifact
@@ -323,7 +329,7 @@ class Index(ABC):
         return write_artifact(path, "index", self._meta(), self._arrays(), files=self._files(), key=key)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = False, key: bytes | str | None = None) -> "Index":
+    def load(cls: type[IndexT], path: PathLike, *, mmap: bool = False, key: bytes | str | None = None) -> IndexT:
         """Read an index written by :meth:`save`; checksums are verified first.
 
         Called on :class:`Index` itself it dispatches on the stored class, like

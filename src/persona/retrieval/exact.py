@@ -10,6 +10,7 @@ import numpy as np
 
 from .._validate import check_num_threads
 from ..kernels import topk
+from ..typing import ArrayLike
 from .base import Filters, Index, _check_metric, _pad, _prepare_vectors
 
 __all__ = ["ExactIndex"]
@@ -73,7 +74,7 @@ class ExactIndex(Index):
     [[0, 2]]
     """
 
-    def __init__(self, vectors, metric: str = "ip", *, num_threads: int = 0):
+    def __init__(self, vectors: ArrayLike, metric: str = "ip", *, num_threads: int = 0) -> None:
         self.metric = _check_metric(metric)
         self.num_threads = check_num_threads(num_threads)
         self._vectors = _prepare_vectors(vectors, self.metric)

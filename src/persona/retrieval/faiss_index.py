@@ -6,11 +6,13 @@ faiss is imported on first use, so ``import persona`` does not load it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from .._validate import check_int, check_num_threads, check_number
 from ..errors import ArtifactError, ParameterError, UnsupportedError
+from ..typing import ArrayLike
 from .base import Filters, Index, _check_metric, _pad, _prepare_vectors
 from .exact import exact_subset
 
@@ -101,7 +103,7 @@ class FaissIndex(Index):
     ((2, 5), True)
     """
 
-    def __init__(self, vectors, metric: str = "ip", kind: str = "hnsw", *, M: int = 32,
+    def __init__(self, vectors: ArrayLike, metric: str = "ip", kind: str = "hnsw", *, M: int = 32,
                  ef_construction: int = 40, ef_search: int = 128, nlist: int | None = None, nprobe: int = 16,
                  pq_m: int = 8, pq_nbits: int = 8, refine: int | None = None, train_size: int | None = None,
                  exact_below: int | None = None, exact_fraction: float = 0.05, num_threads: int = 0,
@@ -174,7 +176,7 @@ class FaissIndex(Index):
             self._index.add(rows)
 
     @property
-    def faiss_index(self):
+    def faiss_index(self) -> Any:  # a faiss.Index; faiss ships no type information
         """The underlying faiss index (do not change it while searches run)."""
         return self._index
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..errors import DataError, ParameterError
 
+if TYPE_CHECKING:  # pandas is imported by the caller who builds the item table
+    import pandas as pd
+
+    from ..typing import Ids
+
 __all__ = ["attribute_mask"]
 
 
-def attribute_mask(items, item_ids, *, id_column: str = "item_id", **conditions) -> np.ndarray:
+def attribute_mask(items: pd.DataFrame, item_ids: Ids, *, id_column: str = "item_id",
+                   **conditions: Any) -> np.ndarray:
     """One bool per id of ``item_ids``: True where the item's attributes meet every condition.
 
     Parameters

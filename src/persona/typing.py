@@ -1,0 +1,42 @@
+"""Type aliases of persona's public API, for annotations in users' code and in persona's own.
+
+>>> import numpy as np
+>>> from persona.typing import Float32Array, Ids, UserId
+>>> def top_users(model, users: Ids, n: int = 10) -> tuple[np.ndarray, Float32Array]:
+...     return model.recommend_batch(users, n=n)
+
+External ids are what a shop uses (``"sku-17"``, ``42``); persona maps them to row / column indices
+internally. Arrays of external ids keep their dtype (``str`` or integer), hence plain ``np.ndarray``.
+Importing this module imports numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["UserId", "ItemId", "Ids", "IdFilter", "Float32Array", "IntArray", "BoolArray", "ArrayLike",
+           "PathLike"]
+
+#: One external user id.
+UserId = Union[str, int]
+#: One external item id.
+ItemId = Union[str, int]
+#: Several external ids: a sequence or a 1-D array.
+Ids = Union[Sequence[Union[str, int]], np.ndarray]
+#: An allow- or deny-list of external item ids: one list shared by every row, or one list per row.
+IdFilter = Union[Ids, Sequence[Ids]]
+#: Scores and embeddings.
+Float32Array = npt.NDArray[np.float32]
+#: Row / column indices.
+IntArray = npt.NDArray[np.int64]
+#: Masks (``True`` keeps the row or item).
+BoolArray = npt.NDArray[np.bool_]
+#: Anything ``np.asarray`` accepts.
+ArrayLike = npt.ArrayLike
+#: A file or directory path.
+PathLike = Union[str, os.PathLike]
