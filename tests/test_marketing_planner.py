@@ -379,6 +379,9 @@ def test_catalogue_id_column_is_configurable(shop, model):
     assert [(m.user, m.items, m.item_names, m.text) for m in plan] == \
            [(m.user, m.items, m.item_names, m.text) for m in plain]
     assert len(plan) > 0 and all(m.item_names and m.item_names[0] != m.items[0] for m in plan)
+    pl = pytest.importorskip("polars")  # in the test extra: a polars catalogue plans the same
+    from_polars = Planner(catalog=pl.from_pandas(skus), catalog_id="sku", **kw).plan([camp], now=NOW)
+    assert [m.text for m in from_polars] == [m.text for m in plain]
     # prices under the sku column give the default order value (margin objective)
     priced = Planner(catalog=skus, catalog_id="sku", objective="margin", **kw).plan([camp], now=NOW)
     assert len(priced) > 0
