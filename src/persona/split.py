@@ -27,16 +27,13 @@ import datetime as _dt
 import logging
 import math
 import numbers
-from typing import Union
 
 import numpy as np
 
 from .data.interactions import Interactions
 from .errors import DataError
+from .typing import TimePoint
 
-#: A point in time: a datetime or date (a pandas Timestamp is one), an ISO string, a numpy datetime64 or
-#: epoch seconds.
-TimePoint = Union[_dt.datetime, _dt.date, str, np.datetime64, float, int]
 
 __all__ = ["leave_last_out", "temporal", "random"]
 

@@ -12,15 +12,16 @@ Importing this module imports numpy only.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = ["UserId", "ItemId", "Ids", "IdFilter", "Float32Array", "IntArray", "BoolArray", "ArrayLike",
-           "PathLike"]
+           "PathLike", "FrameLike", "TimePoint"]
 
 #: One external user id.
 UserId = Union[str, int]
@@ -40,3 +41,9 @@ BoolArray = npt.NDArray[np.bool_]
 ArrayLike = npt.ArrayLike
 #: A file or directory path.
 PathLike = Union[str, os.PathLike]
+#: A table: a pandas or polars DataFrame, or a pyarrow Table. ``Any`` to a type checker, because polars
+#: and pyarrow are optional and ``import persona`` imports none of the three.
+FrameLike = Any
+#: A point in time: a datetime (naive = UTC; a pandas Timestamp is one) or date, an ISO-8601 string, a numpy
+#: datetime64, or epoch seconds.
+TimePoint = Union[datetime.datetime, datetime.date, str, np.datetime64, float, int]

@@ -22,11 +22,17 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from .._validate import check_frame
 from ..errors import ParameterError, PersonaError, UnknownItemError, UnknownUserError
+from ..typing import FrameLike, ItemId, PathLike, UserId
+
+if TYPE_CHECKING:  # serving imports little: the model and store classes are the caller's
+    from ..models.base import Recommender
+    from ..store.events import EventStore
 
 __all__ = ["RecommenderService", "Recommendations", "limit_threads"]
 
@@ -277,8 +283,9 @@ class RecommenderService:
     with an empty cache, new locks and, if it was watching an artifact, its own watcher.
     """
 
-    def __init__(self, model, fallback=None, *, catalog=None, store=None, timeout: float | None = None,
-                 cache_size: int = 10_000, filter_seen: bool = True, catalog_id: str = "item_id"):
+    def __init__(self, model: Recommender, fallback: Recommender | Sequence[Recommender] | None = None, *,
+                 catalog: FrameLike | None = None, store: EventStore | None = None, timeout: float | None = None,
+                 cache_size: int = 10_000, filter_seen: bool = True, catalog_id: str = "item_id") -> None:
         self._check_model(model, "model")
         chain = [] if fallback is None else list(fallback) if isinstance(fallback, (list, tuple)) else [fallback]
         for i, f in enumerate(chain):
@@ -308,7 +315,8 @@ class RecommenderService:
             os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._after_fork())
 
     @classmethod
-    def from_artifact(cls, path, *, mmap: bool = True, watch: float | None = None, **options) -> "RecommenderService":
+    def from_artifact(cls, path: PathLike, *, mmap: bool = True, watch: float | None = None,
+                      **options: Any) -> RecommenderService:
         """A service over the artifact at ``path`` (memory-mapped by default).
 
         ``watch``: an interval in seconds to reload ``path`` whenever a new artifact is published
@@ -359,7 +367,7 @@ class RecommenderService:
         return _Snapshot(model, self._versions, self._catalog, path, stamp)
 
     @property
-    def model(self):
+    def model(self) -> Recommender:
         """The model serving now."""
         return self._snapshot.model
 
@@ -368,7 +376,7 @@ class RecommenderService:
         return self._snapshot.version
 
     # ------------------------------------------------------------------ swapping
-    def swap(self, model) -> int:
+    def swap(self, model: Recommender) -> int:
         """Serve ``model`` from now on (atomically); returns its version. Requests in flight finish on the old one."""
         with self._lock:
             snap = self._make_snapshot(model)
@@ -379,7 +387,7 @@ class RecommenderService:
         log.info("persona service: now serving %s (version %d)", type(model).__name__, snap.version)
         return snap.version
 
-    def reload(self, path, *, mmap: bool = True) -> int:
+    def reload(self, path: PathLike, *, mmap: bool = True) -> int:
         """Load the artifact at ``path`` (memory-mapped by default, shared between processes) and swap to it."""
         from ..io import load
 
@@ -394,7 +402,7 @@ class RecommenderService:
         log.info("persona service: loaded %s (version %d)", path, snap.version)
         return snap.version
 
-    def watch(self, path, interval: float = 2.0, *, mmap: bool = True) -> None:
+    def watch(self, path: PathLike, interval: float = 2.0, *, mmap: bool = True) -> None:
         """Reload ``path`` whenever a new artifact is published there (checked every ``interval`` s).
 
         A publish that fails to load is logged and retried at the next change; the current model
@@ -444,7 +452,7 @@ class RecommenderService:
         self._watch_thread, self._watch = None, None
 
     # ------------------------------------------------------------------ catalogue and stock
-    def set_catalog(self, catalog, *, catalog_id: str | None = None) -> None:
+    def set_catalog(self, catalog: FrameLike | None, *, catalog_id: str | None = None) -> None:
         """Replace the item attributes that ``context["where"]`` filters on (ids in ``catalog_id``,
         default: the service's)."""
         catalog = _catalog_frame(catalog, self._catalog_id if catalog_id is None else catalog_id)
@@ -456,7 +464,7 @@ class RecommenderService:
             self._cache.clear()
             self._user_keys.clear()
 
-    def item_attributes(self, items) -> list:
+    def item_attributes(self, items: Sequence[ItemId]) -> list[dict[str, Any] | None]:
         """The catalogue row (``{column: value}``) of each item id, None for an item it lacks."""
         snap = self._snapshot
         cols = {c: v for c, v in snap.columns.items() if c != "_known"}
@@ -466,7 +474,7 @@ class RecommenderService:
         known = snap.columns["_known"]
         return [None if p < 0 or not known[p] else {c: _plain(v[p]) for c, v in cols.items()} for p in pos]
 
-    def set_stock(self, items, available: bool) -> None:
+    def set_stock(self, items: ItemId | Iterable[ItemId], available: bool) -> None:
         """Mark ``items`` (external ids) available or not; requests with ``in_stock=True`` leave out the unavailable."""
         items = np.atleast_1d(np.asarray(items)).tolist()
         with self._lock:
@@ -478,7 +486,7 @@ class RecommenderService:
             self._user_keys.clear()
 
     # ------------------------------------------------------------------ requests
-    def recommend(self, user, n: int = 10, context: dict | None = None) -> Recommendations:
+    def recommend(self, user: UserId, n: int = 10, context: dict | None = None) -> Recommendations:
         """``n`` items for ``user`` (an external id): never raises for an unknown user or a failing model.
 
         Returns a :class:`Recommendations`, which unpacks as ``items, scores``.
@@ -509,7 +517,7 @@ class RecommenderService:
         self._record(t0, out)
         return out
 
-    def similar_items(self, item, n: int = 10, context: dict | None = None) -> Recommendations:
+    def similar_items(self, item: ItemId, n: int = 10, context: dict | None = None) -> Recommendations:
         """Items like ``item`` ("customers also bought"); popularity for an item the model does not know."""
         t0 = time.perf_counter()
         ctx = _check_context(context)
@@ -687,7 +695,7 @@ class RecommenderService:
                     if not keys:
                         del self._user_keys[old[2]]
 
-    def invalidate(self, user=None) -> None:
+    def invalidate(self, user: UserId | None = None) -> None:
         """Drop the cached answers of ``user`` (all answers with None)."""
         with self._lock:
             if user is None:
@@ -731,7 +739,7 @@ class RecommenderService:
         return out
 
     # ------------------------------------------------------------------ events and privacy
-    def track(self, user, item, event: str = "view", **kwargs):
+    def track(self, user: UserId, item: ItemId, event: str = "view", **kwargs: Any) -> str | None:
         """Record an event in the store (non-blocking) and drop the user's cached answers.
 
         Returns the event id, or None when the event was not recorded: a forgotten user's events
@@ -746,7 +754,7 @@ class RecommenderService:
         self.invalidate(user)
         return out
 
-    def forget_user(self, user) -> int:
+    def forget_user(self, user: UserId) -> int:
         """Erase ``user``: their events in the store, their cached answers, and their model rows in use.
 
         ``7`` and ``"7"`` are one user. With a store, a tombstone is recorded there, so every

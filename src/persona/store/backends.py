@@ -33,7 +33,7 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import ParameterError, StoreError
 
@@ -45,6 +45,8 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 #: one queued event, already validated and encoded by the caller's thread
 #: (event_id, ts, user_id, item_id, event, value, properties_json, kinds)
 Row = tuple
+#: A DB-API connection of the backend: ``sqlite3.Connection`` or ``psycopg.Connection`` (optional, so ``Any``).
+Connection = Any
 
 COLUMNS = ("event_id", "ts", "user_id", "item_id", "event", "value", "properties", "kinds")
 
@@ -66,14 +68,14 @@ class Backend:
         self.dead = f"{table}_dead"
 
     # every method takes a connection from connect(), so threads and processes never share one
-    def connect(self):  # pragma: no cover - abstract
+    def connect(self) -> Connection:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def setup(self, meta: dict) -> dict:  # pragma: no cover - abstract
         """Create the table if needed; record ``meta`` if absent; return the stored meta."""
         raise NotImplementedError
 
-    def write(self, conn, rows: Sequence[Row]) -> tuple[int, list]:  # pragma: no cover - abstract
+    def write(self, conn: Connection, rows: Sequence[Row]) -> tuple[int, list]:  # pragma: no cover - abstract
         """Insert ``rows`` in one transaction, ignoring known event ids and leaving out the rows of
         forgotten users; return (how many were new, the forgotten user ids found among them)."""
         raise NotImplementedError
@@ -83,31 +85,31 @@ class Backend:
         a size limit), which retrying the same rows cannot fix, rather than the database failing."""
         raise NotImplementedError
 
-    def dead_letter(self, conn, row: Row, reason: str) -> None:  # pragma: no cover - abstract
+    def dead_letter(self, conn: Connection, row: Row, reason: str) -> None:  # pragma: no cover - abstract
         """Keep a row the database refused, with the reason, in the dead-letter table."""
         raise NotImplementedError
 
-    def dead_letters(self, conn, limit: int) -> list:  # pragma: no cover - abstract
+    def dead_letters(self, conn: Connection, limit: int) -> list:  # pragma: no cover - abstract
         """(seq, at, event_id, user_id, row_json, reason) of the newest ``limit`` dead letters."""
         raise NotImplementedError
 
-    def forget(self, conn, user_id: str) -> int:  # pragma: no cover - abstract
+    def forget(self, conn: Connection, user_id: str) -> int:  # pragma: no cover - abstract
         """Tombstone ``user_id`` and delete their events and dead letters, in one transaction;
         return the number of events deleted."""
         raise NotImplementedError
 
-    def tombstones(self, conn, known: int) -> list | None:  # pragma: no cover - abstract
+    def tombstones(self, conn: Connection, known: int) -> list | None:  # pragma: no cover - abstract
         """Every tombstoned user id, or None when their number is still ``known`` (nothing new)."""
         raise NotImplementedError
 
-    def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:  # pragma: no cover
+    def select(self, conn: Connection, where: str, params: list, chunk_size: int) -> Iterator[list]:  # pragma: no cover
         raise NotImplementedError
 
-    def snapshot(self, conn):  # pragma: no cover - abstract
+    def snapshot(self, conn: Connection) -> Iterator[None]:  # pragma: no cover - abstract
         """A context in which several reads see one consistent state of the table."""
         raise NotImplementedError
 
-    def kinds(self, conn, where: str, params: list) -> tuple[int, bool, bool]:
+    def kinds(self, conn: Connection, where: str, params: list) -> tuple[int, bool, bool]:
         """(number of rows, whether all their user ids are ints, whether all item ids are ints)."""
         sql = (f"SELECT count(*), coalesce(sum(kinds & 1), 0), coalesce(sum((kinds & 2) / 2), 0)"
                f" FROM {self.table}{self._sql(where)}")
@@ -118,26 +120,27 @@ class Backend:
     def _sql(self, where: str) -> str:
         return where
 
-    def _one(self, conn, sql: str, params: list):  # pragma: no cover - abstract
+    def _one(self, conn: Connection, sql: str, params: list) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def count(self, conn, where: str, params: list) -> int:
+    def count(self, conn: Connection, where: str, params: list) -> int:
         raise NotImplementedError  # pragma: no cover
 
-    def event_counts(self, conn, where: str, params: list) -> dict[str, int]:
+    def event_counts(self, conn: Connection, where: str, params: list) -> dict[str, int]:
         """Rows per event name matching ``where``."""
         rows = self._all(conn, f"SELECT event, count(*) FROM {self.table}{self._sql(where)} GROUP BY event", params)
         return {str(e): int(n) for e, n in rows}
 
-    def _all(self, conn, sql: str, params: list) -> list:  # pragma: no cover - abstract
+    def _all(self, conn: Connection, sql: str, params: list) -> list:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # shared SQL pieces; "?" placeholders, translated by the PostgreSQL backend
-    def has_tombstones(self, conn) -> bool:
+    def has_tombstones(self, conn: Connection) -> bool:
         """Whether any user was forgotten (reads then leave their rows out; without, they skip the check)."""
         return self._one(conn, f"SELECT EXISTS (SELECT 1 FROM {self.forgotten})", [])[0] not in (0, False, None)
 
-    def where(self, since, until, event_types, user, *, forgotten: bool = True) -> tuple[str, list]:
+    def where(self, since: float | None, until: float | None, event_types: Sequence[str] | None, user: str | None,
+              *, forgotten: bool = True) -> tuple[str, list]:
         parts, params = [], []
         if since is not None:
             parts.append("ts >= ?")
@@ -172,7 +175,7 @@ class SQLiteBackend(Backend):
 
     name = "sqlite"
 
-    def __init__(self, path, table: str, *, synchronous: str, busy_timeout: float) -> None:
+    def __init__(self, path: str | os.PathLike, table: str, *, synchronous: str, busy_timeout: float) -> None:
         super().__init__(table)
         self.path = os.fspath(path)
         if self.path in ("", ":memory:") or self.path.startswith("file:"):
@@ -186,7 +189,7 @@ class SQLiteBackend(Backend):
     def describe(self) -> str:
         return f"SQLite file {self.path!r}, table {self.table!r}"
 
-    def connect(self):
+    def connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                    check_same_thread=True)
@@ -247,7 +250,7 @@ class SQLiteBackend(Backend):
         finally:
             conn.close()
 
-    def write(self, conn, rows: Sequence[Row]) -> tuple[int, list]:
+    def write(self, conn: Connection, rows: Sequence[Row]) -> tuple[int, list]:
         # BEGIN IMMEDIATE serialises writers and forget(), so a tombstone committed before this
         # transaction is always seen here, and one committed after it deletes these rows
         conn.execute("BEGIN IMMEDIATE")
@@ -281,7 +284,7 @@ class SQLiteBackend(Backend):
             return True
         return isinstance(exc, sqlite3.ProgrammingError) and "binding" in str(exc).lower()
 
-    def dead_letter(self, conn, row: Row, reason: str) -> None:
+    def dead_letter(self, conn: Connection, row: Row, reason: str) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -295,11 +298,11 @@ class SQLiteBackend(Backend):
                 conn.execute("ROLLBACK")
             raise
 
-    def dead_letters(self, conn, limit: int) -> list:
+    def dead_letters(self, conn: Connection, limit: int) -> list:
         return conn.execute(f"SELECT seq, at, event_id, user_id, row, reason FROM {self.dead}"
                             f" ORDER BY seq DESC LIMIT ?", (int(limit),)).fetchall()
 
-    def forget(self, conn, user_id: str) -> int:
+    def forget(self, conn: Connection, user_id: str) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(f"INSERT OR IGNORE INTO {self.forgotten} (user_id, at) VALUES (?, ?)", (user_id, time.time()))
@@ -312,13 +315,13 @@ class SQLiteBackend(Backend):
             raise
         return n
 
-    def tombstones(self, conn, known: int) -> list | None:
+    def tombstones(self, conn: Connection, known: int) -> list | None:
         (n,) = conn.execute(f"SELECT count(*) FROM {self.forgotten}").fetchone()
         if n == known:
             return None
         return [u for (u,) in conn.execute(f"SELECT user_id FROM {self.forgotten}")]
 
-    def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:
+    def select(self, conn: Connection, where: str, params: list, chunk_size: int) -> Iterator[list]:
         cur = conn.execute(
             f"SELECT event_id, ts, user_id, item_id, event, value, properties, kinds FROM {self.table}"
             f"{where} ORDER BY ts, seq",
@@ -330,17 +333,17 @@ class SQLiteBackend(Backend):
                 return
             yield chunk
 
-    def count(self, conn, where: str, params: list) -> int:
+    def count(self, conn: Connection, where: str, params: list) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {self.table}{where}", params).fetchone()[0])
 
-    def _one(self, conn, sql: str, params: list):
+    def _one(self, conn: Connection, sql: str, params: list):
         return conn.execute(sql, params).fetchone()
 
-    def _all(self, conn, sql: str, params: list) -> list:
+    def _all(self, conn: Connection, sql: str, params: list) -> list:
         return conn.execute(sql, params).fetchall()
 
     @contextmanager
-    def snapshot(self, conn):
+    def snapshot(self, conn: Connection) -> Iterator[None]:
         # in WAL mode a read transaction sees the database as of its first read, whatever commits later
         conn.execute("BEGIN")
         try:
@@ -383,7 +386,7 @@ class PostgresBackend(Backend):
             ) from None
         return psycopg
 
-    def connect(self):
+    def connect(self) -> Connection:
         psycopg = self._psycopg()
         try:
             # autocommit: a batch is one explicit transaction (conn.transaction()), reads need none
@@ -436,7 +439,7 @@ class PostgresBackend(Backend):
         finally:
             conn.close()
 
-    def write(self, conn, rows: Sequence[Row]) -> tuple[int, list]:
+    def write(self, conn: Connection, rows: Sequence[Row]) -> tuple[int, list]:
         with conn.transaction(), conn.cursor() as cur:
             # ROW EXCLUSIVE first: forget() takes SHARE ROW EXCLUSIVE, so it waits for this batch
             # to commit (and deletes its rows) or this batch waits for it (and sees the tombstone)
@@ -472,7 +475,7 @@ class PostgresBackend(Backend):
         return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeError,
                                 TypeError, ValueError))
 
-    def dead_letter(self, conn, row: Row, reason: str) -> None:
+    def dead_letter(self, conn: Connection, row: Row, reason: str) -> None:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(
                 f"INSERT INTO {self.dead} (event_id, user_id, row, reason) SELECT %s, %s, %s, %s"
@@ -480,13 +483,13 @@ class PostgresBackend(Backend):
                 (_pg_text(row[0]), _pg_text(row[2]), _pg_text(row_json(row)), _pg_text(reason), _pg_text(row[2])),
             )
 
-    def dead_letters(self, conn, limit: int) -> list:
+    def dead_letters(self, conn: Connection, limit: int) -> list:
         with conn.cursor() as cur:
             cur.execute(f"SELECT seq, extract(epoch from at)::float8, event_id, user_id, row, reason FROM {self.dead}"
                         f" ORDER BY seq DESC LIMIT %s", (int(limit),))
             return cur.fetchall()
 
-    def forget(self, conn, user_id: str) -> int:
+    def forget(self, conn: Connection, user_id: str) -> int:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(f"INSERT INTO {self.forgotten} (user_id) VALUES (%s) ON CONFLICT (user_id) DO NOTHING",
                         (user_id,))
@@ -498,7 +501,7 @@ class PostgresBackend(Backend):
             cur.execute(f"DELETE FROM {self.dead} WHERE user_id = %s", (user_id,))
             return n
 
-    def tombstones(self, conn, known: int) -> list | None:
+    def tombstones(self, conn: Connection, known: int) -> list | None:
         with conn.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {self.forgotten}")
             if cur.fetchone()[0] == known:
@@ -510,7 +513,7 @@ class PostgresBackend(Backend):
         return where.replace("ts >= ?", "ts >= to_timestamp(?)").replace("ts < ?", "ts < to_timestamp(?)") \
             .replace("?", "%s")
 
-    def select(self, conn, where: str, params: list, chunk_size: int) -> Iterator[list]:
+    def select(self, conn: Connection, where: str, params: list, chunk_size: int) -> Iterator[list]:
         # a server-side cursor streams the table in chunks instead of loading it into the client;
         # it lives in the transaction that snapshot() opened
         with conn.cursor(name="persona_store_select") as cur:
@@ -526,23 +529,23 @@ class PostgresBackend(Backend):
                     return
                 yield chunk
 
-    def count(self, conn, where: str, params: list) -> int:
+    def count(self, conn: Connection, where: str, params: list) -> int:
         with conn.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {self.table}{self._sql(where)}", params)
             return int(cur.fetchone()[0])
 
-    def _one(self, conn, sql: str, params: list):
+    def _one(self, conn: Connection, sql: str, params: list):
         with conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchone()
 
-    def _all(self, conn, sql: str, params: list) -> list:
+    def _all(self, conn: Connection, sql: str, params: list) -> list:
         with conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall()
 
     @contextmanager
-    def snapshot(self, conn):
+    def snapshot(self, conn: Connection) -> Iterator[None]:
         with conn.transaction():
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -47,14 +47,20 @@ import time
 import uuid
 import weakref
 from collections import deque
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
 from .._time import to_epoch
 from .._validate import check_frame
 from ..errors import DataError, ParameterError, StoreError
+from ..typing import FrameLike, ItemId, PathLike, TimePoint, UserId
 from .backends import SCHEMA_VERSION, Backend, make_backend
+
+if TYPE_CHECKING:  # annotations only: pandas and the data layer load when events are read
+    import pandas as pd
+
+    from ..data.interactions import CleaningReport, Interactions
 
 __all__ = ["EventStore"]
 
@@ -286,7 +292,7 @@ class EventStore:
     2
     """
 
-    def __init__(self, target="persona-events.db", *, table: str = "persona_events", on_full: str = "block",
+    def __init__(self, target: PathLike = "persona-events.db", *, table: str = "persona_events", on_full: str = "block",
                  max_queue: int = 100_000, batch_size: int = 1000, synchronous: str = "full",
                  busy_timeout: float = 30.0, pseudonymize_key: bytes | None = None,
                  flush_at_exit: bool = True, exit_timeout: float = 10.0, block_timeout: float = 0.25,
@@ -394,7 +400,8 @@ class EventStore:
         self._closed = closed
 
     # ----------------------------------------------------------------------------- writing
-    def track(self, user, item, event: str, timestamp=None, value=None, properties=None, *,
+    def track(self, user: UserId, item: ItemId, event: str, timestamp: TimePoint | None = None,
+              value: float | None = None, properties: Mapping[str, Any] | None = None, *,
               event_id: str | None = None) -> str | None:
         """Record one event; returns at once with its ``event_id`` (``None`` if it was dropped).
 
@@ -510,13 +517,14 @@ class EventStore:
             )
         return None
 
-    def track_many(self, events: Iterable[Mapping]) -> list:
+    def track_many(self, events: Iterable[Mapping[str, Any]]) -> list[str | None]:
         """Track several events given as dicts of :meth:`track`'s arguments; returns their event ids."""
         return [self.track(**e) for e in events]
 
-    def import_frame(self, df, *, user: str = "user_id", item: str = "item_id", event: str = "event",
+    def import_frame(self, df: FrameLike, *, user: str = "user_id", item: str = "item_id", event: str = "event",
                      time: str | None = "timestamp", value: str | None = None, properties: str | None = None,
-                     event_id: str | None = None, strict: bool = True, show_progress: bool = False):
+                     event_id: str | None = None, strict: bool = True,
+                     show_progress: bool = False) -> CleaningReport:
         """Bulk-import historical events from a table (an order export, an old log).
 
         Every row passes the checks of :meth:`track`; rows are queued without the web-request time
@@ -898,7 +906,7 @@ class EventStore:
         return f"EventStore({self._backend.describe()}, {state})"
 
     # ------------------------------------------------------------------------------- privacy
-    def pseudonym(self, user):
+    def pseudonym(self, user: UserId) -> UserId:
         """The id under which ``user``'s events are stored.
 
         With ``pseudonymize_key``: the HMAC-SHA256 of ``str(user)`` as hex (so ``42`` and ``"42"``
@@ -914,7 +922,7 @@ class EventStore:
         u, _ = _id(user, "user")
         return u if self._key is None else hmac.new(self._key, u.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def forget_user(self, user) -> int:
+    def forget_user(self, user: UserId) -> int:
         """Forget ``user`` for good; return the number of stored events deleted.
 
         ``user`` is the raw id in any form it was tracked in (``7`` and ``"7"`` are one user; with
@@ -943,7 +951,7 @@ class EventStore:
             self._tombs = self._tombs | {stored}
         return n
 
-    def is_forgotten(self, user) -> bool:
+    def is_forgotten(self, user: UserId) -> bool:
         """Whether ``user`` (raw id, any form) was forgotten, by any process, as of the last read.
 
         Cheap enough for every request: a set lookup. The first call in a process starts a
@@ -1037,7 +1045,8 @@ class EventStore:
         forgotten = conn is None or self._backend.has_tombstones(conn)
         return self._backend.where(s, u, event_types, stored, forgotten=forgotten)
 
-    def count(self, since=None, until=None, event_types=None, *, user=None) -> int:
+    def count(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None, *,
+              user: UserId | None = None) -> int:
         """Number of stored events (of all processes) in ``[since, until)``, of ``event_types``, of ``user``."""
         self._where(since, until, event_types, user)  # bad arguments fail before connecting
         conn = self._backend.connect()
@@ -1046,7 +1055,8 @@ class EventStore:
         finally:
             conn.close()
 
-    def event_counts(self, since=None, until=None, event_types=None, *, user=None) -> dict[str, int]:
+    def event_counts(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None,
+                     *, user: UserId | None = None) -> dict[str, int]:
         """Stored events per event name (of all processes) in ``[since, until)``, most frequent first.
 
         >>> import os, tempfile
@@ -1101,7 +1111,8 @@ class EventStore:
             cols["item"] = _ints(cols["item"], "item")
         return cols
 
-    def events(self, since=None, until=None, event_types=None, *, user=None):
+    def events(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None, *,
+               user: UserId | None = None) -> pd.DataFrame:
         """The stored events as a pandas DataFrame, oldest first.
 
         Columns: ``event_id``, ``time`` (datetime64, UTC), ``user``, ``item``, ``event``, ``value``
@@ -1129,8 +1140,9 @@ class EventStore:
             "properties": [_json_or_text(p) for p in cols["properties"]],
         })
 
-    def interactions(self, since=None, until=None, event_types=None, weights=None, *, values: bool = False,
-                     **options):
+    def interactions(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None,
+                     weights: Mapping[str, float] | None = None, *, values: bool = False,
+                     **options: Any) -> Interactions:
         """The stored events as :class:`~persona.Interactions`, for (incremental) training.
 
         Parameters
@@ -1185,7 +1197,8 @@ class EventStore:
             _report_unweighted(inter.report, unweighted)
         return inter
 
-    def export(self, path, since=None, until=None, event_types=None, *, chunk_size: int = 100_000) -> int:
+    def export(self, path: PathLike, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None, *,
+               chunk_size: int = 100_000) -> int:
         """Write the stored events to a Parquet (``.parquet``) or CSV (``.csv``, ``.csv.gz``) file.
 
         Streams ``chunk_size`` rows at a time from one consistent snapshot, so memory stays flat
