@@ -32,6 +32,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ..typing import ArrayLike
+
 from .._validate import check_int
 from ..errors import ParameterError
 
@@ -67,7 +69,7 @@ def _conf(conf):
     return float(conf)
 
 
-def wilson_interval(x, n, conf: float = 0.95) -> tuple[float, float]:
+def wilson_interval(x: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of the rate ``x / n``.
 
     Examples
@@ -90,7 +92,7 @@ def wilson_interval(x, n, conf: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
-def two_proportion_ztest(x_a, n_a, x_b, n_b, alternative: str = "two-sided") -> tuple[float, float]:
+def two_proportion_ztest(x_a: int, n_a: int, x_b: int, n_b: int, alternative: str = "two-sided") -> tuple[float, float]:
     """Pooled two-proportion z-test of ``p_b - p_a``; returns ``(z, p_value)``.
 
     ``alternative="larger"`` tests ``p_b > p_a``, ``"smaller"`` tests ``p_b < p_a``.
@@ -158,8 +160,9 @@ class ABResult:
                 f"p = {self.p_value:.3g} (n = {self.n_b} vs {self.n_a})")
 
 
-def ab_test(x_a, n_a, x_b, n_b, *, conf: float = 0.95, ci: str = "newcombe", alternative: str = "two-sided",
-            n_boot: int = 4000, random_state: int = 0, names=("a", "b")) -> ABResult:
+def ab_test(x_a: int, n_a: int, x_b: int, n_b: int, *, conf: float = 0.95, ci: str = "newcombe",
+            alternative: str = "two-sided", n_boot: int = 4000, random_state: int = 0,
+            names: tuple[str, str] = ("a", "b")) -> ABResult:
     """Compare the conversion rates ``x_a / n_a`` (control, A) and ``x_b / n_b`` (treatment, B).
 
     Parameters
@@ -207,8 +210,9 @@ def ab_test(x_a, n_a, x_b, n_b, *, conf: float = 0.95, ci: str = "newcombe", alt
                     name_a=str(names[0]), name_b=str(names[1]))
 
 
-def ab_test_means(values_a, values_b, *, conf: float = 0.95, ci: str = "bootstrap", n_boot: int = 4000,
-                  random_state: int = 0, names=("a", "b")) -> ABResult:
+def ab_test_means(values_a: ArrayLike, values_b: ArrayLike, *, conf: float = 0.95, ci: str = "bootstrap",
+                  n_boot: int = 4000, random_state: int = 0,
+                  names: tuple[str, str] = ("a", "b")) -> ABResult:
     """Compare means of a per-recipient metric (revenue, margin): Welch's z and a bootstrap or
     normal interval of ``mean(b) - mean(a)``.
 

@@ -46,11 +46,13 @@ its own, or guard it with a lock.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .._validate import check_int, check_number
 from ..errors import ArtifactError, DataError, NotFittedError, ParameterError
+from ..typing import ArrayLike, PathLike
 
 __all__ = ["LinearBandit", "LinUCB", "LinearThompsonSampling", "EpsilonGreedy", "load_policy"]
 
@@ -79,6 +81,9 @@ def _check_int(name, value, low, high=None):
 
 def _check_float(name, value, low, *, inclusive=True, high=None):
     check_number(value, name, min=low, max=high, min_open=not inclusive)
+
+
+BanditT = TypeVar("BanditT", bound="LinearBandit")
 
 
 class LinearBandit:
@@ -112,7 +117,7 @@ class LinearBandit:
     _extra_params: tuple[str, ...] = ()
 
     def __init__(self, n_actions: int, *, regularization: float = 1.0, fit_intercept: bool = True,
-                 random_state=None) -> None:
+                 random_state: int | None = None) -> None:
         self.n_actions = n_actions
         self.regularization = regularization
         self.fit_intercept = fit_intercept
@@ -161,7 +166,7 @@ class LinearBandit:
         self._rng = np.random.default_rng(self.random_state)
         return self
 
-    def _design(self, contexts, *, init: bool) -> np.ndarray:
+    def _design(self, contexts: ArrayLike, *, init: bool) -> np.ndarray:
         try:
             x = np.asarray(contexts, dtype=np.float64)
         except (TypeError, ValueError):
@@ -183,7 +188,7 @@ class LinearBandit:
         return np.ascontiguousarray(x)
 
     # ------------------------------------------------------------------ learning
-    def update(self, contexts, actions, rewards) -> "LinearBandit":
+    def update(self: BanditT, contexts: ArrayLike, actions: ArrayLike, rewards: ArrayLike) -> BanditT:
         """Fold a batch of feedback in: the context, the action shown and the reward of each round.
 
         Returns self. Rows are applied in order, so one batch equals the same rows one at a time.
@@ -225,7 +230,7 @@ class LinearBandit:
         self.theta_[touched] = np.einsum("aij,aj->ai", self.covariance_[touched], self.b_[touched])
         return self
 
-    def fit(self, contexts, actions, rewards) -> "LinearBandit":
+    def fit(self: BanditT, contexts: ArrayLike, actions: ArrayLike, rewards: ArrayLike) -> BanditT:
         """Start over and learn from these rounds (e.g. logs of a uniform-random policy); returns self."""
         x = np.asarray(contexts)
         self.reset(x.shape[1] if x.ndim == 2 else 0)
@@ -235,7 +240,7 @@ class LinearBandit:
     def _moments(self, x: np.ndarray):
         return _kernels().posterior_moments(x, self.theta_, self.covariance_)
 
-    def expected_rewards(self, contexts) -> np.ndarray:
+    def expected_rewards(self, contexts: ArrayLike) -> np.ndarray:
         """The ridge estimate ``theta[a] . x`` of every action: (n_rounds, n_actions)."""
         x = self._design(contexts, init=True)
         return x @ self.theta_.T
@@ -243,14 +248,14 @@ class LinearBandit:
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def action_probabilities(self, contexts) -> np.ndarray:
+    def action_probabilities(self, contexts: ArrayLike) -> np.ndarray:
         """The policy's probability of every action in every round: (n_rounds, n_actions), rows sum to 1.
 
         Pass it as ``target`` to :func:`persona.ope.estimate` to evaluate this policy on logs.
         """
         return self._probabilities(self._design(contexts, init=True))
 
-    def choose(self, contexts) -> tuple[np.ndarray, np.ndarray]:
+    def choose(self, contexts: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """One action per round and its probability under the policy (log it as the propensity).
 
         Returns
@@ -271,7 +276,7 @@ class LinearBandit:
         return a.astype(np.int64), p[np.arange(len(x)), a]
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write the policy as an artifact directory (JSON manifest + ``.npy``; no pickle)."""
         from ..io.artifact import write_artifact
 
@@ -286,7 +291,7 @@ class LinearBandit:
         return write_artifact(path, ARTIFACT_KIND, meta, arrays)
 
     @classmethod
-    def load(cls, path) -> "LinearBandit":
+    def load(cls: type[BanditT], path: PathLike) -> BanditT:
         """Read a policy saved by :meth:`save` (any bandit class when called on LinearBandit)."""
         policy = load_policy(path)
         if cls is not LinearBandit and not isinstance(policy, cls):
@@ -321,7 +326,7 @@ class EpsilonGreedy(LinearBandit):
     _extra_params = ("epsilon",)
 
     def __init__(self, n_actions: int, *, epsilon: float = 0.1, regularization: float = 1.0,
-                 fit_intercept: bool = True, random_state=None) -> None:
+                 fit_intercept: bool = True, random_state: int | None = None) -> None:
         super().__init__(n_actions, regularization=regularization, fit_intercept=fit_intercept,
                          random_state=random_state)
         self.epsilon = epsilon
@@ -348,7 +353,7 @@ class LinUCB(LinearBandit):
     _extra_params = ("alpha", "epsilon")
 
     def __init__(self, n_actions: int, *, alpha: float = 1.0, epsilon: float = 0.0, regularization: float = 1.0,
-                 fit_intercept: bool = True, random_state=None) -> None:
+                 fit_intercept: bool = True, random_state: int | None = None) -> None:
         super().__init__(n_actions, regularization=regularization, fit_intercept=fit_intercept,
                          random_state=random_state)
         self.alpha = alpha
@@ -359,7 +364,7 @@ class LinUCB(LinearBandit):
         _check_float("alpha", self.alpha, 0.0)
         _check_float("epsilon", self.epsilon, 0.0, high=1.0)
 
-    def scores(self, contexts) -> np.ndarray:
+    def scores(self, contexts: ArrayLike) -> np.ndarray:
         """The upper confidence bounds: (n_rounds, n_actions)."""
         return self._ucb(self._design(contexts, init=True))
 
@@ -399,7 +404,7 @@ class LinearThompsonSampling(LinearBandit):
     _extra_params = ("scale", "propensity", "n_samples")
 
     def __init__(self, n_actions: int, *, scale: float = 1.0, propensity: str = "exact", n_samples: int = 10_000,
-                 regularization: float = 1.0, fit_intercept: bool = True, random_state=None) -> None:
+                 regularization: float = 1.0, fit_intercept: bool = True, random_state: int | None = None) -> None:
         super().__init__(n_actions, regularization=regularization, fit_intercept=fit_intercept,
                          random_state=random_state)
         self.scale = scale
@@ -448,7 +453,7 @@ class LinearThompsonSampling(LinearBandit):
                 out[start + j] = np.bincount(win[j], minlength=n_actions)
         return out / float(self.n_samples)
 
-    def choose(self, contexts) -> tuple[np.ndarray, np.ndarray]:
+    def choose(self, contexts: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Thompson draws: one action per round, with its probability under the policy."""
         x = self._design(contexts, init=True)
         n = len(x)
@@ -471,7 +476,7 @@ class LinearThompsonSampling(LinearBandit):
 _POLICIES = {c.__name__: c for c in (EpsilonGreedy, LinUCB, LinearThompsonSampling)}
 
 
-def load_policy(path) -> LinearBandit:
+def load_policy(path: PathLike) -> LinearBandit:
     """Load any bandit saved with ``save``: the class comes from the manifest (one of the bandits
     above, never code from the file); the random stream resumes where it was saved.
     """

@@ -14,13 +14,18 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .._validate import check_frame
 from ..errors import DataError, ParameterError
+from ..typing import ArrayLike, FrameLike, Ids, TimePoint, UserId
 from ._util import DAY, WEEK, count_arg, epoch, name_arg, number_arg
+from .plan import Message
+
+if TYPE_CHECKING:  # pandas only for from_events' annotation
+    import pandas as pd
 
 __all__ = ["Channel", "Contacts", "FrequencyCap", "ContactHistory", "default_channels", "CHANNEL_NAMES"]
 
@@ -92,7 +97,7 @@ class Channel:
         object.__setattr__(self, "effectiveness",
                            number_arg(self.effectiveness, f"Channel {self.name!r} effectiveness", low=0.0))
 
-    def is_quiet(self, minute_of_day):
+    def is_quiet(self, minute_of_day: int | ArrayLike) -> bool | np.ndarray:
         """True where the local ``minute_of_day`` (0-1439, scalar or array) is inside the quiet hours."""
         m = np.asarray(minute_of_day)
         if self.quiet_hours is None:
@@ -182,7 +187,9 @@ class Contacts:
     [False, False]
     """
 
-    def __init__(self, users, consent: Mapping | None = None, timezone="UTC", segment=None) -> None:
+    def __init__(self, users: Ids, consent: Mapping[str, ArrayLike] | None = None,
+                 timezone: str | float | _dt.tzinfo | Sequence[str | float] = "UTC",
+                 segment: ArrayLike | None = None) -> None:
         from ..data.idmap import IdMap
 
         ids = _ids(users, "Contacts users")
@@ -217,7 +224,9 @@ class Contacts:
             self.segment = np.full(n, "", dtype=object).astype(str)
 
     @classmethod
-    def from_frame(cls, df, user: str = "user_id", consent=None, timezone=None, segment=None) -> "Contacts":
+    def from_frame(cls, df: FrameLike, user: str = "user_id",
+                   consent: Mapping[str, str] | Iterable[str] | None = None, timezone: str | float | None = None,
+                   segment: str | None = None) -> Contacts:
         """From a DataFrame: ``consent`` maps channel -> bool column (or is a list of bool columns
         named after the channels); ``timezone`` / ``segment`` name columns (``timezone`` may also
         be one zone for everybody). ``df`` may be a pandas, polars or pyarrow table."""
@@ -261,11 +270,11 @@ class Contacts:
         """Channels with a consent column."""
         return tuple(self._consent)
 
-    def index(self, users) -> np.ndarray:
+    def index(self, users: Ids) -> np.ndarray:
         """Row of each user id; ``-1`` for unknown users."""
         return self.user_map.lookup(_ids(users, "users"))
 
-    def allowed(self, channel: str, rows=None) -> np.ndarray:
+    def allowed(self, channel: str, rows: ArrayLike | None = None) -> np.ndarray:
         """Consent to ``channel`` per user (a copy; all False when the channel has no consent data)."""
         arr = self._consent.get(channel)
         if arr is None:
@@ -280,18 +289,18 @@ class Contacts:
             self._consent[channel] = np.zeros(self.n_users, dtype=bool)
         self._consent[channel][row] = value
 
-    def grant(self, user, channel: str) -> None:
+    def grant(self, user: UserId, channel: str) -> None:
         """Record that ``user`` opted in to ``channel``."""
         self._set(user, name_arg(channel, "channel"), True)
 
-    def revoke(self, user, channel: str) -> None:
+    def revoke(self, user: UserId, channel: str) -> None:
         """Record that ``user`` opted out of ``channel``; no plan made afterwards uses it."""
         self._set(user, name_arg(channel, "channel"), False)
 
-    def timezone(self, rows) -> list:
+    def timezone(self, rows: ArrayLike) -> list[str]:
         return [self._zone_names[z] for z in self._tz[np.asarray(rows, dtype=np.int64)]]
 
-    def local_minute(self, now, rows=None) -> np.ndarray:
+    def local_minute(self, now: TimePoint, rows: ArrayLike | None = None) -> np.ndarray:
         """Local minute of the day (0-1439) of each user at ``now``."""
         t = epoch(now, "now")
         utc = _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc)
@@ -322,20 +331,20 @@ class ContactHistory:
     def __repr__(self) -> str:
         return f"ContactHistory({len(self)} messages)"
 
-    def record(self, user, channel: str, campaign: str, time, coupon: bool = False) -> None:
+    def record(self, user: UserId, channel: str, campaign: str, time: TimePoint, coupon: bool = False) -> None:
         self._user.append(user.item() if hasattr(user, "item") else user)
         self._channel.append(str(channel))
         self._campaign.append(str(campaign))
         self._time.append(epoch(time, "ContactHistory time"))
         self._coupon.append(bool(coupon))
 
-    def record_message(self, message, time=None) -> None:
+    def record_message(self, message: Message, time: TimePoint | None = None) -> None:
         """Record a planned :class:`~persona.marketing.Message` as sent (at ``time``, default its ``send_at``)."""
         self.record(message.user, message.channel, message.campaign,
                     message.send_at if time is None else time, coupon=bool(message.coupon))
 
     @classmethod
-    def from_events(cls, frame) -> "ContactHistory":
+    def from_events(cls, frame: pd.DataFrame) -> ContactHistory:
         """From ``EventStore.events(event_types=["send"])`` (properties carry campaign and channel)."""
         h = cls()
         if len(frame) == 0:
@@ -354,7 +363,7 @@ class ContactHistory:
         t = np.asarray(self._time, dtype=np.float64)
         return t, np.asarray(self._channel, dtype=object), np.asarray(self._campaign, dtype=object)
 
-    def counts(self, contacts: Contacts, now, window: float, channel: str | None = None) -> np.ndarray:
+    def counts(self, contacts: Contacts, now: TimePoint, window: float, channel: str | None = None) -> np.ndarray:
         """Messages per contact (rows of ``contacts``) sent in ``(now - window, now]``."""
         out = np.zeros(contacts.n_users, dtype=np.int64)
         if not self._user:
@@ -375,13 +384,13 @@ class ContactHistory:
         np.add.at(out, rows, 1)
         return out
 
-    def sent_per_day(self, contacts, now, channel=None) -> np.ndarray:
+    def sent_per_day(self, contacts: Contacts, now: TimePoint, channel: str | None = None) -> np.ndarray:
         return self.counts(contacts, now, DAY, channel)
 
-    def sent_per_week(self, contacts, now, channel=None) -> np.ndarray:
+    def sent_per_week(self, contacts: Contacts, now: TimePoint, channel: str | None = None) -> np.ndarray:
         return self.counts(contacts, now, WEEK, channel)
 
-    def campaign_totals(self, campaign: str, until=None) -> tuple[int, int]:
+    def campaign_totals(self, campaign: str, until: TimePoint | None = None) -> tuple[int, int]:
         """(messages, coupons) of ``campaign`` sent so far (up to ``until``, inclusive)."""
         if not self._user:
             return 0, 0

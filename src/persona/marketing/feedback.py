@@ -19,13 +19,22 @@ control group's conversion rate and the lift over it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._validate import check_frame
 from ..errors import DataError, ParameterError
 from .abtest import ab_test, ab_test_means
+from ..typing import FrameLike, ItemId, TimePoint
+from .abtest import ABResult
 from .plan import Holdout, Message
+
+if TYPE_CHECKING:  # annotations only: no store, channels or pandas import for them
+    import pandas as pd
+
+    from ..store.events import EventStore
+    from .channels import ContactHistory
 
 __all__ = ["FeedbackRecorder", "campaign_metrics", "compare", "FEEDBACK_EVENTS"]
 
@@ -76,7 +85,7 @@ class FeedbackRecorder:
     ([1, 1, 1], 59.0)
     """
 
-    def __init__(self, store, *, history=None) -> None:
+    def __init__(self, store: EventStore, *, history: ContactHistory | None = None) -> None:
         if not hasattr(store, "track"):
             raise ParameterError(f"FeedbackRecorder: expected an EventStore, got {type(store).__name__}")
         self.store = store
@@ -90,7 +99,7 @@ class FeedbackRecorder:
         return self.store.track(user, default_item if item is None else item, event, timestamp=timestamp,
                                 value=value, properties=props, event_id=event_id)
 
-    def sent(self, message: Message, timestamp=None):
+    def sent(self, message: Message, timestamp: TimePoint | None = None) -> str | None:
         """The host sent ``message`` (default time: its ``send_at``)."""
         if not isinstance(message, Message):
             raise ParameterError(f"sent: expected the Message that was sent, got {type(message).__name__}")
@@ -101,19 +110,22 @@ class FeedbackRecorder:
             self.history.record_message(message, ts)
         return eid
 
-    def held_out(self, holdout: Holdout, timestamp=None):
+    def held_out(self, holdout: Holdout, timestamp: TimePoint | None = None) -> str | None:
         """``holdout`` was kept out as control (record it so its conversions can be compared)."""
         if not isinstance(holdout, Holdout):
             raise ParameterError(f"held_out: expected a Holdout, got {type(holdout).__name__}")
         return self._track(holdout, "holdout", holdout.send_at if timestamp is None else timestamp)
 
-    def opened(self, message, timestamp=None):
+    def opened(self, message: Message | Holdout | Mapping[str, Any], timestamp: TimePoint | None = None) -> str | None:
         return self._track(message, "open", timestamp)
 
-    def clicked(self, message, item=None, timestamp=None):
+    def clicked(self, message: Message | Holdout | Mapping[str, Any], item: ItemId | None = None,
+                timestamp: TimePoint | None = None) -> str | None:
         return self._track(message, "click", timestamp, item=item)
 
-    def converted(self, message, value: float | None = None, item=None, timestamp=None, order_id=None):
+    def converted(self, message: Message | Holdout | Mapping[str, Any], value: float | None = None,
+                  item: ItemId | None = None, timestamp: TimePoint | None = None,
+                  order_id: str | int | None = None) -> str | None:
         """A conversion attributed to ``message`` (or to a held-out user's would-be message).
 
         ``order_id`` makes it idempotent; several orders may convert one message.
@@ -166,7 +178,8 @@ def _per_message(events):
     return out
 
 
-def campaign_metrics(events, by="campaign", *, margin: float | None = None):
+def campaign_metrics(events: EventStore | FrameLike, by: str | list[str] = "campaign", *,
+                     margin: float | None = None) -> pd.DataFrame:
     """Metrics of recorded feedback, grouped by ``by``.
 
     Parameters
@@ -219,8 +232,9 @@ def campaign_metrics(events, by="campaign", *, margin: float | None = None):
     return out
 
 
-def compare(events, by: str = "group", *, a=None, b=None, campaign=None, metric: str = "conversion",
-            conf: float = 0.95, ci: str | None = None, random_state: int = 0):
+def compare(events: EventStore | FrameLike, by: str = "group", *, a: str | None = None, b: str | None = None,
+            campaign: str | None = None, metric: str = "conversion", conf: float = 0.95, ci: str | None = None,
+            random_state: int = 0) -> ABResult:
     """A/B comparison of two groups of recipients in recorded feedback.
 
     Parameters

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..typing import ArrayLike
 
 __all__ = ["LoggedFeedback"]
 
@@ -137,15 +138,15 @@ class LoggedFeedback:
 
     def __init__(
         self,
-        action,
-        reward,
-        propensity,
-        context=None,
-        position=None,
+        action: ArrayLike,
+        reward: ArrayLike,
+        propensity: ArrayLike,
+        context: ArrayLike | None = None,
+        position: ArrayLike | None = None,
         *,
         n_actions: int | None = None,
-        action_context=None,
-        timestamps=None,
+        action_context: ArrayLike | None = None,
+        timestamps: ArrayLike | None = None,
         context_names: Sequence[str] | None = None,
         action_context_names: Sequence[str] | None = None,
     ) -> None:
@@ -249,7 +250,7 @@ class LoggedFeedback:
                 f"mean reward {self.reward.mean():.4g}{more})")
 
     # ------------------------------------------------------------------ views
-    def subset(self, rows) -> "LoggedFeedback":
+    def subset(self, rows: ArrayLike | slice) -> LoggedFeedback:
         """The rounds selected by ``rows`` (bool mask, index array or slice); the action set is kept."""
         if isinstance(rows, slice):
             idx = np.arange(self.n_rounds)[rows]

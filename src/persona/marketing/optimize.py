@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
+from ..typing import ArrayLike
 
 __all__ = ["Assignment", "assign", "GREEDY_BOUND"]
 
@@ -222,7 +223,8 @@ def _milp(value, user, campaign, channel, user_cap, campaign_cap, ucc, time_limi
     return chosen, finished, bound, str(res.message)
 
 
-def assign(value, user, campaign, channel, *, user_cap, campaign_cap, user_channel_cap=None,
+def assign(value: ArrayLike, user: ArrayLike, campaign: ArrayLike, channel: ArrayLike, *, user_cap: ArrayLike,
+           campaign_cap: ArrayLike, user_channel_cap: ArrayLike | None = None,
            method: str = "greedy", time_limit: float | None = None) -> Assignment:
     """Choose candidates maximising total value under the caps (see the module docstring).
 

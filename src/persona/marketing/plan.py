@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ._util import utc
+
+if TYPE_CHECKING:  # pandas only for report's annotation
+    import pandas as pd
 
 __all__ = ["Message", "Holdout", "Plan"]
 
@@ -66,7 +71,7 @@ class Message:
     rfm_group: str = ""
 
     @property
-    def send_at_utc(self):
+    def send_at_utc(self) -> _dt.datetime:
         return utc(self.send_at)
 
     def to_dict(self) -> dict:
@@ -149,7 +154,7 @@ class Plan:
         return (f"Plan({len(self.messages)} messages, {len(self.holdouts)} held out, {len(self.campaigns)} campaigns, "
                 f"{self.objective} {self.value:.4g} of at most {self.upper_bound:.4g})")
 
-    def report(self):
+    def report(self) -> pd.DataFrame:
         """The dry run: one row per message (and held-out user) -- who would get what, and why."""
         import pandas as pd
 

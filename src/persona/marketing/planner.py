@@ -28,7 +28,7 @@ import hashlib
 import math
 import string
 import time as _time
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,13 @@ from .campaigns import Campaign
 from .channels import Channel, ContactHistory, Contacts, FrequencyCap, default_channels
 from .optimize import assign
 from .plan import Holdout, Message, Plan
+from ..typing import ArrayLike, FrameLike, Ids, TimePoint
+
+if TYPE_CHECKING:  # annotations only: the models and data layers are the caller's
+    import pandas as pd
+
+    from ..data.interactions import Interactions
+    from ..models.base import Recommender
 
 __all__ = ["Planner", "ModelPropensity"]
 
@@ -84,7 +91,7 @@ class ModelPropensity:
     (True, True)
     """
 
-    def __init__(self, model, *, base_rate: float = 0.02, slope: float = 1.0) -> None:
+    def __init__(self, model: Recommender, *, base_rate: float = 0.02, slope: float = 1.0) -> None:
         if not hasattr(model, "recommend_users"):
             raise ParameterError(f"ModelPropensity: expected a fitted persona model, got {type(model).__name__}")
         self.model = model
@@ -99,7 +106,7 @@ class ModelPropensity:
         return (f"ModelPropensity({type(self.model).__name__}, base_rate={self.base_rate:g}, slope={self.slope:g}, "
                 f"calibrated for {sorted(map(str, self.calibration_)) or 'nothing'})")
 
-    def scores(self, items) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, items: Ids) -> tuple[np.ndarray, np.ndarray]:
         """Every user of the model, best first, with the standardised audience score ``z``."""
         key = tuple(items)
         hit = self._cache.get(key)
@@ -114,7 +121,7 @@ class ModelPropensity:
             self._cache[key] = hit
         return hit
 
-    def z(self, users, items) -> np.ndarray:
+    def z(self, users: Ids, items: Ids) -> np.ndarray:
         """Standardised scores of ``users`` for ``items`` (``-inf`` for users the model does not know)."""
         from ..data.idmap import IdMap
 
@@ -124,22 +131,23 @@ class ModelPropensity:
         out[pos >= 0] = z[pos[pos >= 0]]
         return out
 
-    def audience(self, campaign, items, n: int) -> np.ndarray:
+    def audience(self, campaign: Campaign | str | None, items: Ids, n: int) -> np.ndarray:
         """The ``n`` users with the highest scores."""
         return self.scores(items)[0][:n]
 
-    def link(self, campaign=None) -> tuple[float, float]:
+    def link(self, campaign: Campaign | str | None = None) -> tuple[float, float]:
         """(intercept, slope) used for ``campaign`` (its own calibration, the shared one, or the prior)."""
         name = getattr(campaign, "name", campaign)
         return self.calibration_.get(name, self.calibration_.get(None, (_logit(self.base_rate), self.slope)))
 
-    def __call__(self, campaign, users, items) -> np.ndarray:
+    def __call__(self, campaign: Campaign | str | None, users: Ids, items: Ids) -> np.ndarray:
         a, b = self.link(campaign)
         z = self.z(users, items)
         p = _sigmoid(a + b * np.where(np.isfinite(z), z, 0.0))
         return np.where(np.isfinite(z), p, 0.0)
 
-    def calibrate(self, z, converted, *, campaign=None, l2: float = 1.0) -> "ModelPropensity":
+    def calibrate(self, z: ArrayLike, converted: ArrayLike, *, campaign: Campaign | str | None = None,
+                  l2: float = 1.0) -> ModelPropensity:
         """Fit ``intercept`` and ``slope`` by L2-regularised logistic regression (Newton's method).
 
         Parameters
@@ -241,10 +249,14 @@ class Planner:
         Seconds for the MILP solver.
     """
 
-    def __init__(self, *, contacts: Contacts, channels=None, model=None, propensity=None, catalog=None,
+    def __init__(self, *, contacts: Contacts, channels: Sequence[Channel] | Mapping[str, Channel] | None = None,
+                 model: Recommender | None = None,
+                 propensity: Callable[[Campaign, np.ndarray, Sequence[Any]], ArrayLike] | None = None,
+                 catalog: FrameLike | None = None,
                  caps: FrequencyCap | None = None, history: ContactHistory | None = None, objective: str = "margin",
-                 method: str = "greedy", pool: int | None = None, rfm=None, holdout: float = 0.0,
-                 interactions=None, filter_seen: bool = True, random_state: int = 0,
+                 method: str = "greedy", pool: int | None = None,
+                 rfm: pd.DataFrame | pd.Series | Mapping[Any, str] | None = None, holdout: float = 0.0,
+                 interactions: Interactions | None = None, filter_seen: bool = True, random_state: int = 0,
                  time_limit: float | None = None, catalog_id: str = "item_id") -> None:
         if not isinstance(contacts, Contacts):
             raise ParameterError(f"Planner contacts: expected Contacts, got {type(contacts).__name__}")
@@ -339,7 +351,7 @@ class Planner:
         return 0.0
 
     # ------------------------------------------------------------------ planning
-    def plan(self, campaigns: Sequence[Campaign], now=None) -> Plan:
+    def plan(self, campaigns: Sequence[Campaign], now: TimePoint | None = None) -> Plan:
         """Plan messages for the campaigns active at ``now`` (default: the current time).
 
         Every message of the plan is meant to go out at ``now``: users in a channel's quiet hours

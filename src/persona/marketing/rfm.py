@@ -19,11 +19,19 @@ prospect      no purchase at all           first-purchase offers
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Mapping
+
 import numpy as np
 
 from .._validate import check_frame
 from ..errors import DataError
+from ..typing import FrameLike, Ids, ItemId, TimePoint
 from ._util import DAY, epoch
+
+if TYPE_CHECKING:  # annotations only: pandas and the data layer load when a table is built
+    import pandas as pd
+
+    from ..data.interactions import Interactions
 
 __all__ = ["rfm_table", "RFM_GROUPS"]
 
@@ -47,9 +55,10 @@ def _group(r: np.ndarray, f: np.ndarray) -> np.ndarray:
     return out
 
 
-def rfm_table(data, *, now=None, users=None, user: str = "user_id", time: str = "timestamp",
-              value: str | None = "value", event: str | None = "event", purchase: str = "purchase",
-              prices=None):
+def rfm_table(data: FrameLike | Interactions, *, now: TimePoint | None = None, users: Ids | None = None,
+              user: str = "user_id", time: str = "timestamp", value: str | None = "value",
+              event: str | None = "event", purchase: str = "purchase",
+              prices: Mapping[ItemId, float] | pd.Series | None = None) -> pd.DataFrame:
     """Recency, frequency, monetary value, their 1-5 scores and the RFM group of every customer.
 
     Parameters

@@ -1045,7 +1045,8 @@ class EventStore:
         forgotten = conn is None or self._backend.has_tombstones(conn)
         return self._backend.where(s, u, event_types, stored, forgotten=forgotten)
 
-    def count(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None, *,
+    def count(self, since: TimePoint | None = None, until: TimePoint | None = None,
+              event_types: str | Iterable[str] | None = None, *,
               user: UserId | None = None) -> int:
         """Number of stored events (of all processes) in ``[since, until)``, of ``event_types``, of ``user``."""
         self._where(since, until, event_types, user)  # bad arguments fail before connecting
@@ -1055,7 +1056,8 @@ class EventStore:
         finally:
             conn.close()
 
-    def event_counts(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None,
+    def event_counts(self, since: TimePoint | None = None, until: TimePoint | None = None,
+                     event_types: str | Iterable[str] | None = None,
                      *, user: UserId | None = None) -> dict[str, int]:
         """Stored events per event name (of all processes) in ``[since, until)``, most frequent first.
 
@@ -1111,7 +1113,8 @@ class EventStore:
             cols["item"] = _ints(cols["item"], "item")
         return cols
 
-    def events(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None, *,
+    def events(self, since: TimePoint | None = None, until: TimePoint | None = None,
+               event_types: str | Iterable[str] | None = None, *,
                user: UserId | None = None) -> pd.DataFrame:
         """The stored events as a pandas DataFrame, oldest first.
 
@@ -1140,7 +1143,8 @@ class EventStore:
             "properties": [_json_or_text(p) for p in cols["properties"]],
         })
 
-    def interactions(self, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None,
+    def interactions(self, since: TimePoint | None = None, until: TimePoint | None = None,
+                     event_types: str | Iterable[str] | None = None,
                      weights: Mapping[str, float] | None = None, *, values: bool = False,
                      **options: Any) -> Interactions:
         """The stored events as :class:`~persona.Interactions`, for (incremental) training.
@@ -1197,7 +1201,8 @@ class EventStore:
             _report_unweighted(inter.report, unweighted)
         return inter
 
-    def export(self, path: PathLike, since: TimePoint | None = None, until: TimePoint | None = None, event_types: str | Iterable[str] | None = None, *,
+    def export(self, path: PathLike, since: TimePoint | None = None, until: TimePoint | None = None,
+               event_types: str | Iterable[str] | None = None, *,
                chunk_size: int = 100_000) -> int:
         """Write the stored events to a Parquet (``.parquet``) or CSV (``.csv``, ``.csv.gz``) file.
 
