@@ -15,13 +15,18 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:  # the protocols' members only; persona.typing imports numpy alone
+    import scipy.sparse as sp
+
+    from .data.idmap import IdMap
+
 __all__ = ["UserId", "ItemId", "Ids", "IdFilter", "Float32Array", "IntArray", "BoolArray", "ArrayLike",
-           "PathLike", "FrameLike", "TimePoint"]
+           "PathLike", "FrameLike", "TimePoint", "RankingModel", "RatingModel"]
 
 #: One external user id.
 UserId = Union[str, int]
@@ -47,3 +52,24 @@ FrameLike = Any
 #: A point in time: a datetime (naive = UTC; a pandas Timestamp is one) or date, an ISO-8601 string, a numpy
 #: datetime64, or epoch seconds.
 TimePoint = Union[datetime.datetime, datetime.date, str, np.datetime64, float, int]
+
+
+class RankingModel(Protocol):
+    """What :func:`persona.evaluate` needs of a model: every persona Recommender, or your own class.
+
+    Fitted id maps, the training matrix (users x items) and top-``n`` item indices per user index.
+    """
+
+    user_map_: IdMap
+    item_map_: IdMap
+    user_items_: sp.csr_matrix
+
+    def recommend_indices(self, user_indices: np.ndarray, n: int, *, filter_seen: bool = True,
+                          exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class RatingModel(Protocol):
+    """What :func:`persona.evaluation.rating_metrics` needs: ``predict(users, items)`` over external ids
+    (e.g. :class:`persona.MF`)."""
+
+    def predict(self, users: Any, items: Any) -> np.ndarray: ...

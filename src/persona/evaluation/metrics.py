@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import numbers
 import time
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +19,10 @@ from .._validate import check_bool, check_int
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import DataError, NotFittedError, PersonaError
+from ..typing import ArrayLike, ItemId, RankingModel
+
+if TYPE_CHECKING:  # pandas only for per_user's frame
+    import pandas as pd
 
 __all__ = ["evaluate", "METRICS"]
 
@@ -185,20 +190,36 @@ def _check_output(idx, m: int, n: int, n_items: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- evaluate
+@overload
+def evaluate(model: RankingModel, test: Interactions, k: int | Sequence[int] = ..., *,
+             exclude: Interactions | sp.spmatrix | None = ..., train: Interactions | sp.spmatrix | None = ...,
+             item_categories: ArrayLike | Mapping[ItemId, Any] | None = ..., batch_size: int | None = ...,
+             show_progress: bool = ..., metrics: Sequence[str] | None = ..., filter_seen: bool = ...,
+             per_user: Literal[False] = ...) -> dict[str, float]: ...
+
+
+@overload
+def evaluate(model: RankingModel, test: Interactions, k: int | Sequence[int] = ..., *,
+             exclude: Interactions | sp.spmatrix | None = ..., train: Interactions | sp.spmatrix | None = ...,
+             item_categories: ArrayLike | Mapping[ItemId, Any] | None = ..., batch_size: int | None = ...,
+             show_progress: bool = ..., metrics: Sequence[str] | None = ..., filter_seen: bool = ...,
+             per_user: Literal[True]) -> tuple[dict[str, float], pd.DataFrame]: ...
+
+
 def evaluate(
-    model,
+    model: RankingModel,
     test: Interactions,
-    k=(5, 10, 20),
+    k: int | Sequence[int] = (5, 10, 20),
     *,
-    exclude=None,
-    train=None,
-    item_categories=None,
+    exclude: Interactions | sp.spmatrix | None = None,
+    train: Interactions | sp.spmatrix | None = None,
+    item_categories: ArrayLike | Mapping[ItemId, Any] | None = None,
     batch_size: int | None = None,
     show_progress: bool = False,
-    metrics=None,
+    metrics: Sequence[str] | None = None,
     filter_seen: bool = True,
     per_user: bool = False,
-):
+) -> dict[str, float] | tuple[dict[str, float], pd.DataFrame]:
     """Full-ranking top-k metrics of ``model`` on the held-out ``test`` events.
 
     Every test user the model knows is evaluated: the model ranks **all** items for the user,

@@ -6,11 +6,12 @@ import numpy as np
 
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
+from ..typing import RatingModel
 
 __all__ = ["rating_metrics"]
 
 
-def rating_metrics(model, test: Interactions) -> dict:
+def rating_metrics(model: RatingModel, test: Interactions) -> dict[str, float]:
     """RMSE and MAE of ``model.predict`` on every event of ``test``.
 
     The true rating of an event is its ``value`` when ``test`` carries values, else its weight

@@ -40,11 +40,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
 from .._validate import check_int, check_number
 from ..errors import DataError, ParameterError
+from ..typing import ArrayLike
+
+if TYPE_CHECKING:  # loaded where used
+    from ..marketing.logged import LoggedFeedback
+    from .reward_model import RewardModel
 
 __all__ = ["METHODS", "Estimate", "estimate", "compare", "on_policy"]
 
@@ -385,9 +391,10 @@ def _parts(logged, target, methods, reward_model, clip, random_state) -> _Parts:
     return _Parts(w=w, r=r, dm=dm, q_a=q_a, n_clipped=n_clipped)
 
 
-def estimate(logged, target, method: str = "snipw", *, reward_model=None, clip: float | None = None,
-             alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state=0,
-             reward_range="auto") -> Estimate:
+def estimate(logged: LoggedFeedback, target: ArrayLike, method: str = "snipw", *,
+             reward_model: ArrayLike | RewardModel | None = None, clip: float | None = None,
+             alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state: int | None = 0,
+             reward_range: Literal["auto"] | tuple[float, float] | None = "auto") -> Estimate:
     """Estimate the expected reward of the ``target`` policy from logged feedback.
 
     Parameters
@@ -457,7 +464,8 @@ def estimate(logged, target, method: str = "snipw", *, reward_model=None, clip: 
                    random_state=random_state, clip=clip, reward_range=reward_range)
 
 
-def compare(logged, target, methods=METHODS, **options) -> dict:
+def compare(logged: LoggedFeedback, target: ArrayLike, methods: Sequence[str] = METHODS,
+            **options: Any) -> dict[str, Estimate]:
     """Run several estimators on the same logs and target; the reward model is fitted once.
 
     Takes the keyword options of :func:`estimate`; returns ``{method: Estimate}`` in the given order.
@@ -493,8 +501,8 @@ def compare(logged, target, methods=METHODS, **options) -> dict:
     return out
 
 
-def on_policy(logged, *, alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000, random_state=0,
-              reward_range="auto") -> Estimate:
+def on_policy(logged: LoggedFeedback, *, alpha: float = 0.05, ci: str = "normal", n_bootstrap: int = 1000,
+              random_state: int | None = 0, reward_range: Literal["auto"] | tuple[float, float] | None = "auto") -> Estimate:
     """The logging policy's own value: the mean logged reward, with the same kind of interval
     (clipped to ``reward_range`` as in :func:`estimate`).
 

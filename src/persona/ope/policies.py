@@ -6,6 +6,7 @@ import numpy as np
 
 from .._validate import check_int, check_number
 from ..errors import DataError, ParameterError
+from ..typing import ArrayLike
 
 # Largest policy table uniform_policy builds (2 GiB of float64).
 _MAX_CELLS = 1 << 28
@@ -47,7 +48,7 @@ def _scores(scores) -> np.ndarray:
     return arr
 
 
-def greedy_policy(scores) -> np.ndarray:
+def greedy_policy(scores: ArrayLike) -> np.ndarray:
     """Probability 1 on the best-scoring action of each row (ties share it equally).
 
     ``scores`` is ``(n_rounds, n_actions)`` or ``(n_rounds, n_actions, n_positions)``; the result
@@ -62,7 +63,7 @@ def greedy_policy(scores) -> np.ndarray:
     return top / top.sum(axis=1, keepdims=True)
 
 
-def softmax_policy(scores, temperature: float = 1.0) -> np.ndarray:
+def softmax_policy(scores: ArrayLike, temperature: float = 1.0) -> np.ndarray:
     """``exp(score / temperature)`` normalised over actions (axis 1); same shape as ``scores``.
 
     >>> p = softmax_policy([[0.0, np.log(3.0)]])

@@ -28,7 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..errors import DataError, NotFittedError, ParameterError
+from ..typing import ArrayLike
+
+if TYPE_CHECKING:  # loaded where used
+    from ..marketing.logged import LoggedFeedback
 
 __all__ = ["RewardModel"]
 
@@ -69,7 +75,7 @@ class RewardModel:
     """
 
     def __init__(self, *, kind: str = "auto", regularization: float = 1.0, interactions: bool = True,
-                 n_folds: int = 3, max_iter: int = 500, random_state=0) -> None:
+                 n_folds: int = 3, max_iter: int = 500, random_state: int | None = 0) -> None:
         self.kind = kind
         self.regularization = regularization
         self.interactions = interactions
@@ -180,7 +186,7 @@ class RewardModel:
         self._unpack(np.asarray(coef, dtype=np.float64), x.shape[1])
         return self
 
-    def fit(self, logged) -> "RewardModel":
+    def fit(self, logged: LoggedFeedback) -> RewardModel:
         """Fit on all rounds of ``logged`` (a :class:`persona.LoggedFeedback`); returns self."""
         x, a, k, r = self._arrays(logged)
         return self._fit_arrays(x, a, k, r, logged.n_actions, logged.n_positions)
@@ -214,7 +220,8 @@ class RewardModel:
     def _link(self, f: np.ndarray) -> np.ndarray:
         return _sigmoid(f) if self.kind_ == "logistic" else f
 
-    def predict(self, context=None, position=None, *, n_rounds: int | None = None) -> np.ndarray:
+    def predict(self, context: ArrayLike | None = None, position: ArrayLike | None = None, *,
+                n_rounds: int | None = None) -> np.ndarray:
         """Predicted reward of every action: (n_rounds, n_actions).
 
         ``position`` is one 0-based slot per round (default 0); ``n_rounds`` is needed only when the
@@ -234,14 +241,14 @@ class RewardModel:
             f = f + self.position_coef_[0]
         return self._link(f)
 
-    def predict_all(self, context=None, *, n_rounds: int | None = None) -> np.ndarray:
+    def predict_all(self, context: ArrayLike | None = None, *, n_rounds: int | None = None) -> np.ndarray:
         """Predicted reward of every action at every position: (n_rounds, n_actions, n_positions)."""
         self._check_fitted()
         x = self._context(context, n_rounds)
         f = self._linear(x)[:, :, None] + self.position_coef_[None, None, :]
         return self._link(f)
 
-    def cross_predict(self, logged) -> np.ndarray:
+    def cross_predict(self, logged: LoggedFeedback) -> np.ndarray:
         """Cross-fitted predictions for every action at each round's logged position: (n_rounds, n_actions).
 
         The model is refitted ``n_folds`` times (on all folds but one); the fitted attributes of
