@@ -15,14 +15,18 @@ and clean the input and end here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._validate import check_keywords
 from ..errors import DataError
+from ..typing import ArrayLike
 from .idmap import IdMap
+
+if TYPE_CHECKING:  # pandas only for to_frame's annotation
+    import pandas as pd
 
 __all__ = ["Interactions", "CleaningReport", "AGGREGATIONS"]
 
@@ -132,12 +136,12 @@ class Interactions:
         self,
         user_map: IdMap,
         item_map: IdMap,
-        users,
-        items,
-        weights=None,
-        timestamps=None,
-        events=None,
-        values=None,
+        users: ArrayLike,
+        items: ArrayLike,
+        weights: ArrayLike | None = None,
+        timestamps: ArrayLike | None = None,
+        events: ArrayLike | None = None,
+        values: ArrayLike | None = None,
         *,
         event_types: Sequence[str] = (),
         aggregate: str = "sum",
@@ -330,7 +334,7 @@ class Interactions:
             _sorted=fields.get("_sorted", True),
         )
 
-    def subset(self, mask) -> "Interactions":
+    def subset(self, mask: ArrayLike) -> Interactions:
         """The events selected by ``mask`` (bool array or event indices), same id maps.
 
         Keeping the maps keeps matrices of all subsets aligned: row ``u`` and column ``i`` mean the
@@ -380,7 +384,7 @@ class Interactions:
             cat("values"), event_types=types, aggregate=self.aggregate, report=report,
         )
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """The events as a pandas DataFrame with external ids (columns user, item, weight, ...)."""
         import pandas as pd
 
