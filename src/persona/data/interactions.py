@@ -163,7 +163,7 @@ class Interactions:
         if n and (items.min() < 0 or items.max() >= len(item_map)):
             raise DataError(f"item indices must lie in [0, {len(item_map)}); got range [{items.min()}, {items.max()}]")
 
-        def _opt(a, dtype, name):
+        def _opt(a: ArrayLike | None, dtype: type, name: str) -> np.ndarray | None:
             if a is None:
                 return None
             a = np.asarray(a, dtype=dtype).reshape(-1)
@@ -187,12 +187,12 @@ class Interactions:
 
         self.user_map = user_map
         self.item_map = item_map
-        self.users = users
-        self.items = items
-        self.weights = weights
-        self.timestamps = timestamps
-        self.events = events
-        self.values = values
+        self.users: np.ndarray = users
+        self.items: np.ndarray = items
+        self.weights: np.ndarray = weights
+        self.timestamps: np.ndarray | None = timestamps
+        self.events: np.ndarray | None = events
+        self.values: np.ndarray | None = values
         self.event_types = tuple(event_types)
         self.aggregate = aggregate
         self.report = report if report is not None else CleaningReport(n, n)

@@ -108,7 +108,9 @@ def _best_per_pair(value, user, campaign) -> np.ndarray:
     return np.sort(order[first])
 
 
-def _check(value, user, campaign, channel, user_cap, campaign_cap, user_channel_cap):
+def _check(value: ArrayLike, user: ArrayLike, campaign: ArrayLike, channel: ArrayLike, user_cap: ArrayLike,
+           campaign_cap: ArrayLike, user_channel_cap: ArrayLike | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     value = np.asarray(value, dtype=np.float64).reshape(-1)
     m = len(value)
     if not np.isfinite(value).all():

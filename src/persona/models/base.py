@@ -138,7 +138,7 @@ def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
                 raise ParameterError(_unknown_params_message(type(self).__name__, unknown, names))
         init(self, **kwargs)
 
-    __init__._persona_checked = True
+    __init__._persona_checked = True  # type: ignore[attr-defined]  # the marker __init_subclass__ reads
     return __init__
 
 
@@ -161,7 +161,7 @@ class Recommender:
         super().__init_subclass__(**kwargs)
         Recommender._registry[cls.__name__] = cls
         if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_persona_checked", False):
-            cls.__init__ = _checked_init(cls.__init__)
+            cls.__init__ = _checked_init(cls.__init__)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ parameters
     @classmethod
@@ -330,7 +330,7 @@ class Recommender:
                     f"mask must hold one bool per item of the model ({n_items}), got shape {mask.shape}; "
                     "align it with model.item_map_.ids"
                 )
-        allow = None
+        allow: np.ndarray | list[np.ndarray] | None = None
         if items is not None:
             if _is_row_list(items, n_rows):
                 allow = [self._item_indices(r, strict=False) for r in items]
@@ -690,7 +690,7 @@ class Recommender:
         if not self.supports_audience:
             raise UnsupportedError(f"{type(self).__name__} cannot rank users for items")
         if np.isscalar(items) or isinstance(items, str):
-            items = [items]
+            items = [items]  # type: ignore[list-item]  # np.isscalar's guard also admits bytes
         idx = self._item_indices(items, strict=True)
         if len(idx) == 0:
             raise ParameterError("recommend_users needs at least one item")
