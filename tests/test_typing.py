@@ -41,11 +41,7 @@ import persona
 SUBMODULES = ("serving", "store", "retrieval", "ope", "marketing", "split", "evaluation", "tuning")
 
 # Callables knowingly left (partly) unannotated, with the reason.
-_FROM_FRAME_WORK = "Interactions.from_* keyword arguments are being reworked with data/ingest.py (issue 12)"
-PENDING: dict[str, str] = {
-    f"persona.data.interactions.Interactions.{name}": _FROM_FRAME_WORK
-    for name in ("from_csv", "from_frame", "from_matrix", "from_parquet", "from_records", "from_sequences")
-}
+PENDING: dict[str, str] = {}
 
 
 def _public_objects() -> dict[str, object]:

@@ -15,14 +15,14 @@ and clean the input and end here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._validate import check_keywords
 from ..errors import DataError
-from ..typing import ArrayLike
+from ..typing import ArrayLike, FrameLike, Ids, PathLike, TimePoint
 from .idmap import IdMap
 
 if TYPE_CHECKING:  # pandas only for to_frame's annotation
@@ -407,11 +407,14 @@ class Interactions:
     # IDEs and inspect.signature show them; a misspelt one is a ParameterError naming the nearest.
     @classmethod
     @check_keywords
-    def from_frame(cls, df, user="user_id", item="item_id", time=None, event=None, value=None, weights=None, *,
-                   weight=None, default_weight=None, value_as_weight=None, allow_negative: bool = False,
-                   time_unit: str = "s", drop_duplicates: bool = True, aggregate: str = "sum", half_life=None,
-                   now=None, min_user_events: int = 0, min_item_events: int = 0, k_core=None, strict: bool = True,
-                   user_map: IdMap | None = None, item_map: IdMap | None = None) -> "Interactions":
+    def from_frame(cls, df: FrameLike, user: str = "user_id", item: str = "item_id", time: str | None = None,
+                   event: str | None = None, value: str | None = None, weights: Mapping[str, float] | None = None,
+                   *, weight: str | None = None, default_weight: float | None = None,
+                   value_as_weight: bool | None = None, allow_negative: bool = False, time_unit: str = "s",
+                   drop_duplicates: bool = True, aggregate: str = "sum", half_life: float | None = None,
+                   now: TimePoint | None = None, min_user_events: int = 0, min_item_events: int = 0,
+                   k_core: int | None = None, strict: bool = True, user_map: IdMap | None = None,
+                   item_map: IdMap | None = None) -> "Interactions":
         """Build from a table of events (pandas, polars, pyarrow, ...); see :func:`persona.data.ingest.from_frame`."""
         from .ingest import _options, from_frame
 
@@ -420,12 +423,14 @@ class Interactions:
 
     @classmethod
     @check_keywords
-    def from_csv(cls, path, user="user_id", item="item_id", time=None, event=None, value=None, weights=None, *,
-                 read_options=None, weight=None, default_weight=None, value_as_weight=None,
+    def from_csv(cls, path: PathLike, user: str = "user_id", item: str = "item_id", time: str | None = None,
+                 event: str | None = None, value: str | None = None, weights: Mapping[str, float] | None = None, *,
+                 read_options: Mapping[str, Any] | None = None, weight: str | None = None,
+                 default_weight: float | None = None, value_as_weight: bool | None = None,
                  allow_negative: bool = False, time_unit: str = "s", drop_duplicates: bool = True,
-                 aggregate: str = "sum", half_life=None, now=None, min_user_events: int = 0, min_item_events: int = 0,
-                 k_core=None, strict: bool = True, user_map: IdMap | None = None,
-                 item_map: IdMap | None = None) -> "Interactions":
+                 aggregate: str = "sum", half_life: float | None = None, now: TimePoint | None = None,
+                 min_user_events: int = 0, min_item_events: int = 0, k_core: int | None = None, strict: bool = True,
+                 user_map: IdMap | None = None, item_map: IdMap | None = None) -> "Interactions":
         """Read a CSV file; see :func:`persona.data.ingest.from_csv`."""
         from .ingest import _options, from_csv
 
@@ -434,11 +439,13 @@ class Interactions:
 
     @classmethod
     @check_keywords
-    def from_parquet(cls, path, user="user_id", item="item_id", time=None, event=None, value=None, weights=None, *,
-                     weight=None, default_weight=None, value_as_weight=None, allow_negative: bool = False,
-                     time_unit: str = "s", drop_duplicates: bool = True, aggregate: str = "sum", half_life=None,
-                     now=None, min_user_events: int = 0, min_item_events: int = 0, k_core=None,
-                     strict: bool = True, user_map: IdMap | None = None,
+    def from_parquet(cls, path: PathLike, user: str = "user_id", item: str = "item_id", time: str | None = None,
+                     event: str | None = None, value: str | None = None, weights: Mapping[str, float] | None = None,
+                     *, weight: str | None = None, default_weight: float | None = None,
+                     value_as_weight: bool | None = None, allow_negative: bool = False, time_unit: str = "s",
+                     drop_duplicates: bool = True, aggregate: str = "sum", half_life: float | None = None,
+                     now: TimePoint | None = None, min_user_events: int = 0, min_item_events: int = 0,
+                     k_core: int | None = None, strict: bool = True, user_map: IdMap | None = None,
                      item_map: IdMap | None = None) -> "Interactions":
         """Read a Parquet file (needs pyarrow); see :func:`persona.data.ingest.from_parquet`."""
         from .ingest import _options, from_parquet
@@ -448,11 +455,13 @@ class Interactions:
 
     @classmethod
     @check_keywords
-    def from_records(cls, records: Iterable, user="user", item="item", time=None, event=None, value=None,
-                     weights=None, *, weight=None, default_weight=None, value_as_weight=None,
-                     allow_negative: bool = False, time_unit: str = "s", drop_duplicates: bool = True,
-                     aggregate: str = "sum", half_life=None, now=None, min_user_events: int = 0,
-                     min_item_events: int = 0, k_core=None, strict: bool = True, user_map: IdMap | None = None,
+    def from_records(cls, records: Iterable[Any], user: str = "user", item: str = "item", time: str | None = None,
+                     event: str | None = None, value: str | None = None, weights: Mapping[str, float] | None = None,
+                     *, weight: str | None = None, default_weight: float | None = None,
+                     value_as_weight: bool | None = None, allow_negative: bool = False, time_unit: str = "s",
+                     drop_duplicates: bool = True, aggregate: str = "sum", half_life: float | None = None,
+                     now: TimePoint | None = None, min_user_events: int = 0, min_item_events: int = 0,
+                     k_core: int | None = None, strict: bool = True, user_map: IdMap | None = None,
                      item_map: IdMap | None = None) -> "Interactions":
         """Build from an iterable of dicts or tuples; see :func:`persona.data.ingest.from_records`."""
         from .ingest import _options, from_records
@@ -463,10 +472,10 @@ class Interactions:
     @classmethod
     @_refuse_time_options
     @check_keywords
-    def from_sequences(cls, path_or_lines, *, user_map: IdMap | None = None, item_map: IdMap | None = None,
-                       ids: str = "int", drop_duplicates: bool = False, aggregate: str = "sum",
-                       allow_negative: bool = False, min_user_events: int = 0, min_item_events: int = 0,
-                       k_core=None, strict: bool = True) -> "Interactions":
+    def from_sequences(cls, path_or_lines: PathLike | Iterable[str], *, user_map: IdMap | None = None,
+                       item_map: IdMap | None = None, ids: str = "int", drop_duplicates: bool = False,
+                       aggregate: str = "sum", allow_negative: bool = False, min_user_events: int = 0,
+                       min_item_events: int = 0, k_core: int | None = None, strict: bool = True) -> "Interactions":
         """Read the ``user item item ...`` format (one user per line, items in time order); see
         :func:`persona.data.ingest.from_sequences`."""
         from .ingest import from_sequences
@@ -478,7 +487,8 @@ class Interactions:
 
     @classmethod
     @check_keywords
-    def from_matrix(cls, matrix, user_ids=None, item_ids=None, *, allow_negative: bool = False) -> "Interactions":
+    def from_matrix(cls, matrix: Any, user_ids: Ids | None = None, item_ids: Ids | None = None, *,
+                    allow_negative: bool = False) -> "Interactions":
         """Build from a users x items sparse matrix, as implicit takes it: the values are the weights.
 
         Every stored non-zero entry ``(u, i, w)`` becomes one event of user ``user_ids[u]`` on item
