@@ -448,7 +448,7 @@ class SASRec(EncodedUsers, Recommender):
         try:
             import torch
         except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("SASRec.fit needs PyTorch; install persona[train] (pip install 'persona[train]'). "
+            raise ImportError("SASRec.fit needs PyTorch; install persona-recsys[train] (pip install 'persona-recsys[train]'). "
                               "A fitted, saved SASRec serves without it.") from None
         if valid is not None and not isinstance(valid, Interactions):
             raise DataError(f"valid must be a persona.Interactions (e.g. from ps.split.leave_last_out), "

@@ -392,7 +392,7 @@ class TwoTower(EncodedUsers, Recommender):
         try:
             import torch
         except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("TwoTower.fit needs PyTorch; install persona[train] (pip install 'persona[train]'). "
+            raise ImportError("TwoTower.fit needs PyTorch; install persona-recsys[train] (pip install 'persona-recsys[train]'). "
                               "A fitted, saved TwoTower serves without it.") from None
         n_users, n_items, d = interactions.n_users, interactions.n_items, int(self.factors)
         seq_items, indptr = _first_touches(interactions)

@@ -382,7 +382,7 @@ class PostgresBackend(Backend):
         except ImportError:
             raise ImportError(
                 "a PostgreSQL event store needs psycopg 3, which is not installed; "
-                "pip install 'persona[postgres]' (or pip install 'psycopg[binary]')"
+                "pip install 'persona-recsys[postgres]' (or pip install 'psycopg[binary]')"
             ) from None
         return psycopg
 

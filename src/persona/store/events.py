@@ -237,7 +237,7 @@ class EventStore:
     ----------
     target : str or path, default "persona-events.db"
         A file path (or ``sqlite:///path``) for the embedded SQLite backend, or a
-        ``postgresql://user:password@host:port/dbname`` URL (needs ``pip install 'persona[postgres]'``).
+        ``postgresql://user:password@host:port/dbname`` URL (needs ``pip install 'persona-recsys[postgres]'``).
     table : str, default "persona_events"
         Table name; a ``<table>_meta`` table beside it records the schema version and whether ids
         are pseudonymised.
