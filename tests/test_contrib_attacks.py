@@ -332,7 +332,7 @@ def test_an_unexpected_error_is_a_json_500_without_its_text(framework, worlds, m
 
 
 # ------------------------------------------------------------------------------ fuzz
-EXPECTED = {200, 202, 400, 401, 403, 404, 405, 413, 503}
+EXPECTED = {200, 202, 308, 400, 401, 403, 404, 405, 413, 503}  # 308: werkzeug's canonical-URL redirect, as JSON
 NAMES = ["n", "exclude", "items", "history", "in_stock", "filter_seen", "segment", "category", "brand",
          "min_price", "max_price", "colour", "user", "a" * 300]
 hostile_text = st.one_of(
@@ -411,3 +411,11 @@ def test_fuzz_endpoints(framework, worlds, mode, req):
     if got.status >= 400:
         assert isinstance(answer.get("error"), str)
     assert not LEAKS.search(got.text) and web.data_dir() not in got.text, got.text[:500]
+
+
+def test_a_redirect_to_the_canonical_url_is_json_too(worlds):
+    """Regression (found by the fuzz test): ``/persona/recommendations//0`` made werkzeug answer an HTML 308."""
+    with web_for("flask", worlds) as web:
+        got = web.get(web.url("recommendations", "") + "/0")
+        assert got.status == 308 and got.content_type.startswith("application/json"), (got.status, got.text[:200])
+        assert "<html" not in got.text.lower()

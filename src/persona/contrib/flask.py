@@ -222,10 +222,13 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
         def json_routing_errors():
             # a 404 or 405 from routing reaches no blueprint handler: answer those under our prefix here
             exc = request.routing_exception
-            if exc is None or getattr(exc, "code", 0) < 400:
+            if exc is None or (getattr(exc, "code", 0) < 400 and not getattr(exc, "new_url", None)):
                 return None
             if request.path != prefix and not request.path.startswith(prefix + "/"):
                 return None
+            if getattr(exc, "new_url", None):  # werkzeug's redirect to the canonical URL (e.g. "//" merged)
+                return _json_error({"error": "this endpoint lives at the URL in the Location header"}, exc.code,
+                                   {"Location": exc.new_url})
             headers = {}
             if getattr(exc, "valid_methods", None):
                 headers["Allow"] = ", ".join(exc.valid_methods)
