@@ -266,7 +266,7 @@ def test_weighting_sums_duplicates_and_rejects_bad_values():
 # ---------------------------------------------------------------------------------------------- models
 class TestItemKNNContract(RecommenderContract):
     def make_model(self):
-        return ItemKNN(k=20)
+        return ItemKNN(weighting="cosine", k=20)
 
 
 class TestItemKNNBM25Contract(RecommenderContract):
@@ -312,7 +312,7 @@ def test_bad_weights_are_a_data_error(cls, weight):
 
 
 def test_similarity_matrix_is_the_kernels(small):
-    m = ItemKNN(k=7, shrinkage=1.5).fit(small)
+    m = ItemKNN(weighting="cosine", k=7, shrinkage=1.5).fit(small)
     want = topk_similarity_reference(small.matrix.T.tocsr(), 7, shrinkage=1.5)
     assert m.similarity_.shape == (small.n_items, small.n_items) and m.similarity_.dtype == np.float32
     assert np.diff(m.similarity_.indptr).max() <= 7
@@ -323,7 +323,7 @@ def test_similarity_matrix_is_the_kernels(small):
 
 
 def test_item_knn_scores_are_history_times_similarity(small):
-    m = ItemKNN(k=10).fit(small)
+    m = ItemKNN(weighting="cosine", k=10).fit(small)
     X, S = small.matrix.toarray(), m.similarity_.toarray()
     users = np.arange(small.n_users)
     np.testing.assert_allclose(m._score_users(users), X @ S, rtol=1e-5, atol=1e-6)
@@ -341,7 +341,7 @@ def test_similar_items_hand_computed():
     cos = {("i0", "i1"): 2 / np.sqrt(6), ("i0", "i2"): 1 / np.sqrt(6), ("i1", "i2"): 2 / 3,
            ("i2", "i3"): 1 / np.sqrt(3), ("i0", "i3"): 0.0, ("i1", "i3"): 0.0}
     sim = {**cos, **{(b, a): v for (a, b), v in cos.items()}}
-    for model in (ItemKNN(k=3).fit(inter), UserKNN(k=3).fit(inter)):
+    for model in (ItemKNN(weighting="cosine", k=3).fit(inter), UserKNN(k=3).fit(inter)):
         for item in ("i0", "i1", "i2", "i3"):
             others = sorted((o for o in ("i0", "i1", "i2", "i3") if o != item),
                             key=lambda o: (-sim[(item, o)], o))
@@ -429,7 +429,7 @@ def test_item_knn_beats_popularity_on_the_synthetic_shop():
     shop = ps.datasets.synthetic_shop(n_users=1500, n_items=300, seed=3)
     train, valid, test = ps.split.leave_last_out(shop.interactions, new_items=True)
     data = train.concat(valid)
-    knn = ps.evaluate(ItemKNN(k=100).fit(data), test, k=(10,))
+    knn = ps.evaluate(ItemKNN(weighting="cosine", k=100).fit(data), test, k=(10,))
     pop = ps.evaluate(ps.MostPopular().fit(data), test, k=(10,))
     assert pop["hr@10"] > 0.01, pop
     assert knn["hr@10"] >= 1.3 * pop["hr@10"], (knn, pop)
