@@ -425,3 +425,22 @@ def test_sparse_matrices_strategy_canonical_when_asked():
     m = find(sparse_matrices(10, 10, sum_duplicates=True), lambda m: m.nnz > 5,
              settings=NO_SHRINK)
     assert m.has_canonical_format
+
+
+def test_serving_on_the_compiled_core_never_imports_numba(tmp_path):
+    """Issue 13 (3): the backend chooser stops at the first available backend, so a web process that
+    loads a model and recommends through the C++ core does not pay numba's import (~100 ms)."""
+    import subprocess
+    import sys
+
+    import persona as ps
+    from persona.kernels import available_backends
+
+    if "cpp" not in available_backends():
+        pytest.fail("the compiled core is not importable; reinstall persona (pip install .)")
+    inter = ps.Interactions.from_records([("a", "x"), ("a", "y"), ("b", "y"), ("b", "z"), ("c", "x")])
+    ps.EASE().fit(inter).save(tmp_path / "m")
+    code = (f"import sys, persona as ps; m = ps.load({str(tmp_path / 'm')!r}); m.recommend('a', n=2); "
+            "m.recommend_batch(['a', 'b'], n=2); print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"], out

@@ -25,7 +25,7 @@ BACKENDS = ("cpp", "numba", "numpy")
 _chosen: str | None = None
 
 
-def _has_backend(name: str) -> bool:
+def _has_backend(name: str, *, load: bool = False) -> bool:
     if name == "numpy":
         return True
     if name == "cpp":
@@ -35,6 +35,12 @@ def _has_backend(name: str) -> bool:
             return False
         return True
     if name == "numba":
+        # installed is enough to list it (importing numba costs ~100 ms, which a serving process on
+        # the compiled core never needs); ``load`` imports it, for the backend about to be used
+        if not load:
+            import importlib.util
+
+            return importlib.util.find_spec("numba") is not None
         try:
             import numba  # noqa: F401
         except ImportError:
@@ -48,6 +54,11 @@ def available_backends() -> list[str]:
     return [b for b in BACKENDS if _has_backend(b)]
 
 
+def _first_available() -> str:
+    """The best usable backend, checking no further than it (so numba is not looked at behind C++)."""
+    return next(b for b in BACKENDS if _has_backend(b, load=True))
+
+
 def topk_backend() -> str:
     """The backend :func:`topk` uses by default (chosen once, then cached)."""
     global _chosen
@@ -56,12 +67,12 @@ def topk_backend() -> str:
         if wanted:
             if wanted not in BACKENDS:
                 raise PersonaError(f"PERSONA_TOPK_BACKEND must be one of {BACKENDS}, got {wanted!r}")
-            if not _has_backend(wanted):
+            if not _has_backend(wanted, load=True):
                 raise PersonaError(f"PERSONA_TOPK_BACKEND={wanted} but that backend is not available here; "
                                    f"available: {available_backends()}")
             _chosen = wanted
         else:
-            _chosen = available_backends()[0]
+            _chosen = _first_available()
             if _chosen != "cpp":
                 log.warning("persona's compiled core is not importable; top-k runs on %s. "
                             "Reinstall persona with a C++17 compiler to get the fast path.", _chosen)
