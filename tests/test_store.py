@@ -676,3 +676,17 @@ def pd_timestamp(text):
     import pandas as pd
 
     return pd.Timestamp(text)
+
+
+def test_track_many_tracks_each_dict_and_names_the_bad_one(open_store):
+    """``track_many`` (documented in docs/store.md): one ``track`` per dict, ids in order."""
+    store = open_store()
+    ids = store.track_many([{"user": "ann", "item": "i1", "event": "view", "timestamp": T0},
+                            {"user": "bob", "item": "i2", "event": "purchase", "timestamp": T0 + 1, "value": 9.5,
+                             "event_id": "order-1"}])
+    assert len(ids) == 2 and ids[1] == "order-1"
+    store.flush()
+    back = store.events()
+    assert back["user"].tolist() == ["ann", "bob"] and back["value"].tolist()[1] == 9.5
+    with pytest.raises(ps.DataError, match="timestamp"):
+        store.track_many([{"user": "cem", "item": "i3", "event": "view", "timestamp": -2.5e11}])

@@ -240,11 +240,6 @@ class LinearBandit:
     def _moments(self, x: np.ndarray):
         return _kernels().posterior_moments(x, self.theta_, self.covariance_)
 
-    def expected_rewards(self, contexts: ArrayLike) -> np.ndarray:
-        """The ridge estimate ``theta[a] . x`` of every action: (n_rounds, n_actions)."""
-        x = self._design(contexts, init=True)
-        return x @ self.theta_.T
-
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

@@ -21,7 +21,7 @@ import numpy as np
 from .._validate import check_frame
 from ..errors import DataError, ParameterError
 from ..typing import ArrayLike, FrameLike, Ids, TimePoint, UserId
-from ._util import DAY, WEEK, count_arg, epoch, name_arg, number_arg
+from ._util import count_arg, epoch, name_arg, number_arg
 from .plan import Message
 
 if TYPE_CHECKING:  # pandas only for from_events' annotation
@@ -383,12 +383,6 @@ class ContactHistory:
         rows = rows[rows >= 0]
         np.add.at(out, rows, 1)
         return out
-
-    def sent_per_day(self, contacts: Contacts, now: TimePoint, channel: str | None = None) -> np.ndarray:
-        return self.counts(contacts, now, DAY, channel)
-
-    def sent_per_week(self, contacts: Contacts, now: TimePoint, channel: str | None = None) -> np.ndarray:
-        return self.counts(contacts, now, WEEK, channel)
 
     def campaign_totals(self, campaign: str, until: TimePoint | None = None) -> tuple[int, int]:
         """(messages, coupons) of ``campaign`` sent so far (up to ``until``, inclusive)."""

@@ -347,15 +347,12 @@ class Recommender:
         return allow, extra, mask
 
     @staticmethod
-    def _merge_exclusions(a: sp.csr_matrix | None, rows: list | None, n_rows: int, n_items: int):
-        """One CSR of exclusions from a CSR part and a list-of-rows part (either may be None)."""
-        if rows is not None:
-            lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n_rows)
-            indptr = np.concatenate([[0], np.cumsum(lens)])
-            idx = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if indptr[-1] else np.zeros(0, int)
-            b = sp.csr_matrix((np.ones(len(idx), dtype=np.float32), idx, indptr), shape=(n_rows, n_items))
-            a = b if a is None else (a + b).tocsr()
-        return a
+    def _exclusion_rows(rows: list, n_rows: int, n_items: int) -> sp.csr_matrix:
+        """One CSR of exclusions (one row per request) from a list of item-index rows."""
+        lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n_rows)
+        indptr = np.concatenate([[0], np.cumsum(lens)])
+        idx = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if indptr[-1] else np.zeros(0, int)
+        return sp.csr_matrix((np.ones(len(idx), dtype=np.float32), idx, indptr), shape=(n_rows, n_items))
 
     # ------------------------------------------------------------------ the shared index-level path
     def recommend_indices(self, user_indices: ArrayLike, n: int, *, filter_seen: bool = True,
@@ -505,7 +502,7 @@ class Recommender:
         if len(known):
             excl = None
             if extra is not None:
-                excl = self._merge_exclusions(None, [extra[j] for j in known], len(known), self.n_items)
+                excl = self._exclusion_rows([extra[j] for j in known], len(known), self.n_items)
             k_allow = [allow[j] for j in known] if isinstance(allow, list) else allow
             out_i[known], out_s[known] = self.recommend_indices(uidx[known], n, filter_seen=filter_seen,
                                                                 exclude=excl, allow=k_allow, mask=mask)

@@ -184,11 +184,6 @@ class Filters:
             m[self.deny[q]] = False
         return m
 
-    def max_allowed(self, q: int = 0) -> int:
-        """An upper bound on the rows query ``q`` may return, cheap to compute."""
-        allow = self.allow[q] if self.allow_per_query else self.allow
-        return self.n_rows if allow is None else len(allow)
-
 
 class Index(ABC):
     """Top-n rows of a vector table by inner product (or cosine) for each query, with filters.
