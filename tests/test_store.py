@@ -690,3 +690,16 @@ def test_track_many_tracks_each_dict_and_names_the_bad_one(open_store):
     assert back["user"].tolist() == ["ann", "bob"] and back["value"].tolist()[1] == 9.5
     with pytest.raises(ps.DataError, match="timestamp"):
         store.track_many([{"user": "cem", "item": "i3", "event": "view", "timestamp": -2.5e11}])
+
+
+def test_pseudonymisation_is_public(tmp_path):
+    """Issue 13 (6): the service asks ``store.pseudonymizes`` instead of reading a private key."""
+    plain = EventStore(tmp_path / "a.db")
+    private = EventStore(tmp_path / "b.db", pseudonymize_key=b"k" * 32)
+    try:
+        assert plain.pseudonymizes is False and plain.pseudonym("ann") == "ann"
+        assert private.pseudonymizes is True and private.pseudonym("ann") != "ann"
+        assert private.pseudonym(7) == private.pseudonym("7")
+    finally:
+        plain.close()
+        private.close()

@@ -15,7 +15,7 @@ from ..errors import DataError, ParameterError
 from typing import Any
 from ..data.interactions import Interactions
 from .base import Recommender
-from .factor import ItemVectors, _rows_of
+from .factor import ItemVectors, exclusion_rows_of
 
 OPSET = 17
 log = logging.getLogger("persona.models")
@@ -155,7 +155,7 @@ class EncodedUsers(ItemVectors):
         queries = None if index is None else self._index_queries(users)
         if queries is None:
             return super()._select_for_users(users, n, excl, allow, mask)
-        return index.search(queries, n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+        return index.search(queries, n, allow=allow, deny=exclusion_rows_of(excl, len(users)), mask=mask)
 
 
 def _interactions_type():

@@ -20,12 +20,12 @@ from .base import Recommender
 if TYPE_CHECKING:  # persona.retrieval loads on first use
     from ..retrieval import Index
 
-__all__ = ["FactorModel"]
+__all__ = ["FactorModel", "ItemVectors", "exclusion_rows_of"]
 
 log = logging.getLogger("persona.models")
 
 
-def _rows_of(excl, n_rows: int):
+def exclusion_rows_of(excl: Any, n_rows: int) -> list[np.ndarray] | None:
     """Per-row index arrays from the exclusion structures the base class builds (or None)."""
     if excl is None:
         return None
@@ -173,7 +173,7 @@ class FactorModel(ItemVectors, Recommender):
         if index is None:
             return super()._select_for_users(users, n, excl, allow, mask)
         queries, offset = self._index_queries(users)
-        ids, scores = index.search(queries, n, allow=allow, deny=_rows_of(excl, len(users)), mask=mask)
+        ids, scores = index.search(queries, n, allow=allow, deny=exclusion_rows_of(excl, len(users)), mask=mask)
         if offset is not None:
             scores += np.where(ids >= 0, offset[:, None], 0).astype(np.float32)
         return ids, scores
@@ -183,7 +183,7 @@ class FactorModel(ItemVectors, Recommender):
         if index is None:
             return super()._select_similar(item_indices, n, excl, allow, mask)
         return index.search(self._similar_vectors()[item_indices], n, allow=allow,
-                            deny=_rows_of(excl, len(item_indices)), mask=mask)
+                            deny=exclusion_rows_of(excl, len(item_indices)), mask=mask)
 
     # ------------------------------------------------------------------ persistence
     def _state(self):

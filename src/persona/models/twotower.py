@@ -392,7 +392,8 @@ class TwoTower(EncodedUsers, Recommender):
         try:
             import torch
         except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("TwoTower.fit needs PyTorch; install persona-recsys[train] (pip install 'persona-recsys[train]'). "
+            raise ImportError("TwoTower.fit needs PyTorch; install persona-recsys[train] "
+                              "(pip install 'persona-recsys[train]'). "
                               "A fitted, saved TwoTower serves without it.") from None
         n_users, n_items, d = interactions.n_users, interactions.n_items, int(self.factors)
         seq_items, indptr = _first_touches(interactions)
@@ -780,10 +781,10 @@ class TwoTower(EncodedUsers, Recommender):
         index = getattr(self, "index_", None)
         if index is None:
             return super()._select_similar(item_indices, n, excl, allow, mask)
-        from .factor import _rows_of
+        from .factor import exclusion_rows_of
 
         return index.search(self.item_factors_[item_indices], n, allow=allow,
-                            deny=_rows_of(excl, len(item_indices)), mask=mask)
+                            deny=exclusion_rows_of(excl, len(item_indices)), mask=mask)
 
     # ------------------------------------------------------------------ persistence
     def _state(self):

@@ -550,7 +550,7 @@ class RecommenderService:
     def _model_id(self, user):
         """The id the models know ``user`` by: the store's pseudonym when the store pseudonymises ids."""
         store = self.store
-        if store is not None and getattr(store, "_key", None) is not None:
+        if store is not None and getattr(store, "pseudonymizes", False):
             return store.pseudonym(user)
         return user
 

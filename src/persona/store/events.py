@@ -906,6 +906,11 @@ class EventStore:
         return f"EventStore({self._backend.describe()}, {state})"
 
     # ------------------------------------------------------------------------------- privacy
+    @property
+    def pseudonymizes(self) -> bool:
+        """Whether user ids are stored as pseudonyms (a ``pseudonymize_key`` was given)."""
+        return self._key is not None
+
     def pseudonym(self, user: UserId) -> UserId:
         """The id under which ``user``'s events are stored.
 
