@@ -60,8 +60,11 @@ def _bounds(min, max) -> str:
 
 
 def check_int(x, name: str, *, min: int | None = None, max: int | None = None, allow_none: bool = False,
-              hint: str = "", error: type = ParameterError):
+              expected: str = "", hint: str = "", error: type = ParameterError):
     """``x`` as a Python ``int`` within ``[min, max]``; bools, floats and strings are refused.
+
+    ``expected`` replaces the generated description in the message (``"a positive integer"``), for
+    entry points whose documented wording says more than the bounds do.
 
     >>> check_int(np.int32(3), "k", min=1)
     3
@@ -74,6 +77,9 @@ def check_int(x, name: str, *, min: int | None = None, max: int | None = None, a
         return x  # the common case, without the (slow) abstract-class checks below
     if x is None and allow_none:
         return None
+    if expected and (isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral)
+                     or (min is not None and x < min) or (max is not None and x > max)):
+        raise error(f"{name}: expected {expected}, got {_show(x)}" + (f"; {hint}" if hint else ""))
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         none = " or None" if allow_none else ""
         bounds = f" {_bounds(min, max)}" if min is not None or max is not None else ""
@@ -85,22 +91,32 @@ def check_int(x, name: str, *, min: int | None = None, max: int | None = None, a
 
 
 def check_number(x, name: str, *, min: float | None = None, max: float | None = None, finite: bool = True,
-                 min_open: bool = False, allow_none: bool = False, hint: str = "", error: type = ParameterError):
-    """``x`` as a Python ``float`` within the bounds (``min_open``: strictly above ``min``)."""
+                 min_open: bool = False, max_open: bool = False, allow_none: bool = False, expected: str = "",
+                 hint: str = "", error: type = ParameterError):
+    """``x`` as a Python ``float`` within the bounds (``min_open`` / ``max_open``: strictly inside).
+
+    NaN is always refused; infinities unless ``finite=False``. ``expected`` replaces the generated
+    description in the message (``"seconds >= 0"``).
+    """
     if x is None and allow_none:
         return None
+    tail = f"; {hint}" if hint else ""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise error(f"{name}: expected a number, got {_show(x)}" + (f"; {hint}" if hint else ""))
+        raise error(f"{name}: expected {expected or 'a number'}, got {_show(x)}{tail}")
     try:
         v = float(x)
     except OverflowError:  # an int beyond float range
         v = math.copysign(math.inf, x)
     if math.isnan(v) or (finite and math.isinf(v)):
-        raise error(f"{name}: expected a finite number, got {_show(x)}" + (f"; {hint}" if hint else ""))
-    if (min is not None and (v < min or (min_open and v == min))) or (max is not None and v > max):
+        raise error(f"{name}: expected {expected or 'a finite number'}, got {_show(x)}{tail}")
+    if (min is not None and (v < min or (min_open and v == min))) or \
+            (max is not None and (v > max or (max_open and v == max))):
+        if expected:
+            raise error(f"{name}: expected {expected}, got {_show(x)}{tail}")
         lo = f"> {min}" if min_open else f">= {min}"
-        bound = " and ".join(b for b in (lo if min is not None else "", f"<= {max}" if max is not None else "") if b)
-        raise error(f"{name}: expected a number {bound}, got {_show(x)}" + (f"; {hint}" if hint else ""))
+        hi = f"< {max}" if max_open else f"<= {max}"
+        bound = " and ".join(b for b in (lo if min is not None else "", hi if max is not None else "") if b)
+        raise error(f"{name}: expected a number {bound}, got {_show(x)}{tail}")
     return v
 
 

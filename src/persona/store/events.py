@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from .._time import to_epoch
-from .._validate import check_frame
+from .._validate import check_frame, check_int, check_number
 from ..errors import DataError, ParameterError, StoreError
 from ..typing import FrameLike, ItemId, PathLike, TimePoint, UserId
 from .backends import SCHEMA_VERSION, Backend, make_backend
@@ -302,19 +302,16 @@ class EventStore:
         if on_timeout not in ("drop", "raise"):
             raise ParameterError(f"on_timeout: expected 'drop' or 'raise', got {on_timeout!r}")
         for name, v in (("block_timeout", block_timeout), ("forget_refresh", forget_refresh)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
-                raise ParameterError(f"{name}: expected a finite number of seconds > 0, got {v!r}")
+            check_number(v, name, min=0, min_open=True, expected="a finite number of seconds > 0")
         for name, v in (("max_queue", max_queue), ("batch_size", batch_size)):
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ParameterError(f"{name}: expected a positive integer, got {v!r}")
+            check_int(v, name, min=1, expected="a positive integer")
         if synchronous not in ("full", "normal"):
             raise ParameterError(
                 f"synchronous: expected 'full' (survives power loss) or 'normal' (survives a killed "
                 f"process), got {synchronous!r}"
             )
         for name, v in (("busy_timeout", busy_timeout), ("exit_timeout", exit_timeout)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0:
-                raise ParameterError(f"{name}: expected seconds >= 0, got {v!r}")
+            check_number(v, name, min=0, finite=False, expected="seconds >= 0")
         if pseudonymize_key is not None:
             if not isinstance(pseudonymize_key, (bytes, bytearray)):
                 raise ParameterError(
@@ -452,9 +449,7 @@ class EventStore:
         _utf8(event, "event")
         ts = time.time() if timestamp is None else _event_time(timestamp)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-                raise DataError(f"track: value expected a finite number or None, got {type(value).__name__} {value!r}")
-            value = float(value)
+            value = check_number(value, "track: value", expected="a finite number or None", error=DataError)
         props = _properties(properties)
         if event_id is None:
             event_id = uuid.uuid4().hex
@@ -777,8 +772,7 @@ class EventStore:
             The writer is failing (the message gives the error and how many events are unwritten;
             they stay queued and are retried), or ``timeout`` seconds passed first.
         """
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0):
-            raise ParameterError(f"flush: timeout expected seconds >= 0 or None, got {timeout!r}")
+        check_number(timeout, "flush: timeout", min=0, finite=False, allow_none=True, expected="seconds >= 0 or None")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._accepted
@@ -818,8 +812,7 @@ class EventStore:
         with self._lock:
             if self._closed:
                 return
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0):
-            raise ParameterError(f"close: timeout expected seconds >= 0 or None, got {timeout!r}")
+        check_number(timeout, "close: timeout", min=0, finite=False, allow_none=True, expected="seconds >= 0 or None")
         error = self._drain(timeout)
         with self._lock:
             self._closing = True
@@ -1025,8 +1018,7 @@ class EventStore:
         Inspect them, fix what is wrong and ``track`` them again (with the same ``event_id``), then
         delete them from the ``<table>_dead`` table with SQL.
         """
-        if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
-            raise ParameterError(f"dead_letters: limit expected a positive integer, got {limit!r}")
+        check_int(limit, "dead_letters: limit", min=1, expected="a positive integer")
         conn = self._backend.connect()
         try:
             rows = self._backend.dead_letters(conn, int(limit))
@@ -1226,8 +1218,7 @@ class EventStore:
             kind = "csv"
         else:
             raise ParameterError(f"export: cannot tell the format of {p!r}; end the name in .parquet, .csv or .csv.gz")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-            raise ParameterError(f"export: chunk_size expected a positive integer, got {chunk_size!r}")
+        check_int(chunk_size, "export: chunk_size", min=1, expected="a positive integer")
         if kind == "parquet":
             try:
                 import pyarrow as pa
