@@ -342,8 +342,8 @@ def test_similar_items_and_unknown_item(shop, knn):
     ({"context": {"colour": "red"}}, "unknown context keys"),
     ({"context": {"where": {"colour": "red"}}}, "no catalogue column"),
     ({"context": {"where": "red"}}, "where"),
-    ({"n": 0}, "n must be"),
-    ({"n": True}, "n must be"),
+    ({"n": 0}, "n: expected a positive integer"),
+    ({"n": True}, "n: expected a positive integer"),
 ])
 def test_bad_requests_are_refused_clearly(shop, als, catalog, kwargs, match):
     service = RecommenderService(als, catalog=catalog)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .._validate import check_frame
+from .._validate import check_frame, check_int, check_number
 from ..errors import ParameterError, PersonaError, UnknownItemError, UnknownUserError
 from ..typing import FrameLike, ItemId, PathLike, UserId
 
@@ -48,8 +48,7 @@ def limit_threads(n: int = 1) -> None:
     A web worker serves one request per thread; a BLAS call that spreads over every core would
     fight the other workers for them. Call it after the fork (e.g. gunicorn's ``post_fork``).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ParameterError(f"n must be a positive integer, got {n!r}")
+    n = check_int(n, "n", min=1, expected="a positive integer")
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(int(n))
@@ -290,11 +289,9 @@ class RecommenderService:
         chain = [] if fallback is None else list(fallback) if isinstance(fallback, (list, tuple)) else [fallback]
         for i, f in enumerate(chain):
             self._check_model(f, f"fallback[{i}]")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not timeout > 0):
-            raise ParameterError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
-        if isinstance(cache_size, bool) or not isinstance(cache_size, (int, np.integer)) or cache_size < 0:
-            raise ParameterError(f"cache_size must be an integer >= 0, got {cache_size!r}")
+        check_number(timeout, "timeout", min=0, min_open=True, finite=False, allow_none=True,
+                     expected="a number of seconds > 0 or None")
+        check_int(cache_size, "cache_size", min=0, expected="an integer >= 0")
         self.fallbacks = chain
         self.store = store
         self.timeout = timeout
@@ -494,7 +491,7 @@ class RecommenderService:
         t0 = time.perf_counter()
         ctx = _check_context(context)
         _check_id(user, "user")
-        _check_n(n)
+        check_int(n, "n", min=1, expected="a positive integer")
         snap = self._snapshot
         if self._is_forgotten(user):  # before the cache: an answer cached before the forget must not serve
             out = self._answer(snap, user, int(n), ctx, forgotten=True)
@@ -522,7 +519,7 @@ class RecommenderService:
         t0 = time.perf_counter()
         ctx = _check_context(context)
         _check_id(item, "item")
-        _check_n(n)
+        check_int(n, "n", min=1, expected="a positive integer")
         snap = self._snapshot
         allow, deny, mask = self._filters(snap, ctx)
         reason = None
@@ -816,11 +813,6 @@ def _user_key(user):
 def _check_id(value, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (str, int, np.integer, np.str_)):
         raise ParameterError(f"{what} must be one external id (a str or an int), got {type(value).__name__}")
-
-
-def _check_n(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ParameterError(f"n must be a positive integer, got {n!r}")
 
 
 def _check_context(context) -> dict:
