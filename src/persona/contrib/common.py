@@ -54,6 +54,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from .._validate import check_int, check_number
 from ..errors import ParameterError, PersonaError
 
 __all__ = [
@@ -132,10 +133,8 @@ class Limits:
             unknown = sorted(set(value) - known)
             if unknown:
                 raise ParameterError(f"limits: unknown name(s) {unknown}; known: {sorted(known)}")
-            for k, v in value.items():
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise ParameterError(f"limits[{k!r}] expected a positive whole number, got {v!r}")
-            return cls(**value)
+            return cls(**{k: check_int(v, f"limits[{k!r}]", min=1, expected="a positive whole number")
+                          for k, v in value.items()})
         raise ParameterError(f"limits expected None, a dict or persona.contrib.common.Limits, got {type(value).__name__}")
 
 
@@ -226,9 +225,7 @@ def event_weights(value, what: str = "event weights") -> dict | None:
     for k, v in value.items():
         if not isinstance(k, str) or not _EVENT_NAME.fullmatch(k):
             raise ParameterError(f"{what}: expected event names (letters, digits, _ . : -), got {k!r}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ParameterError(f"{what}[{k!r}] expected a finite number >= 0, got {v!r}")
-        out[k] = float(v)
+        out[k] = check_number(v, f"{what}[{k!r}]", min=0, expected="a finite number >= 0")
     return out
 
 
