@@ -32,7 +32,7 @@ ext = Pybind11Extension(
     cxx_std=17,
     extra_compile_args=extra + compile_omp,
     extra_link_args=link_omp,
-    depends=["csrc/include/persona/topk.h", "csrc/include/persona/similarity.h"],
+    depends=["csrc/include/persona/parallel.h", "csrc/include/persona/topk.h", "csrc/include/persona/similarity.h"],
 )
 
 setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})

@@ -433,3 +433,20 @@ def test_item_knn_beats_popularity_on_the_synthetic_shop():
     pop = ps.evaluate(ps.MostPopular().fit(data), test, k=(10,))
     assert pop["hr@10"] > 0.01, pop
     assert knn["hr@10"] >= 1.3 * pop["hr@10"], (knn, pop)
+
+
+def test_similarity_precision_against_a_float64_reference():
+    """Issue 13 (4): dots accumulate in float32 (norms in float64); against float64 the relative error
+    stays under 1e-5 on long rows with real-valued weights (measured 1.1e-6 on the 20,000-user shop)."""
+    from persona.kernels.similarity import topk_similarity
+
+    rng = np.random.default_rng(3)
+    a = sp.random(300, 20000, density=0.05, random_state=3, format="csr", dtype=np.float32)  # ~1,000 per row
+    a.data = rng.uniform(0.05, 5.0, a.nnz).astype(np.float32)
+    got = topk_similarity(a, 30, normalize=True).tocoo()
+    a64 = a.astype(np.float64)
+    dots = (a64 @ a64.T).tocsr()
+    norms = np.sqrt(np.asarray(a64.multiply(a64).sum(axis=1)).ravel())
+    exact = np.asarray(dots[got.row, got.col]).ravel() / (norms[got.row] * norms[got.col])
+    rel = np.abs(got.data.astype(np.float64) - exact) / exact
+    assert len(rel) == 300 * 30 and rel.max() < 1e-5, rel.max()

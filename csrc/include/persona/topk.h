@@ -5,19 +5,16 @@
 // exactly min(k, number of allowed candidates) results, padded with index -1 and score -inf.
 #pragma once
 
+#include "persona/parallel.h"
+
 #include <cmath>
-#include <atomic>
 #include <cstdint>
-#include <exception>
 #include <memory>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace persona {
 
@@ -191,48 +188,23 @@ inline void topk_row(const TopKArgs& a, int64_t row, TopKHeap& heap, std::vector
     heap.drain_sorted(a.out_idx + row * a.k, a.out_score + row * a.k);
 }
 
-// Runs every row, in parallel when num_threads != 1 (0 = OpenMP's default). Only the per-thread
-// scratch allocation can throw (std::bad_alloc); it is caught inside the region, the other threads
-// skip their rows, and it is re-thrown on the calling thread, because an exception escaping an
-// OpenMP region terminates the process.
+// Runs every row, in parallel when num_threads != 1 (0 = OpenMP's default, limited so that each
+// thread gets at least kMinScoresPerThread candidates; an explicit num_threads is honoured as
+// given). Each thread allocates its scratch (heap, exclusion marks) at its first row; a
+// std::bad_alloc there is re-thrown on the calling thread by parallel_rows (parallel.h).
 inline void topk(const TopKArgs& a, int num_threads) {
-#ifdef _OPENMP
-    int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-    if (num_threads == 0) {
-        // Waking a thread team costs tens of microseconds, more than selecting from a few small rows
-        // takes; by default give each thread at least kMinScoresPerThread candidates. An explicit
-        // num_threads is honoured as given.
-        constexpr int64_t kMinScoresPerThread = 32768;
-        const int64_t work = a.allow_indptr ? a.allow_indptr[a.n_rows] + a.n_rows : a.n_rows * a.n_items;
-        const int64_t useful = work / kMinScoresPerThread + 1;
-        if (useful < threads) threads = static_cast<int>(useful);
-    }
-    if (a.n_rows < 2) threads = 1;
-    std::exception_ptr error = nullptr;
-    std::atomic<bool> failed{false};
-#pragma omp parallel num_threads(threads)
-    {
-        std::unique_ptr<TopKHeap> heap;
-        std::vector<uint8_t> marks;
-        try {
-            heap = std::make_unique<TopKHeap>(a.k, a.n_items);
-            marks.assign(static_cast<size_t>(a.n_items), 0);
-        } catch (...) {
-            failed.store(true);
-#pragma omp critical(persona_topk_error)
-            if (!error) error = std::current_exception();
+    constexpr int64_t kMinScoresPerThread = 32768;
+    const int64_t work = a.allow_indptr ? a.allow_indptr[a.n_rows] + a.n_rows : a.n_rows * a.n_items;
+    const int threads = choose_threads(num_threads, work, kMinScoresPerThread, a.n_rows);
+    std::vector<std::unique_ptr<TopKHeap>> heaps(static_cast<size_t>(threads));
+    std::vector<std::vector<uint8_t>> marks(static_cast<size_t>(threads));
+    parallel_rows(a.n_rows, threads, [&](int tid, int64_t row) {
+        if (!heaps[tid]) {
+            marks[tid].assign(static_cast<size_t>(a.n_items), 0);
+            heaps[tid] = std::make_unique<TopKHeap>(a.k, a.n_items);
         }
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t row = 0; row < a.n_rows; ++row)
-            if (!failed.load(std::memory_order_relaxed)) topk_row(a, row, *heap, marks);
-    }
-    if (error) std::rethrow_exception(error);
-#else
-    (void)num_threads;
-    TopKHeap heap(a.k, a.n_items);
-    std::vector<uint8_t> marks(static_cast<size_t>(a.n_items), 0);
-    for (int64_t row = 0; row < a.n_rows; ++row) topk_row(a, row, heap, marks);
-#endif
+        topk_row(a, row, *heaps[tid], marks[tid]);
+    }, 16);
 }
 
 }  // namespace persona
