@@ -263,7 +263,7 @@ def test_logged_feedback_basic_api():
         (dict(action=["a", "b", "c"]), "expected integers"),
         (dict(action=[[0, 1, 2]]), "1-D"),
         (dict(action=[0, 5, 2], n_actions=3), r"action must lie in \[0, 3\)"),
-        (dict(n_actions=0), "n_actions must be a positive integer"),
+        (dict(n_actions=0), "n_actions: expected a positive integer"),
         (dict(context=np.zeros((2, 4))), "context has 2 rows"),
         (dict(context=[[0.0], [np.nan], [1.0]]), "non-finite"),
         (dict(position=[0, -1, 1]), "position"),

@@ -1,9 +1,8 @@
-"""Small helpers shared by the campaign modules: times, names, numbers (numpy and the stdlib only)."""
+"""Small helpers shared by the campaign modules: times, names and id tuples (numbers are checked by persona._validate)."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import numbers
 
 from .._time import to_epoch
@@ -27,28 +26,6 @@ def name_arg(value, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ParameterError(f"{what}: expected a non-empty string, got {value!r}")
     return value
-
-
-def number_arg(value, what: str, *, low: float | None = None, high: float | None = None,
-               low_open: bool = False, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ParameterError(f"{what}: expected a finite number, got {value!r}")
-    v = float(value)
-    if low is not None and (v < low or (low_open and v == low)):
-        raise ParameterError(f"{what}: expected a number {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and v > high:
-        raise ParameterError(f"{what}: expected a number <= {high}, got {value!r}")
-    return v
-
-
-def count_arg(value, what: str, *, low: int = 0, allow_none: bool = True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ParameterError(f"{what}: expected an integer >= {low}{' or None' if allow_none else ''}, got {value!r}")
-    return int(value)
 
 
 def str_tuple(values, what: str) -> tuple:

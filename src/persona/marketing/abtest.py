@@ -34,7 +34,7 @@ import numpy as np
 
 from ..typing import ArrayLike
 
-from .._validate import check_int
+from .._validate import check_int, check_number
 from ..errors import ParameterError
 
 __all__ = ["ABResult", "ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size",
@@ -64,9 +64,8 @@ def _n_boot(n_boot) -> int:
 
 
 def _conf(conf):
-    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 < conf < 1.0:
-        raise ParameterError(f"conf: expected a level in (0, 1) such as 0.95, got {conf!r}")
-    return float(conf)
+    return check_number(conf, "conf", min=0.0, max=1.0, min_open=True, max_open=True,
+                        expected="a level in (0, 1) such as 0.95")
 
 
 def wilson_interval(x: int, n: int, conf: float = 0.95) -> tuple[float, float]:
@@ -253,8 +252,7 @@ def ab_test_means(values_a: ArrayLike, values_b: ArrayLike, *, conf: float = 0.9
 
 def _rates(p_a, p_b):
     for name, p in (("p_a", p_a), ("p_b", p_b)):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
-            raise ParameterError(f"{name}: expected a rate in (0, 1), got {p!r}")
+        check_number(p, name, min=0.0, max=1.0, min_open=True, max_open=True, expected="a rate in (0, 1)")
     if p_a == p_b:
         raise ParameterError("the two rates are equal: there is no difference to detect")
     return float(p_a), float(p_b)
@@ -303,8 +301,7 @@ def sample_size(p_a: float, p_b: float | None = None, *, mde: float | None = Non
     if p_b is None:
         p_b = p_a * (1 + mde) if relative else p_a + mde
     p_a, p_b = _rates(p_a, p_b)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-        raise ParameterError(f"ratio: expected n_b / n_a > 0, got {ratio!r}")
+    check_number(ratio, "ratio", min=0.0, min_open=True, finite=False, expected="n_b / n_a > 0")
     za, zb = _alpha_power(alpha, power, alternative)
     r = float(ratio)
     pbar = (p_a + r * p_b) / (1 + r)

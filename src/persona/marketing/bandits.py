@@ -75,14 +75,6 @@ MAX_STATE_BYTES = 2 << 30
 MAX_SAMPLES = 1_000_000
 
 
-def _check_int(name, value, low, high=None):
-    check_int(value, name, min=low, max=high)
-
-
-def _check_float(name, value, low, *, inclusive=True, high=None):
-    check_number(value, name, min=low, max=high, min_open=not inclusive)
-
-
 BanditT = TypeVar("BanditT", bound="LinearBandit")
 
 
@@ -132,19 +124,17 @@ class LinearBandit:
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
 
     def _validate(self) -> None:
-        _check_int("n_actions", self.n_actions, 1)
-        _check_float("regularization", self.regularization, 0.0, inclusive=False)
+        check_int(self.n_actions, "n_actions", min=1)
+        check_number(self.regularization, "regularization", min=0.0, min_open=True)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise ParameterError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
-        rs = self.random_state
-        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or rs < 0):
-            raise ParameterError(f"random_state must be a non-negative integer or None, got {rs!r}")
+        check_int(self.random_state, "random_state", min=0, allow_none=True, expected="a non-negative integer or None")
 
     # ------------------------------------------------------------------ state
     def reset(self, n_features: int) -> "LinearBandit":
         """Forget everything: the prior for contexts of ``n_features`` columns; the seed restarts."""
         self._validate()
-        _check_int("n_features", n_features, 0)
+        check_int(n_features, "n_features", min=0)
         d = int(n_features) + int(bool(self.fit_intercept))
         if d == 0:
             raise DataError("contexts have 0 columns and fit_intercept=False: nothing to learn from; "
@@ -328,7 +318,7 @@ class EpsilonGreedy(LinearBandit):
 
     def _validate(self) -> None:
         super()._validate()
-        _check_float("epsilon", self.epsilon, 0.0, high=1.0)
+        check_number(self.epsilon, "epsilon", min=0.0, max=1.0)
 
     def _probabilities(self, x):
         return _greedy_with_epsilon(x @ self.theta_.T, float(self.epsilon))
@@ -356,8 +346,8 @@ class LinUCB(LinearBandit):
 
     def _validate(self) -> None:
         super()._validate()
-        _check_float("alpha", self.alpha, 0.0)
-        _check_float("epsilon", self.epsilon, 0.0, high=1.0)
+        check_number(self.alpha, "alpha", min=0.0)
+        check_number(self.epsilon, "epsilon", min=0.0, max=1.0)
 
     def scores(self, contexts: ArrayLike) -> np.ndarray:
         """The upper confidence bounds: (n_rounds, n_actions)."""
@@ -408,10 +398,10 @@ class LinearThompsonSampling(LinearBandit):
 
     def _validate(self) -> None:
         super()._validate()
-        _check_float("scale", self.scale, 0.0, inclusive=False)
+        check_number(self.scale, "scale", min=0.0, min_open=True)
         if self.propensity not in ("exact", "monte_carlo"):
             raise ParameterError(f"propensity must be 'exact' or 'monte_carlo', got {self.propensity!r}")
-        _check_int("n_samples", self.n_samples, 1, MAX_SAMPLES)
+        check_int(self.n_samples, "n_samples", min=1, max=MAX_SAMPLES)
 
     def _score_distribution(self, x):
         mean, width = self._moments(x)
@@ -496,8 +486,7 @@ def load_policy(path: PathLike) -> LinearBandit:
     if not meta.get("fitted"):
         return policy
     n_features = meta.get("n_features")
-    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 0:
-        raise ArtifactError(f"{path}: n_features must be a non-negative integer, got {n_features!r}")
+    check_int(n_features, f"{path}: n_features", min=0, expected="a non-negative integer", error=ArtifactError)
     policy.reset(n_features)
     a, d = policy.precision_.shape[:2]
     shapes = {"precision": (a, d, d), "covariance": (a, d, d), "b": (a, d), "theta": (a, d), "counts": (a,),

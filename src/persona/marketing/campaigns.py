@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..errors import ParameterError
-from ._util import count_arg, epoch, name_arg, number_arg, str_tuple
+from .._validate import check_int, check_number
+from ._util import epoch, name_arg, str_tuple
 
 __all__ = ["Offer", "AudienceRule", "Budget", "Campaign", "TEMPLATE_FIELDS", "DEFAULT_TEMPLATE"]
 
@@ -62,7 +63,7 @@ class Offer:
     def __post_init__(self):
         if self.kind not in OFFER_KINDS:
             raise ParameterError(f"Offer kind: expected one of {OFFER_KINDS}, got {self.kind!r}")
-        v = number_arg(self.value, "Offer value", low=0.0)
+        v = check_number(self.value, "Offer value", min=0.0)
         if self.kind == "discount" and not 0.0 < v < 1.0:
             raise ParameterError(f"Offer value: a discount is a fraction in (0, 1) (0.1 = 10 %), got {self.value!r}")
         if self.kind in ("coupon", "free_shipping") and v <= 0.0:
@@ -125,7 +126,7 @@ class AudienceRule:
         object.__setattr__(self, "segments", str_tuple(self.segments, "AudienceRule segments"))
         object.__setattr__(self, "rfm_groups", str_tuple(self.rfm_groups, "AudienceRule rfm_groups"))
         object.__setattr__(self, "min_propensity",
-                           number_arg(self.min_propensity, "AudienceRule min_propensity", low=0.0, high=1.0))
+                           check_number(self.min_propensity, "AudienceRule min_propensity", min=0.0, max=1.0))
         if self.users is not None:
             object.__setattr__(self, "users", str_tuple(self.users, "AudienceRule users"))
         object.__setattr__(self, "exclude_users", str_tuple(self.exclude_users, "AudienceRule exclude_users"))
@@ -143,8 +144,8 @@ class Budget:
     coupons: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "messages", count_arg(self.messages, "Budget messages"))
-        object.__setattr__(self, "coupons", count_arg(self.coupons, "Budget coupons"))
+        object.__setattr__(self, "messages", check_int(self.messages, "Budget messages", min=0, allow_none=True))
+        object.__setattr__(self, "coupons", check_int(self.coupons, "Budget coupons", min=0, allow_none=True))
 
 
 def _check_template(tpl, what: str, extra: frozenset) -> str:
@@ -254,9 +255,9 @@ class Campaign:
                 raise ParameterError("Campaign variants: expected a non-empty mapping of name -> template")
             set_("variants", {name_arg(k, "variant name"): _check_template(v, f"Campaign variants[{k!r}]", extra)
                               for k, v in self.variants.items()})
-        set_("margin", number_arg(self.margin, "Campaign margin", low=0.0, high=1.0))
-        set_("order_value", number_arg(self.order_value, "Campaign order_value", low=0.0, allow_none=True))
-        set_("n_items", count_arg(self.n_items, "Campaign n_items", low=1, allow_none=False))
+        set_("margin", check_number(self.margin, "Campaign margin", min=0.0, max=1.0))
+        set_("order_value", check_number(self.order_value, "Campaign order_value", min=0.0, allow_none=True))
+        set_("n_items", check_int(self.n_items, "Campaign n_items", min=1))
 
     def __repr__(self) -> str:
         scope = []

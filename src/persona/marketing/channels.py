@@ -21,7 +21,8 @@ import numpy as np
 from .._validate import check_frame
 from ..errors import DataError, ParameterError
 from ..typing import ArrayLike, FrameLike, Ids, TimePoint, UserId
-from ._util import count_arg, epoch, name_arg, number_arg
+from .._validate import check_int, check_number
+from ._util import epoch, name_arg
 from .plan import Message
 
 if TYPE_CHECKING:  # pandas only for from_events' annotation
@@ -82,7 +83,7 @@ class Channel:
 
     def __post_init__(self):
         name_arg(self.name, "Channel name")
-        object.__setattr__(self, "cost", number_arg(self.cost, f"Channel {self.name!r} cost", low=0.0))
+        object.__setattr__(self, "cost", check_number(self.cost, f"Channel {self.name!r} cost", min=0.0))
         if self.quiet_hours is not None:
             if not isinstance(self.quiet_hours, (tuple, list)) or len(self.quiet_hours) != 2:
                 raise ParameterError(f"Channel {self.name!r} quiet_hours: expected (start, end), got {self.quiet_hours!r}")
@@ -92,10 +93,12 @@ class Channel:
                 raise ParameterError(f"Channel {self.name!r} quiet_hours: start and end are equal; "
                                      "use None for no quiet hours")
             object.__setattr__(self, "quiet_hours", (a, b))
-        object.__setattr__(self, "per_day", count_arg(self.per_day, f"Channel {self.name!r} per_day"))
-        object.__setattr__(self, "per_week", count_arg(self.per_week, f"Channel {self.name!r} per_week"))
+        object.__setattr__(self, "per_day",
+                           check_int(self.per_day, f"Channel {self.name!r} per_day", min=0, allow_none=True))
+        object.__setattr__(self, "per_week",
+                           check_int(self.per_week, f"Channel {self.name!r} per_week", min=0, allow_none=True))
         object.__setattr__(self, "effectiveness",
-                           number_arg(self.effectiveness, f"Channel {self.name!r} effectiveness", low=0.0))
+                           check_number(self.effectiveness, f"Channel {self.name!r} effectiveness", min=0.0))
 
     def is_quiet(self, minute_of_day: int | ArrayLike) -> bool | np.ndarray:
         """True where the local ``minute_of_day`` (0-1439, scalar or array) is inside the quiet hours."""
@@ -130,8 +133,8 @@ class FrequencyCap:
     per_week: int | None = 3
 
     def __post_init__(self):
-        object.__setattr__(self, "per_day", count_arg(self.per_day, "FrequencyCap per_day"))
-        object.__setattr__(self, "per_week", count_arg(self.per_week, "FrequencyCap per_week"))
+        object.__setattr__(self, "per_day", check_int(self.per_day, "FrequencyCap per_day", min=0, allow_none=True))
+        object.__setattr__(self, "per_week", check_int(self.per_week, "FrequencyCap per_week", min=0, allow_none=True))
 
 
 def _tzinfo(tz, what="timezone"):

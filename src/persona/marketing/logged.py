@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._validate import check_int
 from ..errors import DataError
 from ..typing import ArrayLike
 
@@ -174,9 +175,7 @@ class LoggedFeedback:
             n_actions = len(np.asarray(action_context))
         if n_actions is None:
             n_actions = int(action.max()) + 1
-        if isinstance(n_actions, bool) or not isinstance(n_actions, (int, np.integer)) or n_actions < 1:
-            raise DataError(f"n_actions must be a positive integer, got {n_actions!r}")
-        n_actions = int(n_actions)
+        n_actions = check_int(n_actions, "n_actions", min=1, expected="a positive integer", error=DataError)
         if action.max() >= n_actions:
             rows = np.flatnonzero(action >= n_actions)[:5]
             raise DataError(

@@ -34,7 +34,7 @@ import numpy as np
 
 from .._validate import check_frame, check_int, check_number
 from ..errors import ParameterError, UnknownItemError, UnsupportedError
-from ._util import DAY, WEEK, epoch, number_arg, utc
+from ._util import DAY, WEEK, epoch, utc
 from .campaigns import Campaign
 from .channels import Channel, ContactHistory, Contacts, FrequencyCap, default_channels
 from .optimize import assign
@@ -95,10 +95,10 @@ class ModelPropensity:
         if not hasattr(model, "recommend_users"):
             raise ParameterError(f"ModelPropensity: expected a fitted persona model, got {type(model).__name__}")
         self.model = model
-        self.base_rate = number_arg(base_rate, "base_rate", low=0.0, low_open=True, high=1.0)
+        self.base_rate = check_number(base_rate, "base_rate", min=0.0, min_open=True, max=1.0)
         if self.base_rate >= 1.0:
             raise ParameterError(f"base_rate: expected a probability in (0, 1), got {base_rate!r}")
-        self.slope = number_arg(slope, "slope")
+        self.slope = check_number(slope, "slope")
         self.calibration_: dict = {}
         self._cache: dict = {}
 
@@ -279,7 +279,7 @@ class Planner:
         self.objective = objective
         self.method = method
         self.pool = check_int(pool, "Planner pool", min=1, allow_none=True)
-        self.holdout = number_arg(holdout, "Planner holdout", low=0.0, high=1.0)
+        self.holdout = check_number(holdout, "Planner holdout", min=0.0, max=1.0)
         if self.holdout >= 1.0:
             raise ParameterError("Planner holdout: expected a share in [0, 1)")
         self.filter_seen = bool(filter_seen)
