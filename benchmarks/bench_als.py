@@ -265,6 +265,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, str(HERE))
+    from common import write_results
     from machine import machine_facts
 
     import persona as ps
@@ -311,12 +312,7 @@ def main(argv=None) -> int:
             report["cases"].append({"case": case, "description": desc, "results": results})
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "als-quick" if args.quick else "als"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
-    md = markdown(report)
-    (out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(out, "als-quick" if args.quick else "als", report, markdown(report))
     return 0
 
 

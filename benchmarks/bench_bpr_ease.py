@@ -25,7 +25,6 @@ training alone. Writes ``bpr-ease.json`` / ``.md`` (``bpr-ease-quick`` with ``--
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -38,7 +37,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, eval_row, scores_of  # noqa: E402
+from common import default_beauty, eval_row, scores_of, write_results  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import IdMap, Interactions  # noqa: E402
 from persona.kernels import topk  # noqa: E402
@@ -248,11 +247,7 @@ def main(argv=None) -> int:
 
     res = run(args)
     stem = "bpr-ease-quick" if args.quick else "bpr-ease"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-    md = markdown(res)
-    (args.out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(args.out, stem, res, markdown(res))
     return 0
 
 

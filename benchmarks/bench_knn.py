@@ -25,7 +25,6 @@ Writes ``knn.json`` / ``knn.md`` (``knn-quick.*`` with ``--quick``) to ``benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 
 from datagen import power_law_matrix  # noqa: E402
 from machine import machine_facts  # noqa: E402
@@ -211,13 +211,7 @@ def main(argv=None) -> int:
     if beauty is not None and not args.skip_quality:
         report["quality"] = quality(beauty, args.quality_k, args.threads)
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "knn-quick" if args.quick else "knn"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (args.out_dir / f"{stem}.md").write_text(table)
-    print(table)
-    print(f"wrote {args.out_dir / (stem + '.json')} and {args.out_dir / (stem + '.md')}")
+    write_results(args.out_dir, "knn-quick" if args.quick else "knn", report, markdown(report))
     return 0
 
 

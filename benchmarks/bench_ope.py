@@ -22,7 +22,6 @@ Seeds are fixed. Writes ``ope.json`` and ``ope.md`` to ``benchmarks/results/`` a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from common import write_results  # noqa: E402
 
 import persona as ps  # noqa: E402
 from machine import machine_facts  # noqa: E402
@@ -263,11 +263,7 @@ def main(argv=None) -> int:
     res["part3"] = simulate(args)
     res["seconds"] = time.perf_counter() - t0
     md = markdown(res)
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "ope-quick" if args.quick else "ope"
-    (args.out / f"{name}.json").write_text(json.dumps(res, indent=1, default=float))
-    (args.out / f"{name}.md").write_text(md)
-    print(md)
+    write_results(args.out, "ope-quick" if args.quick else "ope", res, md)
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import resource
 import sys
@@ -43,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, eval_row, sample_users  # noqa: E402
+from common import default_beauty, eval_row, sample_users, write_results  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Interactions  # noqa: E402
 from persona.models.sasrec import SASRec  # noqa: E402
@@ -304,11 +303,7 @@ def main(argv=None) -> int:
     name = Path(res["data"]).stem
     stem = "sasrec" + ("" if name == "Beauty" else f"-{name}") + ("-quick" if args.quick else "") + \
         ("-default" if args.test_history == "default" else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-    md = markdown(res)
-    (args.out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(args.out, stem, res, markdown(res))
     return 0
 
 

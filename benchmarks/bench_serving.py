@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 
 import persona as ps  # noqa: E402
 from datagen import power_law_matrix  # noqa: E402
@@ -384,11 +385,7 @@ def main(argv=None) -> int:
             res["memory"] = memory(args, a)
             print(json.dumps(res["memory"], indent=1), flush=True)
     stem = "serving-quick" if args.quick else "serving"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-    md = markdown(res)
-    (args.out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(args.out, stem, res, markdown(res))
     return 0
 
 

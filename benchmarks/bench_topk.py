@@ -23,7 +23,6 @@ prints the table. Absolute times drift on a shared machine, the ratios much less
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,9 @@ import scipy.sparse as sp
 
 import persona
 from persona.kernels import available_backends, topk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 
 CASES = {
     # name: (rows, items, seen per row, default repeats, description)
@@ -216,13 +218,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names):
         report["cases"].append(run_case(name, specs[name], args.k, args.repeats, args.seed + i, args.threads))
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "topk-quick" if args.quick else "topk"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (args.out_dir / f"{stem}.md").write_text(table)
-    print(table)
-    print(f"wrote {args.out_dir / (stem + '.json')} and {args.out_dir / (stem + '.md')}")
+    write_results(args.out_dir, "topk-quick" if args.quick else "topk", report, markdown(report))
     return 0 if all(r["agrees_with_numpy"] for c in report["cases"] for r in c["results"]) else 1
 
 

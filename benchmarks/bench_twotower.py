@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import resource
 import sys
@@ -46,7 +45,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, eval_row, sample_users  # noqa: E402
+from common import default_beauty, eval_row, sample_users, write_results  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Features, IdMap, Interactions  # noqa: E402
 from persona.models.twotower import TwoTower, _first_touches  # noqa: E402
@@ -332,11 +331,7 @@ def main(argv=None) -> int:
     stem = "twotower-quick" if args.quick else "twotower"
     if args.part != "both":
         stem += f"-{args.part}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-    md = markdown(res)
-    (args.out / f"{stem}.md").write_text(md)
-    print(md)
+    write_results(args.out, stem, res, markdown(res))
     return 0
 
 

@@ -49,3 +49,28 @@ def sample_users(inter, max_users: int | None, seed: int):
     ts = None if inter.timestamps is None else inter.timestamps[keep]
     return Interactions(IdMap(inter.user_ids[u_old]), IdMap(inter.item_ids[i_old]), u_new, i_new,
                         inter.weights[keep], ts)
+
+
+def write_results(out, stem: str, payload, md: str) -> str:
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``out`` (created), print the Markdown, return it.
+
+    The tail every benchmark shares: JSON for machines (numpy scalars as numbers, anything else that
+    is not JSON-native as ``str``), the Markdown table for people.
+    """
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=_plain))
+    (out / f"{stem}.md").write_text(md)
+    print(md)
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+    return md
+
+
+def _plain(obj):
+    """A JSON-able stand-in: numpy scalars and arrays as numbers and lists, the rest as text."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
