@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from ._validate import check_int, check_number
 from .errors import ParameterError
 
 if TYPE_CHECKING:  # persona.models is loaded by ``import persona`` already; this keeps the import order free
@@ -184,12 +185,11 @@ def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budge
 
     if not isinstance(model, Recommender):
         raise ParameterError(f"tune needs a persona model (e.g. ps.ALS()), got {type(model).__name__}")
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not 1 <= budget <= 10_000:
-        raise ParameterError(f"budget must be an int in [1, 10000] (the number of settings to try), got {budget!r}")
+    check_int(budget, "budget", min=1, max=10_000, expected="an int in [1, 10000] (the number of settings to try)")
     if sampler not in ("auto", "optuna", "random"):
         raise ParameterError(f"sampler must be 'auto', 'optuna' or 'random', got {sampler!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ParameterError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    check_number(timeout, "timeout", min=0, min_open=True, finite=False, allow_none=True,
+                 expected="a positive number of seconds or None")
     metric_name, k = _check_metric(metric)
     space = _check_space(model, space if space is not None else search_space(model))
     base = model.get_params()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_int
 from ..errors import ArtifactError, ParameterError
 
 __all__ = ["OnnxModel", "default_providers", "check_no_external_data"]
@@ -117,12 +118,6 @@ def check_no_external_data(graph: bytes, what: str = "the ONNX graph") -> None:
         raise ArtifactError(problem[1])
 
 
-def _check_threads(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ParameterError(f"{name} must be an integer >= 0 (0: onnxruntime's default), got {value!r}")
-    return int(value)
-
-
 class OnnxModel:
     """A lazily created onnxruntime session over one graph with one input and one output.
 
@@ -159,8 +154,10 @@ class OnnxModel:
         if providers is not None and (isinstance(providers, str) or not all(isinstance(p, str) for p in providers)):
             raise ParameterError(f"providers must be a list of onnxruntime provider names, got {providers!r}")
         self.providers = None if providers is None else list(providers)
-        self.intra_op_threads = _check_threads(intra_op_threads, "intra_op_threads")
-        self.inter_op_threads = _check_threads(inter_op_threads, "inter_op_threads")
+        self.intra_op_threads = check_int(intra_op_threads, "intra_op_threads", min=0,
+                                          expected="an integer >= 0 (0: onnxruntime's default)")
+        self.inter_op_threads = check_int(inter_op_threads, "inter_op_threads", min=0,
+                                          expected="an integer >= 0 (0: onnxruntime's default)")
         self._session = None
         self._lock = threading.Lock()
         self._unreadable = None

@@ -241,9 +241,8 @@ def _check_options(alpha, ci, n_bootstrap, clip):
         # bounded: the work is n_bootstrap x n_rounds, and percentile intervals settle long before the cap
         check_int(n_bootstrap, "n_bootstrap", min=2, max=MAX_BOOTSTRAP,
                   hint="1000-10000 resamples give a stable 95% interval")
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating))
-                             or not clip > 0):
-        raise ParameterError(f"clip must be a positive maximum importance weight or None, got {clip!r}")
+    check_number(clip, "clip", min=0, min_open=True, finite=False, allow_none=True,
+                 expected="a positive maximum importance weight or None")
 
 
 _AUTO = "auto"

@@ -22,10 +22,8 @@ def uniform_policy(n_rounds: int, n_actions: int, n_positions: int | None = None
     >>> uniform_policy(5, 34, 3).shape
     (5, 34, 3)
     """
-    for name, v in (("n_rounds", n_rounds), ("n_actions", n_actions)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "n_rounds" else 1):
-            raise ParameterError(f"{name} must be a positive integer, got {v!r}")
-    shape = (int(n_rounds), int(n_actions))
+    shape = (check_int(n_rounds, "n_rounds", min=0, expected="an integer >= 0"),
+             check_int(n_actions, "n_actions", min=1, expected="a positive integer"))
     if n_positions is not None:
         shape += (check_int(n_positions, "n_positions", min=1),)
     cells = int(np.prod(shape, dtype=object))

@@ -30,6 +30,7 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
+from .._validate import check_int
 from ..errors import DataError, NotFittedError, ParameterError
 from ..typing import ArrayLike
 
@@ -95,10 +96,8 @@ class RewardModel:
             raise ParameterError(f"kind must be one of {list(_KINDS)}, got {self.kind!r}")
         if not isinstance(self.regularization, (int, float)) or not self.regularization > 0:
             raise ParameterError(f"regularization must be > 0, got {self.regularization!r}")
-        if isinstance(self.n_folds, bool) or not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 2:
-            raise ParameterError(f"n_folds must be an integer >= 2, got {self.n_folds!r}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
-            raise ParameterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        check_int(self.n_folds, "n_folds", min=2, expected="an integer >= 2")
+        check_int(self.max_iter, "max_iter", min=1, expected="a positive integer")
 
     # ------------------------------------------------------------------ fitting
     @staticmethod
