@@ -30,6 +30,7 @@ import numbers
 
 import numpy as np
 
+from ._validate import check_int
 from .data.interactions import Interactions
 from .errors import DataError
 from .typing import TimePoint
@@ -50,9 +51,8 @@ def _check_interactions(inter, fn: str) -> None:
 
 
 def _check_int(value, name: str, fn: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise DataError(f"{fn}: expected {name} to be an integer >= {minimum}, got {value!r}; pass e.g. {name}={minimum + 1}")
-    return int(value)
+    return check_int(value, fn, min=minimum, expected=f"{name} to be an integer >= {minimum}",
+                     hint=f"pass e.g. {name}={minimum + 1}", error=DataError)
 
 
 def _check_fraction(value, name: str, fn: str, *, allow_zero: bool) -> float:

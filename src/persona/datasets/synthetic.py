@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._validate import check_int
 from ..errors import DataError
 
 __all__ = ["Shop", "synthetic_shop", "EVENT_TYPES", "SEGMENTS"]
@@ -285,12 +286,6 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise DataError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 # ---------------------------------------------------------------------------------------------- generator
 def synthetic_shop(
     n_users: int = 2000,
@@ -329,17 +324,14 @@ def synthetic_shop(
     >>> bool((shop.events["timestamp"] < shop.start + pd.Timedelta(days=90)).all())
     True
     """
-    n_users = _check_int("n_users", n_users, 1)
-    n_items = _check_int("n_items", n_items, 1)
-    n_categories = _check_int("n_categories", n_categories, 1)
-    n_brands = _check_int("n_brands", n_brands, 1)
-    days = _check_int("days", days, 1)
+    n_users = check_int(n_users, "n_users", min=1, error=DataError)
+    n_items = check_int(n_items, "n_items", min=1, error=DataError)
+    n_categories = check_int(n_categories, "n_categories", min=1, error=DataError)
+    n_brands = check_int(n_brands, "n_brands", min=1, error=DataError)
+    days = check_int(days, "days", min=1, error=DataError)
     if n_categories > n_items:
         raise DataError(f"n_categories ({n_categories}) must not exceed n_items ({n_items}); lower n_categories")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise DataError(f"seed must be an integer, got {seed!r}")
-
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(check_int(seed, "seed", error=DataError))
     items, item_arrays, category_names = _make_items(rng, n_items, n_categories, n_brands)
     users, user_arrays = _make_users(rng, n_users, n_categories)
     events = _make_events(rng, item_arrays, user_arrays, days, items["item_id"].to_numpy(),

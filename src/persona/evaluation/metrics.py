@@ -41,13 +41,16 @@ _LISTS_WORK = 2**20  # multiply-adds per product L Xn
 
 # ---------------------------------------------------------------------------------------- argument checks
 def _check_k(k) -> tuple[int, ...]:
-    ks = [k] if isinstance(k, numbers.Integral) else k
+    ks = [k] if isinstance(k, (numbers.Integral, str)) else k
     try:
         ks = list(ks)
     except TypeError:
         raise DataError(f"evaluate: expected k as a positive int or a sequence of them, got {k!r}; pass e.g. k=(5, 10)") from None
-    if not ks or any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in ks):
+    if not ks:
         raise DataError(f"evaluate: expected k as a positive int or a sequence of them, got {k!r}; pass e.g. k=(5, 10)")
+    for x in ks:
+        check_int(x, "evaluate", min=1, expected="k as a positive int or a sequence of them", hint="pass e.g. k=(5, 10)",
+                  error=DataError)
     # bounded: every evaluated user gets a kmax-long list (and diversity a kmax x kmax block)
     for x in ks:
         check_int(x, "evaluate: k", min=1, max=MAX_K, error=DataError,
@@ -332,9 +335,8 @@ def evaluate(
         )
     if len(test) == 0:
         raise DataError("evaluate: expected test interactions with events, got none; check the split")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                   or batch_size < 1):
-        raise DataError(f"evaluate: expected batch_size as a positive int or None, got {batch_size!r}")
+    check_int(batch_size, "evaluate", min=1, allow_none=True, expected="batch_size as a positive int or None",
+              error=DataError)
     user_map, item_map, user_items = _model_state(model)
     n_items, n_model_users = len(item_map), len(user_map)
     kmax = ks[-1]
