@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int
+from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int, check_number
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError
 from ._neural import OPSET as _OPSET
@@ -415,12 +415,8 @@ class SASRec(EncodedUsers, Recommender):
         if self.factors % self.heads:
             raise ParameterError(f"factors ({self.factors}) must be a multiple of heads ({self.heads}); "
                                  "each head gets factors // heads dimensions")
-        d = self.dropout
-        if isinstance(d, bool) or not isinstance(d, (int, float, np.number)) or not (0.0 <= d < 1.0):
-            raise ParameterError(f"dropout must be a number in [0, 1), got {d!r}")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not (np.isfinite(lr) and lr > 0):
-            raise ParameterError(f"learning_rate must be a finite number > 0, got {lr!r}")
+        check_number(self.dropout, "dropout", min=0.0, max=1.0, max_open=True, expected="a number in [0, 1)")
+        check_number(self.learning_rate, "learning_rate", min=0.0, min_open=True, expected="a finite number > 0")
         if self.loss not in _LOSSES:
             raise ParameterError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int
+from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int, check_number
 from ..data.features import Features
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
@@ -340,11 +340,9 @@ class TwoTower(EncodedUsers, Recommender):
                                  f"got {self.batch_size}")
 
         def number(name, low, high, low_open, high_open):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or \
-                    v < low or (low_open and v == low) or v > high or (high_open and v == high):
-                lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-                raise ParameterError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {v!r}")
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            check_number(getattr(self, name), name, min=low, max=high, min_open=low_open, max_open=high_open,
+                         expected=f"a number in {lo}{low}, {high}{hi}")
 
         number("temperature", 0.0, np.inf, True, True)
         number("id_dropout", 0.0, 1.0, False, False)
