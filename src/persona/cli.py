@@ -237,8 +237,7 @@ def _popular_from(model):
     from .data.interactions import Interactions
     from .models.popular import MostPopular
 
-    m = model.user_items_.tocoo()
-    inter = Interactions(model.user_map_, model.item_map_, m.row, m.col, m.data)
+    inter = Interactions.from_matrix(model.user_items_, user_ids=model.user_map_.ids, item_ids=model.item_map_.ids)
     return MostPopular().fit(inter)
 
 

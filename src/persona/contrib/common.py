@@ -1101,20 +1101,13 @@ def _selected_types(event_types, weights, options) -> list | None:
 
 
 def _event_counts(store, since, until, selected) -> tuple[dict, dict]:
-    """(kept, dropped) stored events per event name in ``[since, until)``.
-
-    Counting the selected names is one ``COUNT`` each; the store's events are read (to name what
-    was dropped) only when the totals say something was.
-    """
-    if selected is not None:
-        kept = {n: c for n in dict.fromkeys(selected) if (c := store.count(since, until, [n]))}
-        if store.count(since, until) <= sum(kept.values()):
-            return kept, {}
-    names = store.events(since, until)["event"].value_counts()
-    counts = {str(k): int(v) for k, v in names.items()}
+    """(kept, dropped) stored events per event name in ``[since, until)``: one ``GROUP BY`` in the store."""
+    counts = store.event_counts(since, until)
     if selected is None:
         return counts, {}
-    return kept, {k: v for k, v in counts.items() if k not in set(selected)}
+    chosen = set(selected)
+    kept = {n: counts[n] for n in dict.fromkeys(selected) if counts.get(n)}
+    return kept, {k: v for k, v in counts.items() if k not in chosen}
 
 
 def train_and_publish(store, path, *, model="itemknn", params: Mapping | None = None, since=None,

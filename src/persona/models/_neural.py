@@ -92,6 +92,21 @@ class EncodedUsers(ItemVectors):
             self.update_histories(interactions)
         return self
 
+    # ------------------------------------------------------------------ artifacts
+    def _token_width(self) -> int:  # pragma: no cover - abstract
+        """The length of a user's token row (the model's history window)."""
+        raise NotImplementedError
+
+    def _check_state(self) -> None:
+        """The arrays every encoded-user model serves from: item vectors, popularity, token rows."""
+        from ..io.artifact import check_array, check_indices
+
+        n_users, n_items = len(self.user_map_), len(self.item_map_)
+        check_array("item_factors", self.item_factors_, shape=(n_items, None))
+        check_array("item_popularity", self.item_popularity_, shape=(n_items,))
+        tokens = check_array("user_tokens", self.user_tokens_, kind="iu", shape=(n_users, self._token_width()))
+        check_indices("user_tokens", tokens, 0, n_items + 1)  # item index + 1, 0 pads
+
     # ------------------------------------------------------------------ newer histories, no refit
     def _history_tokens(self, interactions) -> np.ndarray:  # pragma: no cover - abstract
         """The token rows (interactions.n_users, length) this model reads a user's history as."""

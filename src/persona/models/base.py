@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import MAX_N, check_bool, check_int, check_n, check_num_threads
+from .._validate import MAX_N, check_bool, check_int, check_n, check_num_threads, unknown_keyword_message
 from ..data.idmap import IdMap, normalize_ids
 from ..data.interactions import Interactions
 from ..errors import (
@@ -103,17 +103,6 @@ def _stack_rows(a: tuple[np.ndarray, np.ndarray], b: sp.csr_matrix) -> tuple[np.
     return indptr, out
 
 
-def _unknown_params_message(cls_name: str, unknown: Sequence[str], valid: Sequence[str]) -> str:
-    """``"ALS has no parameter 'factor' (did you mean 'factors'?); its parameters are ..."``."""
-    import difflib
-
-    parts = []
-    for name in unknown:
-        close = difflib.get_close_matches(str(name), list(valid), n=1)
-        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
-    return (f"{cls_name} has no parameter {', '.join(parts)}; its parameters are {', '.join(sorted(valid))}")
-
-
 def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
     """Wrap a model's ``__init__`` so a misspelt or positional argument is a ParameterError naming the model.
 
@@ -135,7 +124,7 @@ def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
         if not takes_any:
             unknown = [k for k in kwargs if k not in names]
             if unknown:
-                raise ParameterError(_unknown_params_message(type(self).__name__, unknown, names))
+                raise ParameterError(unknown_keyword_message(type(self).__name__, unknown, names))
         init(self, **kwargs)
 
     __init__._persona_checked = True  # type: ignore[attr-defined]  # the marker __init_subclass__ reads
@@ -191,7 +180,7 @@ class Recommender:
         names = self._param_names()
         unknown = [k for k in params if k not in names]
         if unknown:
-            raise ParameterError(_unknown_params_message(type(self).__name__, unknown, names))
+            raise ParameterError(unknown_keyword_message(type(self).__name__, unknown, names))
         for k, v in params.items():
             setattr(self, k, v)
         return self

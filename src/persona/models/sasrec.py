@@ -682,14 +682,8 @@ class SASRec(EncodedUsers, Recommender):
 
         return {_ENCODER_FILE: write}
 
-    def _check_state(self) -> None:
-        from ..io.artifact import check_array, check_indices
-
-        n_users, n_items = len(self.user_map_), len(self.item_map_)
-        check_array("item_factors", self.item_factors_, shape=(n_items, None))
-        check_array("item_popularity", self.item_popularity_, shape=(n_items,))
-        tokens = check_array("user_tokens", self.user_tokens_, kind="iu", shape=(n_users, int(self.max_len)))
-        check_indices("user_tokens", tokens, 0, n_items + 1)  # item index + 1, 0 pads
+    def _token_width(self) -> int:
+        return int(self.max_len)
 
     def _restore(self, meta, arrays):
         from ..errors import ArtifactError

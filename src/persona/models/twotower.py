@@ -812,14 +812,12 @@ class TwoTower(EncodedUsers, Recommender):
 
         return {name: writer(g) for name, g in graphs.items()}
 
-    def _check_state(self) -> None:
-        from ..io.artifact import check_array, check_indices
+    def _token_width(self) -> int:
+        return int(self.max_history)
 
-        n_users, n_items = len(self.user_map_), len(self.item_map_)
-        check_array("item_factors", self.item_factors_, shape=(n_items, None))
-        check_array("item_popularity", self.item_popularity_, shape=(n_items,))
-        tokens = check_array("user_tokens", self.user_tokens_, kind="iu", shape=(n_users, int(self.max_history)))
-        check_indices("user_tokens", tokens, 0, n_items + 1)  # item index + 1, 0 pads
+    def _check_state(self) -> None:
+        super()._check_state()
+        n_users = len(self.user_map_)
         if self.user_features_ is not None and self.user_features_.shape != (n_users, self.n_user_features_):
             raise ArtifactError(f"user_features: expected shape {(n_users, self.n_user_features_)}, got "
                                 f"{self.user_features_.shape}; the artifact is malformed, save the model again")
