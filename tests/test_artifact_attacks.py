@@ -546,3 +546,34 @@ def test_validated_mmap_loads_stay_memory_mapped(saved):
     ease = ps.load(saved["ease"], mmap=True)
     assert mapped(als.item_factors_) and mapped(als.user_factors_) and mapped(als.user_items_.indices)
     assert mapped(knn.similarity_.data) and mapped(knn.similarity_.indices) and mapped(ease.B_)
+
+
+# ---------------------------------------------------------------------- the saved fallback (issue 12, point 5)
+FALLBACK_ATTACKS = {
+    # the fallback's own arrays live in the model's artifact under "fallback__": crafted like the model's
+    "fallback-similarity-indices-out-of-range": ("fallback__similarity.indices", lambda a: a + 10_000),
+    "fallback-similarity-indptr-not-monotone": ("fallback__similarity.indptr", lambda a: a[::-1].copy()),
+    "fallback-user-items-indices-out-of-range": ("fallback__user_items.indices", lambda a: a + 10_000),
+    "fallback-item-ids-short": ("fallback__item_ids", lambda a: a[:-3]),
+    "fallback-similarity-nan": ("fallback__similarity.data", lambda a: np.full_like(a, np.nan)),
+}
+
+
+def test_a_crafted_saved_fallback_is_refused_in_a_subprocess(tmp_path):
+    """A model saved with an ItemKNN fallback (the family whose out-of-range similarity indices
+    segfaulted a worker before this issue): each crafted, re-signed fallback array is refused at
+    load, in a process of its own; the untouched artifact loads and answers a stranger through it."""
+    inter = ps.datasets.synthetic_shop(n_users=80, n_items=30, seed=3).interactions
+    model = ps.EASE().fit(inter).set_fallback(ps.ItemKNN(k=5).fit(inter))
+    clean = model.save(tmp_path / "clean")
+    cases = [{"id": "clean", "path": clean}, {"id": "clean-mmap", "path": clean, "mmap": True}]
+    for name, (array, fn) in FALLBACK_ATTACKS.items():
+        for mmap in (False, True):
+            target = copy(clean, tmp_path / f"{name}-{mmap}")
+            edit_array(target, array, fn)
+            cases.append({"id": f"{name}{'-mmap' if mmap else ''}", "path": target, "mmap": mmap})
+    got = probe(cases, tmp_path)
+    assert got["clean"]["outcome"] == got["clean-mmap"]["outcome"] == "ok", got["clean"]["detail"]
+    for case, result in got.items():
+        if case.startswith("fallback-"):
+            assert result["outcome"] == "refused", f"{case}: {result['outcome']}\n{result['detail']}"
