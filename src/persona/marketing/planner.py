@@ -28,7 +28,8 @@ import hashlib
 import math
 import string
 import time as _time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from ..errors import ParameterError, UnknownItemError, UnsupportedError
 from ._util import DAY, WEEK, epoch, utc
 from .campaigns import Campaign
 from .channels import Channel, ContactHistory, Contacts, FrequencyCap, default_channels
-from .optimize import assign
+from .optimize import Assignment, assign
 from .plan import Holdout, Message, Plan
 from ..typing import ArrayLike, FrameLike, Ids, TimePoint
 
@@ -203,6 +204,57 @@ def _token(*parts) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
 
 
+def _campaign_stats(c: Campaign, t_now: float) -> dict:
+    """A campaign's entry of :attr:`Plan.campaigns <persona.marketing.Plan>` before planning."""
+    return {"active": c.active(t_now), "note": "", "eligible": 0, "candidates": 0, "no_consent": 0,
+            "quiet_hours": 0, "capped": 0, "chosen": 0, "messages": 0, "holdouts": 0, "by_channel": {},
+            "expected_conversions": 0.0, "expected_margin": 0.0, "cost": 0.0, "budget_left": None, "scope": 0,
+            "worth": 0}
+
+
+@dataclass
+class _Target:
+    """A campaign that can send now (stage 1), with its eligible audience (stage 2)."""
+
+    campaign: Campaign
+    scope: list
+    order_value: float
+    margin: float  # per conversion
+    budget: float  # messages (or coupons) left; inf without a limit
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # contact rows
+    p: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their conversion probabilities
+
+
+class _Candidates(NamedTuple):
+    """(contact row, campaign number, channel number) triples the optimiser chooses from (stage 3)."""
+
+    user: np.ndarray
+    campaign: np.ndarray
+    channel: np.ndarray
+    p_convert: np.ndarray
+    value: np.ndarray  # in the objective
+
+    @classmethod
+    def concat(cls, parts: list[_Candidates]) -> _Candidates:
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, empty, np.zeros(0), np.zeros(0))
+        return cls(*(np.concatenate(col) for col in zip(*parts)))
+
+
+def _render(c: Campaign, channel: str, variant: str, *, user, coupon: str, names: list,
+            reason: str) -> tuple[str, str]:
+    """(subject, text) of one message: the campaign's templates filled in."""
+    fields = dict(c.fields)
+    fields.update(
+        user=str(user), campaign=c.name, channel=channel, offer=c.offer.text(), headline=c.offer.headline(),
+        coupon=coupon, item=names[0] if names else "", items=", ".join(names), reason=reason,
+        expires="" if c.end is None else utc(c.end - 1).strftime("%Y-%m-%d"), variant=variant,
+    )
+    text = string.Template(c.template_for(channel, variant or None)).substitute(fields)
+    return string.Template(c.subject).substitute(fields), text
+
+
 class Planner:
     """Plans campaigns: audience, channel, budget and caps, content. See the module docstring.
 
@@ -357,6 +409,31 @@ class Planner:
         Every message of the plan is meant to go out at ``now``: users in a channel's quiet hours
         are left for a later plan. Budgets and caps count ``history`` (messages sent before).
         """
+        campaigns = self._checked_campaigns(campaigns)
+        t_now = _time.time() if now is None else epoch(now, "now")
+        minute = self.contacts.local_minute(t_now)
+        user_cap, chan_cap = self._remaining_caps(t_now)
+        stats: dict = {}
+        targets: list[_Target] = []
+        parts: list[_Candidates] = []
+        for c in campaigns:
+            s = stats[c.name] = _campaign_stats(c, t_now)
+            target = self._scoped_campaign(c, t_now, s)                          # 1. scope
+            if target is None:
+                continue
+            target.rows, target.p = self._audience(c, target.scope)              # 2. audience
+            s["eligible"] = int(len(target.rows))
+            parts += self._channel_candidates(len(targets), target, minute, user_cap, s)  # 3. channels
+            targets.append(target)
+        candidates = _Candidates.concat(parts)
+        res = self._assign(candidates, targets, user_cap, chan_cap)              # 4. assignment
+        chosen = np.flatnonzero(res.chosen)
+        messages, holdouts = self._messages(targets, candidates, chosen, t_now, minute, stats)  # 5. messages
+        return Plan(messages, holdouts, t_now, stats, objective=self.objective, method=self.method,
+                    value=res.value, upper_bound=res.upper_bound, guarantee=res.guarantee)
+
+    def _checked_campaigns(self, campaigns) -> list[Campaign]:
+        """``plan``'s campaigns as a list: Campaign objects with unique names, on channels the planner has."""
         if isinstance(campaigns, Campaign):
             campaigns = [campaigns]
         if campaigns is None or isinstance(campaigns, (str, bytes, dict)) or not hasattr(campaigns, "__iter__"):
@@ -374,221 +451,214 @@ class Planner:
             if missing:
                 raise ParameterError(f"Campaign {c.name!r} uses channel(s) {missing} the planner does not have "
                                      f"({sorted(self.channels)}); add Channel objects for them")
-        t_now = _time.time() if now is None else epoch(now, "now")
-        contacts = self.contacts
-        n_users = contacts.n_users
-        minute = contacts.local_minute(t_now)
-        chan_names = list(self.channels)
-        chan_index = {h: k for k, h in enumerate(chan_names)}
+        return campaigns
 
-        # remaining frequency caps (global, and per channel where a channel has its own)
-        user_cap = np.full(n_users, np.inf)
+    def _remaining_caps(self, t_now: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Messages each contact may still get: across channels (per contact), and per channel
+        (contacts x channels, or None when no channel has caps of its own)."""
+        contacts, history = self.contacts, self.history
+        user_cap = np.full(contacts.n_users, np.inf)
         if self.caps.per_day is not None:
-            user_cap = np.minimum(user_cap, self.caps.per_day - self.history.counts(contacts, t_now, DAY))
+            user_cap = np.minimum(user_cap, self.caps.per_day - history.counts(contacts, t_now, DAY))
         if self.caps.per_week is not None:
-            user_cap = np.minimum(user_cap, self.caps.per_week - self.history.counts(contacts, t_now, WEEK))
+            user_cap = np.minimum(user_cap, self.caps.per_week - history.counts(contacts, t_now, WEEK))
         user_cap = np.maximum(user_cap, 0.0)
-        chan_cap = None
-        if any(ch.has_caps for ch in self.channels.values()):
-            chan_cap = np.full((n_users, len(chan_names)), np.inf)
-            for h, ch in self.channels.items():
-                k = chan_index[h]
-                if ch.per_day is not None:
-                    chan_cap[:, k] = np.minimum(chan_cap[:, k],
-                                                ch.per_day - self.history.counts(contacts, t_now, DAY, h))
-                if ch.per_week is not None:
-                    chan_cap[:, k] = np.minimum(chan_cap[:, k],
-                                                ch.per_week - self.history.counts(contacts, t_now, WEEK, h))
-            chan_cap = np.maximum(chan_cap, 0.0)
+        if not any(ch.has_caps for ch in self.channels.values()):
+            return user_cap, None
+        chan_cap = np.full((contacts.n_users, len(self.channels)), np.inf)
+        for k, (h, ch) in enumerate(self.channels.items()):
+            if ch.per_day is not None:
+                chan_cap[:, k] = np.minimum(chan_cap[:, k], ch.per_day - history.counts(contacts, t_now, DAY, h))
+            if ch.per_week is not None:
+                chan_cap[:, k] = np.minimum(chan_cap[:, k], ch.per_week - history.counts(contacts, t_now, WEEK, h))
+        return user_cap, np.maximum(chan_cap, 0.0)
 
-        stats: dict = {}
-        cand_u, cand_c, cand_h, cand_p, cand_v = [], [], [], [], []
-        info = []  # per active campaign: (campaign, scope, order_value, margin per conversion)
-        budgets = []
-        elig_rows = []
-        for c in campaigns:
-            s = {"active": c.active(t_now), "note": "", "eligible": 0, "candidates": 0, "no_consent": 0,
-                 "quiet_hours": 0, "capped": 0, "chosen": 0, "messages": 0, "holdouts": 0, "by_channel": {},
-                 "expected_conversions": 0.0, "expected_margin": 0.0, "cost": 0.0, "budget_left": None, "scope": 0,
-                 "worth": 0}
-            stats[c.name] = s
-            if not s["active"]:
-                s["note"] = "not active at this time"
-                continue
-            sent, coupons = self.history.campaign_totals(c.name, until=t_now)
-            left = np.inf
-            if c.budget.messages is not None:
-                left = min(left, c.budget.messages - sent)
-            if c.budget.coupons is not None and c.offer.issues_coupon:
-                left = min(left, c.budget.coupons - coupons)
-            left = max(left, 0)
-            s["budget_left"] = None if left == np.inf else int(left)
-            scope = self._scope(c)
-            s["scope"] = len(scope)
-            if not scope:
-                s["note"] = "no scope item is known to the model"
-                continue
-            if left == 0:
-                s["note"] = "budget spent"
-                continue
-            order_value = self._order_value(c, scope)
-            margin = c.margin_per_conversion(order_value)
+    def _scoped_campaign(self, c: Campaign, t_now: float, s: dict) -> _Target | None:
+        """Stage 1, scope: the campaign's items and remaining budget, or None (with a note in its
+        stats ``s``) when it is not active, knows no scope item or has spent its budget."""
+        if not s["active"]:
+            s["note"] = "not active at this time"
+            return None
+        sent, coupons = self.history.campaign_totals(c.name, until=t_now)
+        left = np.inf
+        if c.budget.messages is not None:
+            left = min(left, c.budget.messages - sent)
+        if c.budget.coupons is not None and c.offer.issues_coupon:
+            left = min(left, c.budget.coupons - coupons)
+        left = max(left, 0)
+        s["budget_left"] = None if left == np.inf else int(left)
+        scope = self._scope(c)
+        s["scope"] = len(scope)
+        if not scope:
+            s["note"] = "no scope item is known to the model"
+            return None
+        if left == 0:
+            s["note"] = "budget spent"
+            return None
+        order_value = self._order_value(c, scope)
+        return _Target(c, scope, order_value, c.margin_per_conversion(order_value), left)
 
-            # audience
-            if hasattr(self.propensity, "audience"):
-                pool = self.pool or max(n_users, 1)
-                users = self.propensity.audience(c, scope, pool)
-                rows = contacts.index(list(users)) if len(users) else np.zeros(0, np.int64)
-                rows = np.unique(rows[rows >= 0])
-            else:
-                rows = np.arange(n_users)
-            keep = np.ones(len(rows), dtype=bool)
-            rule = c.audience
-            if rule.segments:
-                keep &= np.isin(contacts.segment[rows], list(rule.segments))
-            if rule.rfm_groups:
-                if self._rfm is None:
-                    raise ParameterError(f"Campaign {c.name!r} selects RFM groups; pass rfm= (rfm_table(...)) "
-                                         "to the Planner")
-                keep &= np.isin(self._rfm[rows], list(rule.rfm_groups))
-            if rule.users is not None:
-                allow = contacts.index(list(rule.users))
-                keep &= np.isin(rows, allow[allow >= 0])
-            if rule.exclude_users:
-                deny = contacts.index(list(rule.exclude_users))
-                keep &= ~np.isin(rows, deny[deny >= 0])
-            rows = rows[keep]
-            p = np.zeros(0)
-            if len(rows):
-                p = np.asarray(self.propensity(c, contacts.user_ids[rows], scope), dtype=np.float64).reshape(-1)
-                if p.shape != (len(rows),) or not np.all((p >= 0) & (p <= 1)):
-                    raise ParameterError(f"propensity returned {p.shape} values for {len(rows)} users; expected one "
-                                         "probability in [0, 1] per user")
-                ok = (p >= rule.min_propensity) & (p > 0)
-                rows, p = rows[ok], p[ok]
-            s["eligible"] = int(len(rows))
-            ci = len(info)
-            info.append((c, scope, order_value, margin))
-            budgets.append(left)
-            elig_rows.append((rows, p))
-
-            any_consent = np.zeros(len(rows), dtype=bool)
-            any_open = np.zeros(len(rows), dtype=bool)
-            best_value = np.full(len(rows), -np.inf)
-            for h in c.channels:
-                ch = self.channels[h]
-                consent = contacts.allowed(h, rows)
-                quiet = ch.is_quiet(minute[rows]) if len(rows) else np.zeros(0, bool)
-                any_consent |= consent
-                ok = consent & ~quiet
-                any_open |= ok
-                if not ok.any():
-                    continue
-                ph = np.minimum(1.0, p[ok] * ch.effectiveness)
-                val = ph if self.objective == "conversions" else ph * margin - ch.cost
-                best_value[ok] = np.maximum(best_value[ok], val)
-                cand_u.append(rows[ok])
-                cand_c.append(np.full(ok.sum(), ci))
-                cand_h.append(np.full(ok.sum(), chan_index[h]))
-                cand_p.append(ph)
-                cand_v.append(val)
-            s["no_consent"] = int((~any_consent).sum())
-            s["quiet_hours"] = int((any_consent & ~any_open).sum())
-            s["candidates"] = int(any_open.sum())
-            s["capped"] = int((any_open & (user_cap[rows] < 1)).sum())
-            s["worth"] = int((best_value > 0).sum())
-
-        if cand_u:
-            u = np.concatenate(cand_u)
-            cc = np.concatenate(cand_c)
-            hh = np.concatenate(cand_h)
-            pp = np.concatenate(cand_p)
-            vv = np.concatenate(cand_v)
+    def _audience(self, c: Campaign, scope: list) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2, audience: the contact rows that pass the campaign's audience rule, and their
+        conversion probabilities (at least the rule's minimum, and positive)."""
+        contacts = self.contacts
+        if hasattr(self.propensity, "audience"):
+            pool = self.pool or max(contacts.n_users, 1)
+            users = self.propensity.audience(c, scope, pool)
+            rows = contacts.index(list(users)) if len(users) else np.zeros(0, np.int64)
+            rows = np.unique(rows[rows >= 0])
         else:
-            u = cc = hh = np.zeros(0, np.int64)
-            pp = vv = np.zeros(0)
-        # dense user indices for the optimiser
-        users_d, ud = np.unique(u, return_inverse=True)
-        ud = ud.reshape(-1)
-        res = assign(vv, ud, cc.astype(np.int64), hh.astype(np.int64), user_cap=user_cap[users_d],
-                     campaign_cap=np.asarray(budgets, dtype=np.float64) if budgets else np.zeros(0),
-                     user_channel_cap=None if chan_cap is None else chan_cap[users_d],
-                     method=self.method, time_limit=self.time_limit)
-        chosen = np.flatnonzero(res.chosen)
+            rows = np.arange(contacts.n_users)
+        keep = np.ones(len(rows), dtype=bool)
+        rule = c.audience
+        if rule.segments:
+            keep &= np.isin(contacts.segment[rows], list(rule.segments))
+        if rule.rfm_groups:
+            if self._rfm is None:
+                raise ParameterError(f"Campaign {c.name!r} selects RFM groups; pass rfm= (rfm_table(...)) "
+                                     "to the Planner")
+            keep &= np.isin(self._rfm[rows], list(rule.rfm_groups))
+        if rule.users is not None:
+            allow = contacts.index(list(rule.users))
+            keep &= np.isin(rows, allow[allow >= 0])
+        if rule.exclude_users:
+            deny = contacts.index(list(rule.exclude_users))
+            keep &= ~np.isin(rows, deny[deny >= 0])
+        rows = rows[keep]
+        p = np.zeros(0)
+        if len(rows):
+            p = np.asarray(self.propensity(c, contacts.user_ids[rows], scope), dtype=np.float64).reshape(-1)
+            if p.shape != (len(rows),) or not np.all((p >= 0) & (p <= 1)):
+                raise ParameterError(f"propensity returned {p.shape} values for {len(rows)} users; expected one "
+                                     "probability in [0, 1] per user")
+            ok = (p >= rule.min_propensity) & (p > 0)
+            rows, p = rows[ok], p[ok]
+        return rows, p
 
+    def _channel_candidates(self, ci: int, t: _Target, minute: np.ndarray, user_cap: np.ndarray,
+                            s: dict) -> list[_Candidates]:
+        """Stage 3, channels: the (user, channel) pairs of campaign number ``ci`` open now (consent,
+        outside quiet hours), one part per channel, with their value in the objective; counts the
+        eligible users lost to consent, quiet hours and caps in its stats ``s``."""
+        rows, p = t.rows, t.p
+        chan_index = {h: k for k, h in enumerate(self.channels)}
+        any_consent = np.zeros(len(rows), dtype=bool)
+        any_open = np.zeros(len(rows), dtype=bool)
+        best_value = np.full(len(rows), -np.inf)
+        parts = []
+        for h in t.campaign.channels:
+            ch = self.channels[h]
+            consent = self.contacts.allowed(h, rows)
+            quiet = ch.is_quiet(minute[rows]) if len(rows) else np.zeros(0, bool)
+            any_consent |= consent
+            ok = consent & ~quiet
+            any_open |= ok
+            if not ok.any():
+                continue
+            ph = np.minimum(1.0, p[ok] * ch.effectiveness)
+            val = ph if self.objective == "conversions" else ph * t.margin - ch.cost
+            best_value[ok] = np.maximum(best_value[ok], val)
+            parts.append(_Candidates(rows[ok], np.full(ok.sum(), ci), np.full(ok.sum(), chan_index[h]), ph, val))
+        s["no_consent"] = int((~any_consent).sum())
+        s["quiet_hours"] = int((any_consent & ~any_open).sum())
+        s["candidates"] = int(any_open.sum())
+        s["capped"] = int((any_open & (user_cap[rows] < 1)).sum())
+        s["worth"] = int((best_value > 0).sum())
+        return parts
+
+    def _assign(self, cand: _Candidates, targets: list[_Target], user_cap: np.ndarray,
+                chan_cap: np.ndarray | None) -> Assignment:
+        """Stage 4, assignment: choose candidates under the remaining budgets and caps (:func:`assign`)."""
+        users_d, ud = np.unique(cand.user, return_inverse=True)  # dense user indices for the optimiser
+        ud = ud.reshape(-1)
+        budgets = [t.budget for t in targets]
+        return assign(cand.value, ud, cand.campaign.astype(np.int64), cand.channel.astype(np.int64),
+                      user_cap=user_cap[users_d],
+                      campaign_cap=np.asarray(budgets, dtype=np.float64) if budgets else np.zeros(0),
+                      user_channel_cap=None if chan_cap is None else chan_cap[users_d],
+                      method=self.method, time_limit=self.time_limit)
+
+    def _messages(self, targets: list[_Target], cand: _Candidates, chosen: np.ndarray, t_now: float,
+                  minute: np.ndarray, stats: dict) -> tuple[list[Message], list[Holdout]]:
+        """Stage 5, messages: per campaign, its chosen candidates (best first) as messages, less a
+        random ``holdout`` share kept out as control; the draws are seeded by ``random_state`` and
+        the plan time."""
         rng = np.random.default_rng([self.random_state & 0xFFFFFFFF, int(t_now) & 0xFFFFFFFF])
         messages, holdouts = [], []
-        for ci, (c, scope, order_value, margin) in enumerate(info):
-            s = stats[c.name]
-            mine = chosen[cc[chosen] == ci]
-            # best first, so the report reads naturally
-            mine = mine[np.lexsort((mine, -vv[mine]))]
+        for ci, t in enumerate(targets):
+            s = stats[t.campaign.name]
+            mine = chosen[cand.campaign[chosen] == ci]
+            mine = mine[np.lexsort((mine, -cand.value[mine]))]  # best first, so the report reads naturally
             s["chosen"] = int(len(mine))
-            if not len(mine):
+            if len(mine):
+                sent, held = self._campaign_messages(t, cand, mine, rng, t_now, minute, s)
+                messages += sent
+                holdouts += held
+        return messages, holdouts
+
+    def _campaign_messages(self, t: _Target, cand: _Candidates, mine: np.ndarray, rng: np.random.Generator,
+                           t_now: float, minute: np.ndarray, s: dict) -> tuple[list[Message], list[Holdout]]:
+        """One campaign's part of stage 5: its chosen candidates ``mine`` as Messages and Holdouts
+        (holdouts and variants drawn from ``rng``), added up in its stats ``s``."""
+        c, contacts, chan_names = t.campaign, self.contacts, list(self.channels)
+        rank_of = {int(r): k + 1 for k, r in enumerate(t.rows[np.argsort(-t.p, kind="stable")].tolist())}
+        held = rng.random(len(mine)) < self.holdout if self.holdout > 0 else np.zeros(len(mine), bool)
+        variants = list(c.variants) if c.variants else []
+        pick = rng.integers(0, len(variants), len(mine)) if variants else None
+        content = iter(self._content(c, contacts.user_ids[cand.user[mine[~held]]], t.scope))
+        messages, holdouts = [], []
+        for j, i in enumerate(mine.tolist()):
+            row = int(cand.user[i])
+            user = contacts.user_ids[row].item()
+            h = chan_names[int(cand.channel[i])]
+            p_convert, value = float(cand.p_convert[i]), float(cand.value[i])
+            mid = base64.b32encode(_token("msg", c.name, user, t_now)[:10]).decode().lower()
+            seg = str(contacts.segment[row])
+            rfm_g = "" if self._rfm is None else str(self._rfm[row])
+            if held[j]:
+                holdouts.append(Holdout(mid, user, c.name, h, t_now, propensity=self.holdout, p_convert=p_convert,
+                                        offer=c.offer.kind, segment=seg, rfm_group=rfm_g))
+                s["holdouts"] += 1
                 continue
-            rows_all, p_all = elig_rows[ci]
-            rank_of = {int(r): k + 1 for k, r in enumerate(rows_all[np.argsort(-p_all, kind="stable")].tolist())}
-            held = rng.random(len(mine)) < self.holdout if self.holdout > 0 else np.zeros(len(mine), bool)
-            variants = list(c.variants) if c.variants else []
-            pick = rng.integers(0, len(variants), len(mine)) if variants else None
-            send = mine[~held]
-            content = self._content(c, contacts.user_ids[u[send]], scope)
-            k_send = 0
-            for j, i in enumerate(mine.tolist()):
-                row = int(u[i])
-                user = contacts.user_ids[row].item()
-                h = chan_names[int(hh[i])]
-                ch = self.channels[h]
-                mid = base64.b32encode(_token("msg", c.name, user, t_now)[:10]).decode().lower()
-                seg = str(contacts.segment[row])
-                rfm_g = "" if self._rfm is None else str(self._rfm[row])
-                if held[j]:
-                    holdouts.append(Holdout(mid, user, c.name, h, t_now, propensity=self.holdout,
-                                            p_convert=float(pp[i]), offer=c.offer.kind, segment=seg, rfm_group=rfm_g))
-                    s["holdouts"] += 1
-                    continue
-                items, names, reason = content[k_send]
-                k_send += 1
-                variant = variants[pick[j]] if variants else ""
-                prop = (1.0 - self.holdout) / (len(variants) if variants else 1)
-                coupon = ""
-                if c.offer.issues_coupon:
-                    code = base64.b32encode(_token("coupon", self.random_state, c.name, user, t_now)[:5]).decode()
-                    coupon = f"{''.join(ch_ for ch_ in c.name.upper() if ch_.isalnum())[:6]}-{code}"
-                others = []
-                for h2 in c.channels:
-                    if h2 == h:
-                        continue
-                    if not contacts.allowed(h2, [row])[0]:
-                        others.append(f"{h2}: no consent")
-                    elif self.channels[h2].is_quiet(minute[row]):
-                        others.append(f"{h2}: quiet hours")
-                    else:
-                        others.append(f"{h2}: lower value")
-                why = (f"p_convert {pp[i]:.3g} (rank {rank_of.get(row, 0)} of {len(rows_all)} eligible), "
-                       f"{self.objective} value {vv[i]:.3g} on {h}" + (f"; {', '.join(others)}" if others else ""))
-                fields = dict(c.fields)
-                fields.update(
-                    user=str(user), campaign=c.name, channel=h, offer=c.offer.text(), headline=c.offer.headline(),
-                    coupon=coupon, item=names[0] if names else "", items=", ".join(names), reason=reason,
-                    expires="" if c.end is None else utc(c.end - 1).strftime("%Y-%m-%d"), variant=variant,
-                )
-                text = string.Template(c.template_for(h, variant or None)).substitute(fields)
-                subject = string.Template(c.subject).substitute(fields)
-                m = Message(
-                    message_id=mid, user=user, campaign=c.name, channel=h, send_at=t_now, subject=subject, text=text,
-                    items=tuple(items), item_names=tuple(names), reason=reason, why=why, coupon=coupon,
-                    variant=variant, offer=c.offer.kind, propensity=prop, p_convert=float(pp[i]),
-                    expected_value=float(vv[i]), cost=ch.cost, segment=seg, rfm_group=rfm_g,
-                )
-                messages.append(m)
-                s["messages"] += 1
-                s["by_channel"][h] = s["by_channel"].get(h, 0) + 1
-                s["expected_conversions"] += float(pp[i])
-                s["expected_margin"] += float(pp[i]) * margin
-                s["cost"] += ch.cost
-        return Plan(messages, holdouts, t_now, stats, objective=self.objective, method=self.method,
-                    value=res.value, upper_bound=res.upper_bound, guarantee=res.guarantee)
+            items, names, reason = next(content)
+            variant = variants[pick[j]] if variants else ""
+            coupon = self._coupon(c, user, t_now) if c.offer.issues_coupon else ""
+            why = (f"p_convert {cand.p_convert[i]:.3g} (rank {rank_of.get(row, 0)} of {len(t.rows)} eligible), "
+                   f"{self.objective} value {cand.value[i]:.3g} on {h}" + self._other_channels(c, h, row, minute))
+            subject, text = _render(c, h, variant, user=user, coupon=coupon, names=names, reason=reason)
+            cost = self.channels[h].cost
+            messages.append(Message(
+                message_id=mid, user=user, campaign=c.name, channel=h, send_at=t_now, subject=subject, text=text,
+                items=tuple(items), item_names=tuple(names), reason=reason, why=why, coupon=coupon,
+                variant=variant, offer=c.offer.kind, propensity=(1.0 - self.holdout) / (len(variants) or 1),
+                p_convert=p_convert, expected_value=value, cost=cost, segment=seg, rfm_group=rfm_g,
+            ))
+            s["messages"] += 1
+            s["by_channel"][h] = s["by_channel"].get(h, 0) + 1
+            s["expected_conversions"] += p_convert
+            s["expected_margin"] += p_convert * t.margin
+            s["cost"] += cost
+        return messages, holdouts
+
+    def _coupon(self, c: Campaign, user, t_now: float) -> str:
+        """A coupon code unique to campaign, user and plan time: up to six letters of the campaign's
+        name and a hash."""
+        code = base64.b32encode(_token("coupon", self.random_state, c.name, user, t_now)[:5]).decode()
+        return f"{''.join(x for x in c.name.upper() if x.isalnum())[:6]}-{code}"
+
+    def _other_channels(self, c: Campaign, h: str, row: int, minute: np.ndarray) -> str:
+        """For ``why``: why each other channel of the campaign was not used for contact ``row``."""
+        others = []
+        for h2 in c.channels:
+            if h2 == h:
+                continue
+            if not self.contacts.allowed(h2, [row])[0]:
+                others.append(f"{h2}: no consent")
+            elif self.channels[h2].is_quiet(minute[row]):
+                others.append(f"{h2}: quiet hours")
+            else:
+                others.append(f"{h2}: lower value")
+        return f"; {', '.join(others)}" if others else ""
 
     # ------------------------------------------------------------------ content
     def _content(self, campaign: Campaign, users: np.ndarray, scope: list) -> list:
