@@ -100,6 +100,28 @@ def test_a_failing_model_falls_back_and_logs(shop, caplog):
     assert service.stats()["reasons"] == {"model error: RuntimeError": 1}
 
 
+def test_the_models_own_fallback_is_the_first_link_of_the_chain(shop, tmp_path):
+    # one mechanism: a fallback saved with the model answers in the service as in recommend_batch,
+    # before the service's own links (it was ignored by the service before issue 13)
+    inter = shop.interactions
+    recent = ps.MostPopular(half_life=1.0).fit(inter)
+    model = ps.ItemKNN(k=30).fit(inter).set_fallback(recent)
+    model.save(tmp_path / "m.persona")
+    served = ps.load(tmp_path / "m.persona")
+    service = RecommenderService(served, fallback=ps.MostPopular().fit(inter))
+    r = service.recommend("new-visitor", n=6)
+    assert r.source == "model-fallback" and r.reason == "unknown user"
+    want = served.recommend_batch(["new-visitor"], n=6)
+    np.testing.assert_array_equal(r.items, want[0][0])
+    np.testing.assert_array_equal(r.items, recent.top_items(6)[0])
+    # filters reach it as they reach every link
+    first = r.items[0]
+    r = service.recommend("new-visitor", n=6, context={"exclude": [first]})
+    assert r.source == "model-fallback" and first not in r.items and len(r.items) == 6
+    # without an own fallback the service's links answer, as before
+    assert RecommenderService(ps.ItemKNN(k=30).fit(inter), fallback=recent).recommend("x", n=3).source == "fallback-0"
+
+
 def test_a_slow_model_times_out_to_the_fallback(shop):
     model = _Broken().fit(shop.interactions)
     model.mode = "sleep"

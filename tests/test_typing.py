@@ -126,7 +126,7 @@ def test_the_walk_covers_the_public_api():
     for expected in ("persona.models.base.Recommender.recommend", "persona.models.base.Recommender.load",
                      "persona.models.mf.MF.predict", "persona.serving.service.RecommenderService.recommend",
                      "persona.store.events.EventStore.track", "persona.retrieval.exact.ExactIndex.__init__",
-                     "persona.io.load", "persona.evaluation.metrics.evaluate", "persona.split.leave_last_out",
+                     "persona.models.base.load", "persona.evaluation.metrics.evaluate", "persona.split.leave_last_out",
                      "persona.ope.estimators.estimate", "persona.tuning.tune",
                      "persona.marketing.planner.Planner.plan"):
         assert expected in names, expected

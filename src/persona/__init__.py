@@ -11,8 +11,7 @@ True
 
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_namespace
 from ._version import __version__
 from .data import IdMap, Interactions
 from .errors import (
@@ -26,8 +25,7 @@ from .errors import (
     UnknownUserError,
     UnsupportedError,
 )
-from .io import load
-from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN
+from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN, load
 
 __all__ = [
     "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF",
@@ -38,21 +36,8 @@ __all__ = [
 ]
 
 # Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
-_LAZY_MODULES = {"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
-                 "store", "serving", "ope", "tuning"}
-_LAZY_NAMES = {"evaluate": ("evaluation", "evaluate"), "LoggedFeedback": ("marketing", "LoggedFeedback"),
-               "EventStore": ("store", "EventStore"),
-               "tune": ("tuning", "tune")}
-
-
-def __getattr__(name: str):
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name in _LAZY_NAMES:
-        mod, attr = _LAZY_NAMES[name]
-        return getattr(importlib.import_module(f".{mod}", __name__), attr)
-    raise AttributeError(f"module 'persona' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_namespace(
+    __name__, globals(), __all__,
+    modules={"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
+             "store", "serving", "ope", "tuning"},
+    names={"evaluate": "evaluation", "LoggedFeedback": "marketing", "EventStore": "store", "tune": "tuning"})

@@ -217,7 +217,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from .io import load
+    from .models import load
 
     model = load(args.model_path)
     if args.fallback == "popular" and model.fallback_ is None:

@@ -1,25 +1,25 @@
-"""Saving and loading artifacts (JSON manifest + .npy arrays; never pickle)."""
+"""Saving and loading artifacts (JSON manifest + .npy arrays; never pickle).
+
+This room knows files, not models: a model is loaded by :func:`persona.load` (which lives with the
+models, in :mod:`persona.models`), so ``persona.io`` imports nothing above it.
+"""
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
-
 from .artifact import FORMAT_VERSION, changed_since_load, read_artifact, write_artifact
 
-if TYPE_CHECKING:  # persona.models imports this package: no run-time cycle
-    from ..models.base import Recommender
-
-__all__ = ["FORMAT_VERSION", "read_artifact", "write_artifact", "load", "changed_since_load"]
+__all__ = ["FORMAT_VERSION", "read_artifact", "write_artifact", "changed_since_load"]
 
 
-def load(path: str | os.PathLike, *, mmap: bool = False, key: bytes | str | None = None) -> Recommender:
-    """Load any saved persona model; the class is read from the manifest.
+def __getattr__(name: str):
+    # ``persona.io.load`` was the model loader's old home; it stays working, but the loader belongs
+    # with the models, so this room is not made to import the room above it.
+    if name == "load":
+        import warnings
 
-    Only classes registered as persona models can be named there, so loading never runs code
-    taken from the file. ``key`` requires the artifact's HMAC signature (``model.save(path, key=...)``).
-    Anything but a path raises :class:`~persona.ArtifactError`.
-    """
-    from ..models.base import Recommender
+        warnings.warn("persona.io.load moved: use persona.load (or persona.models.load)", DeprecationWarning,
+                      stacklevel=2)
+        from ..models import load
 
-    return Recommender.load(path, mmap=mmap, key=key)
+        return load
+    raise AttributeError(f"module 'persona.io' has no attribute {name!r}")

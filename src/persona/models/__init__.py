@@ -1,7 +1,7 @@
 """Recommender models sharing one interface (see :class:`persona.models.base.Recommender`)."""
 
 from .als import ALS
-from .base import PAD_SCORE, Recommender, pad_id_for
+from .base import PAD_SCORE, Recommender, load, pad_id_for
 from .bpr import BPR
 from .ease import EASE
 from .factor import FactorModel
@@ -12,4 +12,4 @@ from .sasrec import SASRec
 from .twotower import TwoTower
 
 __all__ = ["Recommender", "FactorModel", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF", "BPR", "EASE",
-           "SASRec", "TwoTower", "PAD_SCORE", "pad_id_for"]
+           "SASRec", "TwoTower", "PAD_SCORE", "pad_id_for", "load"]

@@ -43,7 +43,7 @@ from ..typing import ArrayLike, Float32Array, IdFilter, Ids, IntArray, ItemId, P
 if TYPE_CHECKING:  # pandas only for recommend_frame's annotation: ``import persona`` stays light
     import pandas as pd
 
-__all__ = ["Recommender", "PAD_SCORE", "pad_id_for"]
+__all__ = ["Recommender", "PAD_SCORE", "pad_id_for", "load"]
 
 log = logging.getLogger("persona.models")
 
@@ -819,3 +819,13 @@ class Recommender:
                 path, meta["fallback"], {k[n:]: v for k, v in arrays.items() if k.startswith(_FALLBACK)},
                 {k[n:]: v for k, v in files.items() if k.startswith(_FALLBACK)}, flags, depth=depth + 1)
         return model
+
+
+def load(path: PathLike, *, mmap: bool = False, key: bytes | str | None = None) -> Recommender:
+    """Load any saved persona model; the class is read from the manifest (``ps.load``).
+
+    Only classes registered as persona models can be named there, so loading never runs code
+    taken from the file. ``key`` requires the artifact's HMAC signature (``model.save(path, key=...)``).
+    Anything but a path raises :class:`~persona.ArtifactError`.
+    """
+    return Recommender.load(path, mmap=mmap, key=key)

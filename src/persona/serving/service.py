@@ -70,7 +70,9 @@ class Recommendations(tuple):
         External item ids and float32 scores, best first.
     source : str
         What answered: ``"model"``, ``"model-history"`` (the session's history, for a user the
-        model does not know), ``"fallback-<i>"`` (the i-th fallback given, from 0) or ``"popular"``.
+        model does not know), ``"model-fallback"`` (the fallback saved with the model, see
+        ``Recommender.set_fallback``), ``"fallback-<i>"`` (the i-th fallback given to the service,
+        from 0) or ``"popular"``.
     reason : str or None
         Why the model did not answer (``"unknown user"``, ``"model error: ValueError"``,
         ``"timeout"``, ``"forgotten user"``); None when it did.
@@ -245,7 +247,8 @@ class RecommenderService:
     fallback : Recommender or list of Recommender, optional
         Tried in order when the model cannot answer (e.g. ``ps.MostPopular().fit(inter,
         user_segments=...)``: with a ``context={"segment": ...}`` it answers with that segment's
-        popularity). Global popularity counted from the serving model's data always ends the chain.
+        popularity), after the model's own fallback when it has one (``set_fallback``). Global
+        popularity counted from the serving model's data always ends the chain.
     catalog : pandas.DataFrame, optional
         Item attributes (an ``item_id`` column and e.g. ``category``, ``price``, ``in_stock``)
         that ``context["where"]`` filters on; replace it with :meth:`set_catalog`.
@@ -320,7 +323,7 @@ class RecommenderService:
         there (see :meth:`watch`); the artifact loaded here counts as seen, so nothing is loaded
         twice. ``options`` go to the constructor (``fallback``, ``catalog``, ``store``, ...).
         """
-        from ..io import load
+        from ..models import load
 
         stamp = _stamp(path)
         service = cls(load(path, mmap=mmap), **options)
@@ -386,7 +389,7 @@ class RecommenderService:
 
     def reload(self, path: PathLike, *, mmap: bool = True) -> int:
         """Load the artifact at ``path`` (memory-mapped by default, shared between processes) and swap to it."""
-        from ..io import load
+        from ..models import load
 
         stamp = _stamp(path)
         model = load(path, mmap=mmap)
@@ -592,7 +595,7 @@ class RecommenderService:
             except Exception as e:  # noqa: BLE001 - a model failure must not fail the request
                 log.exception("persona service: the model failed for user %r; answering with the fallbacks", user)
                 reason = f"model error: {type(e).__name__}"
-        for i, fb in enumerate(self.fallbacks):
+        for source, fb in self._chain(model):
             try:
                 got = self._from_fallback(fb, user, n, ctx, allow, deny, mask, forgotten)
             except ParameterError:
@@ -600,12 +603,23 @@ class RecommenderService:
             except UnknownItemError:
                 continue  # a session history this fallback knows nothing of: the next link answers
             except Exception:  # noqa: BLE001
-                log.exception("persona service: fallback %d failed for user %r", i, user)
+                log.exception("persona service: %s failed for user %r", source, user)
                 continue
             if got is not None:
-                return Recommendations(got[0], got[1], f"fallback-{i}", reason, False, snap.version)
+                return Recommendations(got[0], got[1], source, reason, False, snap.version)
         items, scores = self._popular(snap, n, allow, deny, mask)
         return Recommendations(items, scores, "popular", reason, False, snap.version)
+
+    def _chain(self, model) -> list:
+        """(source label, model) of each fallback in order: the model's own, then the service's.
+
+        One chain, not two mechanisms: a fallback saved with the model (``set_fallback``) is its
+        first link, so the service answers as the model's batch methods would; the service's
+        ``fallback=`` links follow (see docs/architecture.md, "Two fallbacks, on purpose").
+        """
+        own = getattr(model, "fallback_", None)
+        links = [("model-fallback", own)] if own is not None else []
+        return links + [(f"fallback-{i}", fb) for i, fb in enumerate(self.fallbacks)]
 
     def _from_fallback(self, fb, user, n, ctx, allow, deny, mask, forgotten: bool):
         from ..models.popular import MostPopular
