@@ -19,7 +19,7 @@ from persona.marketing import (
     Planner,
     ab_test,
     campaign_metrics,
-    compare,
+    compare_groups,
 )
 from persona.store import EventStore
 
@@ -123,18 +123,29 @@ def test_metrics_by_channel_segment_group_variant(store):
 
 def test_compare_groups_and_variants(store):
     record_fixture(store)
-    lift = compare(store, campaign="spring")
+    lift = compare_groups(store, campaign="spring")
     ref = ab_test(1, 2, 1, 4, names=("control", "treatment"))
     assert (lift.rate_a, lift.rate_b, lift.ci_low, lift.ci_high, lift.p_value) == (
         ref.rate_a, ref.rate_b, ref.ci_low, ref.ci_high, ref.p_value)
-    var = compare(store, by="variant", a="A", b="B", campaign="spring", metric="click")
+    var = compare_groups(store, by="variant", a="A", b="B", campaign="spring", metric="click")
     assert (var.x_a, var.n_a, var.x_b, var.n_b) == (2, 2, 0, 2)
-    rev = compare(store, campaign="spring", metric="revenue", ci="normal")
+    rev = compare_groups(store, campaign="spring", metric="revenue", ci="normal")
     assert rev.rate_a == pytest.approx(10.0) and rev.rate_b == pytest.approx(15.0)
     with pytest.raises(ps.ParameterError, match="pass a= and b="):
-        compare(store, by="variant")
+        compare_groups(store, by="variant")
     with pytest.raises(ps.DataError, match="no recipients"):
-        compare(store, campaign="autumn")
+        compare_groups(store, campaign="autumn")
+
+
+def test_compare_is_a_deprecated_alias_of_compare_groups(store):
+    """Issue 13 point 8: marketing's compare was renamed compare_groups (ope.compare compares estimators)."""
+    record_fixture(store)
+    import persona.marketing as pm
+
+    with pytest.warns(DeprecationWarning, match="compare_groups"):
+        old = pm.compare(store, campaign="spring")
+    assert old == compare_groups(store, campaign="spring")
+    assert "compare" not in pm.__all__ and "compare_groups" in pm.__all__
 
 
 def test_history_from_the_store_equals_the_live_one(store):

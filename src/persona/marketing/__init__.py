@@ -11,15 +11,17 @@ _CAMPAIGN_NAMES = {
     "channels": ("Channel", "Contacts", "FrequencyCap", "ContactHistory", "default_channels"),
     "rfm": ("rfm_table",),
     "optimize": ("assign", "Assignment"),
-    "plan": ("Message", "Holdout", "Plan"),
+    "plan_result": ("Message", "Holdout", "Plan"),
     "planner": ("Planner", "ModelPropensity"),
-    "feedback": ("FeedbackRecorder", "campaign_metrics", "compare"),
+    "feedback": ("FeedbackRecorder", "campaign_metrics", "compare_groups"),
     "abtest": ("ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size", "power"),
     "bandits": ("LinUCB", "LinearThompsonSampling", "EpsilonGreedy"),
 }
 _SUBMODULES = set(_CAMPAIGN_NAMES)
 _CAMPAIGN_LAZY = {name: mod for mod, names in _CAMPAIGN_NAMES.items() for name in names}
 __all__ += list(_CAMPAIGN_LAZY)
+# Old names kept working, outside __all__: each warns on use.
+_CAMPAIGN_LAZY["compare"] = "feedback"  # renamed compare_groups (ope.compare compares estimators)
 
 
 def __getattr__(name):

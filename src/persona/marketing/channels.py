@@ -23,7 +23,7 @@ from ..errors import DataError, ParameterError
 from ..typing import ArrayLike, FrameLike, Ids, TimePoint, UserId
 from .._validate import check_int, check_number
 from ._util import epoch, name_arg
-from .plan import Message
+from .plan_result import Message
 
 if TYPE_CHECKING:  # pandas only for from_events' annotation
     import pandas as pd

@@ -13,7 +13,8 @@ so a webhook delivered twice stores one open.
 reports, per campaign / channel / segment / variant / group: messages, opens, clicks, conversions,
 revenue, cost, open rate, CTR, conversion rate, revenue per message and ROI, and the held-out
 control group's conversion rate and the lift over it.
-:func:`compare` turns two groups into an :func:`~persona.marketing.ab_test`.
+:func:`compare_groups` turns two groups of recipients (control vs treatment, two variants, two
+channels) into an :func:`~persona.marketing.ab_test`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..errors import DataError, ParameterError
 from .abtest import ab_test, ab_test_means
 from ..typing import FrameLike, ItemId, TimePoint
 from .abtest import ABResult
-from .plan import Holdout, Message
+from .plan_result import Holdout, Message
 
 if TYPE_CHECKING:  # annotations only: no store, channels or pandas import for them
     import pandas as pd
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # annotations only: no store, channels or pandas import for t
     from ..store.events import EventStore
     from .channels import ContactHistory
 
-__all__ = ["FeedbackRecorder", "campaign_metrics", "compare", "FEEDBACK_EVENTS"]
+__all__ = ["FeedbackRecorder", "campaign_metrics", "compare_groups", "FEEDBACK_EVENTS"]
 
 FEEDBACK_EVENTS = ("send", "holdout", "open", "click", "conversion")
 _KEYS = ("message_id", "campaign", "channel", "offer", "variant", "group", "segment", "rfm_group")
@@ -232,10 +233,13 @@ def campaign_metrics(events: EventStore | FrameLike, by: str | list[str] = "camp
     return out
 
 
-def compare(events: EventStore | FrameLike, by: str = "group", *, a: str | None = None, b: str | None = None,
-            campaign: str | None = None, metric: str = "conversion", conf: float = 0.95, ci: str | None = None,
-            random_state: int = 0) -> ABResult:
+def compare_groups(events: EventStore | FrameLike, by: str = "group", *, a: str | None = None,
+                   b: str | None = None, campaign: str | None = None, metric: str = "conversion",
+                   conf: float = 0.95, ci: str | None = None, random_state: int = 0) -> ABResult:
     """A/B comparison of two groups of recipients in recorded feedback.
+
+    Formerly ``compare`` (renamed so it is not taken for :func:`persona.ope.compare`, which compares
+    off-policy estimators); ``compare`` stays as a deprecated alias.
 
     Parameters
     ----------
@@ -255,7 +259,7 @@ def compare(events: EventStore | FrameLike, by: str = "group", *, a: str | None 
     """
     pm = _per_message(events)
     if by not in _KEYS[1:]:
-        raise ParameterError(f"compare: by must be one of {list(_KEYS[1:])}, got {by!r}")
+        raise ParameterError(f"compare_groups: by must be one of {list(_KEYS[1:])}, got {by!r}")
     if campaign is not None:
         pm = pm[pm["campaign"] == campaign]
     if a is None and b is None:
@@ -264,19 +268,29 @@ def compare(events: EventStore | FrameLike, by: str = "group", *, a: str | None 
         else:
             vals = sorted(pm[by].unique().tolist())
             if len(vals) != 2:
-                raise ParameterError(f"compare: {by!r} has values {vals}; pass a= and b= to pick two")
+                raise ParameterError(f"compare_groups: {by!r} has values {vals}; pass a= and b= to pick two")
             a, b = vals
     ga, gb = pm[pm[by] == a], pm[pm[by] == b]
     if len(ga) == 0 or len(gb) == 0:
-        raise DataError(f"compare: no recipients with {by} == {a!r} or {b!r}" +
+        raise DataError(f"compare_groups: no recipients with {by} == {a!r} or {b!r}" +
                         (f" in campaign {campaign!r}" if campaign else ""))
     if metric == "revenue":
         return ab_test_means(ga["revenue"].to_numpy(), gb["revenue"].to_numpy(), conf=conf, ci=ci or "bootstrap",
                              random_state=random_state, names=(a, b))
     col = {"conversion": "converted", "click": "clicked", "open": "opened"}.get(metric)
     if col is None:
-        raise ParameterError(f"compare: metric must be conversion, click, open or revenue, got {metric!r}")
+        raise ParameterError(f"compare_groups: metric must be conversion, click, open or revenue, got {metric!r}")
     if metric != "conversion":  # opens and clicks exist only for messages actually sent
         ga, gb = ga[ga["sent"]], gb[gb["sent"]]
     return ab_test(int(ga[col].sum()), len(ga), int(gb[col].sum()), len(gb), conf=conf, ci=ci or "newcombe",
                    random_state=random_state, names=(a, b))
+
+
+def compare(*args: Any, **kwargs: Any) -> ABResult:
+    """Deprecated alias of :func:`compare_groups` (renamed: :func:`persona.ope.compare` compares
+    off-policy estimators, this compares two groups of recipients)."""
+    import warnings
+
+    warnings.warn("persona.marketing.compare is renamed compare_groups; compare will be removed",
+                  DeprecationWarning, stacklevel=2)
+    return compare_groups(*args, **kwargs)

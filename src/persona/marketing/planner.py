@@ -39,7 +39,7 @@ from ._util import DAY, WEEK, epoch, utc
 from .campaigns import Campaign
 from .channels import Channel, ContactHistory, Contacts, FrequencyCap, default_channels
 from .optimize import Assignment, assign
-from .plan import Holdout, Message, Plan
+from .plan_result import Holdout, Message, Plan
 from ..typing import ArrayLike, FrameLike, Ids, TimePoint
 
 if TYPE_CHECKING:  # annotations only: the models and data layers are the caller's
