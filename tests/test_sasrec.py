@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import persona as ps
-from persona.models.sasrec import SASRec, _tokens
+from persona.models._neural import history_tokens
+from persona.models.sasrec import SASRec
 from persona.onnx import OnnxModel
 
 from contract import RecommenderContract
@@ -47,7 +48,7 @@ def _torch_last_state(model, tokens: np.ndarray) -> np.ndarray:
 def test_onnx_matches_pytorch_on_random_and_real_tokens(tiny):
     rng = np.random.default_rng(0)
     hist = [rng.integers(0, tiny.n_items, size=rng.integers(1, 25)) for _ in range(64)]
-    random_tokens = _tokens(hist, tiny.max_len)
+    random_tokens = history_tokens(hist, tiny.max_len)
     real_tokens = tiny.user_tokens_[:128].astype(np.int64)
     for tokens in (random_tokens, real_tokens, random_tokens[:1]):
         got = tiny.encode(tokens)

@@ -1,4 +1,6 @@
-"""Pieces the PyTorch-trained models share: validation targets and metrics, and ONNX export.
+"""Pieces the PyTorch-trained models share: history tokens, validation targets and metrics, ONNX export.
+
+The training loop itself is :class:`persona.models._trainer.Trainer`.
 
 Functions here take ``torch`` as an argument, so importing this module never imports PyTorch.
 """
@@ -19,6 +21,29 @@ from .factor import ItemVectors, exclusion_rows_of
 
 OPSET = 17
 log = logging.getLogger("persona.models")
+
+
+def window_tokens(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """Left-padded int64 tokens of the last ``length`` items of each ``items[starts[r]:ends[r]]``.
+
+    A token is an item index + 1, so that 0 can pad on the left: the newest item is always the
+    last column, whatever the history's length. This is how every sequence model here reads a
+    history (SASRec's encoder input, TwoTower's pooled history, the stored ``user_tokens_``).
+    """
+    pos = ends[:, None] - length + np.arange(length)[None, :]
+    ok = pos >= starts[:, None]
+    out = np.zeros(pos.shape, dtype=np.int64)
+    out[ok] = items[pos[ok]] + 1
+    return out
+
+
+def history_tokens(histories, length: int) -> np.ndarray:
+    """:func:`window_tokens` of a list of item-index histories (oldest first): (len(histories), length)."""
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if lengths.sum() else \
+        np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return window_tokens(items, ends - lengths, ends, length)
 
 
 def holdout_last(interactions):

@@ -18,13 +18,9 @@ position, whose hidden state is the history's vector.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import os
 import logging
 import math
-import time
+import os
 
 from typing import TYPE_CHECKING, Literal
 
@@ -32,9 +28,10 @@ import numpy as np
 
 from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int, check_number
 from ..data.interactions import Interactions
-from ..errors import ArtifactError, DataError, ParameterError
+from ..errors import DataError, ParameterError
 from ._neural import OPSET as _OPSET
-from ._neural import EncodedUsers, export_onnx, ranking_metrics, valid_targets
+from ._neural import EncodedUsers, history_tokens, ranking_metrics, valid_targets
+from ._trainer import Checkpoint, Trainer, fingerprint, import_torch
 from .base import Recommender
 
 if TYPE_CHECKING:  # annotations only: scipy and the features module load when used
@@ -53,16 +50,6 @@ _ENCODE_ROWS = 1024
 # The additive attention mask of left-out keys: large and finite so that an all-padding row
 # (an empty history) stays finite instead of turning into NaN.
 _MASKED = -1e9
-
-
-def _tokens(histories, max_len: int) -> np.ndarray:
-    """Left-padded int64 tokens (index + 1) of the last ``max_len`` items of each history."""
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
-    for r, h in enumerate(histories):
-        h = np.asarray(h, dtype=np.int64)[-max_len:]
-        if len(h):
-            out[r, max_len - len(h):] = h + 1
-    return out
 
 
 def _attribute_rows(item_attributes, interactions: Interactions):
@@ -114,78 +101,6 @@ def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
     batch_of = (np.cumsum(lengths[order]) - 1) // budget
     batches = np.split(order, np.flatnonzero(np.diff(batch_of)) + 1)
     return [batches[b] for b in rng.permutation(len(batches))]
-
-
-class _Checkpoint:
-    """SASRec's training state in a folder: ``state.json`` naming an ``arrays-<epoch>.npz``.
-
-    The arrays are written first and ``state.json`` replaced atomically after them, so a run
-    killed at any moment leaves the previous complete epoch readable.
-    """
-
-    def __init__(self, folder, fingerprint: dict):
-        from pathlib import Path
-
-        self.folder = Path(folder)
-        self.fingerprint = fingerprint
-
-    def restore(self, torch, net, opt, rng, state: dict) -> bool:
-        meta_path = self.folder / "state.json"
-        if not meta_path.exists():
-            return False
-        try:
-            meta = json.loads(meta_path.read_text())
-            with np.load(self.folder / meta["arrays"], allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ArtifactError(f"the SASRec checkpoint in {self.folder} is unreadable ({e}); delete the folder "
-                                "to start afresh") from None
-        if meta.get("fingerprint") != self.fingerprint:
-            theirs, ours = meta.get("fingerprint", {}), self.fingerprint
-            what = [k for k in ours["params"] if theirs.get("params", {}).get(k) != ours["params"][k]]
-            if theirs.get("data_sha256") != ours["data_sha256"]:
-                what.append("the training data")
-            raise ParameterError(f"the checkpoint in {self.folder} was written by a SASRec fit with other "
-                                 f"{', '.join(what) or 'settings'}; pass another checkpoint folder, or delete this "
-                                 "one to start afresh")
-        net.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("net/")})
-        opt_state = {"state": {}, "param_groups": opt.state_dict()["param_groups"]}
-        for k, v in arrays.items():
-            if k.startswith("opt/"):
-                _, index, name = k.split("/")
-                opt_state["state"].setdefault(int(index), {})[name] = torch.from_numpy(v)
-        opt.load_state_dict(opt_state)
-        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"]))
-        rng.bit_generator.state = meta["numpy_rng"]
-        best = {k[5:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("best/")}
-        state.update(epoch=int(meta["epoch"]), history=list(meta["history"]), best=float(meta["best"]),
-                     best_epoch=int(meta["best_epoch"]), waited=int(meta["waited"]), best_state=best or None)
-        log.info("SASRec: resumed from %s after epoch %d", self.folder, state["epoch"])
-        return True
-
-    def save(self, torch, net, opt, rng, state: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = {f"net/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
-        for index, values in opt.state_dict()["state"].items():
-            for name, v in values.items():
-                arrays[f"opt/{index}/{name}"] = v.detach().numpy() if hasattr(v, "detach") else np.asarray(v)
-        if state["best_state"] is not None:
-            arrays.update({f"best/{k}": v.detach().numpy() for k, v in state["best_state"].items()})
-        arrays["torch_rng"] = torch.get_rng_state().numpy()
-        name = f"arrays-{state['epoch']}.npz"
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, self.folder / name)
-        meta = {"format": 1, "fingerprint": self.fingerprint, "arrays": name, "epoch": state["epoch"],
-                "history": state["history"], "best": state["best"], "best_epoch": state["best_epoch"],
-                "waited": state["waited"], "numpy_rng": rng.bit_generator.state}
-        tmp = self.folder / ".state.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.folder / "state.json")
-        for old in self.folder.glob("arrays-*.npz"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
 
 
 def _build_network(torch, n_items: int, factors: int, blocks: int, heads: int, max_len: int, dropout: float,
@@ -438,111 +353,56 @@ class SASRec(EncodedUsers, Recommender):
         return self._fit_holding_out(interactions, valid, refit_histories, item_attributes=item_attributes)
 
     def _history_tokens(self, interactions: Interactions) -> np.ndarray:
-        return _tokens(interactions.sequences(), int(self.max_len)).astype(np.int32)
+        return history_tokens(interactions.sequences(), int(self.max_len)).astype(np.int32)
 
     def _fit(self, interactions: Interactions, valid: Interactions | None = None, item_attributes=None) -> None:
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("SASRec.fit needs PyTorch; install persona-recsys[train] (pip install 'persona-recsys[train]'). "
-                              "A fitted, saved SASRec serves without it.") from None
+        torch = import_torch(self)
         if valid is not None and not isinstance(valid, Interactions):
             raise DataError(f"valid must be a persona.Interactions (e.g. from ps.split.leave_last_out), "
                             f"got {type(valid).__name__}")
         attributes = _attribute_rows(item_attributes, interactions)
         n_items = interactions.n_items
-        seqs = interactions.sequences()
         self.user_tokens_ = self._history_tokens(interactions)
         self.item_popularity_ = np.bincount(interactions.items, minlength=n_items).astype(np.float32)
         # one training row per user with a next item to predict: the last max_len + 1 items
-        train_rows = [s[-(self.max_len + 1):] for s in seqs if len(s) >= 2]
+        train_rows = [s[-(self.max_len + 1):] for s in interactions.sequences() if len(s) >= 2]
         if not train_rows:
             raise DataError("SASRec needs users with at least 2 events to learn what comes next; "
                             "none of these interactions' users has 2")
-        inputs = _tokens([s[:-1] for s in train_rows], self.max_len)
-        targets = _tokens([s[1:] for s in train_rows], self.max_len)  # 0 = no target at that position
+        inputs = history_tokens([s[:-1] for s in train_rows], self.max_len)
+        targets = history_tokens([s[1:] for s in train_rows], self.max_len)  # 0 = no target at that position
         lengths = (inputs > 0).sum(axis=1)
+        inputs, targets = torch.from_numpy(inputs), torch.from_numpy(targets)
+        sampler = None
+        if self.loss == "sampled":
+            q = (self.item_popularity_.astype(np.float64) + 1.0)
+            sampler = torch.from_numpy(q / q.sum())
 
-        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
-        old_threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(int(self.num_threads))
-        try:
-            torch.manual_seed(seed)
-            rng = np.random.default_rng(seed)
+        with Trainer(self, torch, betas=(0.9, 0.98)) as trainer:
             net, last_state = _build_network(torch, n_items, int(self.factors), int(self.blocks), int(self.heads),
                                              int(self.max_len), float(self.dropout), attributes)
-            opt = torch.optim.Adam(net.parameters(), lr=float(self.learning_rate), betas=(0.9, 0.98))
-            vdata = valid_targets(self, valid) if valid is not None else None
-            state = {"epoch": 0, "history": [], "best": -1.0, "best_epoch": 0, "waited": 0, "best_state": None}
-            ckpt = None
-            if self.checkpoint is not None:
-                ckpt = _Checkpoint(self.checkpoint, self._fingerprint(interactions, attributes, valid, seed))
-                ckpt.restore(torch, net, opt, rng, state)
-            self.history_ = state["history"]
-            x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(targets)
-            sampler = None
-            if self.loss == "sampled":
-                q = (self.item_popularity_.astype(np.float64) + 1.0)
-                sampler = torch.from_numpy(q / q.sum())
-            bar = None
-            if self.show_progress:
-                from tqdm.auto import tqdm
 
-                bar = tqdm(total=int(self.epochs), initial=state["epoch"], desc="SASRec", unit="epoch")
-            t0 = time.perf_counter()
-            for epoch in range(state["epoch"] + 1, int(self.epochs) + 1):
-                if vdata is not None and state["waited"] >= int(self.patience):
-                    break  # a resumed run that had already stopped early
-                net.train()
-                total, count = 0.0, 0
+            def batches(rng):
                 for rows in _length_batches(lengths, int(self.batch_size), rng):
-                    t = int(lengths[rows].max())
+                    t = int(lengths[rows].max())  # the batch's longest history: no column of padding only
                     rows = torch.from_numpy(rows)
-                    x, y = x_all[rows, -t:], y_all[rows, -t:]
-                    table = net.table()
-                    h = net.encode(x, table)
-                    sel = y > 0
-                    loss = self._loss(torch, h[sel], y[sel] - 1, net.item_weights(table), sampler)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    k = int(sel.sum())
-                    total += loss.detach().item() * k
-                    count += k
-                record = {"epoch": epoch, "loss": total / max(count, 1)}
-                if vdata is not None:
-                    ndcg, hr = self._valid_metrics(torch, net, vdata)
-                    record.update({"valid_ndcg@10": ndcg, "valid_hr@10": hr})
-                    if ndcg > state["best"]:
-                        state.update(best=ndcg, best_epoch=epoch, waited=0, best_state=copy.deepcopy(net.state_dict()))
-                    else:
-                        state["waited"] += 1
-                state["epoch"] = epoch
-                self.history_.append(record)
-                if ckpt is not None:
-                    ckpt.save(torch, net, opt, rng, state)
-                if bar is not None:
-                    bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-                    bar.update(1)
-                log.debug("SASRec epoch %d: %s", epoch, record)
-                if vdata is not None and state["waited"] >= int(self.patience):
-                    log.info("SASRec: early stop after epoch %d; best epoch %d (valid NDCG@10 %.4f)",
-                             epoch, state["best_epoch"], state["best"])
-                    break
-            if bar is not None:
-                bar.close()
-            if state["best_state"] is not None:
-                net.load_state_dict(state["best_state"])
-            self.best_epoch_ = state["best_epoch"] if vdata is not None else len(self.history_)
-            self.fit_seconds_ = time.perf_counter() - t0
-            net.eval()
-            self._network = net  # the PyTorch module, kept in memory for parity checks; never saved
+                    yield inputs[rows, -t:], targets[rows, -t:]
+
+            def loss(batch):
+                x, y = batch
+                table = net.table()
+                sel = y > 0
+                h = net.encode(x, table)[sel]
+                return self._loss(torch, h, y[sel] - 1, net.item_weights(table), sampler), int(sel.sum())
+
+            vdata = valid_targets(self, valid) if valid is not None else None
+            checkpoint = None if self.checkpoint is None else Checkpoint(
+                self.checkpoint, self._fingerprint(interactions, attributes, valid, trainer.seed), "SASRec")
+            trainer.fit(net, batches, loss, checkpoint=checkpoint,
+                        validate=None if vdata is None else lambda net: self._valid_metrics(torch, net, vdata))
             with torch.no_grad():
                 self.item_factors_ = net.item_weights().detach().numpy().astype(np.float32, copy=True)
-            self._set_encoder(self._export(torch, last_state(net)))
-        finally:
-            torch.set_num_threads(old_threads)
+            self._set_encoder(self._export(trainer, last_state(net)))
 
     def _loss(self, torch, h, target, weights, sampler):
         """Mean next-item cross-entropy of hidden states ``h`` (m, f) with targets (m,)."""
@@ -561,26 +421,18 @@ class SASRec(EncodedUsers, Recommender):
 
     def _fingerprint(self, interactions: Interactions, attributes, valid, seed) -> dict:
         """What a checkpoint must match to be resumed: the parameters that shape training and the data."""
-        params = {k: v for k, v in self.get_params().items()
-                  if k not in ("epochs", "patience", "checkpoint", "show_progress", "num_threads")}
-        params["random_state"] = int(seed)
-        digest = hashlib.sha256()
-        for a in (interactions.users, interactions.items, interactions.user_ids.astype(str),
-                  interactions.item_ids.astype(str)):
-            digest.update(np.ascontiguousarray(a).tobytes())
+        data = [interactions.users, interactions.items, interactions.user_ids.astype(str),
+                interactions.item_ids.astype(str)]
         if attributes is not None:
-            for a in (attributes.indptr, attributes.indices, attributes.data):
-                digest.update(np.ascontiguousarray(a).tobytes())
+            data += [attributes.indptr, attributes.indices, attributes.data]
         if valid is not None:
-            digest.update(np.ascontiguousarray(valid.users).tobytes() + np.ascontiguousarray(valid.items).tobytes())
-        return {"params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
-                           for k, v in params.items()},
-                "data_sha256": digest.hexdigest()}
+            data += [valid.users, valid.items]
+        return fingerprint(self, seed, data)
 
-    def _export(self, torch, module) -> bytes:
+    def _export(self, trainer, module) -> bytes:
         """The encoder as an ONNX graph (bytes): int64 tokens (batch, max_len) -> float32 (batch, factors)."""
-        example = torch.from_numpy(_tokens([[0, 1], [2]], int(self.max_len)))
-        return export_onnx(torch, module, example, "tokens", "hidden")
+        example = trainer.torch.from_numpy(history_tokens([[0, 1], [2]], int(self.max_len)))
+        return trainer.export(module, example, "tokens", "hidden")
 
     def _valid_metrics(self, torch, net, vdata, k: int = 10) -> tuple[float, float]:
         """NDCG@k and HR@k of the validation targets: full ranking, training items excluded."""
@@ -636,7 +488,7 @@ class SASRec(EncodedUsers, Recommender):
         return self.encode(tokens) if (tokens[:, -1] > 0).all() else None
 
     def _score_histories(self, histories) -> np.ndarray:
-        return self._scores_of(_tokens(histories, int(self.max_len)))
+        return self._scores_of(history_tokens(histories, int(self.max_len)))
 
     def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
         v = self.item_factors_
