@@ -383,6 +383,9 @@ def test_batches_equal_single_calls(cls, small):
     m = cls(k=12, weighting="bm25").fit(small)
     items = ["i001", "i030", "i002", "i039"]
     ids, scores = m.similar_items_batch(items, n=6)
+    # the seeds are named item_ids (not the old ``items_``, too close to the ``items`` filter)
+    by_name = m.similar_items_batch(item_ids=items, n=6, items=list(items) + ["i004"])
+    assert set(by_name[0][by_name[0] != ""].ravel()) <= set(items) | {"i004"}
     for row, it in enumerate(items):
         one, one_s = m.similar_items(it, n=6)
         np.testing.assert_array_equal(ids[row, : len(one)], one)

@@ -617,22 +617,23 @@ class Recommender:
         return self._pad_to(ids, scores, n)
 
     # ------------------------------------------------------------------ public: items
-    def similar_items_batch(self, items_: Ids, n: int = 10, *, items: IdFilter | None = None,
+    def similar_items_batch(self, item_ids: Ids, n: int = 10, *, items: IdFilter | None = None,
                             exclude: IdFilter | None = None, mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
-        """The ``n`` items most similar to each of ``items_``; the item itself is left out.
+        """The ``n`` items most similar to each of ``item_ids``; the item itself is left out.
 
-        Two 2-D arrays (len(items_), n), padded like :meth:`recommend_batch`.
+        Two 2-D arrays (len(item_ids), n), padded like :meth:`recommend_batch`. ``items``,
+        ``exclude`` and ``mask`` filter the answers, as in :meth:`recommend`.
         """
-        ids, scores, _ = self._similar_batch(items_, n, items=items, exclude=exclude, mask=mask)
+        ids, scores, _ = self._similar_batch(item_ids, n, items=items, exclude=exclude, mask=mask)
         return self._pad_to(ids, scores, int(n))
 
-    def _similar_batch(self, items_, n, *, items, exclude, mask):
+    def _similar_batch(self, item_ids, n, *, items, exclude, mask):
         self._check_fitted()
         n = self._n_arg(n)
         if not self.supports_similar_items:
             raise UnsupportedError(f"{type(self).__name__} has no notion of item similarity")
         n = self._width(n)
-        idx = self._item_indices(items_, strict=True)
+        idx = self._item_indices(item_ids, strict=True)
         m = len(idx)
         allow, extra, mask = self._filters(m, items, exclude, mask)
         self_rows = [np.array([i]) for i in idx]
