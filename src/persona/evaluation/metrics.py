@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import numbers
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, overload
 
 import numpy as np
@@ -325,6 +326,27 @@ def evaluate(
     {'user': ['u1', 'u2'], 'n_targets': [1, 1], 'hr@2': [1.0, 0.0]}
     """
     t0 = time.perf_counter()
+    ks, names, per_user = _check_arguments(k, metrics, per_user, test, batch_size)
+    user_map, item_map, user_items = _model_state(model)
+    n_items = len(item_map)
+    targets = _targets(test, user_map, item_map)
+    exclude_m = None if exclude is None else _rows_from(exclude, "exclude", user_map, item_map)
+    cats = None if item_categories is None else _categories(item_categories, item_map)
+    stats, names = _training_stats(names, metrics is not None, "diversity" in names and cats is None,
+                                   train, user_items, user_map, item_map)
+    totals = _Totals(names, ks, targets.n_eval, n_items, per_user)
+    batch_size = _batch_size(batch_size, n_items, ks[-1], targets.n_eval)
+    _score_batches(model, targets, ks, totals, stats, cats, exclude_m, n_items, batch_size, filter_seen, show_progress)
+    report = _report(totals, names, ks, n_items, targets, user_items, len(user_map))
+    report["time_s"] = time.perf_counter() - t0
+    if not per_user:
+        return report
+    return report, _per_user_frame(totals, names, ks, targets, user_map)
+
+
+# ---------------------------------------------------------------------------------------- evaluate's stages
+def _check_arguments(k, metrics, per_user, test, batch_size) -> tuple[tuple[int, ...], tuple[str, ...], bool]:
+    """Validate the arguments that need no model: the cut-offs, metric names, ``per_user``, ``test``, ``batch_size``."""
     ks = _check_k(k)
     names = _check_metrics(metrics)
     per_user = check_bool(per_user, "evaluate: per_user", ints=True, error=DataError)
@@ -337,11 +359,33 @@ def evaluate(
         raise DataError("evaluate: expected test interactions with events, got none; check the split")
     check_int(batch_size, "evaluate", min=1, allow_none=True, expected="batch_size as a positive int or None",
               error=DataError)
-    user_map, item_map, user_items = _model_state(model)
-    n_items, n_model_users = len(item_map), len(user_map)
-    kmax = ks[-1]
+    return ks, names, per_user
 
-    # ---- targets: distinct (model user, item code) pairs; unknown items get codes >= n_items
+
+@dataclass
+class _Targets:
+    """The ground truth: each evaluated user's distinct target items, as sorted keys ``user * width + code``.
+
+    ``code`` is the model's item index, or ``n_items + test item index`` for an item the model does
+    not know (a target that can only be missed).
+    """
+
+    keys: np.ndarray
+    width: np.int64
+    users: np.ndarray  # the evaluated model users, ascending
+    indptr: np.ndarray  # users[j]'s keys are keys[indptr[j]:indptr[j + 1]]
+    counts: np.ndarray  # targets per evaluated user
+    n_unknown_users: int
+    n_unknown_items: int
+
+    @property
+    def n_eval(self) -> int:
+        return len(self.users)
+
+
+def _targets(test: Interactions, user_map: IdMap, item_map: IdMap) -> _Targets:
+    """The distinct (model user, item) targets of ``test``; unknown users are counted, skipped and logged."""
+    n_items = len(item_map)
     u, i = _to_model(test, user_map, item_map)
     unknown_u = u < 0
     n_unknown_users = int(len(np.unique(test.users[unknown_u])))
@@ -355,206 +399,272 @@ def evaluate(
             f"evaluate: none of the {len(np.unique(test.users))} test users is known to the model; "
             f"expected test users from the data the model was fitted on (same id type, e.g. str vs int)"
         )
-    key_users = keys // width
-    eval_users, first, n_targets = np.unique(key_users, return_index=True, return_counts=True)
-    tgt_indptr = np.append(first, len(keys)).astype(np.int64)
-    n_eval = len(eval_users)
+    eval_users, first, n_targets = np.unique(keys // width, return_index=True, return_counts=True)
     if n_unknown_users:
         sample = test.user_map.to_ids(np.unique(test.users[unknown_u])[:5]).tolist()
         logger.warning(
             "evaluate: %d test users are unknown to the model and skipped (e.g. %s); %d users evaluated",
-            n_unknown_users, sample, n_eval,
+            n_unknown_users, sample, len(eval_users),
         )
     if n_unknown_items:
         logger.warning(
             "evaluate: %d test items are unknown to the model; their %d target events count as misses",
             n_unknown_items, int(unknown_i[~unknown_u].sum()),
         )
+    return _Targets(keys, width, eval_users, np.append(first, len(keys)).astype(np.int64), n_targets,
+                    n_unknown_users, n_unknown_items)
 
-    exclude_m = None if exclude is None else _rows_from(exclude, "exclude", user_map, item_map)
 
-    # ---- popularity and similarity sources
+@dataclass
+class _TrainingStats:
+    """Item popularity and similarity from the training data (for novelty, arp and cosine diversity)."""
+
+    pop: np.ndarray | None = None  # training users per item
+    selfinfo: np.ndarray | None = None  # -log2 of each item's share of the training users
+    xn: sp.csr_matrix | None = None  # items x users, each item's binary column scaled to unit length
+    has_col: np.ndarray | None = None  # items with training users
+
+
+def _training_stats(names: tuple[str, ...], explicit: bool, need_cos: bool, train, user_items, user_map: IdMap,
+                    item_map: IdMap) -> tuple[_TrainingStats, tuple[str, ...]]:
+    """The statistics the chosen metrics need, and the metric names left.
+
+    Without training data the metrics that need it are an error when asked for by name
+    (``explicit``) and are otherwise dropped with a warning.
+    """
+    n_items = len(item_map)
     need_pop = [m for m in names if m in _POPULARITY_METRICS]
-    need_cos = "diversity" in names and item_categories is None
-    cats = None if item_categories is None else _categories(item_categories, item_map)
-    pop = selfinfo = xn = has_col = None
-    if need_pop or need_cos:
-        pairs = _train_pairs(train, user_items, user_map, item_map, n_items)
-        if pairs is None:
-            dropped = need_pop + (["diversity"] if need_cos else [])
-            if metrics is not None:
-                raise DataError(
-                    f"evaluate: {dropped} need training data, got a model without user_items_ and no train; "
-                    f"pass train=<the training Interactions>"
-                )
-            logger.warning("evaluate: no training data (model.user_items_ or train=); skipping %s", dropped)
-            names = tuple(m for m in names if m not in dropped)
-        else:
-            counts = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
-            n_train_users = max(int((np.diff(pairs.indptr) > 0).sum()), 1)
-            pop = counts
-            selfinfo = -np.log2(np.maximum(counts, 1.0) / n_train_users)
-            if need_cos:
-                # items x users, each item's binary column scaled to unit length
-                xn = pairs.T.tocsr()
-                scale = 1.0 / np.sqrt(np.maximum(counts, 1.0))
-                xn.data = np.repeat(scale, np.diff(xn.indptr)).astype(np.float32)
-                has_col = counts > 0
+    stats = _TrainingStats()
+    if not (need_pop or need_cos):
+        return stats, names
+    pairs = _train_pairs(train, user_items, user_map, item_map, n_items)
+    if pairs is None:
+        dropped = need_pop + (["diversity"] if need_cos else [])
+        if explicit:
+            raise DataError(
+                f"evaluate: {dropped} need training data, got a model without user_items_ and no train; "
+                f"pass train=<the training Interactions>"
+            )
+        logger.warning("evaluate: no training data (model.user_items_ or train=); skipping %s", dropped)
+        return stats, tuple(m for m in names if m not in dropped)
+    counts = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
+    n_train_users = max(int((np.diff(pairs.indptr) > 0).sum()), 1)
+    stats.pop = counts
+    stats.selfinfo = -np.log2(np.maximum(counts, 1.0) / n_train_users)
+    if need_cos:
+        xn = pairs.T.tocsr()
+        scale = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+        xn.data = np.repeat(scale, np.diff(xn.indptr)).astype(np.float32)
+        stats.xn, stats.has_col = xn, counts > 0
+    return stats, names
 
-    # ---- batches
+
+def _batch_size(batch_size: int | None, n_items: int, kmax: int, n_eval: int) -> int:
+    """Users per ``recommend_indices`` call: the caller's, else about ``_BATCH_BYTES`` of float32 scores."""
     if batch_size is None:
         batch_size = min(max(1, _BATCH_BYTES // (4 * max(n_items, kmax, 1))), _MAX_BATCH_USERS)
-    batch_size = int(min(batch_size, n_eval))
-    disc = 1.0 / np.log2(np.arange(kmax) + 2.0)
-    ideal_cum = np.cumsum(disc)
-    inv_rank = 1.0 / np.arange(1, kmax + 1)
+    return int(min(batch_size, n_eval))
 
-    totals = {(m, kk): 0.0 for m in names if m != "coverage" for kk in ks}
-    n_with = {(m, kk): 0 for m in ("novelty", "arp", "diversity") for kk in ks}
-    covered = {kk: np.zeros(n_items, dtype=bool) for kk in ks} if "coverage" in names else None
-    # per_user=True: every user's own value (NaN where a metric is undefined for the user's list)
-    columns = {key: np.full(n_eval, np.nan) for key in totals} if per_user else None
 
-    def add(key, start: int, values: np.ndarray, defined: np.ndarray | None = None) -> None:
+class _Totals:
+    """Running sums per (metric, k), the users each average is over, coverage, and per-user columns."""
+
+    def __init__(self, names: tuple[str, ...], ks: tuple[int, ...], n_eval: int, n_items: int,
+                 per_user: bool) -> None:
+        self.sums = {(m, kk): 0.0 for m in names if m != "coverage" for kk in ks}
+        self.n_with = {(m, kk): 0 for m in ("novelty", "arp", "diversity") for kk in ks}
+        self.covered = {kk: np.zeros(n_items, dtype=bool) for kk in ks} if "coverage" in names else None
+        # per_user=True: every user's own value (NaN where a metric is undefined for the user's list)
+        self.columns = {key: np.full(n_eval, np.nan) for key in self.sums} if per_user else None
+
+    def __contains__(self, key) -> bool:
+        return key in self.sums
+
+    def add(self, key, start: int, values: np.ndarray, defined: np.ndarray | None = None) -> None:
         """Add one batch's per-user values (rows ``start:``; ``defined``: users with a value)."""
         if defined is None:
-            totals[key] += values.sum()
+            self.sums[key] += values.sum()
         else:
             values = values[defined]
-            totals[key] += values.sum()
-            n_with[key] += int(defined.sum())
-        if columns is not None:
+            self.sums[key] += values.sum()
+            self.n_with[key] += int(defined.sum())
+        if self.columns is not None:
             if defined is None:
-                columns[key][start:start + len(values)] = values
+                self.columns[key][start:start + len(values)] = values
             else:
-                columns[key][start + np.flatnonzero(defined)] = values
+                self.columns[key][start + np.flatnonzero(defined)] = values
 
-    cos_buffer: list = []
-    cos_start = 0  # row of the first list in cos_buffer
 
-    def flush_cosine():
-        # lists of many batches at once: the item Gram of popular items is then built once per block
-        block = np.concatenate(cos_buffer)
-        cos_buffer.clear()
+class _CosineDiversity:
+    """Cosine diversity of many batches' lists at once: the item Gram of popular items is then built once per block."""
+
+    def __init__(self, totals: _Totals, ks: tuple[int, ...], stats: _TrainingStats) -> None:
+        self.totals, self.ks, self.stats = totals, ks, stats
+        self.buffer: list = []
+        self.start = 0  # row of the first list in the buffer
+
+    def push(self, start: int, idx: np.ndarray) -> None:
+        """Buffer one batch's lists (rows ``start:``); add the block's diversity once it is large."""
+        if not self.buffer:
+            self.start = start
+        self.buffer.append(idx)
+        if sum(len(b) for b in self.buffer) * idx.shape[1] >= _COSINE_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the diversity of the buffered lists."""
+        if not self.buffer:
+            return
+        block = np.concatenate(self.buffer)
+        self.buffer.clear()
         ok_mask = block >= 0
-        sums = _cosine_pair_sums(block, ok_mask, ks, xn, has_col, pop)
+        s = self.stats
+        sums = _cosine_pair_sums(block, ok_mask, self.ks, s.xn, s.has_col, s.pop)
         cnt_cum = np.cumsum(ok_mask, axis=1)
-        for kk in ks:
+        for kk in self.ks:
             cnt = cnt_cum[:, kk - 1]
             ok = cnt >= 2
             n_pairs = np.maximum(cnt * (cnt - 1) / 2.0, 1.0)
-            add(("diversity", kk), cos_start, 1.0 - sums[kk] / n_pairs, ok)
+            self.totals.add(("diversity", kk), self.start, 1.0 - sums[kk] / n_pairs, ok)
 
+
+def _score_batches(model, targets: _Targets, ks: tuple[int, ...], totals: _Totals, stats: _TrainingStats,
+                   cats: np.ndarray | None, exclude_m: sp.csr_matrix | None, n_items: int, batch_size: int,
+                   filter_seen: bool, show_progress: bool) -> None:
+    """Ask the model for every evaluated user's top ``max(k)``, a batch at a time, and add each batch's metrics."""
+    kmax = ks[-1]
+    disc = 1.0 / np.log2(np.arange(kmax) + 2.0)  # the rank discounts of ndcg, ideal DCGs and 1 / rank
+    curves = (disc, np.cumsum(disc), 1.0 / np.arange(1, kmax + 1))
+    cosine = _CosineDiversity(totals, ks, stats) if ("diversity", kmax) in totals and cats is None else None
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_eval, desc="evaluate", unit="user")
+        bar = tqdm(total=targets.n_eval, desc="evaluate", unit="user")
     try:
-        for start in range(0, n_eval, batch_size):
-            stop = min(start + batch_size, n_eval)
-            ub = eval_users[start:stop]
-            m = len(ub)
+        for start in range(0, targets.n_eval, batch_size):
+            stop = min(start + batch_size, targets.n_eval)
+            ub = targets.users[start:stop]
             excl = None if exclude_m is None else exclude_m[ub]
             idx, _scores = model.recommend_indices(ub, kmax, filter_seen=filter_seen, exclude=excl)
-            idx = _check_output(idx, m, kmax, n_items)
-            valid = idx >= 0
-
-            # hits: does (user, recommended item) appear among the sorted target keys?
-            tk = keys[tgt_indptr[start]:tgt_indptr[stop]]
-            rk = ub[:, None] * width + idx
-            pos = np.minimum(np.searchsorted(tk, rk), len(tk) - 1)
-            hit = valid & (tk[pos] == rk)
-            hitf = hit.astype(np.float64)
-            cum_hits = np.cumsum(hitf, axis=1)
-            nt = n_targets[start:stop].astype(np.float64)
-            ci = np.where(valid, idx, 0)
-            n_valid_cum = np.cumsum(valid, axis=1)
-
-            if "diversity" in names and cats is None:
-                if not cos_buffer:
-                    cos_start = start
-                cos_buffer.append(idx)
-                if sum(len(b) for b in cos_buffer) * kmax >= _COSINE_BLOCK:
-                    flush_cosine()
-            if "diversity" in names and cats is not None:
-                pair_cum, diff_cum = _category_pair_counts(np.where(valid, cats[ci], -1))
-            for kk in ks:
-                hk = hitf[:, :kk]
-                nh = cum_hits[:, kk - 1]
-                any_hit = nh > 0
-                if ("hr", kk) in totals:
-                    add(("hr", kk), start, any_hit.astype(np.float64))
-                prec = nh / kk
-                rec = nh / nt
-                if ("precision", kk) in totals:
-                    add(("precision", kk), start, prec)
-                if ("recall", kk) in totals:
-                    add(("recall", kk), start, rec)
-                if ("f1", kk) in totals:
-                    s = prec + rec
-                    add(("f1", kk), start, np.divide(2 * prec * rec, s, out=np.zeros_like(s), where=s > 0))
-                depth = np.minimum(nt, kk).astype(np.int64)
-                if ("ndcg", kk) in totals:
-                    add(("ndcg", kk), start, (hk @ disc[:kk]) / ideal_cum[depth - 1])
-                if ("map", kk) in totals:
-                    add(("map", kk), start, (hk * cum_hits[:, :kk] * inv_rank[:kk]).sum(axis=1) / depth)
-                if ("mrr", kk) in totals:
-                    first_hit = np.argmax(hk, axis=1)
-                    add(("mrr", kk), start, np.where(any_hit, inv_rank[first_hit], 0.0))
-                vk = valid[:, :kk]
-                if covered is not None:
-                    covered[kk][idx[:, :kk][vk]] = True
-                cnt = n_valid_cum[:, kk - 1]
-                has = cnt > 0
-                safe = np.maximum(cnt, 1)
-                if pop is not None and ("novelty", kk) in totals:
-                    add(("novelty", kk), start, (selfinfo[ci[:, :kk]] * vk).sum(axis=1) / safe, has)
-                if pop is not None and ("arp", kk) in totals:
-                    add(("arp", kk), start, (pop[ci[:, :kk]] * vk).sum(axis=1) / safe, has)
-                if ("diversity", kk) in totals:
-                    if cats is not None:
-                        npairs, ndiff = pair_cum[:, kk - 1], diff_cum[:, kk - 1]
-                        ok = npairs > 0
-                        add(("diversity", kk), start, ndiff / np.maximum(npairs, 1), ok)
+            idx = _check_output(idx, len(ub), kmax, n_items)
+            if cosine is not None:
+                cosine.push(start, idx)
+            _add_batch(totals, targets, start, stop, idx, ks, curves, stats, cats)
             if bar is not None:
-                bar.update(m)
-        if cos_buffer:
-            flush_cosine()
+                bar.update(len(ub))
+        if cosine is not None:
+            cosine.flush()
     finally:
         if bar is not None:
             bar.close()
 
+
+def _add_batch(totals: _Totals, targets: _Targets, start: int, stop: int, idx: np.ndarray, ks: tuple[int, ...],
+               curves: tuple, stats: _TrainingStats, cats: np.ndarray | None) -> None:
+    """Add the metrics of the users ``start:stop`` given their top-k lists ``idx`` (-1 pads a short list)."""
+    kmax = ks[-1]
+    valid = idx >= 0
+    # hits: does (user, recommended item) appear among the sorted target keys?
+    tk = targets.keys[targets.indptr[start]:targets.indptr[stop]]
+    rk = targets.users[start:stop, None] * targets.width + idx
+    pos = np.minimum(np.searchsorted(tk, rk), len(tk) - 1)
+    hitf = (valid & (tk[pos] == rk)).astype(np.float64)
+    cum_hits = np.cumsum(hitf, axis=1)
+    nt = targets.counts[start:stop].astype(np.float64)
+    ci = np.where(valid, idx, 0)
+    n_valid_cum = np.cumsum(valid, axis=1)
+    pair_cum = diff_cum = None
+    if ("diversity", kmax) in totals and cats is not None:
+        pair_cum, diff_cum = _category_pair_counts(np.where(valid, cats[ci], -1))
+    for kk in ks:
+        _add_accuracy(totals, start, kk, hitf[:, :kk], cum_hits, nt, curves)
+        _add_beyond_accuracy(totals, start, kk, idx, valid, ci, n_valid_cum, stats, pair_cum, diff_cum)
+
+
+def _add_accuracy(totals: _Totals, start: int, kk: int, hk: np.ndarray, cum_hits: np.ndarray, nt: np.ndarray,
+                  curves: tuple) -> None:
+    """hr, precision, recall, f1, ndcg, map and mrr at ``kk`` from the hits ``hk`` of the top ``kk``."""
+    disc, ideal_cum, inv_rank = curves
+    nh = cum_hits[:, kk - 1]
+    any_hit = nh > 0
+    if ("hr", kk) in totals:
+        totals.add(("hr", kk), start, any_hit.astype(np.float64))
+    prec = nh / kk
+    rec = nh / nt
+    if ("precision", kk) in totals:
+        totals.add(("precision", kk), start, prec)
+    if ("recall", kk) in totals:
+        totals.add(("recall", kk), start, rec)
+    if ("f1", kk) in totals:
+        s = prec + rec
+        totals.add(("f1", kk), start, np.divide(2 * prec * rec, s, out=np.zeros_like(s), where=s > 0))
+    depth = np.minimum(nt, kk).astype(np.int64)
+    if ("ndcg", kk) in totals:
+        totals.add(("ndcg", kk), start, (hk @ disc[:kk]) / ideal_cum[depth - 1])
+    if ("map", kk) in totals:
+        totals.add(("map", kk), start, (hk * cum_hits[:, :kk] * inv_rank[:kk]).sum(axis=1) / depth)
+    if ("mrr", kk) in totals:
+        first_hit = np.argmax(hk, axis=1)
+        totals.add(("mrr", kk), start, np.where(any_hit, inv_rank[first_hit], 0.0))
+
+
+def _add_beyond_accuracy(totals: _Totals, start: int, kk: int, idx: np.ndarray, valid: np.ndarray, ci: np.ndarray,
+                         n_valid_cum: np.ndarray, stats: _TrainingStats, pair_cum: np.ndarray | None,
+                         diff_cum: np.ndarray | None) -> None:
+    """coverage, novelty, arp and category diversity at ``kk`` (cosine diversity is :class:`_CosineDiversity`'s)."""
+    vk = valid[:, :kk]
+    if totals.covered is not None:
+        totals.covered[kk][idx[:, :kk][vk]] = True
+    cnt = n_valid_cum[:, kk - 1]
+    has = cnt > 0
+    safe = np.maximum(cnt, 1)
+    if stats.pop is not None and ("novelty", kk) in totals:
+        totals.add(("novelty", kk), start, (stats.selfinfo[ci[:, :kk]] * vk).sum(axis=1) / safe, has)
+    if stats.pop is not None and ("arp", kk) in totals:
+        totals.add(("arp", kk), start, (stats.pop[ci[:, :kk]] * vk).sum(axis=1) / safe, has)
+    if pair_cum is not None and ("diversity", kk) in totals:
+        npairs, ndiff = pair_cum[:, kk - 1], diff_cum[:, kk - 1]
+        totals.add(("diversity", kk), start, ndiff / np.maximum(npairs, 1), npairs > 0)
+
+
+def _report(totals: _Totals, names: tuple[str, ...], ks: tuple[int, ...], n_items: int, targets: _Targets,
+            user_items, n_model_users: int) -> dict:
+    """The report dict: each metric's average in the order of :data:`METRICS`, then the counts."""
+    n_eval = targets.n_eval
     report: dict = {}
     for name in names:
         for kk in ks:
             key = f"{name}@{kk}"
             if name == "coverage":
-                report[key] = float(covered[kk].sum() / n_items) if n_items else float("nan")
+                report[key] = float(totals.covered[kk].sum() / n_items) if n_items else float("nan")
             elif name in ("novelty", "arp", "diversity"):
-                d = n_with[name, kk]
-                report[key] = float(totals[name, kk] / d) if d else float("nan")
+                d = totals.n_with[name, kk]
+                report[key] = float(totals.sums[name, kk] / d) if d else float("nan")
             else:
-                report[key] = float(totals[name, kk] / n_eval)
+                report[key] = float(totals.sums[name, kk] / n_eval)
     report["n_users"] = int(n_eval)
-    report["n_unknown_users"] = n_unknown_users
-    report["n_unknown_items"] = n_unknown_items
+    report["n_unknown_users"] = targets.n_unknown_users
+    report["n_unknown_items"] = targets.n_unknown_items
     cold = 0
     if user_items is not None and getattr(user_items, "shape", (0,))[0] == n_model_users:
-        cold = int((sp.csr_matrix(user_items).getnnz(axis=1)[eval_users] == 0).sum())
+        cold = int((sp.csr_matrix(user_items).getnnz(axis=1)[targets.users] == 0).sum())
     report["n_cold_users"] = cold
-    report["n_targets"] = int(len(keys))
-    report["time_s"] = time.perf_counter() - t0
-    if columns is None:
-        return report
+    report["n_targets"] = int(len(targets.keys))
+    return report
+
+
+def _per_user_frame(totals: _Totals, names: tuple[str, ...], ks: tuple[int, ...], targets: _Targets,
+                    user_map: IdMap) -> pd.DataFrame:
+    """One row per evaluated user: its external id, its number of targets and its value of each metric."""
     import pandas as pd
 
-    frame = {"user": user_map.to_ids(eval_users), "n_targets": n_targets.astype(np.int64)}
+    frame = {"user": user_map.to_ids(targets.users), "n_targets": targets.counts.astype(np.int64)}
     for name in names:  # the report's order: metric, then k
         for kk in ks:
-            if (name, kk) in columns:
-                frame[f"{name}@{kk}"] = columns[name, kk]
-    return report, pd.DataFrame(frame)
+            if (name, kk) in totals.columns:
+                frame[f"{name}@{kk}"] = totals.columns[name, kk]
+    return pd.DataFrame(frame)
 
 
 def _category_pair_counts(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
