@@ -39,9 +39,7 @@ does the top-k with the shared filters.
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 
 from typing import TYPE_CHECKING, Literal
 
@@ -54,7 +52,8 @@ from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
 from ._neural import OPSET as _OPSET
-from ._neural import EncodedUsers, export_onnx, ranking_metrics, valid_targets
+from ._neural import EncodedUsers, history_tokens, ranking_metrics, valid_targets, window_tokens
+from ._trainer import Trainer, import_torch
 from .base import Recommender
 
 if TYPE_CHECKING:  # pandas only for add_items' annotation
@@ -84,23 +83,23 @@ def _first_touches(inter: Interactions):
     return items, indptr
 
 
-def _window(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
-    """Left-padded tokens (item index + 1; 0 = none) of ``items[starts[r]:ends[r]]``'s last ``length``."""
-    pos = ends[:, None] - length + np.arange(length)[None, :]
-    ok = pos >= starts[:, None]
-    out = np.zeros(pos.shape, dtype=np.int64)
-    out[ok] = items[pos[ok]] + 1
-    return out
+def _pairs(seq_items: np.ndarray, indptr: np.ndarray, n_items: int, first_pos: int):
+    """The (history, next item) training pairs: ``(pair_user, pair_g, logq)``.
 
-
-def _tokens(histories, length: int) -> np.ndarray:
-    """Left-padded int64 tokens (index + 1) of the last ``length`` items of each history."""
-    out = np.zeros((len(histories), length), dtype=np.int64)
-    for r, h in enumerate(histories):
-        h = np.asarray(h, dtype=np.int64)[-length:]
-        if len(h):
-            out[r, length - len(h):] = h + 1
-    return out
+    One pair per position ``g`` of ``seq_items`` from each user's ``first_pos``-th on (1: a history
+    must precede the target; 0 with user features, which place a user with no history); ``logq``
+    is the log of each item's share of the pairs' targets.
+    """
+    n_users, starts = len(indptr) - 1, indptr[:-1]
+    pair_user = np.repeat(np.arange(n_users), np.maximum(np.diff(indptr) - first_pos, 0))
+    pair_pos = (np.arange(len(seq_items)) - np.repeat(starts, np.diff(indptr)))
+    pair_g = np.flatnonzero(pair_pos >= first_pos)
+    if len(pair_g) < 2:
+        raise DataError("TwoTower needs at least 2 (history, next item) pairs to learn from: users with 2 or "
+                        "more distinct items (or user_features, which make a first item a pair too)")
+    targets = seq_items[pair_g]
+    share = np.bincount(targets, minlength=n_items).astype(np.float64) / len(targets)
+    return pair_user, pair_g, np.log(np.maximum(share, 1e-12)).astype(np.float32)
 
 
 def _bag(m: sp.csr_matrix, rows: np.ndarray):
@@ -369,7 +368,7 @@ class TwoTower(EncodedUsers, Recommender):
 
     def _history_tokens(self, interactions: Interactions) -> np.ndarray:
         seq_items, indptr = _first_touches(interactions)
-        return _window(seq_items, indptr[:-1], indptr[1:], int(self.max_history)).astype(np.int32)
+        return window_tokens(seq_items, indptr[:-1], indptr[1:], int(self.max_history)).astype(np.int32)
 
     def _grow_user_state(self, n_users: int) -> None:
         x = self.user_features_
@@ -387,23 +386,76 @@ class TwoTower(EncodedUsers, Recommender):
             _check_features(user_features, interactions.user_map, "user_features", "inter.user_map")
         if x_items is None and not self.item_ids:
             raise ParameterError("item_ids=False needs item_features: without either, items have no vector")
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("TwoTower.fit needs PyTorch; install persona-recsys[train] "
-                              "(pip install 'persona-recsys[train]'). "
-                              "A fitted, saved TwoTower serves without it.") from None
-        n_users, n_items, d = interactions.n_users, interactions.n_items, int(self.factors)
+        torch = import_torch(self)
+        n_items, d = interactions.n_items, int(self.factors)
         seq_items, indptr = _first_touches(interactions)
-        starts, ends = indptr[:-1], indptr[1:]
+        starts = indptr[:-1]
         counts = np.bincount(seq_items, minlength=n_items)
+        self._keep_inputs(seq_items, indptr, counts, item_features, x_items, x_users)
+        pair_user, pair_g, logq = _pairs(seq_items, indptr, n_items, first_pos=0 if x_users is not None else 1)
+        logq_t = torch.from_numpy(logq)
+        trained = counts > 0  # items with an id embedding worth using
+        length, b, inv_t = int(self.max_history), int(self.batch_size), 1.0 / float(self.temperature)
+
+        with Trainer(self, torch, weight_decay=float(self.weight_decay)) as trainer:
+            net, item_graph, user_graph = _build_network(
+                torch, n_items, self.n_item_features_, self.n_user_features_, d, int(self.hidden),
+                bool(self.item_ids), float(self.dropout))
+            ctx = _Context(torch, net, x_items, x_users, trained, d)
+
+            def batches(rng):
+                order = rng.permutation(len(pair_g))
+                for s in range(0, len(order), b):
+                    rows = order[s:s + b]
+                    if len(rows) < 2:
+                        continue  # a lone pair has no in-batch negative
+                    g, users = pair_g[rows], pair_user[rows]
+                    tgt = seq_items[g]
+                    tok = window_tokens(seq_items, starts[users], g, length)
+                    live = tok > 0
+                    # the batch's items, each encoded once: targets first, then history items
+                    need, inv = np.unique(np.concatenate([tgt, tok[live] - 1]), return_inverse=True)
+                    inv = inv.reshape(-1)
+                    hist_pos = np.zeros(tok.shape, dtype=np.int64)
+                    hist_pos[live] = inv[len(tgt):]
+                    keep = trained[need]
+                    if self.item_ids and self.id_dropout > 0:
+                        keep = keep & (rng.random(len(need)) >= float(self.id_dropout))
+                    yield users, tgt, need, keep, inv[:len(tgt)], hist_pos, live
+
+            def loss(batch):
+                users, tgt, need, keep, tgt_pos, hist_pos, live = batch
+                v = ctx.items(need, keep)
+                u = ctx.users(users, v, torch.from_numpy(hist_pos), torch.from_numpy(live))
+                logits = (u @ v[torch.from_numpy(tgt_pos)].T) * inv_t
+                if self.logq:
+                    logits = logits - logq_t[torch.from_numpy(tgt)][None, :]
+                same = (tgt[:, None] == tgt[None, :]) & ~np.eye(len(tgt), dtype=bool)
+                if same.any():  # another pair's copy of my positive is not a negative
+                    logits = logits.masked_fill(torch.from_numpy(same), -1e9)
+                return torch.nn.functional.cross_entropy(logits, torch.arange(len(tgt))), len(tgt)
+
+            vdata = valid_targets(self, valid) if valid is not None else None
+            trainer.fit(net, batches, loss,
+                        validate=None if vdata is None else lambda net: self._valid_metrics(torch, ctx, vdata))
+            self._torch_context = ctx  # with _network (set by the trainer): parity checks; never saved
+            with torch.no_grad():
+                self.item_factors_ = ctx.all_items().numpy().astype(np.float32, copy=True)
+            self._set_encoders(self._export(trainer, item_graph(net), self.n_item_features_ + d),
+                               self._export(trainer, user_graph(net), self.n_user_features_ + 2 * d))
+        if getattr(self, "_index_spec", None) is not None:  # a refit rebuilds the chosen index
+            self._fitted = True
+            self.use_index(self._index_spec["kind"], **self._index_spec["options"])
+
+    def _keep_inputs(self, seq_items, indptr, counts, item_features, x_items, x_users) -> None:
+        """The fitted state that comes from the data, not the network: popularity, tokens, features."""
         if x_items is not None:
             empty = (np.diff(x_items.indptr) == 0) & (counts > 0)
             if empty.any():
                 log.warning("TwoTower: %d of the %d items with events have no item features (all-zero rows); "
                             "they rely on their id embedding", int(empty.sum()), int((counts > 0).sum()))
         self.item_popularity_ = counts.astype(np.float32)
-        self.user_tokens_ = _window(seq_items, starts, ends, int(self.max_history)).astype(np.int32)
+        self.user_tokens_ = window_tokens(seq_items, indptr[:-1], indptr[1:], int(self.max_history)).astype(np.int32)
         self.user_features_ = x_users
         self.n_item_features_ = 0 if x_items is None else x_items.shape[1]
         self.n_user_features_ = 0 if x_users is None else x_users.shape[1]
@@ -416,119 +468,9 @@ class TwoTower(EncodedUsers, Recommender):
                 spec = None  # built from a matrix: add_items then needs Features, not a frame
         self.item_feature_spec_ = spec
 
-        # one pair per event position with a history before it (or every position, with user features)
-        first_pos = 0 if x_users is not None else 1
-        pair_user = np.repeat(np.arange(n_users), np.maximum(np.diff(indptr) - first_pos, 0))
-        pair_pos = (np.arange(len(seq_items)) - np.repeat(starts, np.diff(indptr)))
-        pair_g = np.flatnonzero(pair_pos >= first_pos)
-        if len(pair_g) < 2:
-            raise DataError("TwoTower needs at least 2 (history, next item) pairs to learn from: users with 2 or "
-                            "more distinct items (or user_features, which make a first item a pair too)")
-        targets = seq_items[pair_g]
-        share = np.bincount(targets, minlength=n_items).astype(np.float64) / len(targets)
-        logq = np.log(np.maximum(share, 1e-12)).astype(np.float32)
-
-        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
-        old_threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(int(self.num_threads))
-        try:
-            torch.manual_seed(seed)
-            rng = np.random.default_rng(seed)
-            net, item_graph, user_graph = _build_network(
-                torch, n_items, self.n_item_features_, self.n_user_features_, d, int(self.hidden),
-                bool(self.item_ids), float(self.dropout))
-            opt = torch.optim.Adam(net.parameters(), lr=float(self.learning_rate),
-                                   weight_decay=float(self.weight_decay))
-            trained = counts > 0  # items with an id embedding worth using
-            ctx = _Context(torch, net, x_items, x_users, trained, d)
-            vdata = valid_targets(self, valid) if valid is not None else None
-            logq_t = torch.from_numpy(logq)
-            inv_t = 1.0 / float(self.temperature)
-            b = int(self.batch_size)
-            self.history_ = []
-            best, best_state, best_epoch, waited = -1.0, None, 0, 0
-            bar = None
-            if self.show_progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=int(self.epochs), desc="TwoTower", unit="epoch")
-            t0 = time.perf_counter()
-            for epoch in range(1, int(self.epochs) + 1):
-                net.train()
-                order = rng.permutation(len(pair_g))
-                total, count = 0.0, 0
-                for s in range(0, len(order), b):
-                    rows = order[s:s + b]
-                    if len(rows) < 2:
-                        continue
-                    g = pair_g[rows]
-                    users = pair_user[rows]
-                    tgt = seq_items[g]
-                    tok = _window(seq_items, starts[users], g, int(self.max_history))
-                    live = tok > 0
-                    need, inv = np.unique(np.concatenate([tgt, tok[live] - 1]), return_inverse=True)
-                    inv = inv.reshape(-1)
-                    hist_pos = np.zeros(tok.shape, dtype=np.int64)
-                    hist_pos[live] = inv[len(tgt):]
-                    keep = trained[need]
-                    if self.item_ids and self.id_dropout > 0:
-                        keep = keep & (rng.random(len(need)) >= float(self.id_dropout))
-                    v = ctx.items(need, keep)
-                    u = ctx.users(users, v, torch.from_numpy(hist_pos), torch.from_numpy(live))
-                    logits = (u @ v[torch.from_numpy(inv[:len(tgt)])].T) * inv_t
-                    t_tgt = torch.from_numpy(tgt)
-                    if self.logq:
-                        logits = logits - logq_t[t_tgt][None, :]
-                    same = (tgt[:, None] == tgt[None, :]) & ~np.eye(len(tgt), dtype=bool)
-                    if same.any():  # another pair's copy of my positive is not a negative
-                        logits = logits.masked_fill(torch.from_numpy(same), -1e9)
-                    loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(tgt)))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(tgt)
-                    count += len(tgt)
-                record = {"epoch": epoch, "loss": total / max(count, 1)}
-                if vdata is not None:
-                    ndcg, hr = self._valid_metrics(torch, ctx, vdata)
-                    record.update({"valid_ndcg@10": ndcg, "valid_hr@10": hr})
-                    if ndcg > best:
-                        best, best_epoch, waited = ndcg, epoch, 0
-                        best_state = copy.deepcopy(net.state_dict())
-                    else:
-                        waited += 1
-                self.history_.append(record)
-                if bar is not None:
-                    bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-                    bar.update(1)
-                log.debug("TwoTower epoch %d: %s", epoch, record)
-                if vdata is not None and waited >= int(self.patience):
-                    log.info("TwoTower: early stop after epoch %d; best epoch %d (valid NDCG@10 %.4f)",
-                             epoch, best_epoch, best)
-                    break
-            if bar is not None:
-                bar.close()
-            if best_state is not None:
-                net.load_state_dict(best_state)
-            self.best_epoch_ = best_epoch if vdata is not None else len(self.history_)
-            self.fit_seconds_ = time.perf_counter() - t0
-            net.eval()
-            self._network = net  # the PyTorch modules, kept in memory for parity checks; never saved
-            self._torch_context = ctx
-            with torch.no_grad():
-                self.item_factors_ = ctx.all_items().numpy().astype(np.float32, copy=True)
-            self._set_encoders(self._export(torch, item_graph(net), self.n_item_features_ + d),
-                               self._export(torch, user_graph(net), self.n_user_features_ + 2 * d))
-        finally:
-            torch.set_num_threads(old_threads)
-        if getattr(self, "_index_spec", None) is not None:  # a refit rebuilds the chosen index
-            self._fitted = True
-            self.use_index(self._index_spec["kind"], **self._index_spec["options"])
-
-    def _export(self, torch, module, width: int) -> bytes:
+    def _export(self, trainer, module, width: int) -> bytes:
         """One tower as an ONNX graph (bytes): float32 (batch, width) -> float32 (batch, factors)."""
-        return export_onnx(torch, module, torch.zeros((2, width), dtype=torch.float32), "inputs", "vectors")
+        return trainer.export(module, trainer.torch.zeros((2, width), dtype=trainer.torch.float32), "inputs", "vectors")
 
     def _valid_metrics(self, torch, ctx, vdata, k: int = 10) -> tuple[float, float]:
         """NDCG@k and HR@k of the validation targets: full ranking, training items excluded."""
@@ -644,7 +586,7 @@ class TwoTower(EncodedUsers, Recommender):
         return scores
 
     def _score_histories(self, histories) -> np.ndarray:
-        tokens = _tokens(histories, int(self.max_history))
+        tokens = history_tokens(histories, int(self.max_history))
         scores = self._vectors(tokens, None, with_features=False) @ self._item_factors_t()
         empty = tokens[:, -1] == 0
         if empty.any():
