@@ -274,9 +274,11 @@ def test_bad_parameters(params, match, data):
         BPR(**params).fit(data)
 
 
-def test_negative_weights_are_refused():
-    m = sp.csr_matrix(np.array([[1.0, -2.0], [1.0, 0.0]], dtype=np.float32))
-    with pytest.raises(ps.DataError, match="non-negative"):
+@pytest.mark.parametrize("weight, match", [(-2.0, "non-negative"), (np.nan, "finite"), (np.inf, "finite")])
+def test_negative_and_non_finite_weights_are_refused(weight, match):
+    # one check for every model (persona._validate.check_weights); inf was let through before issue 13
+    m = sp.csr_matrix(np.array([[1.0, weight], [1.0, 0.0]], dtype=np.float32))
+    with pytest.raises(ps.DataError, match=match):
         BPR(factors=2, iterations=1).fit(inter_from_csr(m))
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from .errors import DataError, ParameterError
 
 __all__ = ["MAX_N", "MAX_FACTORS", "MAX_ITERATIONS", "check_int", "check_number", "check_bool", "check_n", "check_num_threads",
-           "max_threads", "check_frame", "check_keywords"]
+           "max_threads", "check_frame", "check_keywords", "check_weights"]
 
 #: Largest ``n`` (results per row) any entry point accepts.
 MAX_N = 1_000_000
@@ -218,6 +218,30 @@ def check_frame(df, name: str = "df", *, error: type = DataError):
         tried.append(f"{how} gave a {type(out).__name__}, not a DataFrame")
     why = f" ({'; '.join(tried)})" if tried else ""
     raise error(f"{name}: expected a pandas DataFrame or a polars / pyarrow table, got {kind}{why}; {hint}")
+
+
+def check_weights(weights, what: str, *, do: str = "drop dislikes or map them to 0 before fitting") -> None:
+    """DataError unless every interaction weight is finite and non-negative.
+
+    ``weights`` is an array of weights (a CSR matrix's ``.data``, a history's weights); ``what``
+    names whose they are (``"BPR"``, ``"recalculate_user"``) and ``do`` what to do about negative
+    ones. Vectorised: one pass over the array.
+
+    >>> check_weights(np.array([1.0, 0.0, 2.5]), "ALS")
+    >>> check_weights(np.array([1.0, -2.0]), "EASE")
+    Traceback (most recent call last):
+    persona.errors.DataError: EASE: expected non-negative interaction weights, got 1 negative weight(s), \
+e.g. [-2.0]; drop dislikes or map them to 0 before fitting
+    """
+    data = np.asarray(weights)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise DataError(f"{what}: expected finite interaction weights, got {int(bad.sum())} non-finite (NaN or "
+                        f"infinite) weight(s), e.g. {data[bad][:3].tolist()}; fix or drop those events before fitting")
+    neg = data < 0
+    if neg.any():
+        raise DataError(f"{what}: expected non-negative interaction weights, got {int(neg.sum())} negative "
+                        f"weight(s), e.g. {data[neg][:3].tolist()}; {do}")
 
 
 def check_keywords(func):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import MAX_ITERATIONS, check_int, check_number
+from .._validate import MAX_ITERATIONS, check_int, check_number, check_weights
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from .factor import FactorModel
@@ -36,16 +36,7 @@ def _checked_weights(matrix: sp.spmatrix, what: str) -> sp.csr_matrix:
         m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
         m.sum_duplicates()
         m.sort_indices()
-    data = m.data
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise DataError(f"{what}: expected finite interaction weights, got {int(bad.sum())} NaN or infinite "
-                        f"weight(s), e.g. {data[bad][:3].tolist()}; fix or drop those events before fitting")
-    neg = data < 0
-    if neg.any():
-        raise DataError(f"{what}: expected non-negative interaction weights (confidence = 1 + alpha * weight), "
-                        f"got {int(neg.sum())} negative weight(s), e.g. {data[neg][:3].tolist()}; drop "
-                        "dislikes or map them to 0 before fitting")
+    check_weights(m.data, what, do="drop dislikes or map them to 0 before fitting (confidence = 1 + alpha * weight)")
     return m
 
 
@@ -277,9 +268,7 @@ class ALS(FactorModel):
             if len(w) != len(idx):
                 raise ParameterError(f"weights has {len(w)} entries but history_items has {len(idx)}; "
                                      "pass one weight per history item")
-            if not np.all(np.isfinite(w)) or np.any(w < 0):
-                raise DataError("recalculate_user: expected finite, non-negative weights, got "
-                                f"{w[~(np.isfinite(w) & (w >= 0))][:3].tolist()}")
+            check_weights(w, "recalculate_user", do="pass 0 for an item to ignore")
         known = idx >= 0
         items, inverse = np.unique(idx[known], return_inverse=True)
         agg = np.bincount(inverse.reshape(-1), weights=w[known], minlength=len(items))

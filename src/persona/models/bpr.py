@@ -8,7 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import check_number
+from .._validate import check_number, check_weights
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ..kernels.threads import numba_threads as _numba_threads
@@ -19,18 +19,6 @@ __all__ = ["BPR"]
 log = logging.getLogger("persona.models")
 
 _SAMPLING = ("uniform", "popularity")
-
-
-def check_nonnegative_weights(matrix: sp.csr_matrix, model: str) -> None:
-    """DataError when the interaction matrix holds negative weights (dislikes) or NaN."""
-    data = matrix.data
-    bad = ~(data >= 0)
-    if bad.any():
-        example = data[bad][:3].tolist()
-        raise DataError(
-            f"{model} expects non-negative interaction weights, got {int(bad.sum())} negative or NaN "
-            f"weight(s), e.g. {example}; drop dislikes or map them to 0 before fitting"
-        )
 
 
 def positive_csr(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -123,7 +111,7 @@ class BPR(FactorModel):
     def _fit(self, interactions: Interactions) -> None:
         from ..kernels import bpr as kernels  # Numba: imported (and compiled, or loaded from cache) here
 
-        check_nonnegative_weights(self.user_items_, "BPR")
+        check_weights(self.user_items_.data, "BPR")
         x = positive_csr(self.user_items_)
         if x.nnz == 0:
             raise DataError("BPR got interactions whose weights are all 0; there is no positive pair to learn from")

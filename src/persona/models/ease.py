@@ -8,11 +8,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import check_int, check_number
+from .._validate import check_int, check_number, check_weights
 from ..data.interactions import Interactions
 from ..errors import ParameterError
 from .base import Recommender
-from .bpr import check_nonnegative_weights, positive_csr
+from .bpr import positive_csr
 from ..kernels.threads import blas_threads as _blas_threads
 
 __all__ = ["EASE"]
@@ -102,7 +102,7 @@ class EASE(Recommender):
                 f"{_gb(n_items):.3g} GB of memory, over max_items={self.max_items:,}. Use ItemKNN or ALS for a "
                 f"catalogue this size, or pass EASE(max_items={n_items}) if the memory is there"
             )
-        check_nonnegative_weights(self.user_items_, "EASE")
+        check_weights(self.user_items_.data, "EASE")
         x = positive_csr(self.user_items_)
         bar = None
         if self.show_progress:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import MAX_N, check_int, check_number
+from .._validate import MAX_N, check_int, check_number, check_weights
 from ..data.interactions import Interactions
-from ..errors import DataError, ParameterError
+from ..errors import ParameterError
 from ..io.artifact import pack_csr, unpack_csr
 from ..kernels import topk
 from ..kernels.similarity import (
@@ -46,21 +46,8 @@ __all__ = ["ItemKNN", "UserKNN", "WEIGHTINGS"]
 
 WEIGHTINGS = ("cosine", "bm25", "tfidf", "none")
 _NORMALISED = ("cosine", "tfidf")
-
-
-def _check_matrix(X: sp.csr_matrix) -> None:
-    """The similarity assumes finite, non-negative confidences; say which entries are not."""
-    if not X.nnz:
-        return
-    bad = ~np.isfinite(X.data)
-    if bad.any():
-        raise DataError(f"the interaction matrix holds {int(bad.sum())} non-finite weight(s) (NaN or inf); "
-                        "drop those events or give them a finite weight before fit")
-    neg = X.data < 0
-    if neg.any():
-        raise DataError(f"the interaction matrix holds {int(neg.sum())} negative weight(s) (min "
-                        f"{float(X.data.min())}); neighbourhood models expect non-negative confidences -- "
-                        "drop negative feedback or map it to 0 before fit")
+_NEGATIVE_WEIGHTS = ("neighbourhood models expect non-negative confidences: drop negative feedback or map it "
+                     "to 0 before fit")
 
 
 def _binary_rows(histories: list[np.ndarray], n_cols: int) -> sp.csr_matrix:
@@ -199,7 +186,7 @@ class ItemKNN(_Neighbourhood):
 
     def _fit(self, interactions: Interactions, **kwargs) -> None:
         X = self.user_items_
-        _check_matrix(X)
+        check_weights(X.data, type(self).__name__, do=_NEGATIVE_WEIGHTS)
         items = X.T.tocsr()
         self._learn_weighting(items)
         self.similarity_ = self._similarity(items)
@@ -263,7 +250,7 @@ class UserKNN(_Neighbourhood):
 
     def _fit(self, interactions: Interactions, **kwargs) -> None:
         X = self.user_items_
-        _check_matrix(X)
+        check_weights(X.data, type(self).__name__, do=_NEGATIVE_WEIGHTS)
         self._learn_weighting(X)
         self.similarity_ = self._similarity(X)
         self._derive()
