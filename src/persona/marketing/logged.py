@@ -97,6 +97,59 @@ def _matrix(name: str, values, rows: int, rows_name: str) -> np.ndarray:
     return arr
 
 
+def _rewards(reward: ArrayLike, n: int) -> np.ndarray:
+    """``reward`` as ``n`` finite floats."""
+    reward = _float_array("reward", reward, n)
+    bad = ~np.isfinite(reward)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5]
+        raise DataError(f"reward: non-finite values {reward[rows].tolist()} at rows {rows.tolist()}; "
+                        "fill or drop those rounds")
+    return reward
+
+
+def _propensities(propensity: ArrayLike, n: int) -> np.ndarray:
+    """``propensity`` as ``n`` probabilities in (0, 1]."""
+    propensity = _float_array("propensity", propensity, n)
+    bad = ~(np.isfinite(propensity) & (propensity > 0.0) & (propensity <= 1.0))
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5]
+        raise DataError(
+            f"propensity must lie in (0, 1], got {propensity[rows].tolist()} at rows {rows.tolist()}; "
+            "pass the logging policy's probability of each logged action (rounds with probability 0 "
+            "cannot have been logged)"
+        )
+    return propensity
+
+
+def _n_actions(action: np.ndarray, n_actions: int | None, action_context: ArrayLike | None) -> int:
+    """The size of the action set (given, the rows of ``action_context``, or ``action.max() + 1``),
+    checked to hold every logged action."""
+    if action_context is not None and n_actions is None:
+        n_actions = len(np.asarray(action_context))
+    if n_actions is None:
+        n_actions = int(action.max()) + 1
+    n_actions = check_int(n_actions, "n_actions", min=1, expected="a positive integer", error=DataError)
+    if action.max() >= n_actions:
+        rows = np.flatnonzero(action >= n_actions)[:5]
+        raise DataError(
+            f"action must lie in [0, {n_actions}), got {action[rows].tolist()} at rows {rows.tolist()}; "
+            "encode actions as 0-based indices or raise n_actions"
+        )
+    return n_actions
+
+
+def _column_names(what: str, names: Sequence[str] | None, matrix: np.ndarray | None) -> list[str] | None:
+    """``names`` of the columns of ``matrix`` (called ``what``) as strings, one per column."""
+    if names is None:
+        return None
+    names = [str(c) for c in names]
+    if matrix is None or len(names) != matrix.shape[1]:
+        got = None if matrix is None else matrix.shape[1]
+        raise DataError(f"{what}_names has {len(names)} names but {what} has {got} columns")
+    return names
+
+
 class LoggedFeedback:
     """Rounds of logged bandit feedback: context, action, position, reward and propensity.
 
@@ -155,33 +208,9 @@ class LoggedFeedback:
         n = len(action)
         if n == 0:
             raise DataError("LoggedFeedback needs at least one round; action is empty")
-        reward = _float_array("reward", reward, n)
-        bad = ~np.isfinite(reward)
-        if bad.any():
-            rows = np.flatnonzero(bad)[:5]
-            raise DataError(f"reward: non-finite values {reward[rows].tolist()} at rows {rows.tolist()}; "
-                            "fill or drop those rounds")
-        propensity = _float_array("propensity", propensity, n)
-        bad = ~(np.isfinite(propensity) & (propensity > 0.0) & (propensity <= 1.0))
-        if bad.any():
-            rows = np.flatnonzero(bad)[:5]
-            raise DataError(
-                f"propensity must lie in (0, 1], got {propensity[rows].tolist()} at rows {rows.tolist()}; "
-                "pass the logging policy's probability of each logged action (rounds with probability 0 "
-                "cannot have been logged)"
-            )
-
-        if action_context is not None and n_actions is None:
-            n_actions = len(np.asarray(action_context))
-        if n_actions is None:
-            n_actions = int(action.max()) + 1
-        n_actions = check_int(n_actions, "n_actions", min=1, expected="a positive integer", error=DataError)
-        if action.max() >= n_actions:
-            rows = np.flatnonzero(action >= n_actions)[:5]
-            raise DataError(
-                f"action must lie in [0, {n_actions}), got {action[rows].tolist()} at rows {rows.tolist()}; "
-                "encode actions as 0-based indices or raise n_actions"
-            )
+        reward = _rewards(reward, n)
+        propensity = _propensities(propensity, n)
+        n_actions = _n_actions(action, n_actions, action_context)
         if action_context is not None:
             action_context = _matrix("action_context", action_context, n_actions, "action")
         if context is not None:
@@ -190,18 +219,8 @@ class LoggedFeedback:
             position = _int_array("position", position, n)
         if timestamps is not None:
             timestamps = _seconds(timestamps, n)
-        if context_names is not None:
-            context_names = [str(c) for c in context_names]
-            if context is None or len(context_names) != context.shape[1]:
-                got = None if context is None else context.shape[1]
-                raise DataError(f"context_names has {len(context_names)} names but context has {got} columns")
-        if action_context_names is not None:
-            action_context_names = [str(c) for c in action_context_names]
-            if action_context is None or len(action_context_names) != action_context.shape[1]:
-                got = None if action_context is None else action_context.shape[1]
-                raise DataError(
-                    f"action_context_names has {len(action_context_names)} names but action_context has {got} columns"
-                )
+        context_names = _column_names("context", context_names, context)
+        action_context_names = _column_names("action_context", action_context_names, action_context)
 
         self.action = action
         self.reward = reward

@@ -55,6 +55,45 @@ def _group(r: np.ndarray, f: np.ndarray) -> np.ndarray:
     return out
 
 
+def _purchases(data, *, user: str, time: str, value: str | None, event: str | None, purchase: str,
+               prices) -> tuple[pd.DataFrame, str]:
+    """The purchases in ``data`` (see :func:`rfm_table`): a frame of buyer ``u``, epoch seconds ``t``
+    and value ``v``, and the name of the user column (``user_id`` for Interactions)."""
+    import pandas as pd
+
+    if hasattr(data, "to_frame") and hasattr(data, "item_map"):  # Interactions
+        if data.timestamps is None:
+            raise DataError("rfm_table: the Interactions have no timestamps; build them with time=...")
+        df = data.to_frame().rename(columns={"user": "user_id", "item": "item_id"})
+        user, time = "user_id", "timestamp"
+        if "event" not in df.columns:
+            event = None
+        if "value" not in df.columns:
+            value = None
+    else:
+        df = check_frame(data, "rfm_table: data (a table of orders, or Interactions)")
+    for col in (user, time):
+        if col not in df.columns:
+            raise DataError(f"rfm_table: no column {col!r}; columns are {list(df.columns)}; pass user= / time=")
+    if event is not None and event in df.columns:
+        df = df[df[event].astype(str) == purchase]
+    t = df[time]
+    if pd.api.types.is_datetime64_any_dtype(t):
+        secs = pd.to_datetime(t, utc=True).dt.as_unit("ns").astype("int64").to_numpy() / 1e9
+    else:
+        secs = pd.to_numeric(t, errors="raise").to_numpy(dtype=np.float64)
+    if value is not None and value in df.columns:
+        vals = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=np.float64)
+    elif prices is not None:
+        item_col = "item_id" if "item_id" in df.columns else "item"
+        vals = df[item_col].map(pd.Series(prices) if not isinstance(prices, pd.Series) else prices)
+        vals = pd.to_numeric(vals, errors="coerce").to_numpy(dtype=np.float64)
+    else:
+        vals = np.ones(len(df))
+    vals = np.where(np.isfinite(vals), vals, 0.0)
+    return pd.DataFrame({"u": df[user].to_numpy(), "t": secs, "v": vals}), user
+
+
 def rfm_table(data: FrameLike | Interactions, *, now: TimePoint | None = None, users: Ids | None = None,
               user: str = "user_id", time: str = "timestamp", value: str | None = "value",
               event: str | None = "event", purchase: str = "purchase",
@@ -94,39 +133,8 @@ def rfm_table(data: FrameLike | Interactions, *, now: TimePoint | None = None, u
     """
     import pandas as pd
 
-    if hasattr(data, "to_frame") and hasattr(data, "item_map"):  # Interactions
-        if data.timestamps is None:
-            raise DataError("rfm_table: the Interactions have no timestamps; build them with time=...")
-        df = data.to_frame().rename(columns={"user": "user_id", "item": "item_id"})
-        user, time = "user_id", "timestamp"
-        if "event" not in df.columns:
-            event = None
-        if "value" not in df.columns:
-            value = None
-    else:
-        df = check_frame(data, "rfm_table: data (a table of orders, or Interactions)")
-    for col in (user, time):
-        if col not in df.columns:
-            raise DataError(f"rfm_table: no column {col!r}; columns are {list(df.columns)}; pass user= / time=")
-    if event is not None and event in df.columns:
-        df = df[df[event].astype(str) == purchase]
-    t = df[time]
-    if pd.api.types.is_datetime64_any_dtype(t):
-        secs = pd.to_datetime(t, utc=True).dt.as_unit("ns").astype("int64").to_numpy() / 1e9
-    else:
-        secs = pd.to_numeric(t, errors="raise").to_numpy(dtype=np.float64)
-    if value is not None and value in df.columns:
-        vals = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=np.float64)
-    elif prices is not None:
-        item_col = "item_id" if "item_id" in df.columns else "item"
-        vals = df[item_col].map(pd.Series(prices) if not isinstance(prices, pd.Series) else prices)
-        vals = pd.to_numeric(vals, errors="coerce").to_numpy(dtype=np.float64)
-    else:
-        vals = np.ones(len(df))
-    vals = np.where(np.isfinite(vals), vals, 0.0)
-
-    ref = epoch(now, "now") if now is not None else (float(secs.max()) if len(secs) else 0.0)
-    buy = pd.DataFrame({"u": df[user].to_numpy(), "t": secs, "v": vals})
+    buy, user = _purchases(data, user=user, time=time, value=value, event=event, purchase=purchase, prices=prices)
+    ref = epoch(now, "now") if now is not None else (float(buy["t"].to_numpy().max()) if len(buy) else 0.0)
     g = buy.groupby("u", sort=True)
     out = pd.DataFrame({
         "recency_days": (ref - g["t"].max()) / DAY,
