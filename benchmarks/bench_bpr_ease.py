@@ -37,7 +37,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, eval_row, scores_of, write_results  # noqa: E402
+from common import default_beauty, eval_row, fit_and_eval, scores_of, timed, write_results  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import IdMap, Interactions  # noqa: E402
 from persona.kernels import topk  # noqa: E402
@@ -125,24 +125,18 @@ def run(args) -> dict:
         return eval_row(rows, name, model, test, fit_s, extra)
 
     # ---- most popular: the floor
-    t = time.perf_counter()
-    pop = ps.MostPopular().fit(full)
-    add("most popular", pop, time.perf_counter() - t)
+    fit_and_eval(rows, "most popular", lambda: ps.MostPopular().fit(full), test)
 
     bpr_params = dict(factors=args.factors, learning_rate=args.learning_rate, regularization=args.regularization,
                       iterations=args.iterations, random_state=args.seed, num_threads=args.threads,
                       negative_sampling=args.negative_sampling)
     if not args.skip_bpr:
         # compile (or load the cache) on a tiny problem, so the timed fit is training alone
-        t = time.perf_counter()
         tiny = Interactions(IdMap([0, 1]), IdMap([0, 1, 2]), [0, 1], [0, 1])
-        BPR(**{**bpr_params, "iterations": 1}).fit(tiny)
-        compile_s = time.perf_counter() - t
-        t = time.perf_counter()
-        model = BPR(**bpr_params).fit(full)
-        fit_s = time.perf_counter() - t
-        add("persona BPR", model, fit_s, {"compile_s": compile_s, "final_loss": model.history_["loss"][-1],
-                                          "final_pair_accuracy": model.history_["pair_accuracy"][-1]})
+        _, compile_s = timed(lambda: BPR(**{**bpr_params, "iterations": 1}).fit(tiny))
+        fit_and_eval(rows, "persona BPR", lambda: BPR(**bpr_params).fit(full), test,
+                     lambda m: {"compile_s": compile_s, "final_loss": m.history_["loss"][-1],
+                                "final_pair_accuracy": m.history_["pair_accuracy"][-1]})
         if not args.skip_implicit:
             try:
                 adapter, fit_s = fit_implicit(full, args)
@@ -154,18 +148,16 @@ def run(args) -> dict:
     tuning = []
     if not args.skip_ease:
         for lam in args.lambdas:
-            t = time.perf_counter()
-            m = EASE(regularization=lam, num_threads=args.threads).fit(train)
-            fit_s = time.perf_counter() - t
+            m, fit_s = timed(lambda: EASE(regularization=lam, num_threads=args.threads).fit(train))
             rep = ps.evaluate(m, valid, k=KS, metrics=("hr", "ndcg"))
             tuning.append({"regularization": lam, "fit_s": fit_s, "precision": m.precision_, **scores_of(rep)})
             print(f"  EASE lambda={lam:g}: valid NDCG@10 {rep['ndcg@10']:.4f} HR@10 {rep['hr@10']:.4f} "
                   f"(fit {fit_s:.2f} s, {m.precision_})", flush=True)
             del m
         best = max(tuning, key=lambda r: (r["ndcg@10"], r["hr@10"]))["regularization"]
-        t = time.perf_counter()
-        m = EASE(regularization=best, num_threads=args.threads).fit(full)
-        add(f"persona EASE (lambda={best:g})", m, time.perf_counter() - t, {"precision": m.precision_})
+        fit_and_eval(rows, f"persona EASE (lambda={best:g})",
+                     lambda: EASE(regularization=best, num_threads=args.threads).fit(full), test,
+                     lambda m: {"precision": m.precision_})
 
     ratio = None
     names = {r["model"]: r for r in rows}

@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import fit_and_eval, write_results  # noqa: E402
 
 from datagen import power_law_matrix  # noqa: E402
 from machine import machine_facts  # noqa: E402
@@ -135,12 +135,7 @@ def quality(inter: ps.Interactions, k: int, threads: int) -> list[dict]:
     out = []
     with threadpool_limits(threads):
         for label, make in contenders:
-            t0 = time.perf_counter()
-            model = make()
-            fit_s = time.perf_counter() - t0
-            rep = ps.evaluate(model, test, k=(5, 10, 20), metrics=("hr", "ndcg"))
-            out.append({"model": label, "k": k, "fit_s": fit_s, "eval_s": rep["time_s"], "n_users": rep["n_users"],
-                        **{m: rep[m] for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")}})
+            fit_and_eval(out, label, make, test, {"k": k}, ks=(5, 10, 20))
     return out
 
 

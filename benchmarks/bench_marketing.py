@@ -73,7 +73,7 @@ from persona.marketing import (  # noqa: E402
     Offer,
     Planner,
     campaign_metrics,
-    compare,
+    compare_groups,
     rfm_table,
 )
 from persona.store import EventStore  # noqa: E402
@@ -375,7 +375,7 @@ def run_arm(name, *, shop, truth, model, contacts, campaigns, rfm, rfm_rf, start
         by_channel = campaign_metrics(store, by="channel")
         res.extra["by_channel"] = by_channel
         if res.holdouts:
-            res.extra["lift"] = compare(store)
+            res.extra["lift"] = compare_groups(store)
         store.close()
     if res.extra.get("best_hits"):
         res.best_share = float(np.mean(res.extra.pop("best_hits")))
@@ -486,7 +486,7 @@ def markdown(results, shop_desc, args, facts, gm, baseline, ope_rows=(), ope_nam
                       + " (true reach email .25, sms .9, push .5, web .3)."]
         lift = persona.extra.get("lift")
         if lift is not None:
-            lines += ["", "persona arm's 10 % holdout, `compare(store)` (conversion rate, treatment vs control): "
+            lines += ["", "persona arm's 10 % holdout, `compare_groups(store)` (conversion rate, treatment vs control): "
                       f"{lift}. The true incremental conversion rate of its messages: "
                       f"{persona.incr_conversions / persona.messages:.4f}."]
     bandits = [r for r in results if r.regret]

@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, eval_row, sample_users, write_results  # noqa: E402
+from common import default_beauty, eval_row, fit_and_eval, sample_users, write_results  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Interactions  # noqa: E402
 from persona.models.sasrec import SASRec  # noqa: E402
@@ -161,8 +161,7 @@ def run(args) -> dict:
     def add(name, model, fit_s, extra=None):
         return eval_row(rows, name, model, test, fit_s, extra)
 
-    t = time.perf_counter()
-    add("most popular", ps.MostPopular().fit(full), time.perf_counter() - t)
+    fit_and_eval(rows, "most popular", lambda: ps.MostPopular().fit(full), test)
 
     params = dict(factors=args.factors, blocks=args.blocks, heads=args.heads, max_len=args.max_len,
                   dropout=args.dropout, learning_rate=args.learning_rate, epochs=args.epochs,

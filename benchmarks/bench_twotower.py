@@ -45,7 +45,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import persona as ps  # noqa: E402
-from common import default_beauty, eval_row, sample_users, write_results  # noqa: E402
+from common import default_beauty, eval_row, fit_and_eval, sample_users, write_results  # noqa: E402
 from machine import machine_facts  # noqa: E402
 from persona.data import Features, IdMap, Interactions  # noqa: E402
 from persona.models.twotower import TwoTower, _first_touches  # noqa: E402
@@ -214,8 +214,7 @@ def run_beauty(args) -> dict:
     def add(name, model, fit_s, extra=None):
         return eval_row(rows, name, model, test, fit_s, extra)
 
-    t = time.perf_counter()
-    add("most popular", ps.MostPopular().fit(full), time.perf_counter() - t)
+    fit_and_eval(rows, "most popular", lambda: ps.MostPopular().fit(full), test)
     params = dict(factors=args.factors, hidden=args.hidden, max_history=args.max_history,
                   temperature=args.temperature, id_dropout=args.id_dropout, learning_rate=args.learning_rate,
                   epochs=args.epochs, batch_size=args.batch_size, patience=args.patience, random_state=args.seed,

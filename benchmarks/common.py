@@ -34,6 +34,27 @@ def eval_row(rows: list, name: str, model, test, fit_s: float, extra: dict | Non
     return row
 
 
+def timed(fn):
+    """``(fn(), seconds it took)``: the wall-clock time of one call (a fit, a tuning run)."""
+    import time
+
+    t = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t
+
+
+def fit_and_eval(rows: list, name: str, fit, test, extra=None, ks=KS):
+    """Time ``fit()`` (a call returning the fitted model), evaluate the model on ``test``, keep its row.
+
+    The fit-then-evaluate step every quality benchmark repeats for each contender. ``extra`` is a
+    dict, or a callable taking the model and returning one (its loss, its best epoch). Returns
+    ``(model, row)``.
+    """
+    model, fit_s = timed(fit)
+    more = extra(model) if callable(extra) else extra
+    return model, eval_row(rows, name, model, test, fit_s, more, ks)
+
+
 def sample_users(inter, max_users: int | None, seed: int):
     """A random sample of whole users (their sequences intact); items re-indexed."""
     import numpy as np

@@ -1,5 +1,6 @@
 """Marketing: logged campaign feedback, offer policies, off-policy evaluation."""
 
+from .._lazy import lazy_namespace
 from .logged import LoggedFeedback
 
 __all__ = ["LoggedFeedback"]
@@ -17,19 +18,9 @@ _CAMPAIGN_NAMES = {
     "abtest": ("ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size", "power"),
     "bandits": ("LinUCB", "LinearThompsonSampling", "EpsilonGreedy"),
 }
-_SUBMODULES = set(_CAMPAIGN_NAMES)
 _CAMPAIGN_LAZY = {name: mod for mod, names in _CAMPAIGN_NAMES.items() for name in names}
 __all__ += list(_CAMPAIGN_LAZY)
 # Old names kept working, outside __all__: each warns on use.
 _CAMPAIGN_LAZY["compare"] = "feedback"  # renamed compare_groups (ope.compare compares estimators)
 
-
-def __getattr__(name):
-    import importlib
-
-    if name in _SUBMODULES:  # ps.marketing.bandits, ps.marketing.planner, ...
-        return importlib.import_module(f".{name}", __name__)
-    mod = _CAMPAIGN_LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'persona.marketing' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{mod}", __name__), name)
+__getattr__, __dir__ = lazy_namespace(__name__, globals(), __all__, modules=_CAMPAIGN_NAMES, names=_CAMPAIGN_LAZY)
