@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import persona.data.ingest as ingest
+import persona.data._pipeline as pipeline
 from persona.data import Interactions
 from persona.data.ingest import (
     DEFAULT_WEIGHTS,
@@ -286,7 +286,7 @@ def test_drop_duplicates_without_time_and_with_values():
 
 def test_duplicate_detection_survives_hash_collisions(monkeypatch):
     # every row gets one hash: the exact fallback must still find only true duplicates
-    monkeypatch.setattr(ingest, "_mix", lambda x: np.zeros_like(x))
+    monkeypatch.setattr(pipeline, "_mix", lambda x: np.zeros_like(x))
     df = pd.DataFrame({"u": [1, 1, 2, 1, 2], "i": [1, 2, 1, 1, 1]})
     inter = from_frame(df, "u", "i")
     assert inter.report.dropped == {"duplicate event": 2}
@@ -298,7 +298,7 @@ def test_duplicate_detection_survives_hash_collisions(monkeypatch):
                 min_size=1, max_size=40))
 def test_duplicated_matches_pandas(rows):
     cols = [np.array(c) for c in zip(*rows)]
-    got = ingest._duplicated(cols)
+    got = pipeline._duplicated(cols)
     ref = pd.DataFrame({str(k): c for k, c in enumerate(cols)}).duplicated().to_numpy()
     assert got.tolist() == ref.tolist()
 

@@ -8,13 +8,15 @@ optionally a timestamp, an event type and a value), sorted by user and then time
   events aggregated into one entry;
 * per-user, time-ordered item sequences for sequential models.
 
-Constructors that read frames, files and records live in :mod:`persona.data.ingest`; they validate
-and clean the input and end here.
+The cleaning pipeline that reads frames, files and records lives in :mod:`persona.data._pipeline`
+and returns the arrays this class is built from; the ``from_*`` constructors here and the
+functions of :mod:`persona.data.ingest` (which document the options) both call it. Imports go one
+way: ``ingest`` -> ``interactions`` -> ``_pipeline`` (inside the constructors, as it needs pandas)
+-> ``_events``; neither ``interactions`` nor ``_pipeline`` imports ``ingest``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -23,82 +25,13 @@ import scipy.sparse as sp
 from .._validate import check_keywords
 from ..errors import DataError
 from ..typing import ArrayLike, FrameLike, Ids, PathLike, TimePoint
+from ._events import AGGREGATIONS, CleaningReport, _canonical_order, _refuse_time_options
 from .idmap import IdMap
 
 if TYPE_CHECKING:  # pandas only for to_frame's annotation
     import pandas as pd
 
 __all__ = ["Interactions", "CleaningReport", "AGGREGATIONS"]
-
-AGGREGATIONS = ("sum", "max", "last", "count")
-#: from_frame options that sequence files cannot have (they hold only user and item ids)
-_NOT_FOR_SEQUENCES = ("time", "event", "value", "weights", "weight", "default_weight", "value_as_weight",
-                      "time_unit", "half_life", "now")
-
-
-def _refuse_time_options(func):
-    """Keep from_sequences' DataError for from_frame options that need event columns."""
-    import functools
-
-    @functools.wraps(func)
-    def checked(*args, **kwargs):
-        for bad in _NOT_FOR_SEQUENCES:
-            if bad in kwargs:
-                raise DataError(f"{bad}= is not available for sequence files, which hold only user and item ids; "
-                                "use from_frame for event logs with times, types or values")
-        return func(*args, **kwargs)
-
-    return checked
-
-
-@dataclass
-class CleaningReport:
-    """What ingestion did to the input: rows read, kept, and dropped per reason.
-
-    Nothing is dropped silently: every dropped row is counted under a reason here.
-    """
-
-    n_input: int = 0
-    n_kept: int = 0
-    dropped: dict = field(default_factory=dict)  # reason -> count
-    notes: list = field(default_factory=list)
-
-    @property
-    def n_dropped(self) -> int:
-        return int(sum(self.dropped.values()))
-
-    def add(self, reason: str, count: int) -> None:
-        if count:
-            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
-
-    def __str__(self) -> str:
-        if not self.dropped:
-            return f"{self.n_kept} of {self.n_input} events kept; none dropped"
-        parts = ", ".join(f"{n} {why}" for why, n in self.dropped.items())
-        return f"{self.n_kept} of {self.n_input} events kept; dropped {parts}"
-
-
-def _canonical_order(users: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray | None:
-    """The permutation sorting events by user, then time, then input position; None if sorted.
-
-    Same result as ``np.lexsort([timestamps, users])`` (which is stable), but several times faster
-    on the common cases: already sorted, globally time-ordered logs, and whole-unit timestamps.
-    """
-    du = np.diff(users)
-    if timestamps is None:
-        return None if not (du < 0).any() else np.argsort(users, kind="stable")
-    dt = np.diff(timestamps)
-    if not (du < 0).any() and not ((du == 0) & (dt < 0)).any():
-        return None
-    if not (dt < 0).any():  # a time-ordered log: grouping by user keeps time order
-        return np.argsort(users, kind="stable")
-    tmin, tmax = float(timestamps.min()), float(timestamps.max())
-    span = tmax - tmin + 1.0
-    if (np.isfinite(span) and span < 2.0**53 and span * (float(users.max()) + 1.0) < 2.0**62
-            and np.array_equal(timestamps, np.floor(timestamps))):
-        key = users.astype(np.int64) * np.int64(span) + (timestamps - tmin).astype(np.int64)
-        return np.argsort(key, kind="stable")
-    return np.lexsort([timestamps, users])
 
 
 class Interactions:
@@ -405,6 +338,7 @@ class Interactions:
     # ------------------------------------------------------------------ constructors (see ingest)
     # The cleaning options are spelt out (keyword-only, same defaults as persona.data.ingest) so that
     # IDEs and inspect.signature show them; a misspelt one is a ParameterError naming the nearest.
+    # Each calls the pipeline, which returns this class's arguments (it never imports this module).
     @classmethod
     @check_keywords
     def from_frame(cls, df: FrameLike, user: str = "user_id", item: str = "item_id", time: str | None = None,
@@ -416,10 +350,9 @@ class Interactions:
                    k_core: int | None = None, strict: bool = True, user_map: IdMap | None = None,
                    item_map: IdMap | None = None) -> "Interactions":
         """Build from a table of events (pandas, polars, pyarrow, ...); see :func:`persona.data.ingest.from_frame`."""
-        from .ingest import _options, from_frame
+        from . import _pipeline
 
-        return from_frame(df, user=user, item=item, time=time, event=event, value=value, weights=weights,
-                          **_options(locals()))
+        return cls(**_pipeline.clean(df, user, item, time, event, value, weights, **_pipeline.options(locals())))
 
     @classmethod
     @check_keywords
@@ -432,10 +365,10 @@ class Interactions:
                  min_user_events: int = 0, min_item_events: int = 0, k_core: int | None = None, strict: bool = True,
                  user_map: IdMap | None = None, item_map: IdMap | None = None) -> "Interactions":
         """Read a CSV file; see :func:`persona.data.ingest.from_csv`."""
-        from .ingest import _options, from_csv
+        from . import _pipeline
 
-        return from_csv(path, user=user, item=item, time=time, event=event, value=value, weights=weights,
-                        read_options=read_options, **_options(locals()))
+        return cls(**_pipeline.read_csv(path, user, item, time, event, value, weights, read_options,
+                                        _pipeline.options(locals())))
 
     @classmethod
     @check_keywords
@@ -448,10 +381,9 @@ class Interactions:
                      k_core: int | None = None, strict: bool = True, user_map: IdMap | None = None,
                      item_map: IdMap | None = None) -> "Interactions":
         """Read a Parquet file (needs pyarrow); see :func:`persona.data.ingest.from_parquet`."""
-        from .ingest import _options, from_parquet
+        from . import _pipeline
 
-        return from_parquet(path, user=user, item=item, time=time, event=event, value=value, weights=weights,
-                            **_options(locals()))
+        return cls(**_pipeline.read_parquet(path, user, item, time, event, value, weights, _pipeline.options(locals())))
 
     @classmethod
     @check_keywords
@@ -464,10 +396,10 @@ class Interactions:
                      k_core: int | None = None, strict: bool = True, user_map: IdMap | None = None,
                      item_map: IdMap | None = None) -> "Interactions":
         """Build from an iterable of dicts or tuples; see :func:`persona.data.ingest.from_records`."""
-        from .ingest import _options, from_records
+        from . import _pipeline
 
-        return from_records(records, user=user, item=item, time=time, event=event, value=value, weights=weights,
-                            **_options(locals()))
+        return cls(**_pipeline.read_records(records, user, item, time, event, value, weights,
+                                            _pipeline.options(locals())))
 
     @classmethod
     @_refuse_time_options
@@ -478,12 +410,12 @@ class Interactions:
                        min_item_events: int = 0, k_core: int | None = None, strict: bool = True) -> "Interactions":
         """Read the ``user item item ...`` format (one user per line, items in time order); see
         :func:`persona.data.ingest.from_sequences`."""
-        from .ingest import from_sequences
+        from . import _pipeline
 
-        return from_sequences(path_or_lines, user_map=user_map, item_map=item_map, ids=ids,
-                              drop_duplicates=drop_duplicates, aggregate=aggregate, allow_negative=allow_negative,
-                              min_user_events=min_user_events, min_item_events=min_item_events, k_core=k_core,
-                              strict=strict)
+        return cls(**_pipeline.read_sequences(path_or_lines, ids, user_map=user_map, item_map=item_map,
+                                              drop_duplicates=drop_duplicates, aggregate=aggregate,
+                                              allow_negative=allow_negative, min_user_events=min_user_events,
+                                              min_item_events=min_item_events, k_core=k_core, strict=strict))
 
     @classmethod
     @check_keywords
