@@ -520,7 +520,7 @@ def test_fuzz_store_payloads(target, open_store, payload, raw):
     if raw is not None:
         ts, length, seed = raw
         row = (f"raw-{n}", ts, _random_text(length, seed) or "r", "i", "view", None, None, 0)
-        store._enqueue(row)
+        store._writer.put(row)
     store.track("marker", "m", "view", event_id=f"after-{n}")
     store.flush(timeout=60)  # the writer never stops
     st_ = store.stats()

@@ -1,0 +1,351 @@
+"""The read side of an :class:`~persona.store.EventStore`: counts, events as a DataFrame, training
+``Interactions``, dead letters, and streamed export to Parquet or CSV.
+
+Every read leaves out the events of forgotten users (when the store holds any tombstone) and
+copes with rows written behind persona's back (a time that is not a time, an integer id that is
+not one): such rows are read, warned about or left out, never a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import logging
+import math
+import os
+import uuid
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+
+import numpy as np
+
+from .._time import to_epoch
+from .._validate import check_int
+from ..errors import DataError, ParameterError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..data.interactions import Interactions
+    from .backends import Backend
+
+__all__ = ["Reader"]
+
+log = logging.getLogger("persona.store")
+
+_COLUMNS = ["event_id", "time", "user", "item", "event", "value", "properties"]
+
+
+def _epoch(t, what: str) -> float:
+    """Epoch seconds (UTC) of a datetime (naive = UTC), date, ISO-8601 string or epoch number."""
+    return to_epoch(t, what, error=DataError, hint="; pass a real time or leave it out for 'now'")
+
+
+class Reader:
+    """Queries over one store's table; ``stored_user`` maps a raw user id to the stored one."""
+
+    def __init__(self, backend: Backend, stored_user: Callable[[object], str]) -> None:
+        self._backend = backend
+        self._stored_user = stored_user
+
+    def _connect(self):
+        return self._backend.connect()
+
+    # --------------------------------------------------------------------------- selection
+    def where(self, since, until, event_types, user=None, conn=None) -> tuple[str, list]:
+        """The WHERE clause; rows of forgotten users are left out when ``conn`` sees any tombstone."""
+        s = None if since is None else _epoch(since, "since")
+        u = None if until is None else _epoch(until, "until")
+        if event_types is not None:
+            if isinstance(event_types, str):
+                event_types = [event_types]
+            event_types = list(event_types)
+            bad = [e for e in event_types if not isinstance(e, str) or not e]
+            if bad:
+                raise ParameterError(f"event_types: expected a list of event names, got {bad[:3]!r} among them")
+        stored = None if user is None else self._stored_user(user)
+        forgotten = conn is None or self._backend.has_tombstones(conn)
+        return self._backend.where(s, u, event_types, stored, forgotten=forgotten)
+
+    def count(self, since, until, event_types, user=None) -> int:
+        self.where(since, until, event_types, user)  # bad arguments fail before connecting
+        conn = self._connect()
+        try:
+            return self._backend.count(conn, *self.where(since, until, event_types, user, conn))
+        finally:
+            conn.close()
+
+    def event_counts(self, since, until, event_types, user=None) -> dict[str, int]:
+        self.where(since, until, event_types, user)  # bad arguments fail before connecting
+        conn = self._connect()
+        try:
+            counts = self._backend.event_counts(conn, *self.where(since, until, event_types, user, conn))
+        finally:
+            conn.close()
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def dead_letters(self, limit: int) -> list[dict]:
+        check_int(limit, "dead_letters: limit", min=1, expected="a positive integer")
+        conn = self._connect()
+        try:
+            rows = self._backend.dead_letters(conn, int(limit))
+        finally:
+            conn.close()
+        return [{"seq": q, "at": a, "event_id": e, "user": u, "row": r, "reason": why} for q, a, e, u, r, why in rows]
+
+    def scan(self, since, until, event_types, user=None, chunk_size: int = 100_000):
+        """(total, users_all_int, items_all_int, chunk iterator) from one consistent snapshot."""
+        self.where(since, until, event_types, user)  # bad arguments fail before connecting
+        conn = self._connect()
+        try:
+            with self._backend.snapshot(conn):
+                where, params = self.where(since, until, event_types, user, conn)
+                n, users_int, items_int = self._backend.kinds(conn, where, params)
+                yield n, users_int, items_int
+                yield from self._backend.select(conn, where, params, chunk_size)
+        finally:
+            conn.close()
+
+    def columns(self, since, until, event_types, user=None) -> dict | None:
+        """The selected events as lists per column (times as float seconds); None when none match."""
+        scan = self.scan(since, until, event_types, user)
+        n, users_int, items_int = next(scan)
+        if not n:
+            scan.close()
+            return None
+        cols = {k: [] for k in ("event_id", "ts", "user", "item", "event", "value", "properties")}
+        for chunk in scan:
+            e, t, u, i, ev, v, p, _ = zip(*chunk)
+            cols["event_id"] += e
+            cols["ts"] += t
+            cols["user"] += u
+            cols["item"] += i
+            cols["event"] += ev
+            cols["value"] += v
+            cols["properties"] += p
+        cols["ts"] = _floats(cols["ts"])
+        if users_int:
+            cols["user"] = _ints(cols["user"], "user")
+        if items_int:
+            cols["item"] = _ints(cols["item"], "item")
+        return cols
+
+    # ------------------------------------------------------------------------------ frames
+    def events(self, since, until, event_types, user=None) -> pd.DataFrame:
+        import pandas as pd
+
+        cols = self.columns(since, until, event_types, user)
+        if cols is None:
+            return pd.DataFrame({c: pd.Series([], dtype=object) for c in _COLUMNS}).astype(
+                {"time": "datetime64[us, UTC]", "value": "float64"})
+        us, bad = _micros(cols["ts"])
+        if bad.any():
+            _warn_times("events()", cols["event_id"], bad)
+        return pd.DataFrame({
+            "event_id": cols["event_id"],
+            "time": pd.Series(us.view("datetime64[us]")).dt.tz_localize("UTC"),
+            "user": cols["user"],
+            "item": cols["item"],
+            "event": cols["event"],
+            "value": pd.to_numeric(pd.Series(cols["value"], dtype=object), errors="coerce").astype("float64"),
+            "properties": [_json_or_text(p) for p in cols["properties"]],
+        })
+
+    def interactions(self, since, until, event_types, weights: Mapping[str, float] | None, *, values: bool,
+                     **options) -> Interactions:
+        import pandas as pd
+
+        from ..data.ingest import DEFAULT_WEIGHTS, from_frame
+
+        unweighted: dict[str, int] = {}
+        if event_types is None and options.get("default_weight") is None and options.get("weight") is None:
+            event_types = list(dict.fromkeys([*DEFAULT_WEIGHTS, *(weights or {})]))
+            # the types left out for want of a weight are named and counted, never dropped silently
+            unweighted = {e: n for e, n in self.event_counts(since, until, None).items() if e not in event_types}
+        cols = self.columns(since, until, event_types)
+        if cols is None:
+            raise DataError(
+                f"no stored events match (since={since!r}, until={until!r}, event_types={event_types!r}) in "
+                f"{self._backend.describe()}; track events first or widen the selection"
+            )
+        df = pd.DataFrame({"user": cols["user"], "item": cols["item"], "time": cols["ts"], "event": cols["event"]})
+        if values:
+            df["value"] = pd.to_numeric(pd.Series(cols["value"], dtype=object), errors="coerce").astype("float64")
+        _, bad = _micros(cols["ts"])
+        if bad.any():  # a row written behind persona's back: one odd row must not stop training
+            _warn_times("interactions()", cols["event_id"], bad, "left out")
+            df = df[~bad].reset_index(drop=True)
+        inter = from_frame(df, user="user", item="item", time="time", event="event",
+                           value="value" if values else None, weights=weights, **options)
+        if unweighted:
+            _report_unweighted(inter.report, unweighted)
+        return inter
+
+    # ------------------------------------------------------------------------------ export
+    def export(self, path, since, until, event_types: str | Iterable[str] | None, *, chunk_size: int) -> int:
+        p = os.fspath(path)
+        low = p.lower()
+        if low.endswith((".parquet", ".pq")):
+            write = _write_parquet
+        elif low.endswith((".csv", ".csv.gz")):
+            write = _write_csv
+        else:
+            raise ParameterError(f"export: cannot tell the format of {p!r}; end the name in .parquet, .csv or .csv.gz")
+        check_int(chunk_size, "export: chunk_size", min=1, expected="a positive integer")
+        if write is _write_parquet:
+            try:
+                importlib.import_module("pyarrow.parquet")
+            except ImportError:
+                raise ImportError("exporting Parquet needs pyarrow, which is not installed; pip install pyarrow, "
+                                  "or export to .csv") from None
+        # written beside the target and renamed, so that a reader never sees half a file
+        tmp = f"{p}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        odd: list = []  # event ids whose time cannot be written as a time
+        try:
+            scan = self.scan(since, until, event_types, chunk_size=int(chunk_size))
+            _, users_int, items_int = next(scan)
+            total = write(tmp, scan, users_int, items_int, odd, gz=low.endswith(".gz"))
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if odd:
+            _warn_times("export()", odd, None, "written without a time")
+        return total
+
+
+def _write_parquet(tmp: str, scan, users_int: bool, items_int: bool, odd: list, *, gz: bool) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("event_id", pa.string()), ("time", pa.timestamp("us", tz="UTC")),
+        ("user", pa.int64() if users_int else pa.string()),
+        ("item", pa.int64() if items_int else pa.string()),
+        ("event", pa.string()), ("value", pa.float64()), ("properties", pa.string()),
+    ])
+    total = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for chunk in scan:
+            writer.write_table(_arrow_chunk(pa, schema, chunk, users_int, items_int, odd))
+            total += len(chunk)
+    return total
+
+
+def _write_csv(tmp: str, scan, users_int: bool, items_int: bool, odd: list, *, gz: bool) -> int:
+    import csv
+    import gzip
+
+    total = 0
+    opener = gzip.open if gz else open
+    with opener(tmp, "wt", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(_COLUMNS)
+        for chunk in scan:
+            w.writerows((e, _iso(t, e, odd), u, i, ev, "" if v is None else repr(v), "" if pr is None else pr)
+                        for e, t, u, i, ev, v, pr, _ in chunk)
+            total += len(chunk)
+    return total
+
+
+_ISO_MIN, _ISO_MAX = -62135596800.0, 253402300800.0  # what datetime can write: years 1 to 9999
+_US_LIMIT = 9.2e12  # seconds that fit in int64 microseconds (about 290,000 years either way)
+
+
+def _floats(ts) -> np.ndarray:
+    """Times as float seconds; NaN where a row holds something else (SQLite keeps any type)."""
+    try:
+        return np.asarray(ts, dtype="float64")
+    except (TypeError, ValueError):
+        out = np.empty(len(ts))
+        for k, t in enumerate(ts):
+            try:
+                out[k] = float(t)
+            except (TypeError, ValueError):
+                out[k] = math.nan
+        return out
+
+
+def _ints(ids, what: str) -> list:
+    try:
+        return [int(x) for x in ids]
+    except (TypeError, ValueError):  # a row marked as an int id that is not one: read them all as text
+        log.warning("persona.store: a stored %s id marked as an integer is not one; reading %s ids as text", what, what)
+        return [str(x) for x in ids]
+
+
+def _micros(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 microseconds (NaT's value where not representable) and the mask of those rows."""
+    bad = ~(np.isfinite(ts) & (np.abs(ts) < _US_LIMIT))
+    us = np.round(np.where(bad, 0.0, ts) * 1e6).astype("int64")
+    us[bad] = np.iinfo("int64").min  # NaT
+    return us, bad
+
+
+def _json_or_text(p):
+    if p is None:
+        return None
+    try:
+        return json.loads(p)
+    except (TypeError, ValueError):  # written behind persona's back: give it as it is
+        return p
+
+
+def _warn_times(where: str, ids, bad, what: str = "read as NaT") -> None:
+    odd = list(ids) if bad is None else [e for e, b in zip(ids, bad) if b]
+    log.warning("persona.store: %s: %d event(s) hold a time that is not a representable time and were %s "
+                "(first: %s); they were not written by this persona's track(), which refuses such times",
+                where, len(odd), what, odd[:5])
+
+
+def _report_unweighted(report, unweighted: dict[str, int]) -> None:
+    """Count the events ``interactions()`` left out for want of a weight in ``report``, and warn once."""
+    import warnings
+
+    names = ", ".join(f"{e!r} {n}" for e, n in unweighted.items())
+    n = sum(unweighted.values())
+    report.n_input += n
+    report.add("event type without a weight", n)
+    report.notes.append(f"left out event types without a weight: {names}; give them one with weights="
+                        "{name: w} (or event_types=[...] with default_weight=) to train on them")
+    warnings.warn(f"interactions(): left out {n} events of types without a weight ({names}); pass "
+                  "weights={name: w} to train on them, or event_types=[...] to choose the types deliberately",
+                  UserWarning, stacklevel=4)  # the caller of EventStore.interactions
+
+
+def _iso(t, event_id, odd: list) -> str:
+    try:
+        v = float(t)
+        if _ISO_MIN <= v < _ISO_MAX:
+            return _dt.datetime.fromtimestamp(v, _dt.timezone.utc).isoformat(timespec="microseconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass
+    odd.append(event_id)
+    return ""
+
+
+def _arrow_chunk(pa, schema, chunk, users_int: bool, items_int: bool, odd: list):
+    e, t, u, i, ev, v, p, _ = zip(*chunk)
+    us, bad = _micros(_floats(t))
+    if bad.any():
+        odd += [x for x, b in zip(e, bad) if b]
+    return pa.Table.from_arrays([
+        pa.array(e, pa.string()),
+        pa.array(us, pa.int64(), mask=bad).cast(pa.timestamp("us", tz="UTC")),
+        pa.array(_ints(u, "user"), pa.int64()) if users_int else pa.array([str(x) for x in u], pa.string()),
+        pa.array(_ints(i, "item"), pa.int64()) if items_int else pa.array([str(x) for x in i], pa.string()),
+        pa.array(ev, pa.string()),
+        pa.array(_floats_or_none(v), pa.float64()),
+        pa.array(p, pa.string()),
+    ], schema=schema)
+
+
+def _floats_or_none(v) -> list:
+    """Values as floats or None (a non-number a row holds becomes None)."""
+    out = []
+    for x in v:
+        try:
+            out.append(None if x is None else float(x))
+        except (TypeError, ValueError):
+            out.append(None)
+    return out
