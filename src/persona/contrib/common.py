@@ -47,7 +47,6 @@ import os
 import re
 import secrets
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -332,6 +331,21 @@ def check_url_user(user, requester: Requester, policy: Policy):
     raise RequestError("recommendations for a user id in the URL are off: ask for your own at "
                        "recommendations (no id), or, for trusted internal callers only, the shop sets "
                        "user_in_url=True (Django: PERSONA['USER_IN_URL'])", field="user", status=403)
+
+
+def requester_id(requester: Requester):
+    """The id of ``recommendations`` (no id in the URL): the requester's own; 401 when it has none."""
+    if requester.user is None:
+        raise RequestError(f"no current user: sign in; {requester.why}", status=401)
+    return requester.user
+
+
+def check_may_track(requester: Requester, policy: Policy) -> None:
+    """Refuse (403) to track events for a request with no id of its own, unless ``policy.trusted_tracking``
+    (a server-side caller naming the users in the events)."""
+    if requester.user is None and not policy.trusted_tracking:
+        raise RequestError(f"cannot track events for an anonymous request: {requester.why}", field="user",
+                           status=403)
 
 
 def check_stats(allowed) -> None:
@@ -758,7 +772,24 @@ def parse_events(body, *, default_user=None, trusted: bool = False, allowed_even
     (:class:`EventNames`) refuses unknown event names when the shop asked for that.
     """
     limits = Limits.of(limits)
-    max_batch = limits.max_batch if max_batch is None else max_batch
+    batch, many = _event_batch(body, limits.max_batch if max_batch is None else max_batch)
+    allowed = None if allowed_events is None else set(allowed_events)
+    out = []
+    for i, ev in enumerate(batch):
+        where = f"events[{i}]." if many else ""
+        _check_event_shape(ev, where, limits, many)
+        kw: dict[str, Any] = {"user": _event_user(ev.get("user"), where, default_user, trusted, limits)}
+        if ev.get("item") is None:
+            raise RequestError(f"{where}item is required", field=f"{where}item")
+        kw["item"] = check_id(ev["item"], f"{where}item", limits)
+        kw["event"] = _event_name(ev.get("event"), where, limits, allowed, event_names)
+        kw.update(_optional_event_fields(ev, where, limits))
+        out.append(kw)
+    return out
+
+
+def _event_batch(body, max_batch: int) -> tuple[list, bool]:
+    """The events of a posted body (one object, a list, or ``{"events": [...]}``), and whether it was a batch."""
     if isinstance(body, Mapping) and "events" in body:
         if set(body) != {"events"}:
             raise RequestError("give either one event object or {\"events\": [...]}, not both", field="events")
@@ -771,76 +802,81 @@ def parse_events(body, *, default_user=None, trusted: bool = False, allowed_even
         raise RequestError("no events given", field="events")
     if len(batch) > max_batch:
         raise RequestError(f"{len(batch)} events in one request; send at most {max_batch}", field="events")
-    allowed = None if allowed_events is None else set(allowed_events)
-    out = []
-    for i, ev in enumerate(batch):
-        where = f"events[{i}]." if many else ""
-        if not isinstance(ev, Mapping):
-            raise RequestError(f"{where or 'the body '}expected a JSON object with item and event, got "
-                               f"{_json_type(ev)}", field=where.rstrip(".") or None)
-        unknown = sorted(map(str, set(ev) - set(EVENT_FIELDS)))
-        if unknown:
-            raise RequestError(f"{where}unknown field(s) {[u[:64] for u in unknown[:5]]}; allowed: "
-                               f"{list(EVENT_FIELDS)}", field=f"{where}{unknown[0][:64]}")
-        if many:
-            try:
-                size = len(json.dumps(ev, allow_nan=False).encode("utf-8"))
-            except (ValueError, TypeError):
-                size = 0  # not plain JSON: the field checks below say which field
-            if size > limits.max_event_bytes:
-                raise RequestError(f"{where.rstrip('.')} is over {limits.max_event_bytes} bytes; keep properties "
-                                   f"small", field=where.rstrip("."), status=413)
-        kw: dict[str, Any] = {}
-        user = ev.get("user")
-        if user is None:
-            if default_user is None:
-                raise RequestError(f"{where}user is required", field=f"{where}user")
-            user = default_user
-        else:
-            check_id(user, f"{where}user", limits)
-            if not trusted and (default_user is None or str(user) != str(default_user)):
-                raise RequestError(f"{where}user: events can only be tracked for the signed-in user (or this "
-                                   f"browser's visitor id): leave user out; a trusted server-side caller that names "
-                                   f"users needs trusted_tracking=True (Django: PERSONA['TRUST_EVENT_USER'])",
-                                   field=f"{where}user", status=403)
-        kw["user"] = user
-        if ev.get("item") is None:
-            raise RequestError(f"{where}item is required", field=f"{where}item")
-        kw["item"] = check_id(ev["item"], f"{where}item", limits)
-        event = ev.get("event")
-        if not isinstance(event, str) or not event.strip():
-            raise RequestError(f"{where}event expected a non-empty string such as \"view\" or \"cart\", got "
-                               f"{_json_type(event)}", field=f"{where}event")
-        if len(event) > limits.max_event_length or not _EVENT_NAME.fullmatch(event):
-            raise RequestError(f"{where}event expected a name of at most {limits.max_event_length} letters, digits "
-                               f"and _ . : - such as \"view\" or \"add_to_cart\"", field=f"{where}event")
-        if allowed is not None and event not in allowed:
-            raise RequestError(f"{where}event {event!r} is not accepted here; accepted: {sorted(allowed)}",
-                               field=f"{where}event")
-        if event_names is not None:
-            event_names.check(event, where)
-        kw["event"] = event
-        value = ev.get("value")
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or abs(value) > 1e15:
-                raise RequestError(f"{where}value expected a finite number, got {_json_type(value)}",
-                                   field=f"{where}value")
-            kw["value"] = float(value)
-        ts = ev.get("timestamp")
-        if ts is not None:
-            kw["timestamp"] = _check_timestamp(ts, f"{where}timestamp")
-        props = ev.get("properties")
-        if props is not None:
-            kw["properties"] = _check_properties(props, f"{where}properties", limits)
-        eid = ev.get("event_id")
-        if eid is not None:
-            if not isinstance(eid, str) or not eid:
-                raise RequestError(f"{where}event_id expected a non-empty string, got {_json_type(eid)}",
-                                   field=f"{where}event_id")
-            kw["event_id"] = check_id(eid, f"{where}event_id", limits)
-        out.append(kw)
-    return out
+    return batch, many
+
+
+def _check_event_shape(ev, where: str, limits: Limits, many: bool) -> None:
+    """An object with only :data:`EVENT_FIELDS`; in a batch, each event within ``max_event_bytes``."""
+    if not isinstance(ev, Mapping):
+        raise RequestError(f"{where or 'the body '}expected a JSON object with item and event, got "
+                           f"{_json_type(ev)}", field=where.rstrip(".") or None)
+    unknown = sorted(map(str, set(ev) - set(EVENT_FIELDS)))
+    if unknown:
+        raise RequestError(f"{where}unknown field(s) {[u[:64] for u in unknown[:5]]}; allowed: "
+                           f"{list(EVENT_FIELDS)}", field=f"{where}{unknown[0][:64]}")
+    if many:
+        try:
+            size = len(json.dumps(ev, allow_nan=False).encode("utf-8"))
+        except (ValueError, TypeError):
+            size = 0  # not plain JSON: the field checks say which field
+        if size > limits.max_event_bytes:
+            raise RequestError(f"{where.rstrip('.')} is over {limits.max_event_bytes} bytes; keep properties "
+                               f"small", field=where.rstrip("."), status=413)
+
+
+def _event_user(user, where: str, default_user, trusted: bool, limits: Limits):
+    """Whom an event is for: the requester when left out; anyone else only for a ``trusted`` caller (else 403)."""
+    if user is None:
+        if default_user is None:
+            raise RequestError(f"{where}user is required", field=f"{where}user")
+        return default_user
+    check_id(user, f"{where}user", limits)
+    if not trusted and (default_user is None or str(user) != str(default_user)):
+        raise RequestError(f"{where}user: events can only be tracked for the signed-in user (or this "
+                           f"browser's visitor id): leave user out; a trusted server-side caller that names "
+                           f"users needs trusted_tracking=True (Django: PERSONA['TRUST_EVENT_USER'])",
+                           field=f"{where}user", status=403)
+    return user
+
+
+def _event_name(event, where: str, limits: Limits, allowed: set | None, event_names: EventNames | None) -> str:
+    if not isinstance(event, str) or not event.strip():
+        raise RequestError(f"{where}event expected a non-empty string such as \"view\" or \"cart\", got "
+                           f"{_json_type(event)}", field=f"{where}event")
+    if len(event) > limits.max_event_length or not _EVENT_NAME.fullmatch(event):
+        raise RequestError(f"{where}event expected a name of at most {limits.max_event_length} letters, digits "
+                           f"and _ . : - such as \"view\" or \"add_to_cart\"", field=f"{where}event")
+    if allowed is not None and event not in allowed:
+        raise RequestError(f"{where}event {event!r} is not accepted here; accepted: {sorted(allowed)}",
+                           field=f"{where}event")
+    if event_names is not None:
+        event_names.check(event, where)
+    return event
+
+
+def _optional_event_fields(ev: Mapping, where: str, limits: Limits) -> dict:
+    """``value``, ``timestamp``, ``properties`` and ``event_id``, checked, for those the event gives."""
+    kw: dict[str, Any] = {}
+    value = ev.get("value")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or abs(value) > 1e15:
+            raise RequestError(f"{where}value expected a finite number, got {_json_type(value)}",
+                               field=f"{where}value")
+        kw["value"] = float(value)
+    ts = ev.get("timestamp")
+    if ts is not None:
+        kw["timestamp"] = _check_timestamp(ts, f"{where}timestamp")
+    props = ev.get("properties")
+    if props is not None:
+        kw["properties"] = _check_properties(props, f"{where}properties", limits)
+    eid = ev.get("event_id")
+    if eid is not None:
+        if not isinstance(eid, str) or not eid:
+            raise RequestError(f"{where}event_id expected a non-empty string, got {_json_type(eid)}",
+                               field=f"{where}event_id")
+        kw["event_id"] = check_id(eid, f"{where}event_id", limits)
+    return kw
 
 
 def track_events(events: list[dict], *, store, service=None) -> list:

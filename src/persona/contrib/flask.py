@@ -158,35 +158,76 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
     policy = common.Policy.make(user_in_url=bool(user_in_url), trusted_tracking=bool(trusted_tracking),
                                 client_options=client_options, limits=limits)
-    limits_ = policy.limits
     event_names = common.EventNames.make(weights=event_weights, allowed_events=allowed_events,
                                          unknown_events=unknown_events, words=FLASK_WORDS)
-    weights_ = common.event_weights(event_weights, FLASK_WORDS.event_weights)
+    default_weights = common.event_weights(event_weights, FLASK_WORDS.event_weights)
+    visitors = _Visitors(current_user, cookie_name, secure_cookie, g_name=f"_persona_visitor_{name}")
+    endpoints = _Endpoints(service, store, visitors=visitors, policy=policy, event_names=event_names,
+                           allowed_events=allowed_events, stats_permission=stats_permission, items=items,
+                           max_n=max_n, default_n=default_n)
+
+    endpoints.register(bp)
+    bp.after_app_request(visitors.issue)  # also pages of the app whose templates asked for the visitor's list
     prefix = (url_prefix or "").rstrip("/")
-    new_cookie = f"_persona_visitor_{name}"
+    if prefix:
+        bp.before_app_request(_json_routing_errors(prefix))
+    bp.app_context_processor(endpoints.template_helpers)
+    _add_train_command(bp, name, endpoints.get_store, model_path=model_path, train_options=train_options,
+                       default_weights=default_weights)
+    return bp
 
-    def get_service():
-        svc = _resolve(service)
-        if svc is None:
-            raise RequestError("no recommender service is configured", status=503)
-        return svc
 
-    def lenient_service():
-        # tracking works before any model is published: the service is only needed to drop caches
+def _json_api(fn):
+    """A route answering every error as JSON: persona's own with their status, the rest as a bare 500."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
         try:
-            return _resolve(service)
-        except PersonaError:
+            return fn(*args, **kwargs)
+        except PersonaError as e:
+            body, status = common.error_json(e)
+            return _json_error(body, status)
+        except HTTPException as e:  # e.g. the app's MAX_CONTENT_LENGTH
+            return _json_error({"error": e.name}, e.code or 400)
+        except Exception as e:  # noqa: BLE001 -- a JSON 500 that says nothing; the log has the traceback
+            body, status = common.internal_error_json(e)
+            return _json_error(body, status)
+    return wrapper
+
+
+def _json_routing_errors(prefix: str):
+    """A before-request hook answering routing's 404, 405 and redirects under ``prefix`` as JSON."""
+    def json_routing_errors():
+        # a 404 or 405 from routing reaches no blueprint handler: answer those under our prefix here
+        exc = request.routing_exception
+        if exc is None or (getattr(exc, "code", 0) < 400 and not getattr(exc, "new_url", None)):
             return None
+        if request.path != prefix and not request.path.startswith(prefix + "/"):
+            return None
+        if getattr(exc, "new_url", None):  # werkzeug's redirect to the canonical URL (e.g. "//" merged)
+            return _json_error({"error": "this endpoint lives at the URL in the Location header"}, exc.code,
+                               {"Location": exc.new_url})
+        headers = {}
+        if getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        what = "no such persona endpoint" if exc.code == 404 else f"{request.method} is not allowed here"
+        return _json_error({"error": f"{what}; see docs/integrations.md for the endpoints"}, exc.code, headers)
+    return json_routing_errors
 
-    def get_store():
-        if store is not None:
-            return _resolve(store)
-        return getattr(lenient_service(), "store", None)
 
-    def requester() -> Requester:
+class _Visitors:
+    """Who makes a request: the signed-in user (``current_user``), else this browser's anonymous
+    visitor id, kept in a signed cookie (HttpOnly, SameSite=Lax; needs ``app.secret_key``)."""
+
+    def __init__(self, current_user, cookie_name: str, secure: bool | None, *, g_name: str) -> None:
+        self._current_user = current_user
+        self._cookie = cookie_name
+        self._secure = secure
+        self._g_name = g_name  # where a newly issued cookie waits for the response
+
+    def requester(self) -> Requester:
         """The signed-in user, else this browser's visitor id (issued now when it has none)."""
-        if current_user is not None:
-            user = current_user()
+        if self._current_user is not None:
+            user = self._current_user()
             if user is not None:
                 return Requester(user, True)
         key = current_app.secret_key
@@ -197,7 +238,7 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
 
         signer = URLSafeSerializer(key, salt="persona.visitor")
         visitor = None
-        raw = request.cookies.get(cookie_name)
+        raw = request.cookies.get(self._cookie)
         if raw:
             try:
                 visitor = signer.loads(raw)
@@ -205,137 +246,141 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
                 visitor = None
         if not common.is_visitor_id(visitor):
             visitor = common.new_visitor_id()
-            setattr(g, new_cookie, signer.dumps(visitor))
+            setattr(g, self._g_name, signer.dumps(visitor))
         return Requester(visitor, False)
 
-    @bp.after_app_request  # also pages of the app whose templates asked for the visitor's list
-    def issue_visitor_cookie(response):
-        value = g.pop(new_cookie, None)
+    def issue(self, response):
+        """Set the cookie of a visitor id issued while answering this request."""
+        value = g.pop(self._g_name, None)
         if value is not None:
-            secure = request.is_secure if secure_cookie is None else bool(secure_cookie)
-            response.set_cookie(cookie_name, value, max_age=_VISITOR_MAX_AGE, httponly=True, samesite="Lax",
+            secure = request.is_secure if self._secure is None else bool(self._secure)
+            response.set_cookie(self._cookie, value, max_age=_VISITOR_MAX_AGE, httponly=True, samesite="Lax",
                                 secure=secure, path="/")
         return response
 
-    if prefix:
-        @bp.before_app_request
-        def json_routing_errors():
-            # a 404 or 405 from routing reaches no blueprint handler: answer those under our prefix here
-            exc = request.routing_exception
-            if exc is None or (getattr(exc, "code", 0) < 400 and not getattr(exc, "new_url", None)):
-                return None
-            if request.path != prefix and not request.path.startswith(prefix + "/"):
-                return None
-            if getattr(exc, "new_url", None):  # werkzeug's redirect to the canonical URL (e.g. "//" merged)
-                return _json_error({"error": "this endpoint lives at the URL in the Location header"}, exc.code,
-                                   {"Location": exc.new_url})
-            headers = {}
-            if getattr(exc, "valid_methods", None):
-                headers["Allow"] = ", ".join(exc.valid_methods)
-            what = "no such persona endpoint" if exc.code == 404 else f"{request.method} is not allowed here"
-            return _json_error({"error": f"{what}; see docs/integrations.md for the endpoints"}, exc.code, headers)
 
-    def api(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except PersonaError as e:
-                body, status = common.error_json(e)
-                return _json_error(body, status)
-            except HTTPException as e:  # e.g. the app's MAX_CONTENT_LENGTH
-                return _json_error({"error": e.name}, e.code or 400)
-            except Exception as e:  # noqa: BLE001 -- a JSON 500 that says nothing; the log has the traceback
-                body, status = common.internal_error_json(e)
-                return _json_error(body, status)
-        return wrapper
+class _Endpoints:
+    """The blueprint's routes and template helpers, over one service, store and policy."""
 
-    def recommend_for(user):
-        svc = get_service()
-        q = common.recommendation_query(request.args.to_dict(flat=False), service=svc, default_n=default_n,
-                                        max_n=max_n, client_options=policy.client_options, limits=limits_)
-        user = common.coerce_id(user, common.model_ids(svc, "user"))
-        recs = svc.recommend(user, q.n, context=q.context)
-        return jsonify(common.recommendations_json(recs, user=user))
+    ROUTES = (("/recommendations/<user>", "recommendations", "GET"), ("/recommendations", "my_recommendations", "GET"),
+              ("/similar/<item>", "similar", "GET"), ("/events", "events", "POST"), ("/stats", "stats", "GET"))
 
-    @bp.get("/recommendations/<user>")
-    @api
-    def recommendations(user):
-        who = Requester() if policy.user_in_url else requester()
-        return recommend_for(common.check_url_user(user, who, policy))
+    def __init__(self, service, store, *, visitors: _Visitors, policy: common.Policy,
+                 event_names: common.EventNames, allowed_events, stats_permission, items, max_n: int,
+                 default_n: int) -> None:
+        self._service, self._store = service, store
+        self._visitors = visitors
+        self._policy = policy
+        self._event_names = event_names
+        self._allowed_events = allowed_events
+        self._stats_permission = stats_permission
+        self._items = items
+        self._max_n, self._default_n = max_n, default_n
 
-    @bp.get("/recommendations")
-    @api
-    def my_recommendations():
-        who = requester()
-        if who.user is None:
-            raise RequestError(f"no current user: sign in; {who.why}", status=401)
-        return recommend_for(who.user)
+    def register(self, bp: Blueprint) -> None:
+        for rule, endpoint, method in self.ROUTES:
+            bp.add_url_rule(rule, endpoint, _json_api(getattr(self, endpoint)), methods=[method])
 
-    @bp.get("/similar/<item>")
-    @api
-    def similar(item):
-        common.check_id(item, "item", limits_)
-        svc = get_service()
-        q = common.recommendation_query(request.args.to_dict(flat=False), service=svc, default_n=default_n,
-                                        max_n=max_n, client_options=policy.client_options, limits=limits_)
+    # ------------------------------------------------------------------------ what is configured
+    def get_service(self):
+        svc = _resolve(self._service)
+        if svc is None:
+            raise RequestError("no recommender service is configured", status=503)
+        return svc
+
+    def lenient_service(self):
+        # tracking works before any model is published: the service is only needed to drop caches
+        try:
+            return _resolve(self._service)
+        except PersonaError:
+            return None
+
+    def get_store(self):
+        if self._store is not None:
+            return _resolve(self._store)
+        return getattr(self.lenient_service(), "store", None)
+
+    # ------------------------------------------------------------------------------- the routes
+    def recommendations(self, user):
+        who = Requester() if self._policy.user_in_url else self._visitors.requester()
+        return self._recommend(common.check_url_user(user, who, self._policy))
+
+    def my_recommendations(self):
+        return self._recommend(common.requester_id(self._visitors.requester()))
+
+    def similar(self, item):
+        common.check_id(item, "item", self._policy.limits)
+        svc = self.get_service()
+        q = self._query(svc)
         item = common.coerce_id(item, common.model_ids(svc, "item"))
         recs = svc.similar_items(item, q.n, context=q.context)
         return jsonify(common.recommendations_json(recs, item=item))
 
-    @bp.post("/events")
-    @api
-    def events():
+    def events(self):
         if not request.is_json:
             raise RequestError("expected a JSON body (Content-Type: application/json) with item and event")
-        common.check_content_length(request.content_length, limits_)
-        body = common.parse_json_body(request.stream.read(limits_.max_batch_bytes + 1), limits_)
-        who = requester()
-        if who.user is None and not policy.trusted_tracking:
-            raise RequestError(f"cannot track events for an anonymous request: {who.why}", field="user", status=403)
-        parsed = common.parse_events(body, default_user=who.user, trusted=policy.trusted_tracking,
-                                     allowed_events=allowed_events, limits=limits_, event_names=event_names)
-        ids = common.track_events(parsed, store=get_store(), service=lenient_service())
+        limits = self._policy.limits
+        common.check_content_length(request.content_length, limits)
+        body = common.parse_json_body(request.stream.read(limits.max_batch_bytes + 1), limits)
+        who = self._visitors.requester()
+        common.check_may_track(who, self._policy)
+        parsed = common.parse_events(body, default_user=who.user, trusted=self._policy.trusted_tracking,
+                                     allowed_events=self._allowed_events, limits=limits,
+                                     event_names=self._event_names)
+        ids = common.track_events(parsed, store=self.get_store(), service=self.lenient_service())
         return jsonify({"tracked": len(ids), "event_ids": ids,
-                        **common.unknown_events_json(event_names.unknown_in(parsed))}), 202
+                        **common.unknown_events_json(self._event_names.unknown_in(parsed))}), 202
 
-    @bp.get("/stats")
-    @api
-    def stats():
-        common.check_stats(None if stats_permission is None else bool(stats_permission()))
-        return jsonify(common.stats_json(get_service(), get_store()))
+    def stats(self):
+        common.check_stats(None if self._stats_permission is None else bool(self._stats_permission()))
+        return jsonify(common.stats_json(self.get_service(), self.get_store()))
 
-    def template_user(user):
+    def _query(self, svc) -> common.RecommendationQuery:
+        return common.recommendation_query(request.args.to_dict(flat=False), service=svc, default_n=self._default_n,
+                                           max_n=self._max_n, client_options=self._policy.client_options,
+                                           limits=self._policy.limits)
+
+    def _recommend(self, user):
+        svc = self.get_service()
+        q = self._query(svc)
+        user = common.coerce_id(user, common.model_ids(svc, "user"))
+        recs = svc.recommend(user, q.n, context=q.context)
+        return jsonify(common.recommendations_json(recs, user=user))
+
+    # ------------------------------------------------------------------------ template helpers
+    def template_helpers(self) -> dict:
+        return {"persona_recommended_for": self.persona_recommended_for,
+                "persona_also_bought": self.persona_also_bought}
+
+    def _template_user(self, user):
         if user is None or user == "":
-            who = requester()
+            who = self._visitors.requester()
             return who.user if who.user is not None else "persona:anonymous"  # the fallbacks answer
         get_id = getattr(user, "get_id", None)  # a Flask-Login user
         if callable(get_id):
-            return get_id() if getattr(user, "is_authenticated", True) else template_user(None)
+            return get_id() if getattr(user, "is_authenticated", True) else self._template_user(None)
         return user
 
-    def persona_recommended_for(user=None, n: int = 6, template: str | None = None, title=None, **options):
+    def persona_recommended_for(self, user=None, n: int = 6, template: str | None = None, title=None, **options):
         """``n`` items for ``user`` (an id, a Flask-Login user, or None: the requester)."""
-        uid = template_user(user)
+        uid = self._template_user(user)
 
         def ask(svc):
             return svc.recommend(common.coerce_id(uid, common.model_ids(svc, "user")), int(n),
                                  context=common.context_from_options(options) or None)
-        return common.recommendation_list(ask, get_service=get_service, lookup=items, cls=RecommendationList,
-                                          what="items=", template_name=template, title=title)
+        return common.recommendation_list(ask, get_service=self.get_service, lookup=self._items,
+                                          cls=RecommendationList, what="items=", template_name=template, title=title)
 
-    def persona_also_bought(item, n: int = 6, template: str | None = None, title=None, **options):
+    def persona_also_bought(self, item, n: int = 6, template: str | None = None, title=None, **options):
         """``n`` items like ``item`` ("customers also bought")."""
         def ask(svc):
             return svc.similar_items(common.coerce_id(item, common.model_ids(svc, "item")), int(n),
                                      context=common.context_from_options(options) or None)
-        return common.recommendation_list(ask, get_service=get_service, lookup=items, cls=RecommendationList,
-                                          what="items=", template_name=template, title=title)
+        return common.recommendation_list(ask, get_service=self.get_service, lookup=self._items,
+                                          cls=RecommendationList, what="items=", template_name=template, title=title)
 
-    @bp.app_context_processor
-    def template_helpers():
-        return {"persona_recommended_for": persona_recommended_for, "persona_also_bought": persona_also_bought}
 
+def _add_train_command(bp: Blueprint, name: str, get_store, *, model_path, train_options, default_weights) -> None:
     @bp.cli.command("train")
     @_click_option("--weights", multiple=True, metavar="NAME=W,...",
                    help="event weights for this run, over PERSONA_EVENT_WEIGHTS (e.g. add_to_cart=4,view=0.5)")
@@ -352,16 +397,15 @@ def persona_blueprint(service, store=None, *, url_prefix: str = "/persona", name
                                        f"{FLASK_WORDS.set(*missing)}")
         opts = dict(train_options or {})
         try:
-            merged = {**(weights_ or {}), **(common.event_weights(opts.pop("weights", None), "PERSONA_TRAIN['weights']")
-                                             or {}), **common.parse_weights(weights)}
+            merged = {**(default_weights or {}),
+                      **(common.event_weights(opts.pop("weights", None), "PERSONA_TRAIN['weights']") or {}),
+                      **common.parse_weights(weights)}
             published = common.train_and_publish(st, model_path, weights=merged or None, words=FLASK_WORDS, **opts)
         except RequestError as e:
             raise click.ClickException(e.message + (f" ({e.detail})" if e.detail else "")) from None
         except PersonaError as e:
             raise click.ClickException(str(e)) from None
         click.echo(str(published))
-
-    return bp
 
 
 def _click_option(*args, **kwargs):
