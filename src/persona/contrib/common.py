@@ -967,7 +967,7 @@ def build_service(model_path, *, store=None, fallback=None, catalog=None, watch:
     (503) when no model is configured or none has been published yet: its client text is fixed,
     its ``detail`` (for the log) says what to set or run in the framework's ``words``.
     """
-    from ..io import load
+    from ..models import load
     from ..serving import RecommenderService
 
     words = words or Words()
