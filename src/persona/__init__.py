@@ -25,19 +25,26 @@ from .errors import (
     UnknownUserError,
     UnsupportedError,
 )
-from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN, load
+from .models import base as _models_base
+from .models import ALS, BPR, EASE, MF, ContentKNN, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN, load
 
 __all__ = [
     "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF",
-    "BPR", "EASE", "SASRec", "TwoTower", "load", "evaluate",
+    "BPR", "EASE", "SASRec", "TwoTower", "ContentKNN", "Hybrid", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving", "ope", "tune", "tuning",
+    "ranking",
 ]
+
+# Models that live above persona.models (loaded only when used, or when an artifact names one).
+for _name, _module in (("Hybrid", "persona.ranking.hybrid"), ("Reranked", "persona.ranking.rerank")):
+    _models_base.register_model_module(_name, _module)
 
 # Submodules and names loaded on first use, so `import persona` stays light (no pandas, no Numba).
 __getattr__, __dir__ = lazy_namespace(
     __name__, globals(), __all__,
     modules={"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
-             "store", "serving", "ope", "tuning"},
-    names={"evaluate": "evaluation", "LoggedFeedback": "marketing", "EventStore": "store", "tune": "tuning"})
+             "store", "serving", "ope", "tuning", "ranking"},
+    names={"Hybrid": "ranking", "evaluate": "evaluation", "LoggedFeedback": "marketing", "EventStore": "store",
+           "tune": "tuning"})

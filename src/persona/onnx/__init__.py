@@ -1,5 +1,6 @@
-"""Inference of persona's deep models through onnxruntime (no PyTorch needed to serve)."""
+"""Inference through onnxruntime: persona's deep models (no PyTorch needed to serve) and the packaged sentence encoder."""
 
+from .sentence import SentenceEncoder, packaged_encoder_available
 from .session import OnnxModel, default_providers
 
-__all__ = ["OnnxModel", "default_providers"]
+__all__ = ["OnnxModel", "default_providers", "SentenceEncoder", "packaged_encoder_available"]
