@@ -161,7 +161,8 @@ class RecommenderContract:
         path = fitted.save(tmp_path / "m.persona")
         loaded = ps.load(path)
         assert type(loaded) is type(fitted)
-        assert loaded.get_params() == fitted.get_params()
+        # compared as text: a model holding models (Hybrid's generators) gets equal, not identical, ones back
+        assert repr(loaded.get_params()) == repr(fitted.get_params())
         users = ["u000", "u007", "u031"]
         a, sa = fitted.recommend_batch(users, n=6)
         b, sb = loaded.recommend_batch(users, n=6)

@@ -32,6 +32,7 @@ MAY_IMPORT = {
     "marketing": {"store", "models", "evaluation", "data", "kernels", "io", "split"},
     "ope": {"marketing", "models", "data", "kernels"},
     "datasets": {"data", "marketing"},
+    "ranking": {"models", "data", "kernels", "io", "split", "evaluation"},
     "serving": {"store", "models", "io", "retrieval", "onnx", "kernels", "data"},
     "contrib": {"serving", "store", "models", "io", "retrieval", "kernels", "data", "evaluation", "split"},
 }

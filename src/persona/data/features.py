@@ -307,6 +307,29 @@ class Features:
             id_map = IdMap(normalize_ids(df[id_column].to_numpy(), what=f"column {id_column!r}"))
         return self._build(df, id_map, self._spec, fit=False)
 
+    def reindex(self, id_map: IdMap) -> "Features":
+        """The same features with rows following ``id_map``: ids without a row here get empty rows.
+
+        How a model aligns features matched by id with its own item (or user) order.
+
+        >>> import pandas as pd
+        >>> from persona.data import IdMap
+        >>> df = pd.DataFrame({"item": ["a", "b"], "cat": ["shoes", "hats"]})
+        >>> f = Features.from_frame(df, IdMap(["a", "b"]), "item", categorical=["cat"])
+        >>> g = f.reindex(IdMap(["b", "z", "a"]))
+        >>> g.codes("cat").tolist(), g.n_missing
+        ([0, -1, 1], 1)
+        """
+        if id_map is self.id_map:
+            return self
+        idx = self.id_map.lookup(id_map.ids) if len(id_map) else np.zeros(0, dtype=np.int64)
+        have = idx >= 0
+        picked = self.matrix[np.maximum(idx, 0)] if len(self.id_map) else sp.csr_matrix((len(id_map), self.shape[1]))
+        matrix = (sp.diags(have.astype(np.float32)) @ picked).tocsr()
+        codes = {f: np.where(have, c[np.maximum(idx, 0)] if len(c) else -1, -1).astype(c.dtype)
+                 for f, c in self._codes.items()}
+        return Features(matrix, self.columns, id_map, n_missing=int((~have).sum()), codes=codes, spec=self._spec)
+
     # ------------------------------------------------------------------ as data
     def to_dict(self) -> dict:
         """The fitted encoding as plain JSON data: fields, vocabularies, bucket edges, idf, columns.

@@ -62,6 +62,19 @@ def pad_id_for(ids: np.ndarray) -> str | int:
     return "" if ids.dtype.kind == "U" else -1
 
 
+# Model classes defined in rooms above this one (persona.ranking's Hybrid), by class name -> module.
+# The package root fills it (register_model_module), so ps.load finds them without this room
+# importing upward, and a serving process imports them only when an artifact names one.
+_LATER_MODELS: dict[str, str] = {}
+
+
+def register_model_module(class_name: str, module: str) -> None:
+    """Tell :func:`load` which module defines ``class_name`` (a persona module, imported on demand)."""
+    if not module.startswith("persona."):
+        raise ValueError(f"model modules are persona's own, got {module!r}")
+    _LATER_MODELS[class_name] = module
+
+
 def _is_row_list(obj, n_rows: int) -> bool:
     """True when ``obj`` is a list of per-row id lists (rather than one shared list of ids)."""
     if obj is None or isinstance(obj, (str, bytes, np.ndarray)) or sp.issparse(obj):
@@ -774,6 +787,10 @@ class Recommender:
         if not isinstance(meta, dict):
             raise ArtifactError(f"{path}: the model description is not an object; the artifact is malformed")
         name = meta.get("class")
+        if isinstance(name, str) and name not in Recommender._registry and name in _LATER_MODELS:
+            import importlib
+
+            importlib.import_module(_LATER_MODELS[name])  # defining the class registers it
         # private bases (e.g. _Neighbourhood) register too, but only a public model class can be served
         target = Recommender._registry.get(name) if isinstance(name, str) and not name.startswith("_") else None
         if target is None:

@@ -1,0 +1,263 @@
+"""The ranker's features for (user, candidate item) pairs: what each generator said, and the context.
+
+Stage 2 of :class:`~persona.ranking.Hybrid` sees, for every candidate of every user,
+
+* per generator ``g``: its score, the candidate's rank in its list (``candidates`` when absent) and
+  the gap to the user's best score from ``g`` (scores of different users are not on one scale; the
+  gap is);
+* the item: popularity (log of distinct users), recent popularity (last 7 and 30 days) and days
+  since its last event, when there are timestamps;
+* the user: activity (log of history length) and days since their last event;
+* item features (a :class:`~persona.data.Features`): for each categorical field, the share of the
+  user's history in the candidate's category ("category match") and the category code itself; for
+  each numeric field (e.g. price), the candidate's value minus the user's mean over their history
+  ("price against the usual spend");
+* user features: the code of each categorical field (age band, gender, location, segment).
+
+Everything is vectorised over the flattened pairs; the state it needs at serving time is a handful
+of arrays per item and per user, saved as data with the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.features import Features
+from ..errors import DataError
+
+_DAY = 86400.0
+
+# Names of the context features, in column order after the per-generator block.
+ITEM_CONTEXT = ("item_log_users", "item_log_users_7d", "item_log_users_30d", "item_days_since_last")
+USER_CONTEXT = ("user_log_events", "user_days_since_last")
+
+
+def aligned_features(features, id_map, what: str) -> Features | None:
+    """``features`` as a :class:`Features` whose rows follow ``id_map`` (ids with no row are empty).
+
+    Accepts a Features matched by id (any order, extra ids ignored) or a scipy sparse matrix with
+    one row per id of ``id_map`` (its columns become fields-less numeric columns).
+    """
+    if features is None:
+        return None
+    if isinstance(features, Features):
+        return features.reindex(id_map)
+    if sp.issparse(features) or isinstance(features, np.ndarray):
+        m = sp.csr_matrix(features, dtype=np.float32)
+        if m.shape[0] != len(id_map):
+            raise DataError(f"{what} has {m.shape[0]} rows but there are {len(id_map)} {what.split('_')[0]}s in the "
+                            f"training interactions; pass one row per {what.split('_')[0]} in map order, or a "
+                            "persona.data.Features matched by id")
+        return Features(m, [f"{what}[{j}]" for j in range(m.shape[1])], id_map)
+    raise DataError(f"{what}: expected a persona.data.Features or a scipy sparse matrix, got "
+                    f"{type(features).__name__}")
+
+
+def _numeric_values(features: Features, field: str) -> np.ndarray:
+    """One number per row of a numeric field: its scaled value when kept, else its bucket's ordinal."""
+    block = features.matrix[:, features.field_slice(field)].tocsr()
+    names = features.columns[features.field_slice(field)]
+    if names and names[-1] == field:  # numeric_scaled: the last column is the standardised value
+        return np.asarray(block[:, -1].toarray()).ravel().astype(np.float32)
+    dense = block.toarray()
+    has = dense.any(axis=1)
+    out = np.full(len(dense), np.nan, dtype=np.float32)
+    out[has] = dense[has].argmax(axis=1)
+    return out
+
+
+class PairFeatures:
+    """The fitted context: arrays per item and per user, and how to turn pairs into feature rows."""
+
+    def __init__(self, generator_names: list[str]) -> None:
+        self.generator_names = list(generator_names)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, interactions, item_features: Features | None, user_features: Features | None) -> PairFeatures:
+        n_users, n_items = interactions.n_users, interactions.n_items
+        X = interactions.matrix.tocsr()
+        item_users = np.asarray((X > 0).sum(axis=0), dtype=np.float64).ravel()
+        self.item_log_users = np.log1p(item_users).astype(np.float32)
+        self.user_log_events = np.log1p(np.bincount(interactions.users, minlength=n_users)).astype(np.float32)
+        ts = interactions.timestamps
+        self.has_time = ts is not None and len(ts) > 0
+        if self.has_time:
+            now = float(np.max(ts))
+            self.now = now
+            recent = [self._recent_users(interactions, now - days * _DAY, n_items) for days in (7, 30)]
+            self.item_log_users_7d, self.item_log_users_30d = (np.log1p(r).astype(np.float32) for r in recent)
+            last_item = np.full(n_items, -np.inf)
+            np.maximum.at(last_item, interactions.items, ts)
+            last_user = np.full(n_users, -np.inf)
+            np.maximum.at(last_user, interactions.users, ts)
+            self.item_days_since_last = np.where(np.isfinite(last_item), (now - last_item) / _DAY, np.nan)
+            self.user_days_since_last = np.where(np.isfinite(last_user), (now - last_user) / _DAY, np.nan)
+            self.item_days_since_last = self.item_days_since_last.astype(np.float32)
+            self.user_days_since_last = self.user_days_since_last.astype(np.float32)
+        self.item_cat_fields, self.item_codes, self.item_num_fields, self.item_values = [], {}, [], {}
+        if item_features is not None:
+            for field, kind in item_features.fields.items():
+                if kind == "categorical":
+                    self.item_cat_fields.append(field)
+                    self.item_codes[field] = np.asarray(item_features.codes(field), dtype=np.int32)
+                elif kind == "numeric":
+                    self.item_num_fields.append(field)
+                    self.item_values[field] = _numeric_values(item_features, field)
+        self.user_cat_fields, self.user_codes = [], {}
+        if user_features is not None:
+            for field, kind in user_features.fields.items():
+                if kind == "categorical":
+                    self.user_cat_fields.append(field)
+                    self.user_codes[field] = np.asarray(user_features.codes(field), dtype=np.int32)
+        return self
+
+    @staticmethod
+    def _recent_users(interactions, since: float, n_items: int) -> np.ndarray:
+        keep = interactions.timestamps >= since
+        pairs = np.unique(interactions.users[keep].astype(np.int64) * n_items + interactions.items[keep])
+        return np.bincount(pairs % n_items, minlength=n_items).astype(np.float64)
+
+    # ------------------------------------------------------------------ names
+    @property
+    def names(self) -> list[str]:
+        out = [f"{g}_{what}" for g in self.generator_names for what in ("score", "rank", "gap")]
+        out += list(ITEM_CONTEXT) if self.has_time else ["item_log_users"]
+        out += list(USER_CONTEXT) if self.has_time else ["user_log_events"]
+        for f in self.item_cat_fields:
+            out += [f"item_{f}_match", f"item_{f}"]
+        out += [f"item_{f}_vs_user" for f in self.item_num_fields]
+        out += [f"user_{f}" for f in self.user_cat_fields]
+        return out
+
+    @property
+    def categorical(self) -> list[str]:
+        """Columns holding category codes (LightGBM splits them as categories; the logistic ranker skips them)."""
+        return [f"item_{f}" for f in self.item_cat_fields] + [f"user_{f}" for f in self.user_cat_fields]
+
+    def group_of(self, name: str) -> str:
+        """The explanation group of a column: a generator's name, or the kind of context."""
+        for g in self.generator_names:
+            if name.startswith(g + "_") and name[len(g) + 1:] in ("score", "rank", "gap"):
+                return g
+        if name.startswith("item_log_users") or name == "item_days_since_last":
+            return "popularity" if name == "item_log_users" else "trending"
+        for f in self.item_cat_fields:
+            if name in (f"item_{f}_match", f"item_{f}"):
+                return f"category:{f}"
+        for f in self.item_num_fields:
+            if name == f"item_{f}_vs_user":
+                return f"numeric:{f}"
+        return "user"
+
+    # ------------------------------------------------------------------ building rows
+    def build(self, rows: np.ndarray, items: np.ndarray, histories: list[np.ndarray],
+              generator_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+              users: np.ndarray | None) -> np.ndarray:
+        """Feature rows (float32, one per pair) for pairs ``(rows[j], items[j])``.
+
+        ``rows`` index the request block; ``histories[r]`` holds row r's history (item indices);
+        ``generator_blocks[g]`` is ``(scores (m, n_items), rank (m, n_items), top1 (m,))`` of
+        generator g; ``users`` the user index of each block row (-1 for a history with no user),
+        or None when the block is histories only.
+        """
+        cols = []
+        for scores, rank, top in generator_blocks:
+            s = scores[rows, items].astype(np.float32)
+            cols += [s, rank[rows, items].astype(np.float32), (s - top[rows]).astype(np.float32)]
+        cols.append(self.item_log_users[items])
+        if self.has_time:
+            cols += [self.item_log_users_7d[items], self.item_log_users_30d[items], self.item_days_since_last[items]]
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        known = users is not None
+        user_idx = users[rows] if known else np.full(len(rows), -1)
+        activity = np.log1p(lengths[rows]).astype(np.float32)
+        cols.append(activity)
+        if self.has_time:
+            days = np.full(len(rows), np.nan, dtype=np.float32)
+            has = user_idx >= 0
+            days[has] = self.user_days_since_last[user_idx[has]]
+            cols.append(days)
+        if self.item_cat_fields or self.item_num_fields:
+            flat = np.concatenate(histories) if lengths.sum() else np.zeros(0, np.int64)
+            owner = np.repeat(np.arange(len(histories)), lengths)
+        for f in self.item_cat_fields:
+            codes = self.item_codes[f]
+            n_codes = int(codes.max()) + 2 if len(codes) else 1
+            # share of each row's history in each category (code -1, "unknown", in the last column)
+            counts = np.zeros((len(histories), n_codes), dtype=np.float32)
+            np.add.at(counts, (owner, codes[flat] % n_codes), 1.0)
+            share = counts / np.maximum(lengths, 1)[:, None]
+            cand = codes[items]
+            match = np.where(cand >= 0, share[rows, cand % n_codes], np.nan).astype(np.float32)
+            cols += [match, cand.astype(np.float32)]
+        for f in self.item_num_fields:
+            vals = self.item_values[f]
+            sums = np.bincount(owner, weights=np.nan_to_num(vals[flat]), minlength=len(histories))
+            cnt = np.bincount(owner, weights=~np.isnan(vals[flat]), minlength=len(histories))
+            mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
+            cols.append((vals[items] - mean[rows]).astype(np.float32))
+        for f in self.user_cat_fields:
+            codes = self.user_codes[f]
+            out = np.full(len(rows), -1, dtype=np.float32)
+            has = user_idx >= 0
+            out[has] = codes[user_idx[has]]
+            cols.append(out)
+        return np.column_stack(cols).astype(np.float32, copy=False)
+
+    def override_user_codes(self, X: np.ndarray, values: dict) -> None:
+        """Put a new visitor's user-feature codes (``{field: code}``) into every row of ``X``."""
+        names = self.names
+        for f, code in values.items():
+            X[:, names.index(f"user_{f}")] = code
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> tuple[dict, dict]:
+        meta = {"generators": self.generator_names, "has_time": self.has_time,
+                "item_cat_fields": self.item_cat_fields, "item_num_fields": self.item_num_fields,
+                "user_cat_fields": self.user_cat_fields}
+        arrays = {"pf_item_log_users": self.item_log_users, "pf_user_log_events": self.user_log_events}
+        if self.has_time:
+            meta["now"] = self.now
+            arrays.update({"pf_item_log_users_7d": self.item_log_users_7d,
+                           "pf_item_log_users_30d": self.item_log_users_30d,
+                           "pf_item_days_since_last": self.item_days_since_last,
+                           "pf_user_days_since_last": self.user_days_since_last})
+        for i, f in enumerate(self.item_cat_fields):
+            arrays[f"pf_item_codes_{i}"] = self.item_codes[f]
+        for i, f in enumerate(self.item_num_fields):
+            arrays[f"pf_item_values_{i}"] = self.item_values[f]
+        for i, f in enumerate(self.user_cat_fields):
+            arrays[f"pf_user_codes_{i}"] = self.user_codes[f]
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict, n_users: int, n_items: int) -> PairFeatures:
+        """Rebuild from :meth:`state`, checking every array's kind and length (a crafted artifact is refused)."""
+        out = cls([str(g) for g in meta["generators"]])
+        out.has_time = bool(meta["has_time"])
+
+        def take(name, length, kind="f"):
+            a = np.asarray(arrays[name])
+            if a.ndim != 1 or len(a) != length or a.dtype.kind != kind:
+                raise DataError(f"{name}: expected {length} values of kind {kind!r}, got shape {a.shape} {a.dtype}")
+            return a
+
+        out.item_log_users = take("pf_item_log_users", n_items)
+        out.user_log_events = take("pf_user_log_events", n_users)
+        if out.has_time:
+            out.now = float(meta["now"])
+            out.item_log_users_7d = take("pf_item_log_users_7d", n_items)
+            out.item_log_users_30d = take("pf_item_log_users_30d", n_items)
+            out.item_days_since_last = take("pf_item_days_since_last", n_items)
+            out.user_days_since_last = take("pf_user_days_since_last", n_users)
+        out.item_cat_fields = [str(f) for f in meta["item_cat_fields"]]
+        out.item_num_fields = [str(f) for f in meta["item_num_fields"]]
+        out.user_cat_fields = [str(f) for f in meta["user_cat_fields"]]
+        out.item_codes = {f: take(f"pf_item_codes_{i}", n_items, "i") for i, f in enumerate(out.item_cat_fields)}
+        out.item_values = {f: take(f"pf_item_values_{i}", n_items) for i, f in enumerate(out.item_num_fields)}
+        out.user_codes = {f: take(f"pf_user_codes_{i}", n_users, "i") for i, f in enumerate(out.user_cat_fields)}
+        for f, c in {**out.item_codes, **out.user_codes}.items():
+            if len(c) and c.min() < -1:
+                raise DataError(f"codes of {f!r} must be >= -1")
+        return out
