@@ -1,9 +1,28 @@
 """Ranking: one list from many signals (``Hybrid``), re-ranking and business rules.
 
 A room above ``persona.models``: it combines fitted models, and is loaded on first use
-(``ps.Hybrid``, ``ps.ranking``), so ``import persona`` stays light.
+(``ps.Hybrid``, ``ps.ranking``), so ``import persona`` stays light. A re-ranker reorders a fitted
+model's candidates -- for diversity (:class:`MMR`), for a category mix that matches the user's
+history (:class:`Calibrated`), for pins and boosts (:class:`Rules`) -- and :class:`Reranked` wraps
+any model with one, as a Recommender (see docs/ranking.md).
 """
 
 from .hybrid import Hybrid, default_generators
+from .rerank import MMR, Calibrated, Pipeline, Reranked, Reranker, as_reranker, reranker_from_state, reranker_state
+from .rules import Boost, Pin, Rules
 
-__all__ = ["Hybrid", "default_generators"]
+__all__ = [
+    "Hybrid",
+    "default_generators",
+    "Reranker",
+    "Pipeline",
+    "MMR",
+    "Calibrated",
+    "Reranked",
+    "Rules",
+    "Pin",
+    "Boost",
+    "as_reranker",
+    "reranker_state",
+    "reranker_from_state",
+]
