@@ -26,11 +26,11 @@ from .errors import (
     UnsupportedError,
 )
 from .models import base as _models_base
-from .models import ALS, BPR, EASE, MF, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN, load
+from .models import ALS, BPR, EASE, MF, ContentKNN, ItemKNN, MostPopular, Recommender, SASRec, TwoTower, UserKNN, load
 
 __all__ = [
     "__version__", "IdMap", "Interactions", "Recommender", "MostPopular", "ItemKNN", "UserKNN", "ALS", "MF",
-    "BPR", "EASE", "SASRec", "TwoTower", "Hybrid", "load", "evaluate",
+    "BPR", "EASE", "SASRec", "TwoTower", "ContentKNN", "Hybrid", "load", "evaluate",
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving", "ope", "tune", "tuning",

@@ -132,6 +132,8 @@ def _fit_with_context(name: str, model, train, shop=None):
         kwargs["user_segments"] = shop.users.set_index("user_id")["segment"]
     if shop is not None and name in ("popular", "trending", "segment-popular"):
         kwargs["item_categories"] = shop.items.set_index("item_id")["category"]
+    if shop is not None and name == "content":
+        kwargs["item_text"] = shop.items.set_index("item_id")[["name", "category", "brand"]]
     return model.fit(train, **kwargs)
 
 

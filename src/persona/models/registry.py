@@ -10,6 +10,7 @@ from ..errors import ParameterError
 from .als import ALS
 from .base import Recommender
 from .bpr import BPR
+from .content import ContentKNN
 from .ease import EASE
 from .knn import ItemKNN, UserKNN
 from .mf import MF
@@ -33,6 +34,8 @@ MODELS: dict[str, tuple[type[Recommender], dict, str]] = {
     "mf": (MF, {"factors": 32}, "explicit-rating matrix factorisation with biases"),
     "sasrec": (SASRec, {"factors": 64, "blocks": 2, "max_len": 50, "epochs": 50},
                "sequential self-attention (SASRec); needs persona-recsys[train] (PyTorch) to fit"),
+    "content": (ContentKNN, {}, "item-item neighbours by content similarity (features and product text; cold items "
+                "recommendable); needs item_features / item_text, given by the demo or the Python API"),
     "twotower": (TwoTower, {"factors": 64, "epochs": 20},
                  "two-tower model over pooled histories (item id embeddings; item and user features through "
                  "the Python API); needs persona-recsys[train] (PyTorch) to fit"),
