@@ -199,6 +199,12 @@ def unpack_csr(name: str, arrays: dict[str, np.ndarray], shape: tuple | None = N
                             f"{nnz}, got start {int(indptr[0])} and end {int(indptr[-1])}, or a decrease; the "
                             "artifact is malformed, save the model again")
     check_indices(f"{name}.indices", indices, 0, cols)
+    # scipy's kernels take only its own index types (an int8 or uint32 indptr passes the checks
+    # above but fails inside scipy later): the canonical types; a no-op for what pack_csr wrote
+    index_type = np.int32 if nnz < 2 ** 31 else np.int64
+    indices = indices if indices.dtype in (np.int32, np.int64) else indices.astype(index_type)
+    indptr = indptr if indptr.dtype in (np.int32, np.int64) else indptr.astype(index_type)
+    data = data if data.dtype in (np.float32, np.float64) else data.astype(np.float32)
     return sp.csr_matrix((data, indices, indptr), shape=(rows, cols))
 
 
