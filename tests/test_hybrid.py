@@ -209,3 +209,20 @@ def test_serving_imports_no_lightgbm_trainer_for_the_logistic_ranker(hybrid, tmp
             "bad = [x for x in ('torch', 'lightgbm', 'numba') if x in sys.modules]; print(bad); sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_deep_generator_trains_once_and_its_onnx_graph_travels_in_the_artifact(split, tmp_path):
+    pytest.importorskip("torch", reason="pip install 'persona-recsys[train]' (PyTorch) to fit SASRec")
+    train, valid, test = split
+    sas = ps.SASRec(factors=16, blocks=1, max_len=20, epochs=2, random_state=0)
+    h = Hybrid(generators={"sasrec": sas, "knn": ps.ItemKNN(k=20)}, candidates=20, ranker="logistic").fit(
+        train, valid=valid)
+    served = h.generators_[0]
+    assert len(served.history_) == 2  # trained once (stage 1); it then read train + valid's histories
+    full = train.concat(valid)
+    assert served.user_items_.nnz == full.matrix.nnz
+    path = h.save(tmp_path / "deep.persona")
+    assert any(p.name.startswith("gen0__") for p in (path / "files").iterdir())
+    loaded = ps.load(path)
+    users = list(test.user_ids[:15])
+    np.testing.assert_array_equal(loaded.recommend_batch(users, n=10)[0], h.recommend_batch(users, n=10)[0])

@@ -113,6 +113,10 @@ class Hybrid(Recommender):
         ``ps.ranking.Rules``); each reorders the top ``rerank_depth`` items.
     rerank_depth : int, default 50
         How many of the ranked items a re-ranker reorders.
+    refit_deep : bool, default False
+        Train deep generators (SASRec, TwoTower) a second time on everything to serve. By default
+        the stage-1 network is kept and reads the full histories (``update_histories``), which
+        halves their training time.
     max_train_users : int, default 10000
         Users whose held-out item labels the ranker's training pairs (a seeded sample when more).
     ranker_params : dict, optional
@@ -147,14 +151,15 @@ class Hybrid(Recommender):
     answers_empty_history = True
 
     def __init__(self, *, generators: dict | None = None, candidates: int = 100, ranker: str = "auto",
-                 rerank: Any = None, rerank_depth: int = 50, max_train_users: int = 10_000,
-                 ranker_params: dict | None = None, random_state: int | None = 0, num_threads: int = 0,
+                 rerank: Any = None, rerank_depth: int = 50, refit_deep: bool = False,
+                 max_train_users: int = 10_000, ranker_params: dict | None = None, random_state: int | None = 0, num_threads: int = 0,
                  show_progress: bool = True) -> None:
         self.generators = generators
         self.candidates = candidates
         self.ranker = ranker
         self.rerank = rerank
         self.rerank_depth = rerank_depth
+        self.refit_deep = refit_deep
         self.max_train_users = max_train_users
         self.ranker_params = ranker_params
         self.random_state = random_state
@@ -187,6 +192,7 @@ class Hybrid(Recommender):
         if self.ranker_params is not None and not isinstance(self.ranker_params, dict):
             raise ParameterError(f"ranker_params: expected a dict, got {type(self.ranker_params).__name__}")
         check_bool(self.show_progress, "show_progress")
+        check_bool(self.refit_deep, "refit_deep")
         for r in self._rerankers(self.rerank):
             if not hasattr(r, "rerank"):
                 raise ParameterError(f"rerank: expected re-rankers (ps.ranking.MMR, Calibrated, Rules), got "
@@ -258,9 +264,9 @@ class Hybrid(Recommender):
         self.ranker_ = make_ranker(self.ranker, self.ranker_params, random_state=self.random_state,
                                    num_threads=self.num_threads).fit(X, y, groups, context.names, context.categorical)
         self.ranker_fit_s_ = time.perf_counter() - t
-        del X, y, stage1
+        del X, y
         # ---- the served model: generators on everything, the context of everything
-        self.generators_ = self._fit_generators(specs, full, "serving")
+        self.generators_ = self._fit_generators(specs, full, "serving", reuse=None if self.refit_deep else stage1)
         self.features_ = PairFeatures(self.generator_names_).fit(full, item_f, user_f)
         self._item_labels = {f: item_f.categories(f) for f in self.features_.item_cat_fields} if item_f else {}
         self._user_labels = {f: user_f.categories(f) for f in self.features_.user_cat_fields} if user_f else {}
@@ -269,12 +275,18 @@ class Hybrid(Recommender):
         self.fit_s_ = time.perf_counter() - t0
         self._say("Hybrid fitted in %.1f s", self.fit_s_)
 
-    def _fit_generators(self, specs: dict, data: Interactions, stage: str) -> list[Recommender]:
+    def _fit_generators(self, specs: dict, data: Interactions, stage: str, reuse=None) -> list[Recommender]:
+        """Fitted clones of the generators; with ``reuse``, deep models of stage 1 read ``data``'s histories."""
         import time
 
         out = []
-        for name, spec in specs.items():
+        for i, (name, spec) in enumerate(specs.items()):
             t = time.perf_counter()
+            if reuse is not None and hasattr(reuse[i], "update_histories"):
+                out.append(reuse[i].update_histories(data))  # no second training run: new histories only
+                self._say("Hybrid: %s generator %r reads the full histories (%.1f s)", stage, name,
+                          time.perf_counter() - t)
+                continue
             g = _clone(spec)
             params = g.get_params()
             if "show_progress" in params:
