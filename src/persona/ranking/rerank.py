@@ -21,8 +21,10 @@ kernels do; ids are mapped at the edges by :class:`Reranked`):
     ones first, padded with -1. ``cand_scores``: (m, c) float32, padded with -inf. Returns two
     (m, n) arrays holding exactly ``min(n, valid candidates)`` items per row, padded with -1 /
     -inf. Only candidates come back, so the filters that made the candidates still hold. The
-    scores returned are the candidates' own (the ranker's), in the new order -- so they are not
-    sorted any more. Read-only: safe from many threads at once.
+    scores returned are the re-ranker's own value of each pick (MMR's marginal relevance,
+    Calibrated's marginal objective, Rules' rank score), non-increasing along the row as every
+    persona answer is -- not the ranker's scores, which no longer follow the order. Read-only:
+    safe from many threads at once.
 ``extra_candidates() -> int array``
     Item indices that must be among the candidates whenever the request's filters allow them
     (pinned items); empty for most re-rankers. :class:`Reranked` adds them.
@@ -104,13 +106,14 @@ def _normalised_relevance(idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarr
     return valid, np.where(valid, rel, 0.0)
 
 
-def _gather(idx: np.ndarray, scores: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates at column ``picks`` (-1 = nothing) of each row: (m, n) indices and scores."""
+def _gather(idx: np.ndarray, picks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates at column ``picks`` (-1 = nothing) of each row, with the picks' values made
+    non-increasing (a running minimum: a no-op unless a later pick was worth more)."""
     rows = np.arange(idx.shape[0])[:, None]
-    safe = np.maximum(picks, 0)
     got = picks >= 0
-    return (np.where(got, idx[rows, safe], -1).astype(np.int64),
-            np.where(got, scores[rows, safe], PAD_SCORE).astype(np.float32))
+    out_i = np.where(got, idx[rows, np.maximum(picks, 0)], -1).astype(np.int64)
+    vals = np.minimum.accumulate(np.where(got, values, np.inf), axis=1) if values.size else values
+    return out_i, np.where(got, vals, PAD_SCORE).astype(np.float32)
 
 
 def _history_matrix(histories: list, n_items: int) -> sp.csr_matrix:
@@ -374,29 +377,32 @@ class MMR(Reranker):
         valid, rel = _normalised_relevance(idx, scores)
         k = min(n, c)
         picks = np.full((m, k), -1, dtype=np.int64)
+        values = np.zeros((m, k), dtype=np.float64)
         step = max(1, _BLOCK_CELLS // max(1, c * max(c, _width_of(self.vectors_))))
         for s in range(0, m, step):
             sl = slice(s, min(s + step, m))
-            picks[sl] = self._greedy(rel[sl], valid[sl], _pair_similarity(self.vectors_, idx[sl], valid[sl]), k)
-        out_i, out_s = _gather(idx, scores, picks)
-        return _pad(out_i, out_s, n)
+            picks[sl], values[sl] = self._greedy(rel[sl], valid[sl],
+                                                 _pair_similarity(self.vectors_, idx[sl], valid[sl]), k)
+        return _pad(*_gather(idx, picks, values), n)
 
-    def _greedy(self, rel: np.ndarray, valid: np.ndarray, sim: np.ndarray, k: int) -> np.ndarray:
-        """Column picks (rows x k) of greedy MMR over a block; ``sim`` is (rows, c, c)."""
+    def _greedy(self, rel: np.ndarray, valid: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Column picks (rows x k) of greedy MMR over a block, and their MMR values; ``sim`` is (rows, c, c)."""
         lam = self._lambda
         rows = np.arange(rel.shape[0])
         available = valid.copy()
         penalty = np.zeros_like(rel)  # max similarity to the picked; 0 while nothing is picked
         picks = np.full((rel.shape[0], k), -1, dtype=np.int64)
+        values = np.zeros((rel.shape[0], k), dtype=np.float64)
         for t in range(k):
             objective = np.where(available, (1.0 - lam) * rel - lam * penalty, -np.inf)
             p = objective.argmax(axis=1)
             has = available[rows, p]
             picks[has, t] = p[has]
+            values[:, t] = objective[rows, p]
             available[rows[has], p[has]] = False
             row_sim = sim[rows, p].astype(np.float64)
             penalty = row_sim if t == 0 else np.maximum(penalty, row_sim)
-        return picks
+        return picks, values
 
     def state(self):
         if isinstance(self.similarity, str):
@@ -504,13 +510,26 @@ def category_codes(item_categories, item_map: IdMap, what: str = "item_categorie
     return codes, labels
 
 
-def categories_state(codes: np.ndarray, labels: np.ndarray, prefix: str = "categories") -> dict[str, np.ndarray]:
-    """The arrays that store resolved categories (codes per item, labels)."""
-    return {f"{prefix}.codes": codes.astype(np.int64), f"{prefix}.labels": np.asarray(labels)}
+def categories_state(item_categories, codes: np.ndarray, labels: np.ndarray,
+                     prefix: str = "categories") -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, arrays) storing categories in the form they were given: a dict's ids and labels, or
+    one code per item and the labels."""
+    unknown = "" if labels.dtype.kind == "U" else -1
+    if isinstance(item_categories, Mapping):
+        keys = normalize_ids(list(item_categories.keys()), what="item_categories keys") if item_categories \
+            else np.zeros(0, np.int64)
+        values = [unknown if v is None else v for v in item_categories.values()]
+        vals = np.asarray(values, dtype=labels.dtype if len(labels) else None) if values else np.zeros(0, np.int64)
+        return {"form": "dict"}, {f"{prefix}.keys": keys, f"{prefix}.values": vals}
+    return {"form": "array"}, {f"{prefix}.codes": codes.astype(np.int64), f"{prefix}.labels": np.asarray(labels)}
 
 
-def categories_from_state(arrays: Mapping[str, np.ndarray], prefix: str = "categories") -> np.ndarray:
-    """Inverse of :func:`categories_state`: one label per item (-1 or "" for unknown), as given to ``__init__``."""
+def categories_from_state(meta: Mapping, arrays: Mapping[str, np.ndarray], prefix: str = "categories"):
+    """Inverse of :func:`categories_state`: the ``item_categories`` argument as it was given."""
+    if meta.get("form") == "dict":
+        keys = check_array(f"{prefix}.keys", arrays[f"{prefix}.keys"], kind="iuU", ndim=1)
+        values = check_array(f"{prefix}.values", arrays[f"{prefix}.values"], kind="iuU", shape=(len(keys),))
+        return dict(zip(keys.tolist(), values.tolist()))
     codes = check_array(f"{prefix}.codes", arrays[f"{prefix}.codes"], kind="iu", ndim=1)
     labels = check_array(f"{prefix}.labels", arrays[f"{prefix}.labels"], kind="iuU", ndim=1)
     if codes.size and (codes.min() < -1 or codes.max() >= len(labels)):
@@ -617,6 +636,7 @@ class Calibrated(Reranker):
         available = valid.copy()
         k = min(n, c)
         picks = np.full((m, k), -1, dtype=np.int64)
+        values = np.zeros((m, k), dtype=np.float64)
         for t in range(k):
             size = t + 1.0  # the list's length once this pick is added
             now = (1.0 - a) * counts / size + a * p
@@ -628,22 +648,22 @@ class Calibrated(Reranker):
             pick = objective.argmax(axis=1)
             has = available[rows, pick]
             picks[has, t] = pick[has]
+            values[:, t] = objective[rows, pick]
             available[rows[has], pick[has]] = False
             np.add.at(counts, (rows[has], cat[rows[has], pick[has]]), 1.0)
-        out_i, out_s = _gather(idx, scores, picks)
-        return _pad(out_i, out_s, n)
+        return _pad(*_gather(idx, picks, values), n)
 
     def state(self):
         self._check_fitted()
-        return ({"params": {"weight": float(self.weight), "alpha": float(self.alpha)}},
-                categories_state(self.codes_, self.labels_))
+        form, arrays = categories_state(self.item_categories, self.codes_, self.labels_)
+        return {"params": {"weight": float(self.weight), "alpha": float(self.alpha)}, "categories": form}, arrays
 
     @classmethod
     def from_state(cls, meta, arrays):
-        params = meta.get("params", {})
-        if not isinstance(params, dict):
+        params, form = meta.get("params", {}), meta.get("categories", {})
+        if not isinstance(params, dict) or not isinstance(form, dict):
             raise ArtifactError("Calibrated: stored parameters are not an object; save the model again")
-        return cls(item_categories=categories_from_state(arrays), **params)
+        return cls(item_categories=categories_from_state(form, arrays), **params)
 
 
 # ---------------------------------------------------------------------------------------------- Reranked
@@ -682,10 +702,11 @@ class Reranked(Recommender):
     ``min(n, allowed items)`` come back, as from any model. The re-ranker sees each user's training
     items (``user_items_``) or the request's history. ``evaluate`` measures the re-ranked lists.
 
-    Users the model does not know are answered by the model's fallback (``set_fallback`` sets it
-    on the wrapped model); those answers are re-ranked too, with an empty history. Answers with
-    items outside the model's catalogue (a fallback fitted on other data) pass through unchanged.
-    ``similar_items`` and ``recommend_users`` are the wrapped model's, not re-ranked.
+    The scores that come back are the re-ranker's values of its picks (non-increasing, as always),
+    not the model's. Users (and histories) the model cannot score are answered by its fallback
+    (``set_fallback`` sets it on the wrapped model) exactly as without the wrapper: those answers
+    are not re-ranked. ``similar_items`` and ``recommend_users`` are the wrapped model's, not
+    re-ranked.
 
     Parameters
     ----------
@@ -871,9 +892,9 @@ class Reranked(Recommender):
         ui = self.user_items_
         empty = np.zeros(0, dtype=ui.indices.dtype)
         histories = [ui.indices[ui.indptr[u]:ui.indptr[u + 1]] if u >= 0 else empty for u in uidx]
-        # the fallback answers unknown users without filter_seen (as the base class does)
-        seen = [h if u >= 0 else empty for h, u in zip(histories, uidx)] if filter_seen else None
-        return self._rerank_ids(histories, ids, scores, counts, n, seen, items, exclude, mask)
+        # the fallback's answers (unknown users) pass through, as the base class gives them
+        return self._rerank_ids(histories, ids, scores, counts, n, histories if filter_seen else None, items,
+                                exclude, mask, passthrough=uidx < 0)
 
     def _history_batch(self, histories, n, *, filter_seen, items, exclude, mask):
         self._check_fitted()
@@ -882,15 +903,20 @@ class Reranked(Recommender):
                                                         items=items, exclude=exclude, mask=mask)
         hist_idx = [self._item_indices(h, strict=False, what="history") if len(h) else np.zeros(0, np.int64)
                     for h in histories]
+        blind = np.array([len(h) == 0 for h in hist_idx], dtype=bool)  # the fallback (if any) answered these
         return self._rerank_ids(hist_idx, ids, scores, counts, n, hist_idx if filter_seen else None, items,
-                                exclude, mask)
+                                exclude, mask, passthrough=blind & (getattr(self.model, "fallback_", None) is not None))
 
-    def _rerank_ids(self, histories, ids, scores, counts, n, seen, items, exclude, mask):
-        """Re-rank the wrapped model's id answers (ids, scores, counts) to ``n``; same triple back."""
+    def _rerank_ids(self, histories, ids, scores, counts, n, seen, items, exclude, mask, passthrough):
+        """Re-rank the wrapped model's id answers (ids, scores, counts) to ``n``; same triple back.
+
+        Rows in ``passthrough`` (the fallback's answers) and rows holding items the model does not
+        know come back as the wrapped model gave them, cut to ``n``.
+        """
         m, w = ids.shape
         idx = self.item_map_.lookup(ids.reshape(-1)).reshape(m, w) if ids.size else np.zeros((m, w), np.int64)
         valid = np.arange(w)[None, :] < np.asarray(counts)[:, None]
-        foreign = (valid & (idx < 0)).any(axis=1)  # answered with items the model does not know
+        foreign = (valid & (idx < 0)).any(axis=1) | np.asarray(passthrough, dtype=bool).reshape(m)
         idx = np.where(valid & ~foreign[:, None], idx, -1)
         extras = self.reranker_.extra_candidates()
         allowed = None
@@ -919,7 +945,7 @@ class Reranked(Recommender):
         arrays.update({_INNER + k: v for k, v in i_arrays.items() if k not in shared})
         arrays.update({_RERANKER + k: v for k, v in r_arrays.items()})
         meta = {"class": type(self).__name__, "params": {"candidates": int(self.candidates)},
-                "state": {"inner": i_meta, "reranker": r_meta}}
+                "state": {"inner": i_meta, "reranker": r_meta, "as_list": isinstance(self.reranker, (list, tuple))}}
         return meta, arrays, {_INNER + k: w for k, w in i_files.items()}
 
     def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -934,8 +960,10 @@ class Reranked(Recommender):
         inner_files = {k[len(_INNER):]: v for k, v in files.items() if k.startswith(_INNER)}
         self.model = self._from_parts("the artifact's wrapped model", inner, inner_arrays, inner_files, flags)
         r_arrays = {k[len(_RERANKER):]: v for k, v in arrays.items() if k.startswith(_RERANKER)}
-        self.reranker = reranker_from_state(meta.get("reranker"), r_arrays)
+        reranker = reranker_from_state(meta.get("reranker"), r_arrays)
+        # the constructor argument as it was given: a list stays a list (a Pipeline once fitted)
+        self.reranker = list(reranker.steps) if meta.get("as_list") and isinstance(reranker, Pipeline) else reranker
         try:
-            self.reranker_ = self.reranker.clone().fit(self.model)
+            self.reranker_ = as_reranker(self.reranker).clone().fit(self.model)
         except (ParameterError, DataError, UnsupportedError) as e:
             raise ArtifactError(f"the saved re-ranker does not fit the saved model ({e}); save the model again") from None

@@ -13,6 +13,10 @@ negative weight buries it. Rank scores, not the ranker's scores, because those d
 between models and can be negative (a multiplicative boost would *bury* a negative-scored item),
 and because an earlier re-ranker's order is not visible in the scores at all.
 
+The scores Rules hands on are the rank scores of the final order (the ``t``-th highest rank score
+at position ``t``, so a pinned item takes the score of its position): non-increasing, as every
+answer is.
+
 Pins put an item at a fixed 0-based position (``0`` is the top). A pinned item the request's
 filters exclude -- seen, out of the allow-list, in ``exclude``, masked out -- is **not** forced in:
 the list is then what it would be without the pin. So is a pinned item whose position lies beyond
@@ -158,7 +162,7 @@ class Rules(Reranker):
     True
     """
 
-    def __init__(self, pins: Sequence[Pin] = (), boosts: Sequence[Boost] = (),
+    def __init__(self, pins: Sequence[Pin] | None = None, boosts: Sequence[Boost] | None = None,
                  item_categories: ArrayLike | Mapping[ItemId, Any] | None = None,
                  clock: Callable[[], TimePoint] | None = None) -> None:
         self.pins = pins
@@ -266,15 +270,18 @@ class Rules(Reranker):
         rank = np.cumsum(valid, axis=1) - 1
         rank_score = np.where(valid, 1.0 - rank / np.maximum(k, 1) + self._boost(idx, valid, now), -np.inf)
         order = np.argsort(-rank_score, axis=1, kind="stable")
-        idx, scores = np.take_along_axis(idx, order, 1), np.take_along_axis(scores, order, 1)
+        idx, scores = np.take_along_axis(idx, order, 1), np.take_along_axis(rank_score, order, 1)
         active = self._active_pins(now)
         if active.any():
             idx, scores = self._place_pins(idx, scores, self.pin_items_[active], self.pin_positions_[active], n)
-        return _pad(idx, scores, n)
+        return _pad(idx, scores.astype(np.float32), n)
 
     @staticmethod
     def _place_pins(idx, scores, items, positions, n):
-        """Move each present pinned item to its position (first free one from it); the rest keep their order."""
+        """Move each present pinned item to its position (first free one from it); the rest keep their order.
+
+        ``scores`` are sorted (best first); each position keeps its score whichever item lands there.
+        """
         m, c = idx.shape
         rows = np.arange(m)
         width = min(n, c)
@@ -300,30 +307,31 @@ class Rules(Reranker):
         fill = np.take_along_axis(rest, np.maximum(nth, 0), 1)
         slot_col = np.where(free, fill, slot_col)
         got = slot_col >= 0
-        safe = np.maximum(slot_col, 0)
-        out_i = np.where(got, np.take_along_axis(idx, safe, 1), -1)
-        out_s = np.where(got, np.take_along_axis(scores, safe, 1), PAD_SCORE).astype(np.float32)
+        out_i = np.where(got, np.take_along_axis(idx, np.maximum(slot_col, 0), 1), -1)
+        out_s = np.where(got, scores[:, :width], PAD_SCORE).astype(np.float32)  # the score of the position
         return out_i, out_s
 
     # ------------------------------------------------------------------ persistence
     def state(self):
         self._check_fitted()
         pins, boosts = self._rules
-        meta = {"pins": [_json_rule(p) for p in pins], "boosts": [_json_rule(b) for b in boosts]}
+        meta = {"pins": None if self.pins is None else [_json_rule(p) for p in pins],
+                "boosts": None if self.boosts is None else [_json_rule(b) for b in boosts]}
         arrays = {}
         if self._codes is not None:
-            arrays = categories_state(self._codes, self._labels)
-            meta["categories"] = True
+            meta["categories"], arrays = categories_state(self.item_categories, self._codes, self._labels)
         return meta, arrays
 
     @classmethod
     def from_state(cls, meta, arrays):
-        pins, boosts = meta.get("pins", []), meta.get("boosts", [])
-        if not isinstance(pins, list) or not isinstance(boosts, list) \
-                or not all(isinstance(r, dict) for r in pins + boosts):
-            raise ArtifactError("Rules: stored pins and boosts are not lists of objects; save the model again")
-        cats = categories_from_state(arrays) if meta.get("categories") else None
-        return cls(pins=[Pin(**p) for p in pins], boosts=[Boost(**b) for b in boosts], item_categories=cats)
+        pins, boosts = meta.get("pins"), meta.get("boosts")
+        for rules in (pins, boosts):
+            if rules is not None and (not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules)):
+                raise ArtifactError("Rules: stored pins and boosts are not lists of objects; save the model again")
+        form = meta.get("categories")
+        cats = categories_from_state(form, arrays) if isinstance(form, dict) else None
+        return cls(pins=None if pins is None else [Pin(**p) for p in pins],
+                   boosts=None if boosts is None else [Boost(**b) for b in boosts], item_categories=cats)
 
 
 def _sequence(rules, what: str) -> list:
@@ -353,8 +361,5 @@ def _plain(v):
 
 
 def _json_rule(rule) -> dict:
-    out = {f.name: _plain(getattr(rule, f.name)) for f in dataclasses.fields(rule)}
-    for key in ("start", "end"):  # stored as epoch seconds, whatever form they were given in
-        if out.get(key) is not None:
-            out[key] = to_epoch(getattr(rule, key), "rule time", error=ParameterError)
-    return out
+    # ISO strings and epoch seconds are stored as given, datetimes as epoch seconds
+    return {f.name: _plain(getattr(rule, f.name)) for f in dataclasses.fields(rule)}
