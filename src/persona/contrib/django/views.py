@@ -83,10 +83,7 @@ def recommendations(request, user):
 @_api("GET")
 def my_recommendations(request):
     """``GET recommendations/``: the same for the requester (signed-in user or session visitor)."""
-    who = runtime.requester(request)
-    if who.user is None:
-        raise RequestError(f"no current user: sign in; {who.why}", status=401)
-    return _recommend(request, who.user)
+    return _recommend(request, common.requester_id(runtime.requester(request)))
 
 
 @_api("GET")
@@ -135,8 +132,7 @@ def events(request):
     common.check_content_length(_content_length(request), pol.limits)
     body = common.parse_json_body(request.body, pol.limits)
     who = runtime.requester(request)
-    if who.user is None and not pol.trusted_tracking:
-        raise RequestError(f"cannot track events for an anonymous request: {who.why}", field="user", status=403)
+    common.check_may_track(who, pol)
     names = runtime.event_names()
     parsed = common.parse_events(body, default_user=who.user, trusted=pol.trusted_tracking,
                                  allowed_events=conf["ALLOWED_EVENTS"], limits=pol.limits, event_names=names)
