@@ -88,7 +88,7 @@ def test_params_round_trip():
 
 
 # ------------------------------------------------------------------ scikit-learn conventions (issue 12, 9 and 12)
-ALL_MODELS = ["MostPopular", "ItemKNN", "UserKNN", "ALS", "BPR", "EASE", "MF", "SASRec", "TwoTower"]
+ALL_MODELS = ["MostPopular", "ItemKNN", "UserKNN", "ALS", "BPR", "EASE", "MF", "SASRec", "TwoTower", "ContentKNN"]
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
