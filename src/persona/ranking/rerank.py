@@ -64,6 +64,7 @@ __all__ = ["Reranker", "Pipeline", "MMR", "Calibrated", "Reranked", "as_reranker
 
 _MAX_PIPELINE_DEPTH = 4
 _BLOCK_CELLS = 1 << 22  # float32 cells of pairwise similarities one block of rows may hold (16 MB)
+_MAX_GRAM = 4096  # distinct candidates per block when similarities come from sparse vectors (64 MB Gram)
 _INNER = "inner__"  # prefix of the wrapped model's arrays and files inside a Reranked artifact
 _RERANKER = "reranker__"
 
@@ -378,7 +379,10 @@ class MMR(Reranker):
         k = min(n, c)
         picks = np.full((m, k), -1, dtype=np.int64)
         values = np.zeros((m, k), dtype=np.float64)
-        step = max(1, _BLOCK_CELLS // max(1, c * max(c, _width_of(self.vectors_))))
+        if sp.issparse(self.vectors_):  # a Gram matrix of the block's distinct candidates: <= 4096 of them
+            step = max(1, _MAX_GRAM // max(1, c))
+        else:  # (rows, c, d) gathered vectors and (rows, c, c) cosines
+            step = max(1, _BLOCK_CELLS // max(1, c * max(c, self.vectors_.shape[1])))
         for s in range(0, m, step):
             sl = slice(s, min(s + step, m))
             picks[sl], values[sl] = self._greedy(rel[sl], valid[sl],
@@ -434,10 +438,6 @@ def _unit_rows(v):
         return sp.csr_matrix(sp.diags(inv.astype(np.float32)) @ v, dtype=np.float32)
     norms = np.linalg.norm(v.astype(np.float64), axis=1, keepdims=True)
     return (v / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-def _width_of(v) -> int:
-    return 1 if sp.issparse(v) else v.shape[1]
 
 
 def _pair_similarity(vectors, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
