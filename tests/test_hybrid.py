@@ -226,3 +226,26 @@ def test_a_deep_generator_trains_once_and_its_onnx_graph_travels_in_the_artifact
     loaded = ps.load(path)
     users = list(test.user_ids[:15])
     np.testing.assert_array_equal(loaded.recommend_batch(users, n=10)[0], h.recommend_batch(users, n=10)[0])
+
+
+def test_rerankers_and_rules_apply_after_the_ranker_and_survive_save_load(split, tmp_path):
+    from persona.ranking import MMR, Pin, Rules
+
+    train, valid, test = split
+    pinned = train.item_ids[-1]
+    mmr = MMR(diversity=0.5)
+    h = _small(rerank=[mmr, Rules(pins=[Pin(pinned, 0)])]).fit(train, valid=valid)
+    assert not hasattr(mmr, "n_items_")  # the re-ranker given is cloned, not fitted
+    plain = _small().fit(train, valid=valid)
+    users = [u for u in test.user_ids[:40]
+             if pinned not in set(h.item_map_.ids[h.user_items_[h.user_map_.index_of(u)].indices])]
+    ids, _ = h.recommend_batch(users, n=10)
+    assert (ids[:, 0] == pinned).all()  # the pin holds position 0 for everyone who has not seen it
+    base, _ = plain.recommend_batch(users, n=10)
+    assert (ids != base).any()  # diversity changed some lists
+    # a request filter that excludes the pin wins: it is not forced in, and 10 items still come back
+    got, _ = h.recommend(users[0], n=10, exclude=[pinned])
+    assert pinned not in got and len(got) == 10
+    loaded = ps.load(h.save(tmp_path / "rr.persona"))
+    np.testing.assert_array_equal(loaded.recommend_batch(users, n=10)[0], ids)
+    assert repr(loaded.get_params()["rerank"]) == repr(h.reranker_.clone())

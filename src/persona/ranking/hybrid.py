@@ -193,16 +193,15 @@ class Hybrid(Recommender):
             raise ParameterError(f"ranker_params: expected a dict, got {type(self.ranker_params).__name__}")
         check_bool(self.show_progress, "show_progress")
         check_bool(self.refit_deep, "refit_deep")
-        for r in self._rerankers(self.rerank):
-            if not hasattr(r, "rerank"):
-                raise ParameterError(f"rerank: expected re-rankers (ps.ranking.MMR, Calibrated, Rules), got "
-                                     f"{type(r).__name__}")
+        if self.rerank is not None:
+            from .rerank import Reranker, as_reranker
 
-    @staticmethod
-    def _rerankers(rerank) -> list:
-        if rerank is None:
-            return []
-        return list(rerank) if isinstance(rerank, (list, tuple)) else [rerank]
+            steps = self.rerank if isinstance(self.rerank, (list, tuple)) else [self.rerank]
+            bad = [type(r).__name__ for r in steps if not isinstance(r, Reranker)]
+            if bad:
+                raise ParameterError(f"rerank: expected re-rankers (ps.ranking.MMR, Calibrated, Rules) or a list of "
+                                     f"them, got {bad[0]}")
+            as_reranker(self.rerank)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, interactions: Interactions, *, valid: Interactions | None = None, user_features=None,
@@ -271,7 +270,11 @@ class Hybrid(Recommender):
         self._item_labels = {f: item_f.categories(f) for f in self.features_.item_cat_fields} if item_f else {}
         self._user_labels = {f: user_f.categories(f) for f in self.features_.user_cat_fields} if user_f else {}
         self._popularity = self.features_.item_log_users
-        self.rerankers_ = [r.fit(self) if hasattr(r, "fit") else r for r in self._rerankers(self.rerank)]
+        self.reranker_ = None
+        if self.rerank is not None:  # a clone: the re-ranker passed in stays unfitted
+            from .rerank import as_reranker
+
+            self.reranker_ = as_reranker(self.rerank).clone().fit(self)
         self.fit_s_ = time.perf_counter() - t0
         self._say("Hybrid fitted in %.1f s", self.fit_s_)
 
@@ -377,18 +380,32 @@ class Hybrid(Recommender):
         pop = self._popularity / (float(self._popularity.max()) + 1.0)  # in [0, 1)
         out = (low[:, None] - _FILLER_GAP - 1.0 + pop[None, :]).astype(np.float32)
         out[rows, items] = ranked
-        if self.rerankers_:
-            self._apply_rerankers(out, hists)
+        if self.reranker_ is not None:
+            self._apply_reranker(out, hists)
         return out
 
-    def _apply_rerankers(self, out: np.ndarray, hists: list[np.ndarray]) -> None:
-        """Reorder each row's top ``rerank_depth`` in place (their scores become the new order's)."""
+    def _apply_reranker(self, out: np.ndarray, hists: list[np.ndarray]) -> None:
+        """Reorder each row's top ``rerank_depth`` in place (their scores become the new order's).
+
+        Items a re-ranker must see (``Rules``' pins) join each row's pool unless already in the
+        user's history; the request's filters still apply after, so a filtered pin is not forced in.
+        """
         m, n_items = out.shape
         depth = min(self.rerank_depth, n_items)
         excl = self._exclusion_rows(hists, m, n_items)
         idx, sc = topk(out, depth, exclude=excl, num_threads=self.num_threads or 0)
-        for r in self.rerankers_:
-            idx, sc = r.rerank(hists, idx, sc, depth)
+        extras = self.reranker_.extra_candidates()
+        if len(extras):
+            # each pin not in the pool nor the history joins it, scored just below the pool
+            add = np.broadcast_to(np.asarray(extras, dtype=np.int64), (m, len(extras))).copy()
+            present = (add[:, :, None] == idx[:, None, :]).any(axis=2)
+            seen = np.array([np.isin(extras, h) for h in hists]).reshape(m, len(extras))
+            add[present | seen] = -1
+            low = np.where(idx >= 0, sc, np.inf).min(axis=1, keepdims=True)
+            low = np.where(np.isfinite(low), low, 0.0)
+            idx = np.concatenate([idx, add], axis=1)
+            sc = np.concatenate([sc, np.where(add >= 0, low - 1.0, -np.inf).astype(np.float32)], axis=1)
+        idx, sc = self.reranker_.rerank(hists, idx, sc, idx.shape[1])
         top = out.max(axis=1)
         pos = np.arange(idx.shape[1], dtype=np.float32)
         rows, cols = np.nonzero(idx >= 0)
@@ -557,18 +574,15 @@ class Hybrid(Recommender):
         meta = {"generator_names": self.generator_names_, "features": f_meta, "ranker": r_meta,
                 "item_labels": self._item_labels, "user_labels": self._user_labels,
                 "candidate_recall": self.candidate_recall_,
-                "rerankers": [self._reranker_state(r) for r in self.rerankers_]}
+                "reranker": None}
         arrays = {**f_arrays, **r_arrays}
-        for i, r in enumerate(self.rerankers_):
-            _, r_arr = r.state()
-            arrays.update({f"rr{i}__{k}": v for k, v in r_arr.items()})
+        if self.reranker_ is not None:
+            from .rerank import reranker_state
+
+            meta["reranker"], rr_arrays = reranker_state(self.reranker_)
+            arrays.update({"rr__" + k: v for k, v in rr_arrays.items()})
         self._ranker_text = text
         return meta, arrays
-
-    @staticmethod
-    def _reranker_state(r) -> dict:
-        meta, _ = r.state()
-        return {"class": type(r).__name__, "meta": meta}
 
     def _files(self) -> dict:
         text = getattr(self, "_ranker_text", None)
@@ -607,15 +621,14 @@ class Hybrid(Recommender):
         self._user_labels = {str(k): [str(x) for x in v] for k, v in meta.get("user_labels", {}).items()}
         self.candidate_recall_ = float(meta.get("candidate_recall", float("nan")))
         self._popularity = self.features_.item_log_users
-        self.rerankers_ = []
-        for i, r_meta in enumerate(meta.get("rerankers", [])):
-            from . import rerank as _rerank_module
-
-            p = f"rr{i}__"
-            self.rerankers_.append(_rerank_module.reranker_from_state(
-                r_meta, {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}))
-        self.rerank = self.rerankers_ or None
         self._ranker_text = text
+        self.reranker_ = None
+        if meta.get("reranker") is not None:
+            from .rerank import reranker_from_state
+
+            restored = reranker_from_state(meta["reranker"], {k[4:]: v for k, v in arrays.items() if k.startswith("rr__")})
+            self.rerank = restored.clone()
+            self.reranker_ = restored.fit(self)
 
     def _check_state(self) -> None:
         for name, g in zip(self.generator_names_, self.generators_):
