@@ -19,6 +19,7 @@ from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
 from ..kernels import topk
 from ..models.base import Recommender
+from ..typing import ArrayLike, Float32Array, ItemId, Ids, UserId
 from ._features import PairFeatures, aligned_features
 from ._rankers import RANKERS, make_ranker, ranker_from_state
 
@@ -122,6 +123,9 @@ class Hybrid(Recommender):
     ranker_params : dict, optional
         Overrides of the ranker's settings (LightGBM parameters plus ``num_boost_round`` and
         ``early_stopping_rounds``; the logistic ranker's ``regularization`` and ``max_iter``).
+    sequence_features : bool, default True
+        Give the ranker the order of each user's events: how often the candidate followed the
+        user's latest items in the training sequences (by timestamp, else in the order given).
     random_state : int, default 0
     num_threads : int, default 0 (all cores)
     show_progress : bool, default True
@@ -152,8 +156,8 @@ class Hybrid(Recommender):
 
     def __init__(self, *, generators: dict | None = None, candidates: int = 100, ranker: str = "auto",
                  rerank: Any = None, rerank_depth: int = 50, refit_deep: bool = False,
-                 max_train_users: int = 10_000, ranker_params: dict | None = None, random_state: int | None = 0, num_threads: int = 0,
-                 show_progress: bool = True) -> None:
+                 max_train_users: int = 10_000, ranker_params: dict | None = None, sequence_features: bool = True,
+                 random_state: int | None = 0, num_threads: int = 0, show_progress: bool = True) -> None:
         self.generators = generators
         self.candidates = candidates
         self.ranker = ranker
@@ -162,6 +166,7 @@ class Hybrid(Recommender):
         self.refit_deep = refit_deep
         self.max_train_users = max_train_users
         self.ranker_params = ranker_params
+        self.sequence_features = sequence_features
         self.random_state = random_state
         self.num_threads = num_threads
         self.show_progress = show_progress
@@ -193,6 +198,7 @@ class Hybrid(Recommender):
             raise ParameterError(f"ranker_params: expected a dict, got {type(self.ranker_params).__name__}")
         check_bool(self.show_progress, "show_progress")
         check_bool(self.refit_deep, "refit_deep")
+        check_bool(self.sequence_features, "sequence_features")
         if self.rerank is not None:
             from .rerank import Reranker, as_reranker
 
@@ -204,8 +210,8 @@ class Hybrid(Recommender):
             as_reranker(self.rerank)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, interactions: Interactions, *, valid: Interactions | None = None, user_features=None,
-            item_features=None) -> Hybrid:
+    def fit(self, interactions: Interactions, *, valid: Interactions | None = None, user_features: Any = None,
+            item_features: Any = None) -> Hybrid:
         """Fit the generators, train the ranker on held-out items, refit the generators on everything.
 
         Parameters
@@ -251,7 +257,7 @@ class Hybrid(Recommender):
                             "least 3 events (each one's last event is held out)")
         # ---- stage 1 on the training part, pairs labelled by the held-out items, the ranker
         stage1 = self._fit_generators(specs, gen_train, "training")
-        context = PairFeatures(self.generator_names_).fit(gen_train, item_f, user_f)
+        context = self._pair_features().fit(gen_train, item_f, user_f)
         X, y, groups, recall = self._training_pairs(stage1, context, gen_train, targets)
         self.candidate_recall_ = recall
         self._say("Hybrid: %d training pairs from %d users (candidate recall %.3f); training the %s ranker",
@@ -266,7 +272,7 @@ class Hybrid(Recommender):
         del X, y
         # ---- the served model: generators on everything, the context of everything
         self.generators_ = self._fit_generators(specs, full, "serving", reuse=None if self.refit_deep else stage1)
-        self.features_ = PairFeatures(self.generator_names_).fit(full, item_f, user_f)
+        self.features_ = self._pair_features().fit(full, item_f, user_f)
         self._item_labels = {f: item_f.categories(f) for f in self.features_.item_cat_fields} if item_f else {}
         self._user_labels = {f: user_f.categories(f) for f in self.features_.user_cat_fields} if user_f else {}
         self._popularity = self.features_.item_log_users
@@ -277,6 +283,9 @@ class Hybrid(Recommender):
             self.reranker_ = as_reranker(self.rerank).clone().fit(self)
         self.fit_s_ = time.perf_counter() - t0
         self._say("Hybrid fitted in %.1f s", self.fit_s_)
+
+    def _pair_features(self) -> PairFeatures:
+        return PairFeatures(self.generator_names_, candidates=self.candidates, sequence=self.sequence_features)
 
     def _fit_generators(self, specs: dict, data: Interactions, stage: str, reuse=None) -> list[Recommender]:
         """Fitted clones of the generators; with ``reuse``, deep models of stage 1 read ``data``'s histories."""
@@ -429,8 +438,9 @@ class Hybrid(Recommender):
     def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
         return self._delegate("supports_audience")._score_audience(item_indices)
 
-    def recommend_for_history(self, history, n: int = 10, *, filter_seen: bool = True, items=None, exclude=None,
-                              mask=None, user_features: dict | None = None):
+    def recommend_for_history(self, history: Ids, n: int = 10, *, filter_seen: bool = True,
+                              items: Ids | None = None, exclude: Ids | None = None, mask: ArrayLike | None = None,
+                              user_features: dict | None = None) -> tuple[np.ndarray, Float32Array]:
         """Recommendations for a history of item ids; ``user_features`` describe a new visitor.
 
         ``user_features`` maps a user categorical field to its value (``{"gender": "F",
@@ -464,7 +474,7 @@ class Hybrid(Recommender):
         return out
 
     # ------------------------------------------------------------------ explanations
-    def explain(self, user, items, *, details: bool = False):
+    def explain(self, user: UserId, items: Ids | ItemId, *, details: bool = False) -> Any:
         """One reason per item of ``items`` for ``user`` (the group of features that raised it most).
 
         Reasons name what drove the ranker's score: a generator (with the history item the
@@ -536,6 +546,12 @@ class Hybrid(Recommender):
             return "popular with shoppers"
         if source == "trending":
             return "trending now"
+        if source == "sequence":
+            return "often chosen next after your latest items"
+        if source == "attributes":
+            return "like the items you chose"
+        if source == "agreement":
+            return "matches your history"
         if source.startswith("category:"):
             field = source.split(":", 1)[1]
             code = self.features_.item_codes[field][item]
