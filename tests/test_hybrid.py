@@ -133,7 +133,8 @@ def test_explain_gives_one_reason_per_item(hybrid, split):
     assert len(reasons) == 6 and all(isinstance(r, str) and r for r in reasons)
     frame = hybrid.explain(user, items, details=True)
     assert list(frame["item"]) == list(items)
-    assert set(frame["source"]) <= set(hybrid.generator_names_) | {"popularity", "trending", "user"} | {
+    assert set(frame["source"]) <= set(hybrid.generator_names_) | {
+        "popularity", "trending", "user", "sequence", "attributes", "agreement"} | {
         f"category:{f}" for f in ("category", "brand")} | {"numeric:price"}
     anchored = frame[frame["anchor"].notna()]
     ui = hybrid.user_items_[hybrid.user_map_.index_of(user)].indices

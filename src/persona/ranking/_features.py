@@ -12,7 +12,14 @@ Stage 2 of :class:`~persona.ranking.Hybrid` sees, for every candidate of every u
   user's history in the candidate's category ("category match") and the category code itself; for
   each numeric field (e.g. price), the candidate's value minus the user's mean over their history
   ("price against the usual spend");
-* user features: the code of each categorical field (age band, gender, location, segment).
+* user features: the code of each categorical field (age band, gender, location, segment);
+* agreement: how many generators proposed the candidate;
+* sequence (the order of each user's events): how often the candidate directly followed the user's
+  last item in the training sequences (count, and share of that item's successors), and how often
+  it came within ``SEQ_WINDOW`` positions after / around the user's last ``SEQ_RECENT`` items;
+* item attributes (the categorical and tag fields of the item features, or every column of a plain
+  sparse matrix; rows L2-normalised): cosine of the candidate with the user's last item and with
+  the sum of the user's history.
 
 Everything is vectorised over the flattened pairs; the state it needs at serving time is a handful
 of arrays per item and per user, saved as data with the model.
@@ -31,6 +38,111 @@ _DAY = 86400.0
 # Names of the context features, in column order after the per-generator block.
 ITEM_CONTEXT = ("item_log_users", "item_log_users_7d", "item_log_users_30d", "item_days_since_last")
 USER_CONTEXT = ("user_log_events", "user_days_since_last")
+SEQUENCE = ("seq_next_last", "seq_next_share", "seq_follow_recent", "seq_near_recent")
+ATTRIBUTES = ("attr_sim_last", "attr_sim_history")
+SEQ_RECENT = 3  # the user's latest items the sequence features look back on
+SEQ_WINDOW = 3  # positions after an item that count as "came soon after it"
+
+
+class PairCounts:
+    """Counts of ordered item pairs ``(a, b)`` as sorted keys ``a * n_items + b``; vectorised lookups.
+
+    Sparse, so its size is the number of distinct pairs seen; a lookup is a binary search.
+    """
+
+    def __init__(self, keys: np.ndarray, counts: np.ndarray, n_items: int) -> None:
+        self.keys, self.counts, self.n_items = keys, counts, int(n_items)
+
+    @classmethod
+    def from_sequences(cls, users: np.ndarray, items: np.ndarray, n_items: int, offsets) -> PairCounts:
+        """Pairs (item at position t, item at t + d) of one user's sequence, for each d in ``offsets``.
+
+        ``users`` / ``items`` are events ordered by user, then time (an Interactions' own order).
+        """
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        keys = []
+        for d in offsets:
+            if d < len(items):
+                same = users[d:] == users[:-d]
+                keys.append(items[:-d][same] * n_items + items[d:][same])
+        if not keys:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), n_items)
+        k, c = np.unique(np.concatenate(keys), return_counts=True)
+        return cls(k.astype(np.int64), c.astype(np.float32), n_items)
+
+    def lookup(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Count of each pair ``(a[j], b[j])`` (0 where ``a[j] < 0`` or the pair never occurred)."""
+        out = np.zeros(len(a), dtype=np.float32)
+        ok = a >= 0
+        if not ok.any() or not len(self.keys):
+            return out
+        q = a[ok].astype(np.int64) * self.n_items + b[ok]
+        pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
+        hit = self.keys[pos] == q
+        vals = np.zeros(len(q), dtype=np.float32)
+        vals[hit] = self.counts[pos[hit]]
+        out[ok] = vals
+        return out
+
+    @classmethod
+    def checked(cls, keys, counts, n_items: int, name: str) -> PairCounts:
+        keys, counts = np.asarray(keys), np.asarray(counts)
+        if keys.ndim != 1 or keys.dtype.kind != "i" or counts.shape != keys.shape or counts.dtype.kind != "f":
+            raise DataError(f"{name}: expected matching 1-d integer keys and float counts, got {keys.shape} "
+                            f"{keys.dtype} and {counts.shape} {counts.dtype}")
+        if len(keys) and (keys[0] < 0 or keys[-1] >= n_items * n_items or np.any(np.diff(keys) <= 0)):
+            raise DataError(f"{name}: keys must be increasing pair codes below n_items^2")
+        if not np.all(np.isfinite(counts)) or (len(counts) and counts.min() < 0):
+            raise DataError(f"{name}: counts must be finite and non-negative")
+        return cls(keys.astype(np.int64), counts.astype(np.float32), n_items)
+
+
+def recent_items(interactions, k: int = SEQ_RECENT) -> np.ndarray:
+    """(n_users, k) int32: each user's last k items, latest first, -1 where the history is shorter."""
+    ip = interactions.sequence_indptr
+    out = np.full((interactions.n_users, k), -1, dtype=np.int32)
+    for j in range(k):
+        pos = ip[1:] - 1 - j
+        has = pos >= ip[:-1]
+        out[has, j] = interactions.items[pos[has]]
+    return out
+
+
+def _attribute_rows(features: Features) -> sp.csr_matrix | None:
+    """The categorical and tag columns of item features (all columns when no fields), rows L2-normalised."""
+    fields = features.fields
+    if fields:
+        blocks = [features.field_slice(f) for f, kind in fields.items() if kind in ("categorical", "tags")]
+        if not blocks:
+            return None
+        cols = np.concatenate([np.arange(b.start, b.stop) for b in blocks])
+        m = features.matrix[:, cols].tocsr()
+    else:
+        m = features.matrix.tocsr()
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.eliminate_zeros()
+    if not m.nnz:
+        return None
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    m = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m, dtype=np.float32)
+    m.sort_indices()
+    return m
+
+
+def _pair_dots(left: sp.csr_matrix, rows: np.ndarray, right: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+    """``left[rows[j]] . right[items[j]]`` for every j, without densifying either matrix."""
+    left = left.tocsr()
+    left.sort_indices()
+    n_cols = left.shape[1]
+    lkeys = np.repeat(np.arange(left.shape[0], dtype=np.int64), np.diff(left.indptr)) * n_cols + left.indices
+    sub = right[items]
+    owner = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(sub.indptr))
+    if not len(lkeys) or not len(owner):
+        return np.zeros(len(items), dtype=np.float32)
+    q = rows[owner].astype(np.int64) * n_cols + sub.indices
+    pos = np.minimum(np.searchsorted(lkeys, q), len(lkeys) - 1)
+    vals = np.where(lkeys[pos] == q, left.data[pos], 0.0) * sub.data
+    return np.bincount(owner, weights=vals, minlength=len(items)).astype(np.float32)
 
 
 def aligned_features(features, id_map, what: str) -> Features | None:
@@ -70,8 +182,11 @@ def _numeric_values(features: Features, field: str) -> np.ndarray:
 class PairFeatures:
     """The fitted context: arrays per item and per user, and how to turn pairs into feature rows."""
 
-    def __init__(self, generator_names: list[str]) -> None:
+    def __init__(self, generator_names: list[str], *, candidates: int | None = None, sequence: bool = False) -> None:
         self.generator_names = list(generator_names)
+        self.candidates = candidates  # the generators' list length: "proposed by g" is rank < candidates
+        self.sequence = bool(sequence)
+        self.attributes = None
 
     # ------------------------------------------------------------------ fitting
     def fit(self, interactions, item_features: Features | None, user_features: Features | None) -> PairFeatures:
@@ -104,6 +219,14 @@ class PairFeatures:
                 elif kind == "numeric":
                     self.item_num_fields.append(field)
                     self.item_values[field] = _numeric_values(item_features, field)
+        if self.sequence:
+            users, items = interactions.users, interactions.items
+            self.next_counts = PairCounts.from_sequences(users, items, n_items, (1,))
+            self.window_counts = PairCounts.from_sequences(users, items, n_items, range(1, SEQ_WINDOW + 1))
+            has_next = np.asarray(users[:-1] == users[1:])
+            self.item_next_total = np.bincount(np.asarray(items[:-1])[has_next], minlength=n_items).astype(np.float32)
+            self.user_recent = recent_items(interactions)
+        self.attributes = _attribute_rows(item_features) if item_features is not None else None
         self.user_cat_fields, self.user_codes = [], {}
         if user_features is not None:
             for field, kind in user_features.fields.items():
@@ -128,6 +251,12 @@ class PairFeatures:
             out += [f"item_{f}_match", f"item_{f}"]
         out += [f"item_{f}_vs_user" for f in self.item_num_fields]
         out += [f"user_{f}" for f in self.user_cat_fields]
+        if self.candidates is not None:
+            out.append("n_generators")
+        if self.sequence:
+            out += list(SEQUENCE)
+        if self.attributes is not None:
+            out += list(ATTRIBUTES)
         return out
 
     @property
@@ -148,6 +277,12 @@ class PairFeatures:
         for f in self.item_num_fields:
             if name == f"item_{f}_vs_user":
                 return f"numeric:{f}"
+        if name in SEQUENCE:
+            return "sequence"
+        if name in ATTRIBUTES:
+            return "attributes"
+        if name == "n_generators":
+            return "agreement"
         return "user"
 
     # ------------------------------------------------------------------ building rows
@@ -203,7 +338,56 @@ class PairFeatures:
             has = user_idx >= 0
             out[has] = codes[user_idx[has]]
             cols.append(out)
+        if self.candidates is not None:
+            width = min(int(self.candidates), len(self.item_log_users))
+            cols.append(sum((rank[rows, items] < width).astype(np.float32) for _, rank, _ in generator_blocks))
+        if self.sequence or self.attributes is not None:
+            recent = self._recent(histories, users)
+        if self.sequence:
+            cols += self._sequence_columns(rows, items, recent)
+        if self.attributes is not None:
+            cols += self._attribute_columns(rows, items, histories, recent)
         return np.column_stack(cols).astype(np.float32, copy=False)
+
+    def _recent(self, histories: list[np.ndarray], users: np.ndarray | None) -> np.ndarray:
+        """(rows, SEQ_RECENT) latest items of each block row: a known user's from the fitted sequences,
+        a bare history's from its own order (oldest first)."""
+        out = np.full((len(histories), SEQ_RECENT), -1, dtype=np.int64)
+        known = np.zeros(len(histories), bool) if users is None else np.asarray(users) >= 0
+        if self.sequence and known.any():
+            out[known] = self.user_recent[np.asarray(users)[known]]
+        for r in np.flatnonzero(~known):
+            tail = np.asarray(histories[r][-SEQ_RECENT:], dtype=np.int64)[::-1]
+            out[r, :len(tail)] = tail
+        return out
+
+    def _sequence_columns(self, rows, items, recent) -> list[np.ndarray]:
+        last = recent[rows, 0]
+        nxt = self.next_counts.lookup(last, items)
+        total = np.where(last >= 0, self.item_next_total[np.maximum(last, 0)], 0.0)
+        follow = np.zeros(len(rows), np.float32)
+        near = np.zeros(len(rows), np.float32)
+        for j in range(recent.shape[1]):
+            a = recent[rows, j]
+            after = self.window_counts.lookup(a, items)
+            follow += after
+            near += after + self.window_counts.lookup(np.where(a >= 0, items, -1), np.maximum(a, 0))
+        return [np.log1p(nxt), (nxt / np.maximum(total, 1.0)).astype(np.float32), np.log1p(follow), np.log1p(near)]
+
+    def _attribute_columns(self, rows, items, histories, recent) -> list[np.ndarray]:
+        A = self.attributes
+        n = len(histories)
+        last = recent[:, 0]
+        has = np.flatnonzero(last >= 0)
+        last_rows = sp.csr_matrix((np.ones(len(has), np.float32), (has, last[has])), shape=(n, A.shape[0]))
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=n)
+        flat = np.concatenate(histories).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
+        hist = sp.csr_matrix((np.ones(len(flat), np.float32), (np.repeat(np.arange(n), lengths), flat)),
+                             shape=(n, A.shape[0]))
+        profile = sp.csr_matrix(hist @ A)
+        norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1)).ravel())
+        profile = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ profile)
+        return [_pair_dots(sp.csr_matrix(last_rows @ A), rows, A, items), _pair_dots(profile, rows, A, items)]
 
     def override_user_codes(self, X: np.ndarray, values: dict) -> None:
         """Put a new visitor's user-feature codes (``{field: code}``) into every row of ``X``."""
@@ -215,8 +399,18 @@ class PairFeatures:
     def state(self) -> tuple[dict, dict]:
         meta = {"generators": self.generator_names, "has_time": self.has_time,
                 "item_cat_fields": self.item_cat_fields, "item_num_fields": self.item_num_fields,
-                "user_cat_fields": self.user_cat_fields}
+                "user_cat_fields": self.user_cat_fields, "candidates": self.candidates, "sequence": self.sequence,
+                "attributes": self.attributes is not None}
         arrays = {"pf_item_log_users": self.item_log_users, "pf_user_log_events": self.user_log_events}
+        if self.sequence:
+            arrays.update({"pf_next_keys": self.next_counts.keys, "pf_next_counts": self.next_counts.counts,
+                           "pf_window_keys": self.window_counts.keys, "pf_window_counts": self.window_counts.counts,
+                           "pf_item_next_total": self.item_next_total, "pf_user_recent": self.user_recent.ravel()})
+        if self.attributes is not None:
+            A = self.attributes
+            meta["attribute_columns"] = int(A.shape[1])
+            arrays.update({"pf_attr_indptr": A.indptr.astype(np.int64), "pf_attr_indices": A.indices.astype(np.int64),
+                           "pf_attr_data": A.data})
         if self.has_time:
             meta["now"] = self.now
             arrays.update({"pf_item_log_users_7d": self.item_log_users_7d,
@@ -234,7 +428,9 @@ class PairFeatures:
     @classmethod
     def from_state(cls, meta: dict, arrays: dict, n_users: int, n_items: int) -> PairFeatures:
         """Rebuild from :meth:`state`, checking every array's kind and length (a crafted artifact is refused)."""
-        out = cls([str(g) for g in meta["generators"]])
+        cand = meta.get("candidates")  # artifacts from before these features have none of them
+        out = cls([str(g) for g in meta["generators"]], candidates=None if cand is None else int(cand),
+                  sequence=bool(meta.get("sequence", False)))
         out.has_time = bool(meta["has_time"])
 
         def take(name, length, kind="f"):
@@ -260,4 +456,23 @@ class PairFeatures:
         for f, c in {**out.item_codes, **out.user_codes}.items():
             if len(c) and c.min() < -1:
                 raise DataError(f"codes of {f!r} must be >= -1")
+        if out.sequence:
+            out.next_counts = PairCounts.checked(arrays["pf_next_keys"], arrays["pf_next_counts"], n_items, "pf_next")
+            out.window_counts = PairCounts.checked(arrays["pf_window_keys"], arrays["pf_window_counts"], n_items,
+                                                   "pf_window")
+            out.item_next_total = take("pf_item_next_total", n_items)
+            recent = take("pf_user_recent", n_users * SEQ_RECENT, "i")
+            if len(recent) and (recent.min() < -1 or recent.max() >= n_items):
+                raise DataError("pf_user_recent: item indices must lie in [-1, n_items)")
+            out.user_recent = recent.reshape(n_users, SEQ_RECENT)
+        if meta.get("attributes"):
+            n_cols = int(meta["attribute_columns"])
+            indptr, indices = np.asarray(arrays["pf_attr_indptr"]), np.asarray(arrays["pf_attr_indices"])
+            data = np.asarray(arrays["pf_attr_data"])
+            if (indptr.shape != (n_items + 1,) or indptr.dtype.kind != "i" or indptr[0] != 0
+                    or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices) or indices.dtype.kind != "i"
+                    or data.shape != indices.shape or data.dtype.kind != "f" or not np.all(np.isfinite(data))
+                    or (len(indices) and (indices.min() < 0 or indices.max() >= n_cols))):
+                raise DataError("pf_attr: the item attribute rows are not a valid CSR matrix of this catalogue")
+            out.attributes = sp.csr_matrix((data.astype(np.float32), indices, indptr), shape=(n_items, n_cols))
         return out
