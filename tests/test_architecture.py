@@ -32,7 +32,7 @@ MAY_IMPORT = {
     "marketing": {"store", "models", "evaluation", "data", "kernels", "io", "split"},
     "ope": {"marketing", "models", "data", "kernels"},
     "datasets": {"data", "marketing"},
-    "ranking": {"models", "data", "kernels", "io", "split", "evaluation"},
+    "ranking": {"models", "data", "kernels", "io", "split", "evaluation", "retrieval", "onnx"},
     "serving": {"store", "models", "io", "retrieval", "onnx", "kernels", "data"},
     "contrib": {"serving", "store", "models", "io", "retrieval", "kernels", "data", "evaluation", "split"},
 }

@@ -34,7 +34,7 @@ __all__ = [
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving", "ope", "tune", "tuning",
-    "ranking",
+    "ranking", "ProductSearch",
 ]
 
 # Models that live above persona.models (loaded only when used, or when an artifact names one).
@@ -46,5 +46,5 @@ __getattr__, __dir__ = lazy_namespace(
     __name__, globals(), __all__,
     modules={"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
              "store", "serving", "ope", "tuning", "ranking"},
-    names={"Hybrid": "ranking", "evaluate": "evaluation", "LoggedFeedback": "marketing", "EventStore": "store",
-           "tune": "tuning"})
+    names={"Hybrid": "ranking", "ProductSearch": "ranking", "evaluate": "evaluation", "LoggedFeedback": "marketing",
+           "EventStore": "store", "tune": "tuning"})
