@@ -203,6 +203,9 @@ class ALS(FactorModel):
     def _restore_extra(self, meta, arrays) -> None:
         self._item_gram = _gram64(self.item_factors_)
 
+    def _after_items_added(self) -> None:
+        self._item_gram = _gram64(self.item_factors_)  # the fold-in's Gram counts every item
+
     # ------------------------------------------------------------------ fold-in
     def _gram(self) -> np.ndarray:
         g = getattr(self, "_item_gram", None)

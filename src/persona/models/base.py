@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -158,6 +158,8 @@ class Recommender:
     supports_audience = True
     #: the model answers an empty history itself (with popularity), so a history of unknown ids is fine
     answers_empty_history = False
+    #: ``recommend_for_history(..., user_features={field: value})`` describes a visitor to the model
+    supports_user_features = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -264,6 +266,18 @@ class Recommender:
 
     def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
         raise UnsupportedError(f"{type(self).__name__} has no notion of item similarity")
+
+    def _describe_users(self, values: Sequence[Mapping[str, Any] | None]) -> tuple[Any, np.ndarray]:
+        """``(rows, known)`` for visitors' ``{field: value}`` dicts: whatever :meth:`_score_described`
+        reads (indexable by row), and which rows say something the model can use."""
+        raise UnsupportedError(
+            f"{type(self).__name__}: user_features: expected a model that reads visitors' features (TwoTower "
+            "fitted with user_features=, MostPopular fitted with user_segments=, ps.Hybrid), got "
+            f"{type(self).__name__}; drop user_features, or answer new visitors with one of those")
+
+    def _score_described(self, histories: list[np.ndarray], rows: Any) -> np.ndarray:  # pragma: no cover
+        """Scores for histories of visitors described by ``rows`` of :meth:`_describe_users`."""
+        raise NotImplementedError
 
     def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
         """One score per user: summed scores of the items, computed in batches."""
@@ -525,7 +539,7 @@ class Recommender:
         return ids, scores, counts
 
     # ------------------------------------------------------------------ public: histories
-    def _history_batch(self, histories, n, *, filter_seen, items, exclude, mask):
+    def _history_batch(self, histories, n, *, filter_seen, items, exclude, mask, user_features=None):
         """Results of width ``min(n, catalogue)`` for item-id histories, and counts.
 
         A history with no item the model knows (all unknown, or empty) says nothing the model can
@@ -533,7 +547,8 @@ class Recommender:
         of only unknown ids raises :class:`~persona.UnknownItemError` -- rather than zero scores in
         catalogue order passed off as recommendations -- unless the model answers empty histories
         itself (``answers_empty_history``: popularity-based answers). An empty history keeps the
-        model's own answer.
+        model's own answer. ``user_features`` (one dict or None per history) describe the visitors
+        to models that read them; a row whose features the model knows is never "blind".
         """
         self._check_fitted()
         n = self._n_arg(n)
@@ -546,6 +561,7 @@ class Recommender:
         hist_idx = [self._item_indices(h, strict=False, what="history") if len(h) else np.zeros(0, np.int64)
                     for h in histories]
         blind = [len(h) == 0 for h in hist_idx]  # no item the model knows
+        score_rows = self._history_scorer(hist_idx, user_features, blind)
         any_blind = any(blind)
         fallback = getattr(self, "fallback_", None)
         if fallback is None:
@@ -572,14 +588,14 @@ class Recommender:
         if not any_blind:  # the common case: every row is scored by the model, in slices
             for s in range(0, m, step):
                 sl = slice(s, min(s + step, m))
-                scores = self._score_histories(hist_idx[sl])
+                scores = score_rows(np.arange(sl.start, sl.stop))
                 excl = None if excl_rows is None else excl_rows[sl]
                 row_allow = allow[sl] if isinstance(allow, list) else allow
                 out_i[sl], out_s[sl] = self._select(scores, n, excl, row_allow, mask)
         rows = np.flatnonzero(~np.asarray(blind)) if any_blind else np.zeros(0, np.int64)
         for s in range(0, len(rows), step):
             block = rows[s:s + step]
-            scores = self._score_histories([hist_idx[j] for j in block])
+            scores = score_rows(block)
             excl = None if excl_rows is None else [excl_rows[j] for j in block]
             row_allow = [allow[j] for j in block] if isinstance(allow, list) else allow
             out_i[block], out_s[block] = self._select(scores, n, excl, row_allow, mask)
@@ -599,35 +615,79 @@ class Recommender:
                       type(fallback).__name__)
         return ids, scores, counts
 
+    def _history_scorer(self, hist_idx: list, user_features, blind: list) -> Callable[[np.ndarray], np.ndarray]:
+        """A function scoring rows (positions in ``hist_idx``); marks described rows not blind (in place)."""
+        if user_features is None:
+            return lambda rows: self._score_histories([hist_idx[j] for j in rows])
+        described, known = self._describe_users(user_features)
+        for j in np.flatnonzero(known):
+            blind[j] = False
+        return lambda rows: self._score_described([hist_idx[j] for j in rows], described[rows])
+
     def recommend_for_history(self, history: Ids, n: int = 10, *, filter_seen: bool = True,
                               items: Ids | None = None, exclude: Ids | None = None,
-                              mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
+                              mask: ArrayLike | None = None,
+                              user_features: Mapping[str, Any] | None = None) -> tuple[np.ndarray, Float32Array]:
         """Top ``n`` items for a history of external item ids (an anonymous session, a new user).
 
         No refit happens. Items of the history the model does not know are ignored; a history with
         none the model knows goes to the fallback (see :meth:`set_fallback`), or raises
         :class:`~persona.UnknownItemError` when there is none.
+
+        ``user_features`` describes a visitor the model has never seen, as ``{field: value}``
+        (``{"segment": "students", "gender": "F"}``), for models that read visitors' features:
+        a TwoTower fitted with ``user_features=`` (its fields), a MostPopular fitted with
+        ``user_segments=`` (one field, ``"segment"`` unless the segments were a named Series),
+        and ``ps.Hybrid``. A visitor with no history and known features is answered by the model
+        rather than the fallback. Other models raise :class:`~persona.UnsupportedError`; an
+        unknown field raises :class:`~persona.ParameterError`; a value never seen at fit says
+        nothing (like a missing one).
         """
         n = self._n_arg(n)
         if not self.supports_history:
             raise UnsupportedError(f"{type(self).__name__} cannot recommend for an arbitrary history")
+        described = {} if user_features is None else {"user_features": self._visitors([user_features])}
         ids, scores, count = self._history_batch([history], n, filter_seen=filter_seen, items=items,
-                                                 exclude=exclude, mask=mask)
+                                                 exclude=exclude, mask=mask, **described)
         return ids[0][: count[0]], scores[0][: count[0]]
 
     def recommend_for_history_batch(self, histories: Sequence[Ids], n: int = 10, *, filter_seen: bool = True,
                                     items: IdFilter | None = None, exclude: IdFilter | None = None,
-                                    mask: ArrayLike | None = None) -> tuple[np.ndarray, Float32Array]:
-        """:meth:`recommend_for_history` for many histories; 2-D arrays padded like recommend_batch."""
+                                    mask: ArrayLike | None = None,
+                                    user_features: Sequence[Mapping[str, Any] | None] | None = None,
+                                    ) -> tuple[np.ndarray, Float32Array]:
+        """:meth:`recommend_for_history` for many histories; 2-D arrays padded like recommend_batch.
+
+        ``user_features``: one ``{field: value}`` dict (or None) per history.
+        """
         n = self._n_arg(n)
         if not self.supports_history:
             raise UnsupportedError(f"{type(self).__name__} cannot recommend for an arbitrary history")
         if histories is None or isinstance(histories, (str, bytes)) or not hasattr(histories, "__iter__"):
             raise ParameterError(f"recommend_for_history_batch: expected a sequence of histories, got "
                                  f"{type(histories).__name__}; use recommend_for_history for one")
-        ids, scores, _ = self._history_batch(list(histories), n, filter_seen=filter_seen, items=items,
-                                             exclude=exclude, mask=mask)
+        histories = list(histories)
+        if user_features is not None:
+            if isinstance(user_features, Mapping) or not hasattr(user_features, "__len__"):
+                raise ParameterError(f"user_features: expected one dict (or None) per history, got "
+                                     f"{type(user_features).__name__}; pass a list as long as histories")
+            if len(user_features) != len(histories):
+                raise ParameterError(f"user_features: expected one dict (or None) per history ({len(histories)}), "
+                                     f"got {len(user_features)}; pass a list as long as histories")
+        described = {} if user_features is None else {"user_features": self._visitors(list(user_features))}
+        ids, scores, _ = self._history_batch(histories, n, filter_seen=filter_seen, items=items,
+                                             exclude=exclude, mask=mask, **described)
         return self._pad_to(ids, scores, n)
+
+    def _visitors(self, values: list) -> list:
+        """``values`` when this model reads visitors' features; UnsupportedError otherwise.
+
+        Checked before ``_history_batch`` is called, so wrappers whose ``_history_batch`` takes no
+        ``user_features`` (re-rankers) refuse them cleanly.
+        """
+        if not self.supports_user_features:
+            Recommender._describe_users(self, values)  # raises the UnsupportedError naming the models that can
+        return values
 
     # ------------------------------------------------------------------ public: items
     def similar_items_batch(self, item_ids: Ids, n: int = 10, *, items: IdFilter | None = None,

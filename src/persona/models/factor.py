@@ -3,6 +3,10 @@
 A subclass learns ``user_factors_`` (n_users, f) and ``item_factors_`` (n_items, f), both float32,
 and may override :meth:`FactorModel._fold_in` to turn an item history into a user vector without
 refitting (ALS solves its least-squares problem; the default averages item factors).
+
+Cold items: ``fit(interactions, item_features=...)`` also learns a ridge map from item features to
+item vectors on the trained items, and :meth:`FactorModel.add_items` places new items with it, so
+they are recommended at once, without a refit.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import scipy.sparse as sp
+
 from .._validate import MAX_FACTORS, MAX_ITERATIONS, check_int, check_number
-from ..errors import ParameterError
+from ..data.features import Features
+from ..data.interactions import Interactions
+from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
+from ._cold import new_item_rows, ridge_map, training_rows
 from .base import Recommender
 
-if TYPE_CHECKING:  # persona.retrieval loads on first use
+if TYPE_CHECKING:  # persona.retrieval loads on first use; pandas only for add_items' annotation
+    import pandas as pd
+
     from ..retrieval import Index
 
 __all__ = ["FactorModel", "ItemVectors", "exclusion_rows_of"]
@@ -64,6 +75,140 @@ class FactorModel(ItemVectors, Recommender):
 
     def _validate_params(self) -> None:
         self._validate_factor_params()
+
+    # ------------------------------------------------------------------ fitting, with item features
+    def fit(self, interactions: Interactions, item_features: Features | sp.spmatrix | np.ndarray | None = None, *,
+            feature_regularization: float = 10.0, **kwargs: Any) -> FactorModel:
+        """Learn the factors from ``interactions``; with ``item_features``, also a map for new items.
+
+        Parameters
+        ----------
+        interactions : Interactions
+        item_features : persona.data.Features, scipy sparse matrix or 2-D array, optional
+            The items' features: a Features matched by id (it may hold more ids, e.g. the whole
+            catalogue) or a matrix with one row per item of ``interactions``. When given, a ridge
+            regression from features to item vectors is learnt on the trained items (those with
+            a non-empty row), so :meth:`add_items` can place items that have no interaction yet.
+        feature_regularization : float > 0, default 10.0
+            The ridge penalty of that map (larger: new items closer to the mean item vector).
+        **kwargs
+            The model's own fit options (e.g. ALS's ``compute_loss``).
+
+        Returns
+        -------
+        self
+        """
+        rows = columns = spec = None
+        if item_features is not None:
+            if not isinstance(interactions, Interactions):
+                return super().fit(interactions, **kwargs)  # the base class names the problem
+            check_number(feature_regularization, "feature_regularization", min=0.0, min_open=True,
+                         hint="try 10; larger puts new items closer to the mean item vector")
+            rows, columns, spec = training_rows(item_features, interactions.item_map, type(self).__name__)
+        super().fit(interactions, **kwargs)
+        self.item_feature_weights_ = self.item_feature_bias_ = None
+        self.item_feature_columns_ = self.item_feature_spec_ = None
+        if rows is not None:
+            self._learn_feature_map(rows, float(feature_regularization))
+            self.item_feature_columns_, self.item_feature_spec_ = columns, spec
+        return self
+
+    def _learn_feature_map(self, rows: sp.csr_matrix, regularization: float) -> None:
+        """Ridge from feature rows to :meth:`_feature_targets`, on the items with features and events."""
+        trained = (np.diff(rows.indptr) > 0) & (np.diff(self.user_items_.tocsc().indptr) > 0)
+        if trained.sum() < 2:
+            raise DataError(f"{type(self).__name__}: item_features: expected feature rows for at least 2 items with "
+                            f"events, got {int(trained.sum())}; check that the Features' ids are the interactions' "
+                            "item ids")
+        self.item_feature_weights_, self.item_feature_bias_ = ridge_map(
+            rows[trained], self._feature_targets()[trained], regularization)
+        log.info("%s: learnt a ridge map from %d item feature columns to item vectors on %d items",
+                 type(self).__name__, rows.shape[1], int(trained.sum()))
+
+    def _feature_targets(self) -> np.ndarray:
+        """What the feature map predicts per item (rows of ``item_factors_``; MF adds its bias)."""
+        return self.item_factors_
+
+    def _set_item_rows(self, rows: np.ndarray, n_items: int, where: np.ndarray) -> None:
+        """Grow the item state to ``n_items`` rows, ``rows`` (targets) placed at ``where``."""
+        factors = np.zeros((n_items, self.item_factors_.shape[1]), dtype=np.float32)
+        factors[:len(self.item_factors_)] = self.item_factors_
+        factors[where] = rows
+        self.item_factors_ = factors
+
+    def _after_items_added(self) -> None:
+        """Subclass hook: refresh caches derived from ``item_factors_`` (ALS's Gram matrix)."""
+
+    def add_items(self, features: Features | pd.DataFrame, *, known: str = "error") -> FactorModel:
+        """Add new items, placed by the feature map learnt at ``fit(..., item_features=...)``; no refit.
+
+        The new items' vectors are ``features @ item_feature_weights_ + item_feature_bias_``;
+        they are appended to ``item_map_`` and ``item_factors_``, so ``recommend``,
+        ``recommend_for_history``, filters, ``similar_items`` and ``recommend_users`` see them at
+        once, and a retrieval index chosen with :meth:`use_index` is rebuilt over them.
+
+        Parameters
+        ----------
+        features : Features or pandas.DataFrame
+            The new items: a :class:`~persona.data.Features` with the fitted columns
+            (``fitted_features.transform(new_items_df)``), or a DataFrame with the fitted fields
+            and id column, encoded with the encoding kept in the model (also after ``load``).
+        known : {"error", "skip"}
+            Items the model already knows keep their trained vector: ``"error"`` raises
+            :class:`~persona.DataError` naming them; ``"skip"`` leaves them out, so a whole
+            catalogue can be passed.
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        This changes the model: call it in an offline job or on a copy that is then swapped in
+        (``RecommenderService.swap``), not while other threads serve from the same object. The
+        new items have no interactions: a refit, or ALS's ``partial_fit_items`` once they have
+        events, replaces the guessed vectors by learnt ones.
+
+        Examples
+        --------
+        >>> import persona as ps
+        >>> from persona.data import Features
+        >>> shop = ps.datasets.synthetic_shop(n_users=300, n_items=60, seed=0)
+        >>> inter = shop.interactions
+        >>> feats = Features.from_frame(shop.items, inter.item_map, "item_id", categorical=["category", "brand"])
+        >>> model = ps.ALS(factors=8, iterations=5, random_state=0).fit(inter, item_features=feats)
+        >>> new = shop.items.head(1).assign(item_id="new-boots")
+        >>> model = model.add_items(new)           # a DataFrame, encoded like the fitted features
+        >>> ids, _ = model.recommend_for_history([shop.items.item_id[0]], n=len(model.item_map_))
+        >>> "new-boots" in ids.tolist()
+        True
+        """
+        self._check_fitted()
+        who = type(self).__name__
+        if getattr(self, "item_feature_weights_", None) is None:
+            raise UnsupportedError(f"{who}.add_items: expected a model fitted with item_features, got one fitted "
+                                   "without; refit with fit(interactions, item_features=...)")
+        if getattr(self, "index_", None) is not None and getattr(self, "_index_spec", None) is None:
+            raise ParameterError(f"{who}.add_items: the model serves through a ready index of {len(self.item_map_)} "
+                                 "items given to use_index, which cannot grow; call use_index(None), add the items, "
+                                 "then pass an index over the new item vectors (or use_index('exact'))")
+        ids, x = new_item_rows(features, self.item_feature_columns_, self.item_feature_spec_,
+                               self.item_feature_weights_.shape[0], self.item_map_, known, who)
+        if len(ids) == 0:
+            return self
+        rows = np.asarray(x @ self.item_feature_weights_, dtype=np.float32) + self.item_feature_bias_
+        new_map = self.item_map_.grow(ids)
+        n_new = len(new_map)
+        self._set_item_rows(rows, n_new, new_map.lookup(ids))
+        ui = self.user_items_
+        self.user_items_ = sp.csr_matrix((ui.data, ui.indices, ui.indptr), shape=(ui.shape[0], n_new))
+        self.item_map_ = new_map
+        self._after_items_added()
+        spec = getattr(self, "_index_spec", None)
+        if spec is not None:  # rebuilt now rather than by the first request
+            self.use_index(spec["kind"], **spec["options"])
+        log.info("%s: added %d items from their features (now %d)", who, len(ids), n_new)
+        return self
 
     # ------------------------------------------------------------------ scoring
     def _batch_rows(self) -> int:
@@ -198,6 +343,12 @@ class FactorModel(ItemVectors, Recommender):
                                        for name, idx in built.items()}
                 for name, idx in built.items():
                     arrays[f"{name.rstrip('_')}.vectors"] = idx._vectors
+        if getattr(self, "item_feature_weights_", None) is not None:
+            # the cold-item map as data: add_items works after load, DataFrames included (the spec)
+            meta = {**meta, "item_feature_map": {"columns": self.item_feature_columns_,
+                                                 "spec": self.item_feature_spec_}}
+            arrays = {**arrays, "item_feature_weights": self.item_feature_weights_,
+                      "item_feature_bias": self.item_feature_bias_}
         return meta, {"user_factors": self.user_factors_, "item_factors": self.item_factors_, **arrays}
 
     def _built_faiss_indexes(self) -> dict:
@@ -224,6 +375,17 @@ class FactorModel(ItemVectors, Recommender):
     def _restore(self, meta, arrays):
         self.user_factors_ = np.asarray(arrays["user_factors"])
         self.item_factors_ = np.asarray(arrays["item_factors"])
+        fmap = meta.get("item_feature_map")
+        self.item_feature_weights_ = self.item_feature_bias_ = None
+        self.item_feature_columns_ = self.item_feature_spec_ = None
+        if fmap is not None:
+            if not isinstance(fmap, dict):
+                raise ArtifactError("item_feature_map: expected an object; the artifact is malformed, save the "
+                                    "model again")
+            self.item_feature_weights_ = np.asarray(arrays["item_feature_weights"])
+            self.item_feature_bias_ = np.asarray(arrays["item_feature_bias"])
+            self.item_feature_columns_ = fmap.get("columns")
+            self.item_feature_spec_ = fmap.get("spec")
         self._restore_extra(meta, arrays)
         self._check_state()  # before an index is built over the factors
         spec = meta.get("index")
@@ -264,3 +426,17 @@ class FactorModel(ItemVectors, Recommender):
         check_array("item_factors", self.item_factors_, shape=(len(self.item_map_), f))
         if f < 1:
             raise ParameterError(f"the factors have {f} columns; expected at least 1")
+        W = getattr(self, "item_feature_weights_", None)
+        if W is not None:
+            t = self._feature_targets().shape[1]
+            W = check_array("item_feature_weights", W, ndim=2)
+            check_array("item_feature_weights", W, shape=(None, t))
+            check_array("item_feature_bias", self.item_feature_bias_, shape=(t,))
+            columns = self.item_feature_columns_
+            if columns is not None and (not isinstance(columns, list) or len(columns) != W.shape[0]):
+                raise ArtifactError(f"item_feature_map: expected {W.shape[0]} column names, got "
+                                    f"{len(columns) if isinstance(columns, list) else type(columns).__name__}; "
+                                    "the artifact is malformed, save the model again")
+            if self.item_feature_spec_ is not None and not isinstance(self.item_feature_spec_, dict):
+                raise ArtifactError("item_feature_map: expected the spec as an object; the artifact is malformed, "
+                                    "save the model again")

@@ -215,6 +215,18 @@ class MF(FactorModel):
         return (self.user_factors_ @ self.item_factors_[item_indices].sum(axis=0)
                 + k * self.user_bias_ + np.float32(k * self.global_mean_ + self.item_bias_[item_indices].sum()))
 
+    # ------------------------------------------------------------------ cold items: the bias is mapped too
+    def _feature_targets(self) -> np.ndarray:
+        return np.hstack([self.item_factors_, self.item_bias_[:, None]])
+
+    def _set_item_rows(self, rows: np.ndarray, n_items: int, where: np.ndarray) -> None:
+        f = self.item_factors_.shape[1]
+        bias = np.zeros(n_items, dtype=np.float32)
+        bias[:len(self.item_bias_)] = self.item_bias_
+        bias[where] = rows[:, f]
+        super()._set_item_rows(rows[:, :f], n_items, where)
+        self.item_bias_ = bias
+
     # ------------------------------------------------------------------ persistence
     def _extra_state(self):
         return {"global_mean": float(self.global_mean_)}, {"user_bias": self.user_bias_,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -77,6 +79,11 @@ class MostPopular(Recommender):
     ``interactions.user_ids`` order) makes ``recommend`` use the user's segment's popularity;
     ``item_categories`` (same forms, keyed by item id) enables ``top_items(category=...)``.
 
+    A new visitor with demographics only gets the segment's list through
+    ``recommend_for_history([], n, user_features={"segment": label})`` (the field is the name of
+    the ``user_segments`` Series when it has one, else ``"segment"``; kept in ``segment_field_``);
+    a label never seen at fit gets the global list.
+
     Scores are popularity shares (they sum to 1 over the catalogue).
 
     Examples
@@ -88,10 +95,14 @@ class MostPopular(Recommender):
     ['a', 'b']
     >>> model.recommend("u1", n=2)[0].tolist()
     ['b', 'c']
+    >>> by_segment = ps.MostPopular(segment_shrinkage=0).fit(inter, user_segments={"u1": "x", "u2": "x", "u3": "y"})
+    >>> by_segment.recommend_for_history([], n=1, user_features={"segment": "y"})[0].tolist()
+    ['c']
     """
 
     supports_similar_items = False
     answers_empty_history = True  # an empty history gets the most popular items
+    supports_user_features = True  # {segment_field_: label}: a new visitor gets the segment's list
 
     def __init__(self, *, measure: str = "users", half_life: float | None = None,
                  segment_shrinkage: float = 10.0, num_threads: int = 0, show_progress: bool = False):
@@ -148,6 +159,8 @@ class MostPopular(Recommender):
         self.user_activity_ = np.diff(inter.matrix.indptr).astype(np.float32)
 
         seg = _labels_for(inter.user_ids, user_segments, "user_segments")
+        name = getattr(user_segments, "name", None)
+        self.segment_field_ = name if isinstance(name, str) and name else "segment"
         if seg is not None:
             self.segment_map_, self.user_segment_ = _encode_labels(seg)
             n_seg = len(self.segment_map_)
@@ -186,6 +199,44 @@ class MostPopular(Recommender):
 
     def _score_histories(self, histories) -> np.ndarray:
         return np.broadcast_to(self.global_scores_, (len(histories), self.n_items))
+
+    def _describe_users(self, values):
+        """Segment codes (-1: no segment known) of visitors' ``{segment_field_: label}`` dicts."""
+        if self.segment_map_ is None:
+            raise ParameterError("MostPopular: user_features: expected a model fitted with user_segments, got one "
+                                 "fitted without; pass fit(..., user_segments=...) to answer by segment")
+        codes = np.full(len(values), -1, dtype=np.int64)
+        for r, v in enumerate(values):
+            if v is None:
+                continue
+            if not isinstance(v, Mapping):
+                raise ParameterError(f"MostPopular: user_features: expected a dict {{field: value}}, got "
+                                     f"{type(v).__name__}")
+            unknown = [k for k in v if k != self.segment_field_]
+            if unknown:
+                raise ParameterError(f"MostPopular: user_features: expected the field {self.segment_field_!r} (the "
+                                     f"segments it was fitted with), got unknown field(s) {unknown}; drop them")
+            label = v.get(self.segment_field_)
+            if label is not None:
+                codes[r] = self._segment_code(label)
+        return codes, codes >= 0
+
+    def _segment_code(self, label) -> int:
+        """Index of a segment label (-1 when unknown); labels compare as text, as they are stored."""
+        ids = self.segment_map_.ids
+        if ids.dtype.kind == "U":
+            return self.segment_map_.index_of(str(label))
+        try:
+            return self.segment_map_.index_of(label)
+        except Exception:  # noqa: BLE001 - a label of another type is simply not a known segment
+            return -1
+
+    def _score_described(self, histories, codes: np.ndarray) -> np.ndarray:
+        out = np.empty((len(codes), self.n_items), dtype=np.float32)
+        has = codes >= 0
+        out[has] = self.segment_scores_[codes[has]]
+        out[~has] = self.global_scores_
+        return out
 
     def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
         """Segment affinity for the items; ties (and the no-segment case) go to the most active users."""
@@ -240,9 +291,13 @@ class MostPopular(Recommender):
                           segment_labels=self.segment_map_.ids)
         if self.item_category_ is not None:
             arrays.update(item_category=self.item_category_, category_labels=self.category_map_.ids)
-        return {}, arrays
+        return {"segment_field": self.segment_field_}, arrays
 
     def _restore(self, meta, arrays):
+        field = meta.get("segment_field", "segment")
+        if not isinstance(field, str):
+            raise ParameterError(f"segment_field: expected a string, got {type(field).__name__}")
+        self.segment_field_ = field
         self.popularity_ = np.asarray(arrays["popularity"])
         self.global_scores_ = np.asarray(arrays["global_scores"])
         self.user_activity_ = np.asarray(arrays["user_activity"])

@@ -51,6 +51,7 @@ from ..data.features import Features
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
+from ._cold import feature_spec_of, new_item_rows, visitor_rows
 from ._neural import OPSET as _OPSET
 from ._neural import EncodedUsers, history_tokens, ranking_metrics, valid_targets, window_tokens
 from ._trainer import Trainer, import_torch
@@ -67,7 +68,6 @@ _ITEM_FILE = "item_tower.onnx"
 _USER_FILE = "user_tower.onnx"
 # Rows per onnxruntime / torch call when many users or items are encoded at once.
 _ENCODE_ROWS = 1024
-_KNOWN = ("error", "skip")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -305,6 +305,7 @@ class TwoTower(EncodedUsers, Recommender):
     """
 
     answers_empty_history = True  # an empty history gets the most popular items
+    supports_user_features = True  # a visitor's {field: value} through the user tower (fitted with user_features)
 
     def __init__(self, *, factors: int = 64, hidden: int = 256, max_history: int = 50, temperature: float = 0.1,
                  item_ids: bool = True, id_dropout: float = 0.5, dropout: float = 0.1, learning_rate: float = 1e-3,
@@ -391,7 +392,7 @@ class TwoTower(EncodedUsers, Recommender):
         seq_items, indptr = _first_touches(interactions)
         starts = indptr[:-1]
         counts = np.bincount(seq_items, minlength=n_items)
-        self._keep_inputs(seq_items, indptr, counts, item_features, x_items, x_users)
+        self._keep_inputs(seq_items, indptr, counts, item_features, x_items, x_users, user_features)
         pair_user, pair_g, logq = _pairs(seq_items, indptr, n_items, first_pos=0 if x_users is not None else 1)
         logq_t = torch.from_numpy(logq)
         trained = counts > 0  # items with an id embedding worth using
@@ -447,7 +448,7 @@ class TwoTower(EncodedUsers, Recommender):
             self._fitted = True
             self.use_index(self._index_spec["kind"], **self._index_spec["options"])
 
-    def _keep_inputs(self, seq_items, indptr, counts, item_features, x_items, x_users) -> None:
+    def _keep_inputs(self, seq_items, indptr, counts, item_features, x_items, x_users, user_features=None) -> None:
         """The fitted state that comes from the data, not the network: popularity, tokens, features."""
         if x_items is not None:
             empty = (np.diff(x_items.indptr) == 0) & (counts > 0)
@@ -460,13 +461,9 @@ class TwoTower(EncodedUsers, Recommender):
         self.n_item_features_ = 0 if x_items is None else x_items.shape[1]
         self.n_user_features_ = 0 if x_users is None else x_users.shape[1]
         self.item_feature_columns_ = None if x_items is None else list(item_features.columns)
-        spec = None
-        if item_features is not None:
-            try:
-                spec = item_features.to_dict()
-            except DataError:
-                spec = None  # built from a matrix: add_items then needs Features, not a frame
-        self.item_feature_spec_ = spec
+        # built from a matrix: no spec, and add_items then needs Features, not a frame
+        self.item_feature_spec_ = None if item_features is None else feature_spec_of(item_features)
+        self.user_feature_spec_ = None if user_features is None else feature_spec_of(user_features)
 
     def _export(self, trainer, module, width: int) -> bytes:
         """One tower as an ONNX graph (bytes): float32 (batch, width) -> float32 (batch, factors)."""
@@ -593,6 +590,29 @@ class TwoTower(EncodedUsers, Recommender):
             scores[empty] = self.item_popularity_
         return scores
 
+    def _describe_users(self, values):
+        """Feature rows (CSR) of visitors' ``{field: value}`` dicts, encoded with the fitted user Features."""
+        if not self.n_user_features_:
+            raise ParameterError("TwoTower: user_features: expected a model fitted with user_features, got one "
+                                 "fitted without; refit with fit(..., user_features=Features.from_frame(users, ...))")
+        if self.user_feature_spec_ is None:
+            raise DataError("TwoTower: user_features: expected user Features built by Features.from_frame, got a "
+                            "model fitted with Features built from a matrix, which cannot encode {field: value}; "
+                            "refit with Features.from_frame(users, inter.user_map, 'user_id', categorical=[...])")
+        rows = visitor_rows(self.user_feature_spec_, self.n_user_features_, values, "TwoTower")
+        return rows, np.diff(rows.indptr) > 0
+
+    def _score_described(self, histories, rows) -> np.ndarray:
+        """The user tower over each history and the visitor's features; nothing known: popularity."""
+        tokens = history_tokens(histories, int(self.max_history))
+        live = (tokens[:, -1] > 0) | (np.diff(rows.indptr) > 0)
+        scores = np.empty((len(tokens), self.n_items), dtype=np.float32)
+        if live.any():
+            at = np.flatnonzero(live)
+            scores[at] = self.encode_users(tokens[at], rows[at]) @ self._item_factors_t()
+        scores[~live] = self.item_popularity_
+        return scores
+
     def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
         return self.item_factors_[item_indices] @ self._item_factors_t()  # rows are unit vectors: cosine
 
@@ -645,46 +665,13 @@ class TwoTower(EncodedUsers, Recommender):
         (``RecommenderService.swap``), not while other threads serve from the same object.
         """
         self._check_fitted()
-        if known not in _KNOWN:
-            raise ParameterError(f"known must be one of {_KNOWN}, got {known!r}")
         if not self.n_item_features_:
             raise UnsupportedError("this TwoTower was fitted without item_features, so new items have no vector; "
                                    "refit with fit(..., item_features=...)")
-        if isinstance(features, Features):
-            if self.item_feature_columns_ is not None and list(features.columns) != self.item_feature_columns_:
-                raise DataError(f"the new items' Features has {len(features.columns)} columns that differ from the "
-                                f"{len(self.item_feature_columns_)} the model was fitted with; build them with the "
-                                "fitted Features' transform(new_items_df)")
-            ids, x = features.id_map.ids, features.matrix
-        elif _is_frame(features):
-            if self.item_feature_spec_ is None:
-                raise DataError("the model's item features were not built by Features.from_frame, so it cannot "
-                                "encode a DataFrame; pass a Features with the fitted columns")
-            f = Features.from_dict(self.item_feature_spec_).transform(features)
-            ids, x = f.id_map.ids, f.matrix
-        else:
-            raise DataError(f"add_items expects a persona.data.Features or a pandas DataFrame of the new items, got "
-                            f"{type(features).__name__}")
-        if len(ids) and len(self.item_map_) and (ids.dtype.kind == "U") != (self.item_map_.dtype.kind == "U"):
-            raise DataError(f"the new item ids are of dtype {ids.dtype} but the model's are {self.item_map_.dtype}; "
-                            "use the same kind of ids")
-        old = self.item_map_.lookup(ids) if len(ids) else np.zeros(0, np.int64)
-        if (old >= 0).any():
-            if known == "error":
-                raise DataError(f"{int((old >= 0).sum())} of the new items are already known to the model "
-                                f"(e.g. {ids[old >= 0][:5].tolist()}); their trained vectors are kept. Pass only "
-                                "new items, or known='skip'")
-            keep = np.flatnonzero(old < 0)
-            ids, x = ids[keep], x[keep]
+        ids, x = new_item_rows(features, self.item_feature_columns_, self.item_feature_spec_, self.n_item_features_,
+                               self.item_map_, known, "TwoTower")
         if len(ids) == 0:
             return self
-        x = sp.csr_matrix(x, dtype=np.float32)
-        if x.nnz and not np.isfinite(x.data).all():
-            raise DataError("the new items' features hold NaN or infinite values; fill or drop them first")
-        bare = np.diff(x.indptr) == 0
-        if bare.any():
-            log.warning("TwoTower.add_items: %d of the %d new items have no features (all-zero rows, e.g. %s); "
-                        "they all get the same vector", int(bare.sum()), len(ids), ids[bare][:3].tolist())
         vectors = self.encode_items(x)
         new_map = self.item_map_.grow(ids)
         where = new_map.lookup(ids)
@@ -731,7 +718,8 @@ class TwoTower(EncodedUsers, Recommender):
         meta = {"onnx_opset": _OPSET, "item_encoder_file": _ITEM_FILE, "user_encoder_file": _USER_FILE,
                 "best_epoch": int(getattr(self, "best_epoch_", 0)), "history": list(getattr(self, "history_", [])),
                 "n_item_features": int(self.n_item_features_), "n_user_features": int(self.n_user_features_),
-                "item_feature_columns": self.item_feature_columns_, "item_feature_spec": self.item_feature_spec_}
+                "item_feature_columns": self.item_feature_columns_, "item_feature_spec": self.item_feature_spec_,
+                "user_feature_spec": getattr(self, "user_feature_spec_", None)}
         if getattr(self, "_index_spec", None) is not None:
             meta["index"] = self._index_spec
         arrays = {"item_factors": self.item_factors_, "user_tokens": self.user_tokens_,
@@ -775,6 +763,9 @@ class TwoTower(EncodedUsers, Recommender):
         self.user_features_ = unpack_csr("user_features", arrays) if self.n_user_features_ else None
         self.item_feature_columns_ = meta.get("item_feature_columns")
         self.item_feature_spec_ = meta.get("item_feature_spec")
+        self.user_feature_spec_ = meta.get("user_feature_spec")
+        if self.user_feature_spec_ is not None and not isinstance(self.user_feature_spec_, dict):
+            raise ArtifactError("user_feature_spec: expected an object; the artifact is malformed, save the model again")
         self.best_epoch_ = int(meta.get("best_epoch", 0))
         self.history_ = list(meta.get("history", []))
         self._check_state()  # before the encoders or an index see the arrays
@@ -793,11 +784,6 @@ class TwoTower(EncodedUsers, Recommender):
         if spec is not None:
             self._fitted = True  # use_index checks it; load sets it again after _restore
             self.use_index(spec["kind"], **spec.get("options", {}))
-
-
-def _is_frame(obj) -> bool:
-    mod = type(obj).__module__
-    return mod.startswith("pandas") and type(obj).__name__ == "DataFrame"
 
 
 class _Context:
