@@ -125,3 +125,19 @@ def test_sequence_features_can_be_switched_off():
     on = ps.Hybrid(generators={"pop": ps.MostPopular(), "knn": ps.ItemKNN()}, candidates=20, ranker="logistic",
                    show_progress=False).fit(train, valid=valid)
     assert {"seq_next_last", "n_generators"} <= set(on.features_.names)
+
+
+def test_z_scores_standardise_each_generator_over_the_rows_candidates():
+    inter = _sequences(_random_sequences(5, n_users=6), 15)
+    pf = PairFeatures(["a", "b"], candidates=5).fit(inter, None, None)
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(6), 7)
+    items = np.concatenate([rng.choice(15, size=7, replace=False) for _ in range(6)])
+    blocks = [(rng.random((6, 15)).astype(np.float32) * k, np.zeros((6, 15), np.int32), np.zeros(6, np.float32))
+              for k in (1.0, 50.0)]
+    X = pf.build(rows, items, [np.asarray(s) for s in inter.sequences()], blocks, np.arange(6))
+    for g, (scores, _, _) in zip("ab", blocks):
+        col = X[:, pf.names.index(f"{g}_z")]
+        for r in range(6):
+            v = scores[r, items[rows == r]].astype(np.float64)
+            np.testing.assert_allclose(col[rows == r], (v - v.mean()) / v.std(), rtol=1e-4, atol=1e-5)

@@ -13,7 +13,8 @@ Stage 2 of :class:`~persona.ranking.Hybrid` sees, for every candidate of every u
   each numeric field (e.g. price), the candidate's value minus the user's mean over their history
   ("price against the usual spend");
 * user features: the code of each categorical field (age band, gender, location, segment);
-* agreement: how many generators proposed the candidate;
+* agreement: how many generators proposed the candidate; each generator's score standardised
+  (z-score) over the row's merged candidates;
 * sequence (the order of each user's events): how often the candidate directly followed the user's
   last item in the training sequences (count, and share of that item's successors), and how often
   it came within ``SEQ_WINDOW`` positions after / around the user's last ``SEQ_RECENT`` items;
@@ -253,6 +254,7 @@ class PairFeatures:
         out += [f"user_{f}" for f in self.user_cat_fields]
         if self.candidates is not None:
             out.append("n_generators")
+            out += [f"{g}_z" for g in self.generator_names]
         if self.sequence:
             out += list(SEQUENCE)
         if self.attributes is not None:
@@ -267,7 +269,7 @@ class PairFeatures:
     def group_of(self, name: str) -> str:
         """The explanation group of a column: a generator's name, or the kind of context."""
         for g in self.generator_names:
-            if name.startswith(g + "_") and name[len(g) + 1:] in ("score", "rank", "gap"):
+            if name.startswith(g + "_") and name[len(g) + 1:] in ("score", "rank", "gap", "z"):
                 return g
         if name.startswith("item_log_users") or name == "item_days_since_last":
             return "popularity" if name == "item_log_users" else "trending"
@@ -341,6 +343,15 @@ class PairFeatures:
         if self.candidates is not None:
             width = min(int(self.candidates), len(self.item_log_users))
             cols.append(sum((rank[rows, items] < width).astype(np.float32) for _, rank, _ in generator_blocks))
+            # each generator's score standardised over the row's merged candidates: scales differ by user
+            m = len(histories)
+            n = np.maximum(np.bincount(rows, minlength=m), 1)
+            for scores, _, _ in generator_blocks:
+                v = scores[rows, items].astype(np.float64)
+                mean = np.bincount(rows, weights=v, minlength=m) / n
+                d = v - mean[rows]
+                sd = np.sqrt(np.bincount(rows, weights=d * d, minlength=m) / n)
+                cols.append((d / np.where(sd > 0, sd, 1.0)[rows]).astype(np.float32))
         if self.sequence or self.attributes is not None:
             recent = self._recent(histories, users)
         if self.sequence:
