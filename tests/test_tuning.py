@@ -92,3 +92,18 @@ def test_not_a_model_and_unknown_family():
         pass
 
     assert tuning.search_space(Custom()) == tuning.SEARCH_SPACES["MostPopular"]  # inherits its family's ranges
+
+
+def test_fit_params_reach_every_fit_so_content_models_tune():
+    # ContentKNN learns from the catalogue: fit_params carries it into every trial and the refit
+    shop = ps.datasets.synthetic_shop(n_users=300, n_items=80, seed=5)
+    inter = shop.interactions
+    train, valid, _ = ps.split.leave_last_out(inter)
+    feats = ps.data.Features.from_frame(shop.items, inter.item_map, "item_id", categorical=["category", "brand"])
+    best = ps.tune(ps.ContentKNN(text=None), train, valid, budget=3, sampler="random", random_state=0,
+                   fit_params={"item_features": feats})
+    assert len(best.tuning_) == 3 and set(best.tuning_best_) == set(ps.tuning.SEARCH_SPACES["ContentKNN"])
+    with pytest.raises(ps.DataError):  # without the content, the fit itself refuses
+        ps.tune(ps.ContentKNN(text=None), train, valid, budget=1, sampler="random")
+    with pytest.raises(ps.ParameterError, match="fit_params"):
+        ps.tune(ps.EASE(), train, valid, budget=1, fit_params=["item_features"])

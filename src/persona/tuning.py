@@ -101,6 +101,8 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
     "MF": {"factors": Int(4, 128, log=True), "regularization": Float(1e-3, 1.0, log=True), "iterations": Int(5, 40)},
     "SASRec": {"factors": Choice((32, 64, 128)), "blocks": Int(1, 3), "dropout": Float(0.1, 0.7),
                "learning_rate": Float(1e-4, 1e-2, log=True)},
+    "ContentKNN": {"k": Int(10, 1000, log=True), "text_weight": Float(0.1, 2.0), "feature_weight": Float(0.1, 2.0),
+                   "recency": Choice((None, 5.0, 20.0, 100.0))},
     "TwoTower": {"factors": Choice((32, 64, 128)), "temperature": Float(0.03, 0.5, log=True),
                  "dropout": Float(0.0, 0.5), "learning_rate": Float(1e-4, 1e-2, log=True)},
 }
@@ -143,7 +145,8 @@ def _check_metric(metric: str) -> tuple[str, int]:
 
 def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budget: int = 30, metric: str = "ndcg@10", space: Mapping | None = None,
          refit: bool = True, sampler: str = "auto", timeout: float | None = None, random_state: int | None = 0,
-         show_progress: bool = False, **evaluate_options: Any) -> RecommenderT:
+         show_progress: bool = False, fit_params: Mapping[str, Any] | None = None,
+         **evaluate_options: Any) -> RecommenderT:
     """Search ``model``'s hyperparameters on ``valid`` and return the best model.
 
     Parameters
@@ -168,6 +171,12 @@ def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budge
         Stop starting new trials after this many seconds.
     random_state : int, optional
         Seeds the sampler (and the model, when it takes ``random_state`` and has none set).
+    show_progress : bool, default False
+        A progress bar over the trials.
+    fit_params : dict, optional
+        Keyword arguments of every ``fit`` call, the final refit included: what the model learns
+        from besides the interactions (``{"item_features": feats, "item_text": names}`` for
+        ContentKNN, ``{"item_features": feats}`` for TwoTower).
     **evaluate_options
         Passed to :func:`persona.evaluate` (e.g. ``exclude``, ``filter_seen``).
 
@@ -191,6 +200,9 @@ def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budge
     check_number(timeout, "timeout", min=0, min_open=True, finite=False, allow_none=True,
                  expected="a positive number of seconds or None")
     metric_name, k = _check_metric(metric)
+    if fit_params is not None and not isinstance(fit_params, Mapping):
+        raise ParameterError(f"fit_params: expected a dict of fit keyword arguments, got {type(fit_params).__name__}")
+    fit_params = dict(fit_params or {})
     space = _check_space(model, space if space is not None else search_space(model))
     base = model.get_params()
     if "random_state" in base and base["random_state"] is None and random_state is not None:
@@ -201,7 +213,7 @@ def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budge
     def score(params: dict) -> float:
         candidate = type(model)(**{**base, **params})
         t = time.perf_counter()
-        candidate.fit(train)
+        candidate.fit(train, **fit_params)
         fit_s = time.perf_counter() - t
         report = evaluate(candidate, valid, k=(k,), **evaluate_options)
         key = f"{metric_name}@{k}"
@@ -228,7 +240,7 @@ def tune(model: RecommenderT, train: Interactions, valid: Interactions, *, budge
     table = table.reset_index(drop=True)
     best_params = {n: _plain(table.loc[0, n]) for n in space}
     best = type(model)(**{**base, **best_params})
-    best.fit(train.concat(valid) if refit else train)
+    best.fit(train.concat(valid) if refit else train, **fit_params)
     best.tuning_ = table
     best.tuning_best_ = best_params
     return best
