@@ -84,11 +84,11 @@ def generators(args, name: str, sasrec: bool) -> dict:
     return gens
 
 
-def make_hybrid(args, gens: dict, ranker: str) -> ps.Hybrid:
+def make_hybrid(args, gens: dict, ranker: str, **kw) -> ps.Hybrid:
     params = json.loads(args.ranker_params) if args.ranker_params and ranker == "lightgbm" else None
     return ps.Hybrid(generators=gens, candidates=args.candidates, ranker=ranker,
                      max_train_users=args.max_train_users, ranker_params=params, random_state=args.seed,
-                     num_threads=args.threads, show_progress=args.progress)
+                     num_threads=args.threads, show_progress=args.progress, **kw)
 
 
 def percentiles(times) -> dict:
@@ -97,17 +97,26 @@ def percentiles(times) -> dict:
 
 
 def speed(model, users, batch_users) -> dict:
-    """Single-user recommend latency and recommend_batch throughput of one fitted model."""
-    for u in users[:20]:
-        model.recommend(u, n=10)
-    times = []
-    for u in users:
-        t = time.perf_counter()
-        model.recommend(u, n=10)
-        times.append(time.perf_counter() - t)
+    """Single-user recommend latency (default threads, and one thread everywhere as in a web worker)
+    and recommend_batch throughput of one fitted model."""
+    from threadpoolctl import threadpool_limits
+
+    def singles():
+        for u in users[:20]:
+            model.recommend(u, n=10)
+        times = []
+        for u in users:
+            t = time.perf_counter()
+            model.recommend(u, n=10)
+            times.append(time.perf_counter() - t)
+        return percentiles(times)
+
+    out = singles()
+    with threadpool_limits(1):
+        one = singles()
     model.recommend_batch(batch_users[:50], n=10)
     _, batch_s = timed(lambda: model.recommend_batch(batch_users, n=10))
-    return {**percentiles(times), "batch_users_per_s": len(batch_users) / batch_s, "batch_s": batch_s}
+    return {**out, "one_thread": one, "batch_users_per_s": len(batch_users) / batch_s, "batch_s": batch_s}
 
 
 def hybrid_extra(h: ps.Hybrid) -> dict:
@@ -125,9 +134,12 @@ def run(args) -> dict:
     train, valid, test = ps.split.leave_last_out(inter)
     full = train.concat(valid)
     if args.select:  # tuning: fit on train, score the validation targets; the test targets are not read
-        fit_on, target, hybrid_fit = train, valid, (lambda h: h.fit(train, item_features=attrs(train)))
+        fit_on, target, holdout = train, valid, None
     else:
-        fit_on, target, hybrid_fit = full, test, (lambda h: h.fit(train, valid=valid, item_features=attrs(train)))
+        fit_on, target, holdout = full, test, valid
+
+    def hybrid_fit(h, attributes=True):
+        return h.fit(train, valid=holdout, item_features=attrs(train) if attributes else None)
 
     def attrs(part):
         return seq.attribute_matrix(part) if seq.n_attributes and not args.no_attributes else None
@@ -180,6 +192,16 @@ def run(args) -> dict:
         fit_and_eval(rows, f"Hybrid (lightgbm) without {drop}",
                      lambda g=gens: hybrid_fit(make_hybrid(args, g, "lightgbm")), target,
                      lambda h: {"kind": "ablation", **hybrid_extra(h)})
+    # the ranker's own feature groups, left out (the same generators)
+    for feat in (args.feature_ablations.split(",") if args.feature_ablations else []):
+        if feat == "sequence":
+            fit_and_eval(rows, "Hybrid (lightgbm) without sequence features",
+                         lambda: hybrid_fit(make_hybrid(args, base, "lightgbm", sequence_features=False)), target,
+                         lambda h: {"kind": "ablation", **hybrid_extra(h)})
+        elif feat == "attributes" and seq.n_attributes and not args.no_attributes:
+            fit_and_eval(rows, "Hybrid (lightgbm) without item attributes",
+                         lambda: hybrid_fit(make_hybrid(args, base, "lightgbm"), attributes=False), target,
+                         lambda h: {"kind": "ablation", **hybrid_extra(h)})
     # ---- 4. speed, beside EASE alone in the same run
     if not args.skip_speed and hybrids:
         rng = np.random.default_rng(args.seed)
@@ -192,7 +214,8 @@ def run(args) -> dict:
         for key, h in hybrids.items():
             speeds[key] = speed(h, users, batch)
         for key, s in speeds.items():
-            print(f"  {key}: recommend p50 {s['p50_ms']:.2f} ms p99 {s['p99_ms']:.2f} ms; batch "
+            print(f"  {key}: recommend p50 {s['p50_ms']:.2f} ms p99 {s['p99_ms']:.2f} ms (one thread: "
+                  f"{s['one_thread']['p50_ms']:.2f} / {s['one_thread']['p99_ms']:.2f} ms); batch "
                   f"{s['batch_users_per_s']:.0f} users/s", flush=True)
     return {"data": str(path), "name": name, "n_users": inter.n_users, "n_items": inter.n_items,
             "n_events": len(inter), "select": args.select, "quick": args.quick,
@@ -236,9 +259,12 @@ def markdown(res: dict) -> str:
     if res["speed"]:
         lines += ["", f"Serving in-process ({p['requests']} single-user `recommend(n=10)` calls; "
                       f"`recommend_batch` of {p['batch_users']} users):", "",
-                  "| model | p50 ms | p99 ms | batch users/s |", "|---|---:|---:|---:|"]
+                  "| model | p50 ms | p99 ms | p50 ms, 1 thread | p99 ms, 1 thread | batch users/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for k, s in res["speed"].items():
-            lines.append(f"| {k} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['batch_users_per_s']:.0f} |")
+            o = s["one_thread"]
+            lines.append(f"| {k} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | "
+                         f"{s['batch_users_per_s']:.0f} |")
     lines += ["", f"Peak resident memory of the whole run: {res['peak_rss_mb']:.0f} MB."]
     return "\n".join(lines) + "\n"
 
@@ -259,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-attributes", action="store_true", help="do not pass the item attributes")
     ap.add_argument("--ablations", default="ease,itemknn,als,popular",
                     help="generators to drop one at a time ('' for none)")
+    ap.add_argument("--feature-ablations", default="sequence,attributes",
+                    help="ranker feature groups to leave out, one at a time ('' for none)")
     ap.add_argument("--only", default=None, help="comma list of parts: singles, hybrid-lightgbm, hybrid-logistic, "
                                                  "hybrid-lightgbm-sasrec")
     ap.add_argument("--requests", type=int, default=500)

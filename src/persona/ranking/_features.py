@@ -130,20 +130,17 @@ def _attribute_rows(features: Features) -> sp.csr_matrix | None:
     return m
 
 
-def _pair_dots(left: sp.csr_matrix, rows: np.ndarray, right: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
-    """``left[rows[j]] . right[items[j]]`` for every j, without densifying either matrix."""
-    left = left.tocsr()
-    left.sort_indices()
-    n_cols = left.shape[1]
-    lkeys = np.repeat(np.arange(left.shape[0], dtype=np.int64), np.diff(left.indptr)) * n_cols + left.indices
-    sub = right[items]
-    owner = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(sub.indptr))
-    if not len(lkeys) or not len(owner):
-        return np.zeros(len(items), dtype=np.float32)
-    q = rows[owner].astype(np.int64) * n_cols + sub.indices
-    pos = np.minimum(np.searchsorted(lkeys, q), len(lkeys) - 1)
-    vals = np.where(lkeys[pos] == q, left.data[pos], 0.0) * sub.data
-    return np.bincount(owner, weights=vals, minlength=len(items)).astype(np.float32)
+def _row_entries(A: sp.csr_matrix, items: np.ndarray):
+    """The stored entries of rows ``items`` of A, flattened: (owner j of each entry, column, value)."""
+    starts = A.indptr[items].astype(np.int64)
+    cnt = A.indptr[items + 1].astype(np.int64) - starts
+    total = int(cnt.sum())
+    owner = np.repeat(np.arange(len(items), dtype=np.int64), cnt)
+    pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(starts, cnt)
+    return owner, A.indices[pos], A.data[pos]
+
+
+_DENSE_CELLS = 1 << 22  # rows x attribute columns densified at once
 
 
 def aligned_features(features, id_map, what: str) -> Features | None:
@@ -387,18 +384,32 @@ class PairFeatures:
 
     def _attribute_columns(self, rows, items, histories, recent) -> list[np.ndarray]:
         A = self.attributes
-        n = len(histories)
-        last = recent[:, 0]
-        has = np.flatnonzero(last >= 0)
-        last_rows = sp.csr_matrix((np.ones(len(has), np.float32), (has, last[has])), shape=(n, A.shape[0]))
-        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=n)
-        flat = np.concatenate(histories).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
-        hist = sp.csr_matrix((np.ones(len(flat), np.float32), (np.repeat(np.arange(n), lengths), flat)),
-                             shape=(n, A.shape[0]))
-        profile = sp.csr_matrix(hist @ A)
-        norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1)).ravel())
-        profile = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ profile)
-        return [_pair_dots(sp.csr_matrix(last_rows @ A), rows, A, items), _pair_dots(profile, rows, A, items)]
+        n, n_cols = len(histories), A.shape[1]
+        owner, cols, vals = _row_entries(A, items)  # the candidates' attributes
+        pair_row = rows[owner]
+        sim_last = np.zeros(len(owner))
+        sim_hist = np.zeros(len(owner))
+        step = max(1, _DENSE_CELLS // max(1, n_cols))
+        for a in range(0, n, step):  # blocks of rows with dense profiles: no sparse-matrix overhead per request
+            b = min(n, a + step)
+            sel = np.flatnonzero((pair_row >= a) & (pair_row < b)) if (a, b) != (0, n) else slice(None)
+            hist = [np.asarray(h, dtype=np.int64) for h in histories[a:b]]
+            lengths = np.fromiter((len(h) for h in hist), dtype=np.int64, count=b - a)
+            o, c, v = _row_entries(A, np.concatenate(hist) if lengths.sum() else np.zeros(0, np.int64))
+            profile = np.zeros((b - a, n_cols))
+            np.add.at(profile, (np.repeat(np.arange(b - a), lengths)[o], c), v)
+            profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
+            last = recent[a:b, 0]
+            has = np.flatnonzero(last >= 0)
+            o, c, v = _row_entries(A, last[has])
+            latest = np.zeros((b - a, n_cols))
+            latest[has[o], c] = v
+            r = pair_row[sel] - a
+            sim_last[sel] = latest[r, cols[sel]] * vals[sel]
+            sim_hist[sel] = profile[r, cols[sel]] * vals[sel]
+        m = len(items)
+        return [np.bincount(owner, weights=sim_last, minlength=m).astype(np.float32),
+                np.bincount(owner, weights=sim_hist, minlength=m).astype(np.float32)]
 
     def override_user_codes(self, X: np.ndarray, values: dict) -> None:
         """Put a new visitor's user-feature codes (``{field: code}``) into every row of ``X``."""
