@@ -188,9 +188,13 @@ def test_integer_ids_and_empty_queries():
     s = ps.ProductSearch(items, text="title", id="sku", encoder=None)
     ids, scores = s.search("shoe", exclude=[10])
     assert ids.tolist() == [20] and ids.dtype.kind == "i"
+    with_meaning = ps.ProductSearch(items, text="title", id="sku", encoder=hashed_trigrams)
     for q in ("", "   ", "!", "x"):
-        ids, scores = s.search(q)
-        assert len(ids) == 0 and len(scores) == 0
+        for search in (s, with_meaning):
+            ids, scores = search.search(q)
+            assert len(ids) == 0 and len(scores) == 0
+    assert s.bm25("shoes").max() == 0                # a word BM25 does not know ...
+    assert {10, 20} <= set(with_meaning.search("shoes")[0].tolist())   # ... still has a meaning
 
 
 def test_many_threads_get_the_serial_answers(taste):

@@ -420,7 +420,7 @@ class ProductSearch:
         if len(hits) > width:
             hits = hits[np.argpartition(-bm[hits], width - 1)[:width]]
         top_bm = bm[hits].max() if len(hits) else 0.0
-        if self._index is None or self.semantic == 0 or not query.strip():
+        if self._index is None or self.semantic == 0 or not tokenize(query):  # no words: no meaning either
             rel = bm[hits] / top_bm if top_bm > 0 else np.zeros(len(hits))
             return hits, rel
         q = self._embed(self._query_encoder, [query], self.embeddings_.shape[1], "query embedding")
