@@ -30,7 +30,7 @@ score that favours its first picks, ``1 - log(1 + r) / log(1 + c)`` for the cand
 Ranks, not the model's raw scores, so any model plugs in (EASE's, ALS's and a Hybrid's scores live
 on different scales); the logarithm lets the model's favourites stand out while the order of its
 hundredth and hundred-and-first candidates barely matters (measured: it beats a linear rank score
-and min-max scaled scores on the benchmark below).
+and min-max scaled scores on benchmarks/bench_search.py; see docs/ranking.md).
 
 Users the model does not know (and ``user=None``) get the text ranking alone -- not the model's
 fallback, since popularity is not a taste. The personalising model is not part of a saved search:
