@@ -78,7 +78,7 @@ class FactorModel(ItemVectors, Recommender):
 
     # ------------------------------------------------------------------ fitting, with item features
     def fit(self, interactions: Interactions, item_features: Features | sp.spmatrix | np.ndarray | None = None, *,
-            feature_regularization: float = 10.0, **kwargs: Any) -> FactorModel:
+            feature_regularization: float = 1.0, **kwargs: Any) -> FactorModel:
         """Learn the factors from ``interactions``; with ``item_features``, also a map for new items.
 
         Parameters
@@ -89,7 +89,7 @@ class FactorModel(ItemVectors, Recommender):
             catalogue) or a matrix with one row per item of ``interactions``. When given, a ridge
             regression from features to item vectors is learnt on the trained items (those with
             a non-empty row), so :meth:`add_items` can place items that have no interaction yet.
-        feature_regularization : float > 0, default 10.0
+        feature_regularization : float > 0, default 1.0
             The ridge penalty of that map (larger: new items closer to the mean item vector).
         **kwargs
             The model's own fit options (e.g. ALS's ``compute_loss``).
@@ -103,7 +103,7 @@ class FactorModel(ItemVectors, Recommender):
             if not isinstance(interactions, Interactions):
                 return super().fit(interactions, **kwargs)  # the base class names the problem
             check_number(feature_regularization, "feature_regularization", min=0.0, min_open=True,
-                         hint="try 10; larger puts new items closer to the mean item vector")
+                         hint="try 1; larger puts new items closer to the mean item vector")
             rows, columns, spec = training_rows(item_features, interactions.item_map, type(self).__name__)
         super().fit(interactions, **kwargs)
         self.item_feature_weights_ = self.item_feature_bias_ = None
