@@ -61,23 +61,32 @@ def training_rows(item_features: Any, item_map: IdMap, who: str) -> tuple[sp.csr
             log.warning("%s: %d of the %d items have no item_features row; the feature map is learnt without them",
                         who, aligned.n_missing, len(item_map))
         m, columns, spec = aligned.matrix, list(item_features.columns), feature_spec_of(item_features)
-    elif sp.issparse(item_features) or isinstance(item_features, np.ndarray):
+        return float_rows(m, f"{who}: item_features"), columns, spec
+    return matrix_rows(item_features, item_map, f"{who}: item_features"), columns, spec
+
+
+def matrix_rows(item_features: Any, item_map: IdMap, what: str) -> sp.csr_matrix:
+    """Float32 CSR of a scipy sparse matrix / 2-D array with one row per id of ``item_map``, checked."""
+    if sp.issparse(item_features) or isinstance(item_features, np.ndarray):
         if item_features.ndim != 2 or item_features.shape[0] != len(item_map):
-            raise DataError(f"{who}: item_features: expected one row per item of the interactions "
-                            f"({len(item_map)} rows), got shape {item_features.shape}; align the rows with "
-                            "inter.item_ids, or pass a persona.data.Features matched by id")
-        m = item_features
-    else:
-        raise DataError(f"{who}: item_features: expected a persona.data.Features or a scipy sparse matrix with one "
-                        f"row per item, got {type(item_features).__name__}; build one with "
-                        "Features.from_frame(items, inter.item_map, 'item_id', categorical=[...])")
+            raise DataError(f"{what}: expected one row per item of the interactions ({len(item_map)} rows), got "
+                            f"shape {item_features.shape}; align the rows with inter.item_ids, or pass a "
+                            "persona.data.Features matched by id")
+        return float_rows(item_features, what)
+    raise DataError(f"{what}: expected a persona.data.Features or a scipy sparse matrix with one row per item, "
+                    f"got {type(item_features).__name__}; build one with Features.from_frame(items, "
+                    "inter.item_map, 'item_id', categorical=[...])")
+
+
+def float_rows(m: Any, what: str) -> sp.csr_matrix:
+    """``m`` as float32 CSR with duplicates summed; DataError unless it holds finite numbers."""
     if m.dtype.kind not in "biuf":
-        raise DataError(f"{who}: item_features: expected numbers, got dtype {m.dtype}")
+        raise DataError(f"{what}: expected numbers, got dtype {m.dtype}")
     m = sp.csr_matrix(m, dtype=np.float32)
     m.sum_duplicates()
     if m.nnz and not np.isfinite(m.data).all():
-        raise DataError(f"{who}: item_features: expected finite values, got NaN or infinity; fill or drop them first")
-    return m, columns, spec
+        raise DataError(f"{what}: expected finite values, got NaN or infinity; fill or drop them first")
+    return m
 
 
 def new_item_rows(features: Any, columns: list | None, spec: dict | None, n_columns: int, item_map: IdMap,

@@ -44,6 +44,7 @@ from ..errors import ArtifactError, DataError, ParameterError, PersonaError, Uns
 from ..io.artifact import check_array, pack_csr, unpack_csr
 from ..kernels import topk
 from ..kernels.similarity import apply_bm25, apply_tfidf, bm25_idf, document_frequency, tfidf_idf, topk_similarity
+from ._cold import float_rows, matrix_rows
 from .base import Recommender
 
 if TYPE_CHECKING:  # pandas only for annotations: ``import persona`` stays light
@@ -114,24 +115,8 @@ def _text_pairs(item_text, what: str = "item_text") -> tuple[np.ndarray, list[st
 def _feature_rows(item_features, item_map: IdMap, what: str = "item_features") -> tuple[np.ndarray, sp.csr_matrix]:
     """(external ids, float32 CSR rows) of a Features (matched by id) or a matrix aligned with ``item_map``."""
     if isinstance(item_features, Features):
-        ids, m = item_features.id_map.ids, item_features.matrix
-    elif sp.issparse(item_features) or isinstance(item_features, np.ndarray):
-        if item_features.ndim != 2 or item_features.shape[0] != len(item_map):
-            raise DataError(f"{what}: expected one row per item of the interactions ({len(item_map)} rows), got "
-                            f"shape {item_features.shape}; align the rows with inter.item_ids, or pass a "
-                            "persona.data.Features matched by id")
-        ids, m = item_map.ids, item_features
-    else:
-        raise DataError(f"{what}: expected a persona.data.Features or a scipy sparse matrix with one row per item, "
-                        f"got {type(item_features).__name__}; build one with Features.from_frame(items, "
-                        "inter.item_map, 'item_id', categorical=[...])")
-    if m.dtype.kind not in "biuf":
-        raise DataError(f"{what}: expected numbers, got dtype {m.dtype}")
-    m = sp.csr_matrix(m, dtype=np.float32)
-    m.sum_duplicates()
-    if m.nnz and not np.isfinite(m.data).all():
-        raise DataError(f"{what}: expected finite values, got NaN or infinity; fill or drop them first")
-    return ids, m
+        return item_features.id_map.ids, float_rows(item_features.matrix, what)
+    return item_map.ids, matrix_rows(item_features, item_map, what)
 
 
 def _check_vectors(x, n: int, dim: int | None, what: str) -> np.ndarray:
