@@ -269,6 +269,24 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(paths, out: Path, tag: str) -> int:
+    """One result from parts run in parallel processes (rows and speeds concatenated, the first part's
+    settings; each part's own load average and peak memory are kept under ``parts``)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    res = dict(parts[0])
+    res["rows"] = [r for p in parts for r in p["rows"]]
+    res["speed"] = {k: v for p in parts for k, v in p["speed"].items()}
+    res["peak_rss_mb"] = max(p["peak_rss_mb"] for p in parts)
+    res["machine"] = {**res["machine"], "load_average_at_end": max((p["machine"]["load_average_at_end"] for p in parts),
+                                                                   key=lambda x: x[0])}
+    res["parts"] = [{"file": str(p), "only": q["params"].get("only"), "load_average_at_end":
+                     q["machine"]["load_average_at_end"]} for p, q in zip(paths, parts)]
+    stem = f"hybrid-{res['name'].lower()}" + ("-quick" if res["quick"] else "") + ("-select" if res["select"] else "") \
+        + (f"-{tag}" if tag else "")
+    write_results(out, stem, res, markdown(res))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="beauty", help="beauty, lastfm, or a `user item item ...` file")
@@ -299,7 +317,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3000 users, 2 SASRec epochs, 100 requests: a smoke test")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--combine", nargs="+", type=Path, default=None,
+                    help="result JSON files of parts of one configuration run separately (--only): one table")
     args = ap.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, args.out, args.tag)
     if args.quick:
         args.max_users = args.max_users or 3000
         args.requests = min(args.requests, 100)

@@ -141,3 +141,22 @@ def test_z_scores_standardise_each_generator_over_the_rows_candidates():
         for r in range(6):
             v = scores[r, items[rows == r]].astype(np.float64)
             np.testing.assert_allclose(col[rows == r], (v - v.mean()) / v.std(), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_ranker_is_logistic_on_few_training_users_and_lightgbm_on_many(monkeypatch):
+    import pytest
+
+    from persona.ranking import _rankers
+
+    if not _rankers.lightgbm_available():
+        pytest.skip("LightGBM is not installed")
+    shop = ps.datasets.synthetic_shop(n_users=300, n_items=60, seed=0)
+    train, valid, _ = ps.split.leave_last_out(shop.interactions)
+    gens = {"pop": ps.MostPopular(), "knn": ps.ItemKNN()}
+    few = ps.Hybrid(generators=gens, candidates=20, ranker_params={"num_leaves": 7}, show_progress=False).fit(
+        train, valid=valid)
+    assert few.ranker_.kind == "logistic"  # 300 users label its pairs, fewer than AUTO_MIN_GROUPS
+    monkeypatch.setattr(_rankers, "AUTO_MIN_GROUPS", 10)
+    many = ps.Hybrid(generators=gens, candidates=20, ranker_params={"num_leaves": 7}, show_progress=False).fit(
+        train, valid=valid)
+    assert many.ranker_.kind == "lightgbm" and many.ranker_.params["num_leaves"] == 7

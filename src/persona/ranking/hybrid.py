@@ -108,7 +108,9 @@ class Hybrid(Recommender):
         Items asked of each generator per user; the lists are merged and de-duplicated.
     ranker : {"auto", "lightgbm", "logistic"}, default "auto"
         ``"lightgbm"``: LambdaRank (``pip install 'persona-recsys[ranking]'``); ``"logistic"``:
-        logistic regression (numpy and scipy only); ``"auto"``: LightGBM when installed.
+        logistic regression (numpy and scipy only); ``"auto"``: LightGBM when installed and at
+        least 2,000 users label the ranker's pairs, the logistic ranker otherwise (it ranks better on
+        little data).
     rerank : re-ranker or list of re-rankers, optional
         Applied to the ranked list, in order (``ps.ranking.MMR``, ``ps.ranking.Calibrated``,
         ``ps.ranking.Rules``); each reorders the top ``rerank_depth`` items.
@@ -267,7 +269,8 @@ class Hybrid(Recommender):
                             "split (the ranker has nothing to learn from)")
         t = time.perf_counter()
         self.ranker_ = make_ranker(self.ranker, self.ranker_params, random_state=self.random_state,
-                                   num_threads=self.num_threads).fit(X, y, groups, context.names, context.categorical)
+                                   num_threads=self.num_threads, n_groups=len(groups)).fit(
+            X, y, groups, context.names, context.categorical)
         self.ranker_fit_s_ = time.perf_counter() - t
         del X, y
         # ---- the served model: generators on everything, the context of everything
