@@ -160,3 +160,19 @@ def test_auto_ranker_is_logistic_on_few_training_users_and_lightgbm_on_many(monk
     many = ps.Hybrid(generators=gens, candidates=20, ranker_params={"num_leaves": 7}, show_progress=False).fit(
         train, valid=valid)
     assert many.ranker_.kind == "lightgbm" and many.ranker_.params["num_leaves"] == 7
+
+
+def test_pair_count_lookups_match_a_dictionary():
+    rng = np.random.default_rng(7)
+    users = np.sort(rng.integers(0, 30, size=400))
+    items = rng.integers(0, 25, size=400)
+    pc = PairCounts.from_sequences(users, items, 25, (1, 2))
+    ref = {}
+    for d in (1, 2):
+        for t in range(len(items) - d):
+            if users[t] == users[t + d]:
+                ref[(items[t], items[t + d])] = ref.get((items[t], items[t + d]), 0) + 1
+    a = rng.integers(-1, 25, size=500)
+    b = rng.integers(0, 25, size=500)
+    expect = [ref.get((x, y), 0) if x >= 0 else 0 for x, y in zip(a, b)]
+    assert pc.lookup(a, b).tolist() == expect

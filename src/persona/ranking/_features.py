@@ -77,13 +77,31 @@ class PairCounts:
         ok = a >= 0
         if not ok.any() or not len(self.keys):
             return out
-        q = a[ok].astype(np.int64) * self.n_items + b[ok]
-        pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
-        hit = self.keys[pos] == q
+        first = a[ok].astype(np.int64)
+        q = first * self.n_items + b[ok]
+        # search only the runs of keys that start with the asked first items: a request asks about
+        # a few items (the user's latest), whose runs are short, instead of all pairs
+        starts = self.first_indptr()
+        ua = np.unique(first)
+        lo, hi = starts[ua], starts[ua + 1]
+        cnt = hi - lo
+        pos = np.arange(int(cnt.sum()), dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(lo, cnt)
+        keys, counts = self.keys[pos], self.counts[pos]
         vals = np.zeros(len(q), dtype=np.float32)
-        vals[hit] = self.counts[pos[hit]]
+        if len(keys):
+            at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            hit = keys[at] == q
+            vals[hit] = counts[at[hit]]
         out[ok] = vals
         return out
+
+    def first_indptr(self) -> np.ndarray:
+        """Where the keys of each first item start (n_items + 1 offsets), built once."""
+        ip = getattr(self, "_first_indptr", None)
+        if ip is None:
+            ip = np.searchsorted(self.keys, np.arange(self.n_items + 1, dtype=np.int64) * self.n_items)
+            self._first_indptr = ip
+        return ip
 
     @classmethod
     def checked(cls, keys, counts, n_items: int, name: str) -> PairCounts:
@@ -373,13 +391,16 @@ class PairFeatures:
         last = recent[rows, 0]
         nxt = self.next_counts.lookup(last, items)
         total = np.where(last >= 0, self.item_next_total[np.maximum(last, 0)], 0.0)
-        follow = np.zeros(len(rows), np.float32)
-        near = np.zeros(len(rows), np.float32)
-        for j in range(recent.shape[1]):
-            a = recent[rows, j]
-            after = self.window_counts.lookup(a, items)
-            follow += after
-            near += after + self.window_counts.lookup(np.where(a >= 0, items, -1), np.maximum(a, 0))
+        k, n = recent.shape[1], len(rows)
+        a = recent[rows].T.ravel()  # slot j's latest item of every pair, slot after slot
+        b = np.tile(items, k)
+        # one lookup for every slot and both directions (recent -> candidate, candidate -> recent)
+        both = self.window_counts.lookup(np.concatenate([a, np.where(a >= 0, b, -1)]),
+                                         np.concatenate([b, np.maximum(a, 0)]))
+        after = both[:k * n].reshape(k, n)
+        before = both[k * n:].reshape(k, n)
+        follow = after.sum(axis=0)
+        near = follow + before.sum(axis=0)
         return [np.log1p(nxt), (nxt / np.maximum(total, 1.0)).astype(np.float32), np.log1p(follow), np.log1p(near)]
 
     def _attribute_columns(self, rows, items, histories, recent) -> list[np.ndarray]:
