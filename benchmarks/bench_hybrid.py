@@ -259,12 +259,13 @@ def markdown(res: dict) -> str:
     if res["speed"]:
         lines += ["", f"Serving in-process ({p['requests']} single-user `recommend(n=10)` calls; "
                       f"`recommend_batch` of {p['batch_users']} users):", "",
-                  "| model | p50 ms | p99 ms | p50 ms, 1 thread | p99 ms, 1 thread | batch users/s |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| model | p50 ms | p99 ms | p50 ms, 1 thread | p99 ms, 1 thread | batch users/s | measured in (load) |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for k, s in res["speed"].items():
             o = s["one_thread"]
             lines.append(f"| {k} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | "
-                         f"{s['batch_users_per_s']:.0f} |")
+                         f"{s['batch_users_per_s']:.0f} | {s.get('part') or 'this run'}"
+                         + (f" ({s['load']:.1f})" if 'load' in s else "") + " |")
     lines += ["", f"Peak resident memory of the whole run: {res['peak_rss_mb']:.0f} MB."]
     return "\n".join(lines) + "\n"
 
@@ -273,9 +274,18 @@ def combine(paths, out: Path, tag: str) -> int:
     """One result from parts run in parallel processes (rows and speeds concatenated, the first part's
     settings; each part's own load average and peak memory are kept under ``parts``)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    res = dict(parts[0])
-    res["rows"] = [r for p in parts for r in p["rows"]]
-    res["speed"] = {k: v for p in parts for k, v in p["speed"].items()}
+    # the settings shown are those of the first part that fitted a Hybrid
+    res = dict(next((q for q in parts if any(r.get("kind") != "single" for r in q["rows"])), parts[0]))
+    res["rows"], seen = [], set()
+    for q in parts:
+        for r in q["rows"]:
+            if r["model"] in seen:  # the same model measured again in a later part
+                r = {**r, "model": f"{r['model']} (again, part {q['params'].get('tag') or '?'})"}
+            seen.add(r["model"])
+            res["rows"].append(r)
+    # each speed entry keeps the part (and its load) it was measured in; a later part's measurement wins
+    res["speed"] = {k: {**v, "part": q["params"].get("tag"), "load": q["machine"]["load_average_at_end"][0]}
+                    for q in parts for k, v in q["speed"].items()}
     res["peak_rss_mb"] = max(p["peak_rss_mb"] for p in parts)
     res["machine"] = {**res["machine"], "load_average_at_end": max((p["machine"]["load_average_at_end"] for p in parts),
                                                                    key=lambda x: x[0])}
