@@ -294,14 +294,15 @@ def run_users(args, shop) -> dict:
         tt0 = twotower(args).fit(train, item_features=item_feats)
         contenders.append(("twotower-history-only", ask_batch(tt0, None), time.perf_counter() - t))
         fitted(*contenders[-1][::2])
-    if not args.no_hybrid:
+    for share in ([] if args.no_hybrid else args.hybrid_cold_users):
         t = time.perf_counter()
-        hybrid = ps.Hybrid(random_state=args.seed, num_threads=args.threads, show_progress=False).fit(
-            train, user_features=user_feats, item_features=item_feats)
+        hybrid = ps.Hybrid(cold_users=share, random_state=args.seed, num_threads=args.threads,
+                           show_progress=False).fit(train, user_features=user_feats, item_features=item_feats)
 
-        def ask_hybrid(hists, demos):
+        def ask_hybrid(hists, demos, hybrid=hybrid):
             return np.array([hybrid.recommend_for_history(h, n=K, user_features=d)[0] for h, d in zip(hists, demos)])
-        contenders.append(("hybrid+user-features", ask_hybrid, time.perf_counter() - t))
+        name = "hybrid+user-features" + (f" (cold_users {share:g})" if share else "")
+        contenders.append((name, ask_hybrid, time.perf_counter() - t))
         fitted(*contenders[-1][::2])
     t = time.perf_counter()
     als = ps.ALS(random_state=args.seed, num_threads=args.threads).fit(train)
@@ -380,6 +381,8 @@ def main(argv=None) -> int:
     p.add_argument("--part", choices=("all", "items", "users"), default="all")
     p.add_argument("--no-twotower", action="store_true", help="skip TwoTower (needs PyTorch)")
     p.add_argument("--no-hybrid", action="store_true", help="skip ps.Hybrid")
+    p.add_argument("--hybrid-cold-users", type=float, nargs="+", default=[0.0, 0.3],
+                   help="Hybrid(cold_users=...) shares to measure (each a fit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="1,000 users x 300 items")

@@ -250,3 +250,15 @@ def test_rerankers_and_rules_apply_after_the_ranker_and_survive_save_load(split,
     loaded = ps.load(h.save(tmp_path / "rr.persona"))
     np.testing.assert_array_equal(loaded.recommend_batch(users, n=10)[0], ids)
     assert repr(loaded.get_params()["rerank"]) == repr(h.reranker_.clone())
+
+
+def test_cold_users_teach_the_ranker_about_visitors_with_demographics(split, features):
+    train, valid, _ = split
+    h = _small(cold_users=0.5).fit(train, valid=valid, item_features=features[0], user_features=features[1])
+    plain = _small().fit(train, valid=valid, item_features=features[0], user_features=features[1])
+    # more training groups: the hidden-history copies of about half the users (those with a positive)
+    assert h.training_groups_ > plain.training_groups_
+    visitor = {g: h.recommend_for_history([], n=10, user_features={"gender": g})[0] for g in ("F", "M")}
+    assert all(len(v) == 10 for v in visitor.values())
+    with pytest.raises(ps.ParameterError, match="cold_users"):
+        _small(cold_users=1.5).fit(train, valid=valid)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import check_bool, check_int
+from .._validate import check_bool, check_int, check_number
 from ..data.interactions import Interactions
 from ..errors import ArtifactError, DataError, ParameterError, UnsupportedError
 from ..kernels import topk
@@ -125,6 +125,11 @@ class Hybrid(Recommender):
     ranker_params : dict, optional
         Overrides of the ranker's settings (LightGBM parameters plus ``num_boost_round`` and
         ``early_stopping_rounds``; the logistic ranker's ``regularization`` and ``max_iter``).
+    cold_users : float, default 0.0
+        The share of the ranker's training users also shown to it as new visitors: their history
+        hidden, their user features kept, their held-out item the label. With user features, this
+        teaches the ranker how demographics matter when there is no history
+        (``recommend_for_history([], n, user_features=...)``).
     sequence_features : bool, default True
         Give the ranker the order of each user's events: how often the candidate followed the
         user's latest items in the training sequences (by timestamp, else in the order given).
@@ -159,7 +164,7 @@ class Hybrid(Recommender):
     def __init__(self, *, generators: dict | None = None, candidates: int = 100, ranker: str = "auto",
                  rerank: Any = None, rerank_depth: int = 50, refit_deep: bool = False,
                  max_train_users: int = 10_000, ranker_params: dict | None = None, sequence_features: bool = True,
-                 random_state: int | None = 0, num_threads: int = 0, show_progress: bool = True) -> None:
+                 cold_users: float = 0.0, random_state: int | None = 0, num_threads: int = 0, show_progress: bool = True) -> None:
         self.generators = generators
         self.candidates = candidates
         self.ranker = ranker
@@ -169,6 +174,7 @@ class Hybrid(Recommender):
         self.max_train_users = max_train_users
         self.ranker_params = ranker_params
         self.sequence_features = sequence_features
+        self.cold_users = cold_users
         self.random_state = random_state
         self.num_threads = num_threads
         self.show_progress = show_progress
@@ -201,6 +207,8 @@ class Hybrid(Recommender):
         check_bool(self.show_progress, "show_progress")
         check_bool(self.refit_deep, "refit_deep")
         check_bool(self.sequence_features, "sequence_features")
+        check_number(self.cold_users, "cold_users", min=0.0, max=1.0,
+                     expected="a share in [0, 1] of the training users also shown as new visitors")
         if self.rerank is not None:
             from .rerank import Reranker, as_reranker
 
@@ -262,6 +270,7 @@ class Hybrid(Recommender):
         context = self._pair_features().fit(gen_train, item_f, user_f)
         X, y, groups, recall = self._training_pairs(stage1, context, gen_train, targets)
         self.candidate_recall_ = recall
+        self.training_groups_ = len(groups)  # users (and visitor copies) whose pairs trained the ranker
         self._say("Hybrid: %d training pairs from %d users (candidate recall %.3f); training the %s ranker",
                   len(X), len(groups), recall, self.ranker)
         if not y.any():
@@ -342,9 +351,38 @@ class Hybrid(Recommender):
             Xs.append(X)
             ys.append(label[keep].astype(np.float32))
             groups.append(np.bincount(rows[keep], minlength=len(block))[per_row])
+        if self.cold_users and context.user_cat_fields:
+            self._cold_pairs(gens, context, users, tmat, Xs, ys, groups)
         if not Xs:
             return np.zeros((0, len(context.names)), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), 0.0
         return np.concatenate(Xs), np.concatenate(ys), np.concatenate(groups), hit / max(1, len(users))
+
+    def _cold_pairs(self, gens, context: PairFeatures, users: np.ndarray, tmat, Xs: list, ys: list,
+                    groups: list) -> None:
+        """Groups of a sample of users seen as new visitors: no history, their own user features."""
+        rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
+        cold = users[rng.random(len(users)) < self.cold_users]
+        names = context.names
+        step = self._batch_rows()
+        for s in range(0, len(cold), step):
+            block = cold[s:s + step]
+            empty = [np.zeros(0, dtype=np.int64)] * len(block)
+            blocks = [self._generator_block(g, g._score_histories(empty), empty) for g in gens]
+            cand = _dedupe_rows(np.concatenate([b[3] for b in blocks], axis=1))
+            rows, cols = np.nonzero(cand >= 0)
+            items = cand[rows, cols]
+            label = np.asarray(tmat[block[rows], items]).ravel() > 0
+            per_row = np.bincount(rows, weights=label, minlength=len(block)) > 0
+            keep = per_row[rows]
+            if not keep.any():
+                continue
+            # as served to a visitor: no user index (nothing of their history leaks in), their codes set
+            X = context.build(rows[keep], items[keep], empty, [b[:3] for b in blocks], None)
+            for f in context.user_cat_fields:
+                X[:, names.index(f"user_{f}")] = context.user_codes[f][block[rows[keep]]]
+            Xs.append(X)
+            ys.append(label[keep].astype(np.float32))
+            groups.append(np.bincount(rows[keep], minlength=len(block))[per_row])
 
     def _generator_block(self, gen: Recommender, scores: np.ndarray, histories: list[np.ndarray]):
         """(scores, rank, top-1 score, top candidate indices) of one generator for a block of rows."""
