@@ -344,3 +344,24 @@ def test_importing_the_bandits_does_not_load_numba():
     code = ("import sys, persona, persona.ope, persona.marketing.bandits; "
             "assert 'numba' not in sys.modules, 'numba'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ts_reference_resolves_a_narrow_action_beside_wide_ones():
+    """Regression (a CI draw of the property test): a width ratio of 1400 left the adaptive-quadrature
+    reference 1.5e-6 off, the kernel right; both now agree with quadrature over each action's own range."""
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    mean = np.array([[1.14345302, -0.452611, 0.43048575, 0.25093257]])
+    std = np.array([[1.04255706e-03, 4.70144613e-01, 1.45689449e+00, 3.34353153e-01]])
+
+    def own_range(a):
+        def f(t):
+            return norm.pdf(t, mean[0, a], std[0, a]) * np.prod(
+                [norm.cdf(t, mean[0, c], std[0, c]) for c in range(4) if c != a])
+        return quad(f, mean[0, a] - 12 * std[0, a], mean[0, a] + 12 * std[0, a], epsabs=1e-14, epsrel=1e-12,
+                    limit=500)[0]
+
+    exact = np.array([own_range(a) for a in range(4)])
+    np.testing.assert_allclose(ref.ts_probabilities(mean, std), exact[None, :], atol=1e-9)
+    np.testing.assert_allclose(kernels.ts_probabilities(mean, std, *GL), exact[None, :], atol=1e-9)
