@@ -453,3 +453,21 @@ def test_checkpoint_of_another_model_or_broken_is_refused(shop_split, tmp_path):
         SASRec(**{**TINY, "checkpoint": folder}).fit(train)
     with pytest.raises(ps.ParameterError, match="checkpoint"):
         SASRec(**{**TINY, "checkpoint": 3}).fit(train)
+
+
+def test_plateau_schedule_halves_the_rate_while_validation_stalls():
+    shop = ps.datasets.synthetic_shop(n_users=300, n_items=60, seed=7)
+    m = ps.SASRec(factors=16, blocks=1, max_len=20, epochs=12, patience=4, learning_rate=5e-3, lr_schedule="plateau",
+                  random_state=0).fit(shop.interactions)
+    lrs = [r["lr"] for r in m.history_]
+    assert lrs[0] == 5e-3 and all(b <= a for a, b in zip(lrs, lrs[1:]))
+    # a halving follows each epoch that did not improve (patience // 3 = 1), and only those
+    best = -1.0
+    for prev, rec in zip(m.history_, m.history_[1:]):
+        stalled = prev["valid_ndcg@10"] <= best
+        best = max(best, prev["valid_ndcg@10"])
+        assert rec["lr"] == (prev["lr"] / 2 if stalled else prev["lr"])
+    assert "lr" not in ps.SASRec(factors=16, blocks=1, max_len=20, epochs=2, random_state=0).fit(
+        shop.interactions).history_[0]  # the constant schedule's history is as before
+    with pytest.raises(ps.ParameterError, match="lr_schedule"):
+        ps.SASRec(lr_schedule="cosine").fit(shop.interactions)

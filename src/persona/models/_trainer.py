@@ -41,6 +41,9 @@ def import_torch(model):
     return torch
 
 
+#: learning-rate schedules the trainer runs (a model's ``lr_schedule``; "constant" when it has none)
+LR_SCHEDULES = ("constant", "plateau")
+
 class Trainer:
     """Train a model's PyTorch network: everything around the network and its batches.
 
@@ -145,10 +148,13 @@ class Trainer:
         model, torch = self.model, self.torch
         epochs, patience = int(model.epochs), int(model.patience)
         opt = torch.optim.Adam(net.parameters(), lr=float(model.learning_rate), **self.adam)
+        schedule = getattr(model, "lr_schedule", "constant")
         state = {"epoch": 0, "history": [], "best": -1.0, "best_epoch": 0, "waited": 0, "best_state": None}
         if checkpoint is not None:
             checkpoint.restore(torch, net, opt, self.rng, state)
         model.history_ = state["history"]
+        if schedule != "constant" and model.history_:  # a resumed run goes on at the rate it had reached
+            self._set_lr(opt, model.history_[-1].get("lr", float(model.learning_rate)))
         bar = None
         if model.show_progress:
             from tqdm.auto import tqdm
@@ -159,6 +165,8 @@ class Trainer:
             if validate is not None and state["waited"] >= patience:
                 break  # a resumed run that had already stopped early
             record = {"epoch": epoch, "loss": self._epoch(net, opt, batches, loss)}
+            if schedule != "constant":
+                record["lr"] = opt.param_groups[0]["lr"]
             if validate is not None:
                 ndcg, hr = validate(net)
                 record.update({"valid_ndcg@10": ndcg, "valid_hr@10": hr})
@@ -166,6 +174,8 @@ class Trainer:
                     state.update(best=ndcg, best_epoch=epoch, waited=0, best_state=copy.deepcopy(net.state_dict()))
                 else:
                     state["waited"] += 1
+                    if schedule == "plateau" and state["waited"] % max(1, patience // 3) == 0:
+                        self._set_lr(opt, opt.param_groups[0]["lr"] * 0.5)  # finer steps before stopping
             state["epoch"] = epoch
             model.history_.append(record)
             if checkpoint is not None:
@@ -187,6 +197,11 @@ class Trainer:
         net.eval()
         model._network = net  # the PyTorch module, kept in memory for parity checks; never saved
         return net
+
+    @staticmethod
+    def _set_lr(opt, lr: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = float(lr)
 
     def _epoch(self, net, opt, batches, loss) -> float:
         """One pass over ``batches(rng)``, one Adam step per batch; the weighted mean loss."""

@@ -31,7 +31,7 @@ from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ._neural import OPSET as _OPSET
 from ._neural import EncodedUsers, history_tokens, ranking_metrics, valid_targets
-from ._trainer import Checkpoint, Trainer, fingerprint, import_torch
+from ._trainer import LR_SCHEDULES, Checkpoint, Trainer, fingerprint, import_torch
 from .base import Recommender
 
 if TYPE_CHECKING:  # annotations only: scipy and the features module load when used
@@ -237,6 +237,9 @@ class SASRec(EncodedUsers, Recommender):
     patience : int
         Stop after this many epochs without a better validation NDCG@10 (on each user's held-out
         last item by default, or on ``fit(train, valid=...)``), and keep the best epoch's weights.
+    lr_schedule : {"constant", "plateau"}
+        ``"plateau"``: halve the learning rate each time validation NDCG@10 has not improved for
+        ``max(1, patience // 3)`` epochs (so a run gets finer steps before early stopping ends it).
     loss : {"ce", "sampled"}
         ``"ce"``: cross-entropy of the next item over the whole catalogue (full softmax).
         ``"sampled"``: softmax over the next item and ``negatives`` items drawn per step from
@@ -302,7 +305,7 @@ class SASRec(EncodedUsers, Recommender):
 
     def __init__(self, *, factors: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50,
                  dropout: float = 0.5, learning_rate: float = 1e-3, epochs: int = 200, batch_size: int = 128,
-                 patience: int = 10, loss: str = "ce", negatives: int = 256,
+                 patience: int = 10, loss: str = "ce", negatives: int = 256, lr_schedule: str = "constant",
                  checkpoint: str | os.PathLike | None = None, random_state: int | None = None, num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.blocks = blocks
@@ -315,6 +318,7 @@ class SASRec(EncodedUsers, Recommender):
         self.patience = patience
         self.loss = loss
         self.negatives = negatives
+        self.lr_schedule = lr_schedule
         self.checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
         self.random_state = random_state
         self.num_threads = num_threads
@@ -332,6 +336,8 @@ class SASRec(EncodedUsers, Recommender):
                                  "each head gets factors // heads dimensions")
         check_number(self.dropout, "dropout", min=0.0, max=1.0, max_open=True, expected="a number in [0, 1)")
         check_number(self.learning_rate, "learning_rate", min=0.0, min_open=True, expected="a finite number > 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ParameterError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.loss not in _LOSSES:
             raise ParameterError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
