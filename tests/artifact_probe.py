@@ -70,6 +70,12 @@ def use_index(index, ps):
     _check(bool(((ids >= -1) & (ids < index.n)).all()), f"search ids out of range: {ids!r}")
 
 
+def use_search(search, ps):
+    ids, scores = search.search("cream oil", n=3)
+    _check(ids.ndim == 1 and len(ids) <= 3 and scores.shape == ids.shape, f"search shapes {ids.shape}")
+    _check(set(np.asarray(ids).tolist()) <= set(search.item_map_.ids.tolist()), f"search ids not in the catalogue: {ids!r}")
+
+
 def run_case(case, ps):
     kwargs = {"mmap": bool(case.get("mmap", False))}
     if case.get("key") is not None:
@@ -77,6 +83,9 @@ def run_case(case, ps):
     loader = ps.load
     if case.get("what") == "index":
         from persona.retrieval import load_index as loader
+    elif case.get("what") == "search":
+        loader = ps.ProductSearch.load
+        kwargs.pop("mmap")  # a search reads its arrays into memory
     try:
         obj = loader(case["path"], **kwargs)
     except ps.ArtifactError as e:
@@ -86,6 +95,8 @@ def run_case(case, ps):
     try:
         if case.get("what") == "index":
             use_index(obj, ps)
+        elif case.get("what") == "search":
+            use_search(obj, ps)
         else:
             use_model(obj, ps)
     except ps.ArtifactError as e:

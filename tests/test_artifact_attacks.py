@@ -10,6 +10,7 @@ never a signal, a hang, or another exception.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -593,3 +594,122 @@ def test_a_crafted_saved_fallback_is_refused_in_a_subprocess(tmp_path):
     for case, result in got.items():
         if case.startswith("fallback-"):
             assert result["outcome"] == "refused", f"{case}: {result['outcome']}\n{result['detail']}"
+
+
+# ---------------------------------------------------------------------- the ranking layer and content models
+@pytest.fixture(scope="module")
+def ranking_saved(tmp_path_factory):
+    """Artifacts of the kinds issue 14 added: nested generators, LightGBM's model text, re-rankers,
+    content vectors and vocabularies, a factor model's feature map, segment labels, a search."""
+    root = tmp_path_factory.mktemp("ranking-victims")
+    shop = ps.datasets.synthetic_shop(n_users=150, n_items=40, seed=6)
+    inter = shop.interactions
+    feats = ps.data.Features.from_frame(shop.items, inter.item_map, "item_id", categorical=["category", "brand"],
+                                        numeric=["price"])
+    users = ps.data.Features.from_frame(shop.users, inter.user_map, "user_id", categorical=["gender"])
+    train, valid, _ = ps.split.leave_last_out(inter)
+
+    def hybrid(ranker, **kw):
+        return ps.Hybrid(generators={"knn": ps.ItemKNN(k=10), "pop": ps.MostPopular()}, candidates=15,
+                         ranker=ranker, **kw).fit(train, valid=valid, item_features=feats, user_features=users)
+
+    segments = shop.users.set_index("user_id").loc[inter.user_ids, "segment"].to_numpy()
+    models = {
+        "hybrid-logistic": hybrid("logistic", rerank=[ps.ranking.MMR(diversity=0.3),
+                                                      ps.ranking.Rules(pins=[ps.ranking.Pin(inter.item_ids[0], 0)])]),
+        "reranked": ps.ranking.Reranked(ps.EASE(regularization=10.0).fit(inter), ps.ranking.Calibrated(
+            dict(zip(shop.items["item_id"], shop.items["category"])))),
+        "content": ps.ContentKNN(k=10, text="tfidf").fit(inter, item_features=feats,
+                                                         item_text=shop.items.set_index("item_id")["name"]),
+        "als-features": ps.ALS(factors=4, iterations=2, random_state=0).fit(inter, item_features=feats),
+        "segment-popular": ps.MostPopular().fit(inter, user_segments=segments),
+    }
+    if importlib.util.find_spec("lightgbm") is not None:
+        models["hybrid-lightgbm"] = hybrid("lightgbm", ranker_params={"num_boost_round": 20})
+    out = {name: m.save(root / f"{name}.persona") for name, m in models.items()}
+    out["search"] = ps.ProductSearch(shop.items, text=["name"], encoder=None).save(root / "search")
+    return out
+
+
+def _ranking_case(cid, saved, tmp, victim, craft):
+    path = copy(saved[victim], tmp / cid)
+    craft(path)
+    return {"id": cid, "path": path, "mmap": False, "what": "search" if victim == "search" else "model"}
+
+
+def _edit_file(name, fn):
+    def craft(path):
+        f = Path(path) / "files" / name
+        f.write_bytes(fn(f.read_bytes()))
+        resign(path)
+    return craft
+
+
+def test_a_crafted_lightgbm_ranker_text_is_refused_or_harmless_in_a_subprocess(ranking_saved, tmp_path):
+    """LightGBM parses its own model text in C++: every re-signed mutation of it is refused at load, or
+    the Hybrid serves well-shaped answers -- never a signal or a hang of the worker."""
+    if "hybrid-lightgbm" not in ranking_saved:
+        pytest.skip("LightGBM is not installed (pip install 'persona-recsys[ranking]'; the test extra has it)")
+    rng = np.random.default_rng(11)
+    mutations = {
+        "empty": lambda b: b"",
+        "truncated": lambda b: b[: len(b) // 2],
+        "garbage": lambda b: rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+        "tree-header-garbage": lambda b: b"tree\n" + rng.integers(32, 127, 4000, dtype=np.uint8).tobytes(),
+        "huge-leaves": lambda b: b.replace(b"num_leaves=", b"num_leaves=99999999", 1),
+        "bad-split-feature": lambda b: b.replace(b"split_feature=", b"split_feature=9999 ", 1),
+        "bad-threshold": lambda b: b.replace(b"threshold=", b"threshold=nan ", 1),
+        "other-features": lambda b: b.replace(b"feature_names=", b"feature_names=x ", 1),
+        "flipped-bytes": lambda b: bytes(c ^ 0x20 if i % 97 == 0 else c for i, c in enumerate(b)),
+    }
+    cases = [_ranking_case(f"lgb-{name}", ranking_saved, tmp_path, "hybrid-lightgbm", _edit_file("ranker.txt", fn))
+             for name, fn in mutations.items()]
+    results = probe_each(cases, tmp_path)
+    bad = {k: v for k, v in results.items() if v["outcome"] not in ("refused", "ok", "persona-error")}
+    assert not bad, "\n".join(f"{k}: {v['outcome']}: {v['detail'][-1200:]}" for k, v in bad.items())
+    assert results["lgb-empty"]["outcome"] == "refused" and results["lgb-garbage"]["outcome"] == "refused"
+
+
+def test_resigned_mutations_of_the_new_artifact_kinds_are_refused_or_harmless(ranking_saved, tmp_path):
+    """Every array of every new kind (Hybrid with its nested generators and re-rankers, Reranked,
+    ContentKNN, a factor model's feature map, segment popularity, ProductSearch) mutated a few ways,
+    re-signed, loaded and used in a subprocess: refused, a persona error, or well-shaped answers."""
+    rng = np.random.default_rng(12)
+    hows = ["nan", "huge", "negative", "dtype", "truncate", "extend", "reshape", "empty", "reverse"]
+
+    def mutate(how):
+        def fn(a):
+            a = a.copy()
+            if how in ("nan", "huge", "negative") and a.size and a.dtype.kind in "fiu":
+                flat = a.reshape(-1)
+                value = {"nan": np.nan if a.dtype.kind == "f" else -1, "huge": 2 ** 31 - 1, "negative": -(2 ** 31)}[how]
+                try:
+                    flat[int(rng.integers(a.size))] = value
+                except (ValueError, OverflowError):
+                    flat[0] = -1
+                return a
+            if how == "dtype":
+                return a.astype("float16") if a.dtype.kind != "U" else a[:0]
+            if how == "truncate":
+                return a[: max(len(a) - 1, 0)] if a.ndim else a
+            if how == "extend":
+                return np.concatenate([a, a[:1]]) if a.ndim and len(a) else a
+            if how == "reshape":
+                return a.reshape(-1) if a.ndim > 1 else a.reshape(1, -1)
+            if how == "empty":
+                return a[:0]
+            return a[::-1].copy() if a.ndim else a
+        return fn
+
+    cases = []
+    for victim in sorted(ranking_saved):
+        names = sorted(manifest_of(ranking_saved[victim])["arrays"])
+        for name in rng.choice(names, size=min(len(names), 12), replace=False):
+            how = hows[int(rng.integers(len(hows)))]
+            cid = f"{victim}-{name}-{how}".replace("/", "_")
+            cases.append(_ranking_case(cid, ranking_saved, tmp_path, victim,
+                                       lambda p, name=name, how=how: edit_array(p, name, mutate(how))))
+    results = probe_each(cases, tmp_path, timeout=240)
+    bad = {k: v for k, v in results.items() if v["outcome"] not in ("refused", "ok", "persona-error")}
+    assert not bad, "\n".join(f"{k}: {v['outcome']}: {v['detail'][-1200:]}" for k, v in bad.items())
+    assert sum(v["outcome"] == "refused" for v in results.values()) >= len(results) // 4  # the checks do bite

@@ -116,7 +116,7 @@ class LightGBMRanker:
         return {"kind": self.kind, "best_iteration": self.best_iteration}, {}, text
 
     @classmethod
-    def from_state(cls, meta: dict, arrays: dict, text: str | None, names: list[str]):
+    def from_state(cls, meta: dict, arrays: dict, text: str | None, names: list[str], *, authentic: bool = False):
         if not lightgbm_available():
             raise ArtifactError("this Hybrid's ranker is LightGBM, which is not installed here: "
                                 "pip install 'persona-recsys[ranking]' (or lightgbm)")
@@ -124,6 +124,8 @@ class LightGBMRanker:
 
         if not isinstance(text, str) or not text.startswith("tree\n"):
             raise ArtifactError("the LightGBM ranker's model text is missing or not a LightGBM model")
+        if not authentic:
+            _parses_elsewhere(text, len(names))
         out = cls(None, random_state=0, num_threads=0)
         try:
             out.booster = lgb.Booster(model_str=text)
@@ -134,6 +136,39 @@ class LightGBMRanker:
                                 f"Hybrid builds {names}; the artifact is inconsistent")
         out.best_iteration = int(meta.get("best_iteration", 0)) or out.booster.current_iteration()
         return out
+
+
+# LightGBM parses its model text in C++, and a crafted text aborts the process that parses it
+# (tests/test_artifact_attacks.py). A signed artifact's text is the shop's own; an unsigned one is
+# first parsed and used, on extreme rows, in a throwaway process, and refused unless that ends cleanly.
+_TRIAL = """
+import sys
+import numpy as np
+import lightgbm as lgb
+booster = lgb.Booster(model_str=sys.stdin.read())
+n = int(sys.argv[1])
+if booster.num_feature() != n:
+    sys.exit(3)
+rows = np.array([np.zeros(n), np.full(n, np.nan), np.full(n, 1e30), np.full(n, -1e30), np.arange(n) - n / 2.0])
+booster.predict(rows, num_threads=1)
+booster.predict(rows, pred_contrib=True, num_threads=1)
+"""
+
+
+def _parses_elsewhere(text: str, n_features: int) -> None:
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _TRIAL, str(n_features)], input=text, capture_output=True,
+                              text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    except subprocess.TimeoutExpired:
+        raise ArtifactError("the LightGBM ranker's model text did not load within 120 s in a separate process; "
+                            "the artifact is refused (sign artifacts: save(path, key=...), load(path, key=...))") from None
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
+        raise ArtifactError(f"the LightGBM ranker's model text does not load cleanly ({why}); the artifact is "
+                            "malformed, save the model again (or sign it: save(path, key=...), load(path, key=...))")
 
 
 class LogisticRanker:
@@ -231,10 +266,10 @@ class LogisticRanker:
         return out
 
 
-def ranker_from_state(meta: dict, arrays: dict, text, names: list[str]):
+def ranker_from_state(meta: dict, arrays: dict, text, names: list[str], *, authentic: bool = False):
     kind = meta.get("kind")
     if kind == "lightgbm":
-        return LightGBMRanker.from_state(meta, arrays, text, names)
+        return LightGBMRanker.from_state(meta, arrays, text, names, authentic=authentic)
     if kind == "logistic":
         return LogisticRanker.from_state(meta, arrays, text, names)
     raise ArtifactError(f"unknown ranker kind {kind!r}; upgrade persona or check the artifact")

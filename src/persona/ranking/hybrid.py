@@ -673,7 +673,8 @@ class Hybrid(Recommender):
         if _RANKER_FILE in files:
             with open(files[_RANKER_FILE], encoding="utf-8") as fh:
                 text = fh.read()
-        self.ranker_ = ranker_from_state(meta["ranker"], arrays, text, self.features_.names)
+        self.ranker_ = ranker_from_state(meta["ranker"], arrays, text, self.features_.names,
+                                         authentic=bool(meta.get("_authentic")))
         self._item_labels = {str(k): [str(x) for x in v] for k, v in meta.get("item_labels", {}).items()}
         self._user_labels = {str(k): [str(x) for x in v] for k, v in meta.get("user_labels", {}).items()}
         self.candidate_recall_ = float(meta.get("candidate_recall", float("nan")))

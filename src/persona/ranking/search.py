@@ -166,8 +166,8 @@ class ProductSearch:
 
     Attributes
     ----------
-    item_ids_ : numpy.ndarray
-        The catalogue's ids, in row order.
+    item_map_ : persona.IdMap
+        The catalogue's ids, in row order (``item_map_.ids``).
     vocabulary_ : numpy.ndarray of str
         The sorted words of the catalogue.
     idf_ : numpy.ndarray of float64
