@@ -262,3 +262,17 @@ def test_cold_users_teach_the_ranker_about_visitors_with_demographics(split, fea
     assert all(len(v) == 10 for v in visitor.values())
     with pytest.raises(ps.ParameterError, match="cold_users"):
         _small(cold_users=1.5).fit(train, valid=valid)
+
+
+def test_hostile_visitor_features_and_queries_get_clear_errors_or_plain_answers(hybrid, shop):
+    # the input paths a web request can reach: a visitor's demographics and a search query
+    for bad in (["gender"], "F", 3):
+        with pytest.raises(ps.ParameterError, match="user_features"):
+            hybrid.recommend_for_history([], n=5, user_features=bad)
+    items, _ = hybrid.recommend_for_history([], n=5, user_features={"gender": "x" * 1_000_000})
+    assert len(items) == 5  # an unseen value is a missing one, whatever its size
+    search = ps.ProductSearch(shop.items, text=["name"], encoder=None, personalise=hybrid)
+    ids, _ = search.search("cream " * 200_000, user=10 ** 30, n=3)  # huge query, huge unknown user id
+    assert len(ids) <= 3
+    with pytest.raises(ps.ParameterError, match="query"):
+        search.search(b"cream", n=3)
