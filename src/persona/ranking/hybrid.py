@@ -325,64 +325,62 @@ class Hybrid(Recommender):
         return out
 
     def _training_pairs(self, gens, context: PairFeatures, gen_train: Interactions, targets: Interactions):
-        """Feature rows, labels and group sizes of the sampled target users' candidates."""
+        """Feature rows, labels and group sizes of the sampled target users' candidates.
+
+        With ``cold_users``, a seeded share of those users also comes as new visitors: no history,
+        their own user features, the same label.
+        """
         users = np.unique(targets.users)
         if len(users) > self.max_train_users:
             rng = np.random.default_rng(self.random_state)
             users = np.sort(rng.choice(users, size=self.max_train_users, replace=False))
         tmat = targets.matrix.tocsr()
         seen = gen_train.matrix.tocsr()
-        Xs, ys, groups, hit = [], [], [], 0
+        parts, hit = [], 0
         step = self._batch_rows()
         for s in range(0, len(users), step):
             block = users[s:s + step]
             hists = [seen.indices[seen.indptr[u]:seen.indptr[u + 1]] for u in block]
-            blocks = [self._generator_block(g, g._score_users(block), hists) for g in gens]
-            cand = _dedupe_rows(np.concatenate([b[3] for b in blocks], axis=1))
-            rows, cols = np.nonzero(cand >= 0)
-            items = cand[rows, cols]
-            label = np.asarray(tmat[block[rows], items]).ravel() > 0
-            per_row = np.bincount(rows, weights=label, minlength=len(block)) > 0
-            hit += int(per_row.sum())
-            keep = per_row[rows]  # groups without a positive teach LambdaRank nothing
-            if not keep.any():
-                continue
-            X = context.build(rows[keep], items[keep], hists, [b[:3] for b in blocks], block)
-            Xs.append(X)
-            ys.append(label[keep].astype(np.float32))
-            groups.append(np.bincount(rows[keep], minlength=len(block))[per_row])
+            part, n_hit = self._labelled_pairs(gens, context, block, hists, tmat, visitors=False)
+            hit += n_hit
+            parts += [part] if part is not None else []
         if self.cold_users and context.user_cat_fields:
-            self._cold_pairs(gens, context, users, tmat, Xs, ys, groups)
-        if not Xs:
+            rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
+            cold = users[rng.random(len(users)) < self.cold_users]
+            for s in range(0, len(cold), step):
+                block = cold[s:s + step]
+                empty = [np.zeros(0, dtype=np.int64)] * len(block)
+                part, _ = self._labelled_pairs(gens, context, block, empty, tmat, visitors=True)
+                parts += [part] if part is not None else []
+        if not parts:
             return np.zeros((0, len(context.names)), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), 0.0
-        return np.concatenate(Xs), np.concatenate(ys), np.concatenate(groups), hit / max(1, len(users))
+        X, y, groups = (np.concatenate(column) for column in zip(*parts))
+        return X, y, groups, hit / max(1, len(users))
 
-    def _cold_pairs(self, gens, context: PairFeatures, users: np.ndarray, tmat, Xs: list, ys: list,
-                    groups: list) -> None:
-        """Groups of a sample of users seen as new visitors: no history, their own user features."""
-        rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
-        cold = users[rng.random(len(users)) < self.cold_users]
-        names = context.names
-        step = self._batch_rows()
-        for s in range(0, len(cold), step):
-            block = cold[s:s + step]
-            empty = [np.zeros(0, dtype=np.int64)] * len(block)
-            blocks = [self._generator_block(g, g._score_histories(empty), empty) for g in gens]
-            cand = _dedupe_rows(np.concatenate([b[3] for b in blocks], axis=1))
-            rows, cols = np.nonzero(cand >= 0)
-            items = cand[rows, cols]
-            label = np.asarray(tmat[block[rows], items]).ravel() > 0
-            per_row = np.bincount(rows, weights=label, minlength=len(block)) > 0
-            keep = per_row[rows]
-            if not keep.any():
-                continue
-            # as served to a visitor: no user index (nothing of their history leaks in), their codes set
-            X = context.build(rows[keep], items[keep], empty, [b[:3] for b in blocks], None)
+    def _labelled_pairs(self, gens, context: PairFeatures, block: np.ndarray, hists: list, tmat, *, visitors: bool):
+        """``((X, y, group sizes) or None, users with their label among the candidates)`` of a block.
+
+        ``visitors``: the block's users as new visitors -- generators score their (empty) histories
+        and no user index reaches the features, so nothing of their real history leaks in; their
+        user-feature codes are set as a visitor's would be.
+        """
+        score = (lambda g: g._score_histories(hists)) if visitors else (lambda g: g._score_users(block))
+        blocks = [self._generator_block(g, score(g), hists) for g in gens]
+        cand = _dedupe_rows(np.concatenate([b[3] for b in blocks], axis=1))
+        rows, cols = np.nonzero(cand >= 0)
+        items = cand[rows, cols]
+        label = np.asarray(tmat[block[rows], items]).ravel() > 0
+        per_row = np.bincount(rows, weights=label, minlength=len(block)) > 0
+        keep = per_row[rows]  # groups without a positive teach LambdaRank nothing
+        if not keep.any():
+            return None, int(per_row.sum())
+        X = context.build(rows[keep], items[keep], hists, [b[:3] for b in blocks], None if visitors else block)
+        if visitors:
+            names = context.names
             for f in context.user_cat_fields:
                 X[:, names.index(f"user_{f}")] = context.user_codes[f][block[rows[keep]]]
-            Xs.append(X)
-            ys.append(label[keep].astype(np.float32))
-            groups.append(np.bincount(rows[keep], minlength=len(block))[per_row])
+        sizes = np.bincount(rows[keep], minlength=len(block))[per_row]
+        return (X, label[keep].astype(np.float32), sizes), int(per_row.sum())
 
     def _generator_block(self, gen: Recommender, scores: np.ndarray, histories: list[np.ndarray]):
         """(scores, rank, top-1 score, top candidate indices) of one generator for a block of rows."""
