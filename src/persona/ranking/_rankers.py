@@ -83,7 +83,6 @@ class LightGBMRanker:
         import lightgbm as lgb
 
         held = _split_groups(groups, 0.1, self.params["seed"])
-        starts = np.concatenate([[0], np.cumsum(groups)])
         row_held = np.repeat(held, groups)
         common = dict(feature_name=list(names), categorical_feature=list(categorical), free_raw_data=True)
         train = lgb.Dataset(X[~row_held], label=y[~row_held], group=groups[~held], **common)
@@ -92,7 +91,6 @@ class LightGBMRanker:
             valid = lgb.Dataset(X[row_held], label=y[row_held], group=groups[held], reference=train, **common)
             sets = [valid]
             callbacks = [lgb.early_stopping(self.patience, verbose=False)]
-        del starts
         self.booster = lgb.train(self.params, train, num_boost_round=self.rounds, valid_sets=sets,
                                  callbacks=callbacks)
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
