@@ -29,12 +29,16 @@ MAY_IMPORT = {
     "evaluation": {"models", "data", "split"},
     "tuning": {"evaluation", "models", "data", "split"},
     "store": {"data"},
-    "marketing": {"store", "models", "evaluation", "data", "kernels", "io", "split"},
+    "analytics": {"store", "models", "evaluation", "data", "kernels", "io", "split"},
+    "marketing": {"analytics", "store", "models", "evaluation", "data", "kernels", "io", "split"},
     "ope": {"marketing", "models", "data", "kernels"},
     "datasets": {"data", "marketing"},
     "ranking": {"models", "data", "kernels", "io", "split", "evaluation", "retrieval", "onnx"},
-    "serving": {"store", "models", "io", "retrieval", "onnx", "kernels", "data"},
-    "contrib": {"serving", "store", "models", "io", "retrieval", "kernels", "data", "evaluation", "split"},
+    "serving": {"analytics", "store", "models", "io", "retrieval", "onnx", "kernels", "data"},
+    "pipeline": {"serving", "analytics", "store", "models", "io", "retrieval", "onnx", "kernels", "data", "split",
+                 "evaluation"},
+    "contrib": {"serving", "analytics", "store", "models", "io", "retrieval", "kernels", "data", "evaluation", "split"},
+    "spark": {"models", "data", "io", "retrieval", "kernels", "split", "evaluation", "marketing", "analytics", "store"},
 }
 # the base modules themselves: typing names Interactions for annotations only
 MAY_IMPORT.update({name: set() for name in BASE})

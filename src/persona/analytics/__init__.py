@@ -1,0 +1,18 @@
+"""Analytics: what the shop's users do and what persona showed them.
+
+A room above the store and the models, below marketing and serving: behaviour analytics over an
+``EventStore`` or ``Interactions`` (funnels, cohorts, RFM, trends, basket rules), the on-site
+metrics of what the service showed, and HTML reports. Parts load on first use, so
+``import persona`` stays light.
+"""
+
+from __future__ import annotations
+
+from .._lazy import lazy_namespace
+
+# name -> the submodule that defines it; add one line per public name
+_NAMES: dict[str, str] = {}
+
+__all__ = sorted(_NAMES)
+
+__getattr__, __dir__ = lazy_namespace(__name__, globals(), __all__, names=_NAMES)
