@@ -200,6 +200,80 @@ class ALS(FactorModel):
         self.loss_history_ = losses
         self._item_gram = _gram64(Y)
 
+    @classmethod
+    def from_factors(cls, user_ids: Ids, item_ids: Ids, user_factors: ArrayLike, item_factors: ArrayLike, *,
+                     interactions: Interactions | sp.spmatrix | None = None, **params) -> "ALS":
+        """An ALS built from factors trained elsewhere (Spark MLlib, implicit), served like a fitted one.
+
+        Parameters
+        ----------
+        user_ids, item_ids : sequences of external ids
+            The id of each row of ``user_factors`` / ``item_factors`` (unique).
+        user_factors, item_factors : 2-D float arrays (n_users, f) and (n_items, f)
+            Finite; stored as float32.
+        interactions : Interactions or sparse matrix, optional
+            What each user has seen (``filter_seen``, ``partial_fit_users(replace=False)``): an
+            Interactions whose maps hold exactly these ids (any order), or a users x items matrix
+            aligned with ``user_ids`` / ``item_ids``. None: nothing is filtered as seen.
+        **params
+            ALS hyperparameters (``regularization``, ``alpha``, ...) used by the fold-in
+            (``recommend_for_history``, ``recalculate_user``, ``partial_fit_*``); ``factors`` is
+            taken from the arrays.
+
+        Returns
+        -------
+        ALS
+            Fitted: it recommends, saves and loads like a model from :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from persona.models.als import ALS
+        >>> model = ALS.from_factors(["u1", "u2"], ["a", "b", "c"], np.eye(2, dtype=np.float32),
+        ...                          np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]), regularization=1.0)
+        >>> model.recommend("u1", n=2)[0].tolist()
+        ['a', 'c']
+        """
+        from ..data.idmap import IdMap
+
+        model = cls(**{**params, "factors": int(np.shape(user_factors)[1]) if np.ndim(user_factors) == 2 else 1})
+        model._validate_common_params()
+        model._validate_params()
+        user_map, item_map = IdMap(user_ids), IdMap(item_ids)
+        X = np.ascontiguousarray(user_factors, dtype=np.float32)
+        Y = np.ascontiguousarray(item_factors, dtype=np.float32)
+        if X.ndim != 2 or Y.ndim != 2 or X.shape != (len(user_map), model.factors) or Y.shape[1] != X.shape[1] \
+                or Y.shape[0] != len(item_map):
+            raise DataError(f"from_factors: expected user_factors of shape ({len(user_map)}, f) and item_factors of "
+                            f"shape ({len(item_map)}, f) (one row per id), got {X.shape} and {Y.shape}; pass one "
+                            "row per user id and per item id, with the same number of columns")
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            raise DataError("from_factors: expected finite factors, got NaN or infinity; retrain the factors")
+        if interactions is None:
+            seen = sp.csr_matrix((len(user_map), len(item_map)), dtype=np.float32)
+        elif isinstance(interactions, Interactions):
+            u, i = user_map.lookup(interactions.user_ids), item_map.lookup(interactions.item_ids)
+            if len(u) != len(user_map) or len(i) != len(item_map) or (u < 0).any() or (i < 0).any():
+                raise DataError("from_factors: the interactions' id maps must hold exactly the given user and item "
+                                "ids; pass interactions built for these ids, or a matrix aligned with them")
+            m = interactions.matrix.tocoo()
+            seen = sp.csr_matrix((m.data, (u[m.row], i[m.col])), shape=m.shape, dtype=np.float32)
+        elif sp.issparse(interactions) and interactions.shape == (len(user_map), len(item_map)):
+            seen = interactions
+        else:
+            raise DataError(f"from_factors: expected interactions as a persona.Interactions or a "
+                            f"({len(user_map)}, {len(item_map)}) sparse matrix, got "
+                            f"{type(interactions).__name__} of shape {getattr(interactions, 'shape', None)}")
+        model.user_map_, model.item_map_ = user_map, item_map
+        model.user_items_ = _checked_weights(seen, "from_factors")
+        model.fallback_ = None
+        model.user_factors_, model.item_factors_, model.loss_history_ = X, Y, []
+        model.item_feature_weights_ = model.item_feature_bias_ = None
+        model.item_feature_columns_ = model.item_feature_spec_ = None
+        model._item_gram = _gram64(Y)
+        model._fitted = True
+        return model
+
     def _restore_extra(self, meta, arrays) -> None:
         self._item_gram = _gram64(self.item_factors_)
 
