@@ -12,6 +12,9 @@ from .._lazy import lazy_namespace
 
 # name -> the submodule that defines it; add one line per public name
 _NAMES: dict[str, str] = {}
+# behaviour analytics (issue 16): events read once, funnels, cohorts, RFM, trends, basket rules, the HTML report
+_NAMES.update({"EventTable": "_events", "event_table": "_events", "funnel": "funnel",
+               "cohort_retention": "cohorts", "rfm_table": "rfm", "RFM_GROUPS": "rfm"})
 
 __all__ = sorted(_NAMES)
 
