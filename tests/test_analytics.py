@@ -283,3 +283,154 @@ def test_rfm_lives_in_analytics_and_marketing_keeps_it(shop, store):
                                   check_exact=False, rtol=1e-9)
     with pytest.raises(ps.ParameterError, match="now"):
         pa.rfm_table(ev, now="yesterday")
+
+
+# ---------------------------------------------------------------------------------------------- trends
+def test_trends_hand_computed_items_and_categories():
+    day = 86400.0
+    t0 = 1.7e9
+    rows = [("u1", "x", "view", t0 + 1 * day)]  # previous window [t0, t0 + 7d)
+    rows += [(f"u{i}", "x", "view", t0 + (7 + i % 7) * day) for i in range(6)]  # recent [t0 + 7d, t0 + 14d)
+    rows += [(f"u{i}", "y", "view", t0 + (i % 7) * day) for i in range(5)]  # y: 5 before
+    rows += [("u1", "y", "purchase", t0 + 8 * day), ("u1", "y", "purchase", t0 + 9 * day)]  # and 2 recent, one user
+    rows += [("u9", "z", "view", t0 - 30 * day)]  # z: outside both windows
+    ev = frame(rows)
+    t = pa.trends(ev, window=7 * day, now=t0 + 14 * day)
+    assert t.index.tolist() == ["x", "y"]  # z had no events in either window
+    assert t.loc["x", ["recent", "previous"]].tolist() == [6, 1] and t.loc["y", ["recent", "previous"]].tolist() == [2, 5]
+    assert t.loc["x", "ratio"] == pytest.approx(7 / 2) and t.loc["y", "ratio"] == pytest.approx(3 / 6)
+    assert t.loc["x", "z"] == pytest.approx((6 - 3.5) / np.sqrt(7 * 0.25))
+    assert t.loc["y", "z"] == pytest.approx((2 - 3.5) / np.sqrt(7 * 0.25))
+    users = pa.trends(ev, window=7 * day, now=t0 + 14 * day, unit="users", events="purchase")
+    assert users.loc["y", ["recent", "previous"]].tolist() == [1, 0]
+    # a longer baseline: q = 7 / (7 + 14)
+    long = pa.trends(ev, window="7D", baseline="14D", now=pd.Timestamp(t0 + 14 * day, unit="s", tz="UTC"), prior=0.0)
+    assert long.loc["x", "ratio"] == pytest.approx((6 / 7) / (1 / 14))
+    cats = pa.trends(ev, window="7D", now=t0 + 14 * day, level="category", categories={"x": "A", "y": "A"})
+    assert cats.loc["A", ["recent", "previous"]].tolist() == [8, 6]
+    catalogue = pd.DataFrame({"item_id": ["x"], "category": ["A"]})
+    missing = pa.trends(ev, window="7D", now=t0 + 14 * day, level="category", categories=catalogue)
+    assert missing.loc["(missing)", "recent"] == 2  # y is not in the catalogue
+    assert pa.trends(ev, window="7D", now=t0 + 14 * day, min_count=7).index.tolist() == ["x", "y"]
+    assert pa.trends(ev, window="7D", now=t0 + 14 * day, min_count=8).empty
+
+
+def test_trends_bad_input(shop):
+    ev = shop.events
+    with pytest.raises(ps.ParameterError, match="level"):
+        pa.trends(ev, level="brand")
+    with pytest.raises(ps.ParameterError, match="categories="):
+        pa.trends(ev, level="category")
+    with pytest.raises(ps.ParameterError, match="level='category'"):
+        pa.trends(ev, categories=shop.items)
+    with pytest.raises(ps.ParameterError, match="window"):
+        pa.trends(ev, window=0)
+    with pytest.raises(ps.DataError, match="category"):
+        pa.trends(ev, level="category", categories=shop.items.drop(columns="category"))
+    with pytest.raises(ps.DataError, match="twice"):
+        pa.trends(ev, level="category", categories=pd.concat([shop.items, shop.items]))
+
+
+# ---------------------------------------------------------------------------------------------- baskets
+def basket_reference(baskets: list[set], min_count: int, min_support: float) -> dict:
+    """Pure Python: every ordered pair of items, counted over the baskets."""
+    n = len(baskets)
+    single: dict = {}
+    for b in baskets:
+        for i in b:
+            single[i] = single.get(i, 0) + 1
+    out = {}
+    for a, c in itertools.permutations(sorted(single), 2):
+        both = sum(1 for b in baskets if a in b and c in b)
+        if both >= min_count and both / n >= min_support - 1e-12:
+            conf = both / single[a]
+            out[(a, c)] = (both, both / n, conf, conf / (single[c] / n))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 6)), min_size=1, max_size=60),
+       st.integers(1, 3), st.sampled_from([0.0, 0.1, 0.3]))
+def test_basket_rules_match_the_slow_reference(rows, min_count, min_support):
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id"]).assign(event="purchase")
+    got = pa.basket_rules(ev, min_count=min_count, min_support=min_support, min_lift=0.0, top_k=None)
+    baskets = [set(g["item_id"]) for _, g in ev.groupby("user_id")]
+    want = basket_reference(baskets, min_count, min_support)
+    assert got.attrs["n_baskets"] == len(baskets)
+    seen = {(a, c): (n, s, conf, lift) for a, c, n, s, conf, lift in
+            got[["antecedent", "consequent", "baskets", "support", "confidence", "lift"]].itertuples(index=False)}
+    assert seen.keys() == want.keys()
+    for k, v in want.items():
+        assert seen[k][0] == v[0] and seen[k][1:] == pytest.approx(v[1:])
+    assert (np.diff(got["lift"].to_numpy()) <= 1e-12).all()  # sorted by lift
+
+
+def test_basket_rules_baskets_filters_and_top_k(store):
+    ev = frame([
+        ("a", "x", "purchase", "2024-01-01 10:00", "o1"), ("a", "y", "purchase", "2024-01-01 10:00", "o1"),
+        ("a", "z", "purchase", "2024-01-05 10:00", "o2"), ("a", "x", "view", "2024-01-05 10:00", None),
+        ("b", "x", "purchase", "2024-01-02 10:00", "o3"), ("b", "y", "purchase", "2024-01-02 11:00", "o3"),
+        ("b", "y", "purchase", "2024-01-02 12:00", "o3"),  # twice in the basket: once
+        ("c", "z", "purchase", "2024-01-03 10:00", "o4"), ("c", "w", "view", "2024-01-03 10:00", None),
+    ], columns=("user_id", "item_id", "event", "timestamp", "order_id"))
+    by_user = pa.basket_rules(ev, min_count=1, min_lift=0.0, top_k=None)
+    assert by_user.attrs["n_baskets"] == 3
+    assert set(zip(by_user["antecedent"], by_user["consequent"])) == {("x", "y"), ("y", "x"), ("x", "z"), ("z", "x"),
+                                                                      ("y", "z"), ("z", "y")}
+    xy = by_user.set_index(["antecedent", "consequent"]).loc[("x", "y")]
+    assert xy["baskets"] == 2 and xy["support"] == pytest.approx(2 / 3) and xy["confidence"] == 1.0
+    assert xy["lift"] == pytest.approx(1.5)
+    by_order = pa.basket_rules(ev, basket="order_id", min_count=1, min_lift=0.0)
+    assert by_order.attrs["n_baskets"] == 4 and set(by_order["antecedent"]) == {"x", "y"}  # z is alone in o2 and o4
+    by_day = pa.basket_rules(ev, basket="day", min_count=1, min_lift=0.0)
+    assert by_day.attrs["n_baskets"] == 4
+    everything = pa.basket_rules(ev, events=None, min_count=1, min_lift=0.0, top_k=None)
+    assert ("z", "w") in set(zip(everything["antecedent"], everything["consequent"]))
+    top = pa.basket_rules(ev, min_count=1, min_lift=0.0, top_k=2, sort="support")
+    assert len(top) == 2 and top["support"].tolist() == [pytest.approx(2 / 3)] * 2
+    assert pa.basket_rules(ev, min_count=3).empty
+    assert pa.basket_rules(ev, min_count=1, min_confidence=0.9, min_lift=0.0)["confidence"].min() >= 0.9
+    # a store's event property names the basket
+    store.track("a", "x", "purchase", timestamp=1.7e9, properties={"order": "1"})
+    store.track("a", "y", "purchase", timestamp=1.7e9, properties={"order": "1"})
+    store.track("a", "z", "purchase", timestamp=1.7e9, properties={"order": "2"})
+    store.flush()
+    from_store = pa.basket_rules(store, basket="order", min_count=1, min_lift=0.0)
+    assert set(zip(from_store["antecedent"], from_store["consequent"])) == {("x", "y"), ("y", "x")}
+
+
+def test_basket_rules_bad_input(shop):
+    ev = shop.events
+    for kw in ({"min_support": 2.0}, {"min_count": 0}, {"min_confidence": -0.1}, {"top_k": 0}, {"sort": "score"},
+               {"basket": 3}):
+        with pytest.raises(ps.ParameterError):
+            pa.basket_rules(ev, **kw)
+    with pytest.raises(ps.DataError, match="no column or event property 'order_id'"):
+        pa.basket_rules(ev, basket="order_id")
+    no_events = ps.Interactions.from_frame(ev, user="user_id", item="item_id")
+    with pytest.raises(ps.DataError, match="basket_rules events needs event types"):
+        pa.basket_rules(no_events)
+    assert len(pa.basket_rules(no_events, events=None, min_support=0.05))  # every event puts its item in the basket
+    with pytest.warns(UserWarning, match="never occur"), pytest.raises(ps.DataError, match="no baskets"):
+        pa.basket_rules(ev, events="order")
+
+
+# ---------------------------------------------------------------------------------------------- summary, activity
+def test_summary_and_activity(shop):
+    s = pa.summary(shop.events)
+    ev = shop.events
+    assert s["events"] == len(ev) and s["users"] == ev["user_id"].nunique() and s["items"] == ev["item_id"].nunique()
+    assert s["events_per_type"] == ev["event"].astype(str).value_counts().to_dict()
+    buys = ev[ev["event"] == "purchase"]
+    assert s["buyers"] == buys["user_id"].nunique() and s["revenue"] == pytest.approx(buys["value"].sum())
+    assert s["first"] == ev["timestamp"].min() and s["last"] == ev["timestamp"].max()
+    inter = pa.summary(ps.Interactions.from_frame(ev, user="user_id", item="item_id"))
+    assert inter["events_per_type"] == {} and inter["buyers"] is None and inter["first"] is None
+    a = pa.activity(ev, "week")
+    assert int(a[["view", "click", "cart", "purchase"]].to_numpy().sum()) == len(ev)
+    weeks = ev["timestamp"].dt.tz_localize(None).dt.to_period("W-SUN")
+    want = ev.groupby(weeks)["user_id"].nunique()
+    assert a["active_users"].tolist() == want.tolist()
+    assert a.index[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    with pytest.raises(ps.ParameterError, match="period"):
+        pa.activity(ev, "hour")

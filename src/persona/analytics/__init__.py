@@ -14,7 +14,8 @@ from .._lazy import lazy_namespace
 _NAMES: dict[str, str] = {}
 # behaviour analytics (issue 16): events read once, funnels, cohorts, RFM, trends, basket rules, the HTML report
 _NAMES.update({"EventTable": "_events", "event_table": "_events", "funnel": "funnel",
-               "cohort_retention": "cohorts", "rfm_table": "rfm", "RFM_GROUPS": "rfm"})
+               "cohort_retention": "cohorts", "rfm_table": "rfm", "RFM_GROUPS": "rfm", "trends": "trends",
+               "basket_rules": "baskets", "summary": "summary", "activity": "summary"})
 
 __all__ = sorted(_NAMES)
 
