@@ -54,12 +54,13 @@ import scipy.sparse as sp
 
 from .._validate import MAX_N, check_int, check_n, check_number, unknown_keyword_message
 from ..data.idmap import IdMap, normalize_ids
+from ..evaluation.fairness import group_codes, popularity_groups
 from ..errors import ArtifactError, DataError, NotFittedError, ParameterError, UnsupportedError
 from ..io.artifact import check_array, pack_csr, unpack_csr
 from ..models.base import PAD_SCORE, Recommender
 from ..typing import ArrayLike, Float32Array, IntArray, ItemId
 
-__all__ = ["Reranker", "Pipeline", "MMR", "Calibrated", "Reranked", "as_reranker", "reranker_state",
+__all__ = ["Reranker", "Pipeline", "MMR", "Calibrated", "ExposureFloor", "Reranked", "as_reranker", "reranker_state",
            "reranker_from_state", "category_codes", "check_candidates"]
 
 _MAX_PIPELINE_DEPTH = 4
@@ -473,41 +474,10 @@ def category_codes(item_categories, item_map: IdMap, what: str = "item_categorie
 
     ``item_categories`` is an array with one category per model item (ints, -1 for unknown; or
     strings, ``""`` / None for unknown), or a dict ``{item id: category}`` (items left out are
-    unknown). Labels are all ints or all strings.
+    unknown). Labels are all ints or all strings. (:func:`persona.evaluation.group_codes`, which
+    the fairness metrics share.)
     """
-    n_items = len(item_map)
-    if isinstance(item_categories, Mapping):
-        values = np.full(n_items, None, dtype=object)
-        if item_categories:
-            pos = item_map.lookup(normalize_ids(list(item_categories.keys()), what=f"{what} keys"))
-            vals = np.empty(len(pos), dtype=object)
-            vals[:] = list(item_categories.values())
-            values[pos[pos >= 0]] = vals[pos >= 0]
-    else:
-        values = np.asarray(item_categories)
-        if values.ndim != 1 or len(values) != n_items:
-            raise DataError(f"{what}: expected one category per model item ({n_items}) or a dict {{item id: "
-                            f"category}}, got an array of shape {values.shape}; align it with model.item_map_.ids")
-    if values.dtype.kind in "iu":
-        known = values >= 0
-        labels, inv = np.unique(values[known].astype(np.int64), return_inverse=True)
-    else:
-        if values.dtype.kind not in "UO":
-            raise DataError(f"{what}: expected int or str categories, got {values.dtype}; map them to ints or "
-                            "strings first")
-        flat = values.astype(object)
-        known = np.fromiter((v is not None and not (isinstance(v, str) and v == "")
-                             and not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v < 0)
-                             for v in flat), dtype=bool, count=len(flat))
-        kinds = {"str" if isinstance(v, str) else "int" if isinstance(v, numbers.Integral)
-                 and not isinstance(v, bool) else type(v).__name__ for v in flat[known]}
-        if not kinds <= {"str"} and not kinds <= {"int"}:
-            raise DataError(f"{what}: expected all categories to be ints or all strings, got {sorted(kinds)}; "
-                            "map them to one type first")
-        labels, inv = np.unique(flat[known].astype(str if kinds == {"str"} else np.int64), return_inverse=True)
-    codes = np.full(n_items, -1, dtype=np.int64)
-    codes[known] = inv.reshape(-1)
-    return codes, labels
+    return group_codes(item_categories, item_map, what, kind=("category", "categories", "model item"))
 
 
 def categories_state(item_categories, codes: np.ndarray, labels: np.ndarray,
@@ -664,6 +634,226 @@ class Calibrated(Reranker):
         if not isinstance(params, dict) or not isinstance(form, dict):
             raise ArtifactError("Calibrated: stored parameters are not an object; save the model again")
         return cls(item_categories=categories_from_state(form, arrays), **params)
+
+
+# ---------------------------------------------------------------------------------------------- exposure floors
+_MAX_FLOOR_GROUPS = 1024
+
+
+def _is_membership(groups) -> bool:
+    """A dict ``{group: item ids}`` (overlapping groups), rather than ``{item id: label}``."""
+    return isinstance(groups, Mapping) and len(groups) > 0 and all(
+        isinstance(v, (list, tuple, set, frozenset, np.ndarray)) for v in groups.values())
+
+
+class ExposureFloor(Reranker):
+    """Exposure floors: every list gives at least a share of its places to chosen groups of items.
+
+    New items, the long tail or small providers rarely reach the top of a ranker that learned
+    from past popularity; a floor reserves them a minimum share of each list. For every floored
+    group ``g`` with share ``f_g``, a list of ``k`` items (``k = min(n, valid candidates)``) holds at
+    least ``ceil(f_g * k)`` of the group's items -- or all of the group's candidates, when there
+    are fewer. The group's best-scored candidates fill its quota; the other places go to the best
+    remaining candidates; the chosen items are then shown in the ranker's order (so a floored item
+    sits where its score puts it, not at the bottom), and exactly ``k`` come back. Lists that
+    already meet every floor are unchanged.
+
+    Floors act on the candidates: a group absent from a row's candidates cannot be placed (raise
+    ``Reranked(..., candidates=)`` for groups the ranker buries deep). Groups are taken in the
+    order of ``floors``; an item in several groups counts for each. When the rounded quotas of all
+    groups exceed ``k`` (e.g. two floors of 0.5 in a list of 3), the earlier groups come first.
+
+    Parameters
+    ----------
+    item_groups : "popularity", labels per item, or dict {group: item ids}
+        ``"popularity"`` (default): ``"head"`` (the ``head`` share of most popular items among the
+        model's training users) and ``"long_tail"`` (the rest), computed at ``fit``. Labels: one
+        per model item (array; ints with -1 unknown, strings with "" unknown), a dict ``{item id:
+        label}`` or a pandas Series indexed by item id -- a brand, a provider, an age bucket
+        (:func:`persona.evaluation.item_age_groups`). A dict ``{group: [item ids]}`` names possibly
+        overlapping groups, e.g. ``{"new": new_ids, "Acme": acme_ids}``.
+    floors : dict {group: share}
+        The minimum share of each list per group, each in (0, 1], summing to at most 1, e.g.
+        ``{"long_tail": 0.2}`` or ``{"new": 0.2, "Acme": 0.1}``.
+    head : float, default 0.2
+        With ``item_groups="popularity"``: the share of items in the head.
+
+    Examples
+    --------
+    >>> import persona as ps
+    >>> shop = ps.datasets.synthetic_shop(n_users=200, n_items=60, seed=0)
+    >>> model = ps.EASE().fit(shop.interactions)
+    >>> floor = ps.ranking.ExposureFloor(floors={"long_tail": 0.5})
+    >>> ranked = ps.ranking.Reranked(model, floor, candidates=60)
+    >>> items, _ = ranked.recommend(model.user_map_.ids[0], n=10)
+    >>> tail = ranked.reranker_.groups_of(items)
+    >>> len(items), sum("long_tail" in g for g in tail) >= 5
+    (10, True)
+    """
+
+    def __init__(self, item_groups: Any = "popularity", floors: Mapping[Any, float] | None = None,
+                 head: float = 0.2) -> None:
+        self.item_groups = item_groups
+        self.floors = floors
+        self.head = head
+
+    # ------------------------------------------------------------------ fitting
+    def _checked_floors(self) -> list[tuple[Any, float]]:
+        floors = self.floors
+        if isinstance(floors, (list, tuple)):  # the saved form: [[group, share], ...]
+            try:
+                floors = {g: f for g, f in floors}
+            except (TypeError, ValueError):
+                raise ParameterError(f"ExposureFloor: floors: expected a dict {{group: share}}, got {floors!r}") from None
+        if not isinstance(floors, Mapping) or not floors:
+            raise ParameterError(f"ExposureFloor: floors: expected a non-empty dict {{group: share}}, got {floors!r}; "
+                                 "pass e.g. floors={'long_tail': 0.2}")
+        if len(floors) > _MAX_FLOOR_GROUPS:
+            raise ParameterError(f"ExposureFloor: floors: expected at most {_MAX_FLOOR_GROUPS} groups, got {len(floors)}")
+        out = []
+        for g, f in floors.items():
+            if isinstance(g, bool) or not isinstance(g, (str, numbers.Integral)):
+                raise ParameterError(f"ExposureFloor: floors: expected group names (str or int), got {g!r}")
+            out.append((g.item() if hasattr(g, "item") else g,
+                        check_number(f, f"ExposureFloor: floors[{g!r}]", min=0.0, max=1.0, min_open=True,
+                                     hint="the minimum share of each list, e.g. 0.2")))
+        total = sum(f for _, f in out)
+        if total > 1.0 + 1e-9:
+            raise ParameterError(f"ExposureFloor: floors: expected shares summing to at most 1, got {total:g}; "
+                                 "lower them")
+        return out
+
+    def fit(self, model: Recommender) -> "ExposureFloor":
+        _check_model(model)
+        floors = self._checked_floors()
+        n_items = len(model.item_map_)
+        groups = self.item_groups
+        names = [g for g, _ in floors]
+        member = np.zeros((n_items, len(floors)), dtype=bool)
+        if isinstance(groups, str):
+            if groups != "popularity":
+                raise ParameterError(f"ExposureFloor: item_groups: expected 'popularity', labels per item or a dict "
+                                     f"{{group: item ids}}, got {groups!r}")
+            self._head = check_number(self.head, "ExposureFloor: head", min=0.0, max=1.0,
+                                      hint="the share of items in the popular head, e.g. 0.2")
+            counts = np.diff(sp.csc_matrix(model.user_items_).indptr) if model.user_items_ is not None \
+                else np.zeros(n_items)
+            labels = popularity_groups(counts, self._head)
+            for j, g in enumerate(names):
+                if g not in ("head", "long_tail"):
+                    raise ParameterError(f"ExposureFloor: floors: with item_groups='popularity' the groups are "
+                                         f"'head' and 'long_tail', got {g!r}")
+                member[:, j] = labels == g
+        elif _is_membership(groups):
+            if len(groups) > _MAX_FLOOR_GROUPS:
+                raise ParameterError(f"ExposureFloor: item_groups: expected at most {_MAX_FLOOR_GROUPS} groups, "
+                                     f"got {len(groups)}")
+            for j, g in enumerate(names):
+                if g not in groups:
+                    raise ParameterError(f"ExposureFloor: floors: group {g!r} is not in item_groups "
+                                         f"({sorted(map(str, groups))[:10]}); name a group of item_groups")
+                ids = list(groups[g]) if not isinstance(groups[g], np.ndarray) else groups[g]
+                pos = model.item_map_.lookup(normalize_ids(ids, what=f"ExposureFloor: item_groups[{g!r}]")) \
+                    if len(ids) else np.zeros(0, np.int64)
+                member[pos[pos >= 0], j] = True
+        else:
+            if groups is None:
+                raise ParameterError("ExposureFloor: item_groups: expected 'popularity', labels per item or a dict "
+                                     "{group: item ids}, got None")
+            codes, labels = category_codes(groups, model.item_map_, "ExposureFloor: item_groups")
+            for j, g in enumerate(names):
+                hit = np.flatnonzero(labels == g) if len(labels) and (isinstance(g, str) == (labels.dtype.kind == "U")) \
+                    else np.zeros(0, np.int64)
+                if not len(hit):
+                    raise ParameterError(f"ExposureFloor: floors: no item has the group {g!r} (groups: "
+                                         f"{labels[:10].tolist()}{' ...' if len(labels) > 10 else ''})")
+                member[:, j] = codes == hit[0]
+        self.group_names_ = names
+        self.shares_ = np.array([f for _, f in floors], dtype=np.float64)
+        self.member_ = member
+        self._item_map = model.item_map_
+        return super().fit(model)
+
+    def groups_of(self, items) -> list[list]:
+        """The floored groups each of ``items`` (external item ids) belongs to (none for unknown ids)."""
+        self._check_fitted()
+        pos = self._item_map.lookup(normalize_ids(items, what="ExposureFloor.groups_of: items"))
+        return [[] if p < 0 or p >= self.n_items_ else [self.group_names_[j] for j in np.flatnonzero(self.member_[p])]
+                for p in pos.tolist()]
+
+    # ------------------------------------------------------------------ re-ranking
+    def quotas(self, k: np.ndarray) -> np.ndarray:
+        """(rows, groups) places each group is owed in lists of ``k`` items: ``ceil(share * k)``."""
+        k = np.asarray(k, dtype=np.float64).reshape(-1, 1)
+        return np.ceil(self.shares_[None, :] * k - 1e-9).astype(np.int64)
+
+    def rerank(self, histories, cand_idx, cand_scores, n):
+        self._check_fitted()
+        histories, idx, scores, n = check_candidates(histories, cand_idx, cand_scores, n)
+        m, c = idx.shape
+        if idx.size and idx.max() >= self.n_items_:
+            raise ParameterError(f"ExposureFloor: candidate index {idx.max()} outside the {self.n_items_} items it "
+                                 "was fitted on")
+        valid = idx >= 0
+        k = np.minimum(n, valid.sum(axis=1))
+        safe = np.where(valid, idx, 0)
+        need = self.quotas(k)
+        chosen = np.zeros((m, c), dtype=bool)
+        left = k.copy()
+        for j in range(len(self.group_names_)):  # a loop over the floored groups, not the users
+            mine = self.member_[safe, j] & valid
+            want = np.minimum(need[:, j], mine.sum(axis=1))
+            take = np.clip(want - (chosen & mine).sum(axis=1), 0, left)
+            free = mine & ~chosen
+            chosen |= free & (np.cumsum(free, axis=1) <= take[:, None])
+            left -= take
+        rest = valid & ~chosen
+        chosen |= rest & (np.cumsum(rest, axis=1) <= left[:, None])
+        width = min(n, c)
+        picks = np.argsort(~chosen, axis=1, kind="stable")[:, :width]  # the chosen, in the ranker's order
+        picks = np.where(np.take_along_axis(chosen, picks, 1), picks, -1)
+        values = np.take_along_axis(scores, np.maximum(picks, 0), 1).astype(np.float64)
+        return _pad(*_gather(idx, picks, values), n)
+
+    # ------------------------------------------------------------------ saving
+    def state(self):
+        floors = [[g, float(f)] for g, f in self._checked_floors()]
+        meta = {"params": {"floors": floors, "head": float(self.head)}}
+        groups = self.item_groups
+        if isinstance(groups, str):
+            meta["groups"] = {"form": "popularity"}
+            return meta, {}
+        if _is_membership(groups):
+            names = list(groups)
+            ids = [normalize_ids(list(groups[g]) if not isinstance(groups[g], np.ndarray) else groups[g],
+                                 what="ExposureFloor: item_groups") for g in names]
+            flat = np.concatenate(ids) if any(len(x) for x in ids) else np.zeros(0, np.int64)
+            meta["groups"] = {"form": "membership", "names": [g.item() if hasattr(g, "item") else g for g in names]}
+            return meta, {"groups.ids": flat, "groups.sizes": np.array([len(x) for x in ids], dtype=np.int64)}
+        self._check_fitted()
+        form, arrays = categories_state(groups, *category_codes(groups, self._item_map), prefix="groups")
+        meta["groups"] = form
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta, arrays):
+        params, form = meta.get("params", {}), meta.get("groups", {})
+        if not isinstance(params, dict) or not isinstance(form, dict):
+            raise ArtifactError("ExposureFloor: stored parameters are not an object; save the model again")
+        kind = form.get("form")
+        if kind == "popularity":
+            groups: Any = "popularity"
+        elif kind == "membership":
+            names = form.get("names")
+            ids = check_array("groups.ids", arrays["groups.ids"], kind="iuU", ndim=1)
+            sizes = check_array("groups.sizes", arrays["groups.sizes"], kind="iu", ndim=1)
+            if not isinstance(names, list) or len(names) != len(sizes) or (sizes < 0).any() or sizes.sum() != len(ids):
+                raise ArtifactError("ExposureFloor: the stored groups do not add up; save the model again")
+            ends = np.cumsum(sizes)
+            groups = {g: ids[e - s:e].tolist() for g, s, e in zip(names, sizes.tolist(), ends.tolist())}
+        else:
+            groups = categories_from_state(form, arrays, prefix="groups")
+        return cls(item_groups=groups, **params)
 
 
 # ---------------------------------------------------------------------------------------------- Reranked
