@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 
-__all__ = ["numba_threads", "blas_threads"]
+__all__ = ["numba_threads", "blas_threads", "small_request"]
 
 log = logging.getLogger("persona.kernels")
 
@@ -56,4 +57,55 @@ class blas_threads:
     def __exit__(self, *exc):
         if self._ctl is not None:
             self._ctl.restore_original_limits()
+        return False
+
+
+# A request for a row or a few is too small to gain from several BLAS threads, and on a busy machine
+# a multi-threaded product waits for its slowest thread: one preempted thread costs a whole
+# scheduler slice (~4 ms), which is where single-user p99 went. ``small_request`` runs such a block
+# on one BLAS thread. The limit is process-wide in OpenBLAS, so concurrent requests share it: the
+# first to enter sets it, the last to leave restores it (a counter under a lock), and a cached
+# controller makes the switch cost microseconds instead of threadpoolctl's library scan. (OpenBLAS
+# 0.3.31 ignores a worker thread's setting once the main thread has set one explicitly; then this
+# is a no-op there, and the restore still holds.)
+SMALL_REQUEST_ROWS = 4
+_small_lock = threading.Lock()
+_small_depth = 0
+_small_limit = None
+_controller = None
+
+
+def _blas_controller():
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
+
+
+class small_request:
+    """One BLAS thread inside the block when ``rows`` is at most :data:`SMALL_REQUEST_ROWS`."""
+
+    def __init__(self, rows: int) -> None:
+        self.active = 0 < int(rows) <= SMALL_REQUEST_ROWS
+
+    def __enter__(self):
+        global _small_depth, _small_limit
+        if self.active:
+            with _small_lock:
+                if _small_depth == 0:
+                    ctl = _blas_controller()
+                    _small_limit = ctl.limit(limits=1) if any(i["num_threads"] > 1 for i in ctl.info()) else None
+                _small_depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _small_depth, _small_limit
+        if self.active:
+            with _small_lock:
+                _small_depth -= 1
+                if _small_depth == 0 and _small_limit is not None:
+                    _small_limit.restore_original_limits()
+                    _small_limit = None
         return False

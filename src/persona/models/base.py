@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..io.artifact import artifact_files, check_array, pack_csr, read_artifact, unpack_csr, write_artifact
 from ..kernels import topk
+from ..kernels.threads import small_request
 from ..typing import ArrayLike, Float32Array, IdFilter, Ids, IntArray, ItemId, PathLike, UserId
 
 if TYPE_CHECKING:  # pandas only for recommend_frame's annotation: ``import persona`` stays light
@@ -391,15 +392,16 @@ class Recommender:
         out_i = np.full((m, n), -1, dtype=np.int64)
         out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
         step = self._batch_rows()
-        for s in range(0, m, step):
-            sl = slice(s, min(s + step, m))
-            block = users[sl]
-            excl = _take_rows(self.user_items_, block) if filter_seen else None
-            if exclude is not None:
-                extra = exclude[sl].tocsr()
-                excl = (extra.indptr, extra.indices) if excl is None else _stack_rows(excl, extra)
-            row_allow = allow[sl] if isinstance(allow, list) else allow
-            out_i[sl], out_s[sl] = self._select_for_users(block, n, excl, row_allow, mask)
+        with small_request(m):
+            for s in range(0, m, step):
+                sl = slice(s, min(s + step, m))
+                block = users[sl]
+                excl = _take_rows(self.user_items_, block) if filter_seen else None
+                if exclude is not None:
+                    extra = exclude[sl].tocsr()
+                    excl = (extra.indptr, extra.indices) if excl is None else _stack_rows(excl, extra)
+                row_allow = allow[sl] if isinstance(allow, list) else allow
+                out_i[sl], out_s[sl] = self._select_for_users(block, n, excl, row_allow, mask)
         return out_i, out_s
 
     def _select_for_users(self, users: np.ndarray, n: int, excl, allow, mask):
@@ -585,20 +587,21 @@ class Recommender:
         out_i = np.full((m, n), -1, dtype=np.int64)
         out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
         step = self._batch_rows()
-        if not any_blind:  # the common case: every row is scored by the model, in slices
-            for s in range(0, m, step):
-                sl = slice(s, min(s + step, m))
-                scores = score_rows(np.arange(sl.start, sl.stop))
-                excl = None if excl_rows is None else excl_rows[sl]
-                row_allow = allow[sl] if isinstance(allow, list) else allow
-                out_i[sl], out_s[sl] = self._select(scores, n, excl, row_allow, mask)
-        rows = np.flatnonzero(~np.asarray(blind)) if any_blind else np.zeros(0, np.int64)
-        for s in range(0, len(rows), step):
-            block = rows[s:s + step]
-            scores = score_rows(block)
-            excl = None if excl_rows is None else [excl_rows[j] for j in block]
-            row_allow = [allow[j] for j in block] if isinstance(allow, list) else allow
-            out_i[block], out_s[block] = self._select(scores, n, excl, row_allow, mask)
+        with small_request(m):
+            if not any_blind:  # the common case: every row is scored by the model, in slices
+                for s in range(0, m, step):
+                    sl = slice(s, min(s + step, m))
+                    scores = score_rows(np.arange(sl.start, sl.stop))
+                    excl = None if excl_rows is None else excl_rows[sl]
+                    row_allow = allow[sl] if isinstance(allow, list) else allow
+                    out_i[sl], out_s[sl] = self._select(scores, n, excl, row_allow, mask)
+            rows = np.flatnonzero(~np.asarray(blind)) if any_blind else np.zeros(0, np.int64)
+            for s in range(0, len(rows), step):
+                block = rows[s:s + step]
+                scores = score_rows(block)
+                excl = None if excl_rows is None else [excl_rows[j] for j in block]
+                row_allow = [allow[j] for j in block] if isinstance(allow, list) else allow
+                out_i[block], out_s[block] = self._select(scores, n, excl, row_allow, mask)
         ids, scores = self._to_ids(out_i, out_s)
         counts = (out_i >= 0).sum(axis=1)
         lost = np.flatnonzero(blind) if any_blind else ()

@@ -84,6 +84,15 @@ def _spec_from_data(spec) -> Any:
         raise ArtifactError(f"a Hybrid generator's stored parameters do not fit {spec['class']} ({e})") from None
 
 
+def _rows(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Item-index rows as ``(indptr, indices)`` for the top-k kernel (no scipy matrix per request)."""
+    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    idx = np.concatenate(histories).astype(np.int64, copy=False) if indptr[-1] else np.zeros(0, np.int64)
+    return indptr, idx
+
+
 def _dedupe_rows(cand: np.ndarray) -> np.ndarray:
     """Each row's item indices once (first occurrence kept), -1 elsewhere; shape kept."""
     order = np.argsort(cand, axis=1, kind="stable")
@@ -386,7 +395,7 @@ class Hybrid(Recommender):
         """(scores, rank, top-1 score, top candidate indices) of one generator for a block of rows."""
         scores = np.asarray(scores, dtype=np.float32)
         m, n_items = scores.shape
-        excl = self._exclusion_rows(histories, m, n_items)
+        excl = _rows(histories)
         c = min(self.candidates, n_items)
         idx, top = topk(scores, c, exclude=excl, num_threads=self.num_threads or 0)
         rank = np.full((m, n_items), c, dtype=np.int32)
@@ -440,7 +449,7 @@ class Hybrid(Recommender):
         """
         m, n_items = out.shape
         depth = min(self.rerank_depth, n_items)
-        excl = self._exclusion_rows(hists, m, n_items)
+        excl = _rows(hists)
         idx, sc = topk(out, depth, exclude=excl, num_threads=self.num_threads or 0)
         extras = self.reranker_.extra_candidates()
         if len(extras):
