@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from .experiments import Experiment
 from .service import Recommendations, RecommenderService, limit_threads
 
-__all__ = ["RecommenderService", "Recommendations", "limit_threads"]
+__all__ = ["RecommenderService", "Recommendations", "Experiment", "limit_threads"]

@@ -18,6 +18,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import random
+import re
+import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -33,13 +36,16 @@ from ..typing import FrameLike, ItemId, PathLike, UserId
 if TYPE_CHECKING:  # serving imports little: the model and store classes are the caller's
     from ..models.base import Recommender
     from ..store.events import EventStore
+    from .experiments import Experiment
 
 __all__ = ["RecommenderService", "Recommendations", "limit_threads"]
 
 log = logging.getLogger("persona.serving")
 
+_PLACEMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _LATENCY_WINDOW = 8192  # the last requests whose latencies the percentiles describe
-_CONTEXT_KEYS = frozenset({"history", "exclude", "items", "segment", "where", "in_stock", "filter_seen"})
+_CONTEXT_KEYS = frozenset({"history", "exclude", "items", "segment", "where", "in_stock", "filter_seen",
+                           "placement"})
 
 
 def limit_threads(n: int = 1) -> None:
@@ -80,12 +86,28 @@ class Recommendations(tuple):
         Served from the cache.
     model_version : int
         The service's model version that answered (1 for the first model, +1 per swap).
+    request_id : str or None
+        The id of the impression this answer was logged as (32 hex digits, random): clicks and
+        purchases that carry it in ``properties={"request_id": ...}`` are attributed to it. None
+        when the answer was not logged (no store, sampled out, a forgotten user).
+    placement : str or None
+        Where it is shown (``context["placement"]``).
+    variant : str or None
+        The experiment variant that answered (``"interleaved"`` for a team-draft list); None
+        outside an experiment.
+    teams : list of str or None
+        For an interleaved answer, the ranker each item came from.
+    propensities : np.ndarray or None
+        For a randomised answer, the probability each item had of being shown there.
     """
 
     def __new__(cls, items, scores, source: str, reason: str | None = None, cached: bool = False,
-                model_version: int = 0):
+                model_version: int = 0, *, request_id: str | None = None, placement: str | None = None,
+                variant: str | None = None, teams: list | None = None, propensities=None):
         self = super().__new__(cls, (items, scores))
         self.source, self.reason, self.cached, self.model_version = source, reason, cached, model_version
+        self.request_id, self.placement, self.variant = request_id, placement, variant
+        self.teams, self.propensities = teams, propensities
         return self
 
     @property
@@ -97,18 +119,22 @@ class Recommendations(tuple):
         return self[1]
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in (("placement", self.placement), ("variant", self.variant),
+                                                         ("request_id", self.request_id)) if v is not None)
         return (f"Recommendations({len(self[0])} items, source={self.source!r}, reason={self.reason!r}, "
-                f"cached={self.cached}, model_version={self.model_version})")
+                f"cached={self.cached}, model_version={self.model_version}{extra})")
 
 
 class _Snapshot:
     """What serves: the model, popularity from its data, catalogue columns in its item order."""
 
-    __slots__ = ("model", "version", "popularity", "columns", "item_ids", "path", "stamp", "_masks", "_lock")
+    __slots__ = ("model", "version", "popularity", "columns", "item_ids", "path", "stamp", "_masks", "_lock", "label")
 
-    def __init__(self, model, version: int, catalog, path=None, stamp=None):
+    def __init__(self, model, version: int, catalog, path=None, stamp=None, label=None):
         self.model = model
         self.version = version
+        # what impressions record as the model version: the same in every worker serving one artifact
+        self.label = label if label is not None else _model_label(model, version, path)
         self.item_ids = model.item_map_.ids
         counts = np.asarray(model.user_items_.getnnz(axis=0), dtype=np.float32)
         self.popularity = counts
@@ -255,8 +281,9 @@ class RecommenderService:
     catalog_id : str, default "item_id"
         The catalogue's column holding the item ids (e.g. ``"sku"``).
     store : persona.store.EventStore, optional
-        Where :meth:`track` writes events; :meth:`forget_user` forgets the user there (a tombstone
-        and their events deleted). Every request also asks the store whether its user was
+        Where :meth:`track` writes events and every answer is logged as an impression (see
+        ``impressions``); :meth:`forget_user` forgets the user there (a tombstone and their
+        events and impressions deleted). Every request also asks the store whether its user was
         forgotten -- by this process or any other, before or after this service started (a set
         lookup, refreshed every ``forget_refresh`` seconds) -- and answers a forgotten user as a
         stranger, whatever model serves. When the store pseudonymises user ids
@@ -271,6 +298,11 @@ class RecommenderService:
         on a swap.
     filter_seen : bool
         Leave out the items a user has interacted with (per request: ``context["filter_seen"]``).
+    impressions : float or bool, default 1.0
+        With a store, the share of answers logged as impressions (``store.log_impression``:
+        request id, user, placement, items with positions, model version, experiment variant),
+        queued for the store's writer so the request does not wait; True is 1.0, False or 0 logs
+        none. An answer logged carries its ``request_id``. Sampling is per request.
 
     Notes
     -----
@@ -278,7 +310,9 @@ class RecommenderService:
     the model does not know), ``exclude`` (item ids to leave out, e.g. the cart), ``items`` (an
     allow-list), ``where`` (catalogue conditions: ``{"category": "shoes", "price": (10, 50)}``,
     lists for membership, callables for anything else), ``in_stock`` (True: leave out what
-    :meth:`set_stock` marked unavailable), ``segment`` (for segment fallbacks) and ``filter_seen``.
+    :meth:`set_stock` marked unavailable), ``segment`` (for segment fallbacks), ``filter_seen`` and
+    ``placement`` (where the answer is shown: ``"home"``, ``"pdp"``, ...; logged with the impression,
+    and the key of :meth:`experiment`).
     Filters are applied inside the top-k, so ``n`` items come back whenever ``n`` pass them.
 
     The service is fork-safe: a process forked after it was made (gunicorn ``--preload``) starts
@@ -287,7 +321,8 @@ class RecommenderService:
 
     def __init__(self, model: Recommender, fallback: Recommender | Sequence[Recommender] | None = None, *,
                  catalog: FrameLike | None = None, store: EventStore | None = None, timeout: float | None = None,
-                 cache_size: int = 10_000, filter_seen: bool = True, catalog_id: str = "item_id") -> None:
+                 cache_size: int = 10_000, filter_seen: bool = True, catalog_id: str = "item_id",
+                 impressions: float | bool = 1.0) -> None:
         self._check_model(model, "model")
         chain = [] if fallback is None else list(fallback) if isinstance(fallback, (list, tuple)) else [fallback]
         for i, f in enumerate(chain):
@@ -300,6 +335,8 @@ class RecommenderService:
         self.timeout = timeout
         self.cache_size = int(cache_size)
         self.filter_seen = bool(filter_seen)
+        self.impression_rate = _check_rate(impressions)
+        self._experiments: dict = {}
         self._catalog_id = catalog_id
         self._catalog = _catalog_frame(catalog, catalog_id)
         self._stock: dict = {}
@@ -329,6 +366,7 @@ class RecommenderService:
         service = cls(load(path, mmap=mmap), **options)
         snap = service._snapshot
         snap.path, snap.stamp = str(path), stamp
+        snap.label = _model_label(snap.model, snap.version, path)
         if watch is not None:
             service.watch(path, watch, mmap=mmap)
         return service
@@ -349,6 +387,8 @@ class RecommenderService:
     def _after_fork(self) -> None:
         watch = self._watch
         self._init_runtime()
+        for exp in self._experiments.values():
+            exp._reseed()  # workers forked from one parent must not draw the same interleaving coins
         if watch is not None:
             self.watch(*watch)
 
@@ -459,8 +499,11 @@ class RecommenderService:
         with self._lock:
             self._catalog = catalog
             old = self._snapshot
-            snap = _Snapshot(old.model, old.version, catalog, old.path, old.stamp)
+            snap = _Snapshot(old.model, old.version, catalog, old.path, old.stamp, old.label)
             self._snapshot = snap
+            for exp in self._experiments.values():
+                for variant, v in list(exp._snapshots.items()):
+                    exp._snapshots[variant] = _Snapshot(v.model, v.version, catalog, v.path, v.stamp, v.label)
             self._cache.clear()
             self._user_keys.clear()
 
@@ -495,11 +538,24 @@ class RecommenderService:
         ctx = _check_context(context)
         _check_id(user, "user")
         check_int(n, "n", min=1, expected="a positive integer")
-        snap = self._snapshot
+        placement = ctx.get("placement")
+        exp = self._experiments.get(placement) if placement is not None and self._experiments else None
+        variant = None
+        if exp is None:
+            snap = self._snapshot
+        elif exp.interleave:
+            snap, variant = None, "interleaved"
+        else:
+            variant = exp.assign(user)
+            snap = exp.snapshot(variant)
         if self._is_forgotten(user):  # before the cache: an answer cached before the forget must not serve
-            out = self._answer(snap, user, int(n), ctx, forgotten=True)
+            out = self._answer(snap or self._snapshot, user, int(n), ctx, forgotten=True)
+            out.placement, out.variant = placement, variant
             self._record(t0, out)
             return out
+        if snap is None:  # interleaved: both rankers answer, every time (the draft is random)
+            out = self._interleaved(exp, self._model_id(user), int(n), ctx)
+            return self._shown(t0, user, out, exp)
         key = self._cache_key(snap, "u", user, n, ctx)
         if key is not None:
             with self._lock:
@@ -508,21 +564,60 @@ class RecommenderService:
                     self._cache.move_to_end(key)
                     self._counts["cache_hits"] += 1
             if hit is not None:
-                out = Recommendations(hit[0], hit[1], hit.source, hit.reason, True, hit.model_version)
-                self._record(t0, out)
-                return out
+                out = Recommendations(hit[0], hit[1], hit.source, hit.reason, True, hit.model_version,
+                                      placement=placement, variant=variant, propensities=hit.propensities)
+                return self._shown(t0, user, out, exp, snap)
         out = self._answer(snap, self._model_id(user), int(n), ctx)
+        out.placement, out.variant = placement, variant
         if key is not None:
             self._remember(key, user, out)
+        return self._shown(t0, user, out, exp, snap)
+
+    def _shown(self, t0: float, user, out: Recommendations, exp, snap=None) -> Recommendations:
+        """Log ``out`` as an impression of ``user`` (when sampled), count it, and return it."""
+        if self.store is not None and self.impression_rate > 0.0 and len(out[0]):
+            if self.impression_rate >= 1.0 or random.random() < self.impression_rate:
+                out.request_id = self._log_impression(user, out, exp, snap)
         self._record(t0, out)
         return out
 
-    def similar_items(self, item: ItemId, n: int = 10, context: dict | None = None) -> Recommendations:
-        """Items like ``item`` ("customers also bought"); popularity for an item the model does not know."""
+    def _log_impression(self, user, out: Recommendations, exp, snap) -> str | None:
+        log_impression = getattr(self.store, "log_impression", None)
+        if log_impression is None:
+            return None
+        if snap is None:  # interleaved: both rankers' versions
+            label = "+".join(s.label for s in exp.snapshots()) if exp is not None else self._snapshot.label
+        else:
+            label = snap.label
+        props = out.propensities
+        try:
+            rid = log_impression(user, out[0], request_id=secrets.token_hex(16), placement=out.placement,
+                                 model_version=label, variant=out.variant,
+                                 experiment=None if exp is None else exp.name, source=out.source,
+                                 propensities=None if props is None else np.asarray(props).tolist(), teams=out.teams)
+        except Exception:  # noqa: BLE001 - logging what was shown must never fail the request
+            log.exception("persona service: could not log the impression of an answer for %r", user)
+            with self._lock:
+                self._counts["impression_errors"] += 1
+            return None
+        if rid is not None:
+            with self._lock:
+                self._counts["impressions"] += 1
+        return rid
+
+    def similar_items(self, item: ItemId, n: int = 10, context: dict | None = None, *,
+                      user: UserId | None = None) -> Recommendations:
+        """Items like ``item`` ("customers also bought"); popularity for an item the model does not know.
+
+        ``user``: who is shown the list; with a store, the answer is then logged as their
+        impression (at ``context["placement"]``) and carries a ``request_id``.
+        """
         t0 = time.perf_counter()
         ctx = _check_context(context)
         _check_id(item, "item")
         check_int(n, "n", min=1, expected="a positive integer")
+        if user is not None:
+            _check_id(user, "user")
         snap = self._snapshot
         allow, deny, mask = self._filters(snap, ctx)
         reason = None
@@ -544,8 +639,116 @@ class RecommenderService:
         if reason is not None:
             items, scores = self._popular(snap, n, allow, _with(deny, [item]), mask)
             out = Recommendations(items, scores, "popular", reason, False, snap.version)
-        self._record(t0, out)
-        return out
+        out.placement = ctx.get("placement")
+        if user is None or self._is_forgotten(user):
+            self._record(t0, out)
+            return out
+        return self._shown(t0, user, out, None, snap)
+
+    def _interleaved(self, exp, user, n: int, ctx: dict) -> Recommendations:
+        """Both rankers' answers merged by team drafting; each item labelled with its team."""
+        a_name, b_name = exp.variants
+        a = self._answer(exp.snapshot(a_name), user, n, ctx)
+        b = self._answer(exp.snapshot(b_name), user, n, ctx)
+        first, second = a[0].tolist(), b[0].tolist()
+        items, teams = exp.draft(first, second, n)
+        score_a = dict(zip(first, np.asarray(a[1], dtype=np.float32).tolist()))
+        score_b = dict(zip(second, np.asarray(b[1], dtype=np.float32).tolist()))
+        scores = np.array([(score_a if t == a_name else score_b)[i] for i, t in zip(items, teams)], dtype=np.float32)
+        dtype = a[0].dtype if len(a[0]) else b[0].dtype
+        source = a.source if a.source == b.source else f"{a.source}+{b.source}"
+        reason = a.reason if a.reason == b.reason else "; ".join(r for r in (a.reason, b.reason) if r) or None
+        return Recommendations(np.asarray(items, dtype=dtype), scores, source, reason, False,
+                               max(a.model_version, b.model_version), placement=exp.placement,
+                               variant="interleaved", teams=teams)
+
+    # ------------------------------------------------------------------ experiments
+    def experiment(self, placement: str, variants: dict, split: Sequence[float] | None = None, *,
+                   salt: str, name: str | None = None, interleave: bool = False,
+                   seed: int | None = None) -> Experiment:
+        """Run an experiment on ``placement``: its requests are answered by each user's variant.
+
+        Parameters
+        ----------
+        placement : str
+            The ``context["placement"]`` it takes over (``"home"``); other placements are untouched.
+        variants : dict of str -> Recommender
+            Variant name -> fitted model, e.g. ``{"A": current, "B": candidate}``; each answers
+            through the service's filters and fallback chain like the main model.
+        split : sequence of float, optional
+            Each variant's share of users, in the order of ``variants`` (default: equal).
+        salt : str
+            The assignment's key: a user's variant is a hash of salt and user id, the same in every
+            process and after restarts. A new experiment takes a new salt.
+        name : str, optional
+            Recorded with each impression (default: the salt); the analysis selects by it.
+        interleave : bool, default False
+            Team-draft interleaving of two rankers: every request gets one list merged from both
+            (``variant="interleaved"``, ``teams`` per item) instead of a split of users.
+        seed : int, optional
+            Seeds the interleaving's coin flips (tests); default: random.
+
+        Returns
+        -------
+        Experiment
+            ``assign(user)``, ``swap(variant, model)`` (hot swap, assignments kept), ``stop()``,
+            ``analyze(store)``.
+
+        Examples
+        --------
+        >>> import persona as ps
+        >>> shop = ps.datasets.synthetic_shop(n_users=100, n_items=40, seed=0)
+        >>> svc = ps.serving.RecommenderService(ps.MostPopular().fit(shop.interactions))
+        >>> exp = svc.experiment("home", {"A": svc.model, "B": ps.ItemKNN().fit(shop.interactions)},
+        ...                      split=(0.5, 0.5), salt="exp-1")
+        >>> user = shop.interactions.user_ids[0]
+        >>> rec = svc.recommend(user, n=3, context={"placement": "home"})
+        >>> rec.variant == exp.assign(user), rec.placement
+        (True, 'home')
+        """
+        from .experiments import Experiment, check_label
+
+        placement = check_label(placement, "placement")
+        exp = Experiment(self, placement, variants, split, salt, name, interleave, seed)
+        with self._lock:
+            old = self._experiments.get(placement)
+            if old is not None:
+                raise ParameterError(f"placement {placement!r} already runs experiment {old.name!r}; stop it "
+                                     f"first (experiment.stop() or service.end_experiment({placement!r}))")
+            self._experiments = {**self._experiments, placement: exp}
+        log.info("persona service: %r started", exp)
+        return exp
+
+    @property
+    def experiments(self) -> dict:
+        """The running experiments, by placement."""
+        return dict(self._experiments)
+
+    def end_experiment(self, placement: str) -> None:
+        """Stop the experiment on ``placement``; its requests go back to the service's model."""
+        with self._lock:
+            exp = self._experiments.get(placement)
+            if exp is None:
+                raise ParameterError(f"no experiment runs on placement {placement!r}; running: "
+                                     f"{sorted(self._experiments)}")
+            self._experiments = {k: v for k, v in self._experiments.items() if k != placement}
+            exp.active = False
+        log.info("persona service: %r stopped", exp)
+
+    def _swap_variant(self, exp, variant: str, model) -> int:
+        with self._lock:
+            snap = self._make_snapshot(model)
+            exp._snapshots = {**exp._snapshots, variant: snap}
+            self._counts["swaps"] += 1
+        log.info("persona service: %s variant %s now serves %s (version %d)", exp.name, variant,
+                 type(model).__name__, snap.version)
+        return snap.version
+
+    def _live(self, version: int) -> bool:
+        """Whether a snapshot of ``version`` still serves (the main model or a variant)."""
+        if version == self._snapshot.version:
+            return True
+        return any(s.version == version for e in self._experiments.values() for s in e.snapshots())
 
     def _model_id(self, user):
         """The id the models know ``user`` by: the store's pseudonym when the store pseudonymises ids."""
@@ -694,7 +897,7 @@ class RecommenderService:
 
     def _remember(self, key, user, out: Recommendations) -> None:
         with self._lock:
-            if key[0] != self._snapshot.version:
+            if not self._live(key[0]):
                 return  # a swap happened meanwhile: the answer is of the old model
             self._cache[key] = out
             self._user_keys.setdefault(user, set()).add(key)
@@ -743,7 +946,9 @@ class RecommenderService:
                "model": type(snap.model).__name__, "model_version": snap.version,
                "reasons": {k[7:]: v for k, v in c.items() if k.startswith("reason:")},
                "sources": {k[7:]: v for k, v in c.items() if k.startswith("source:")},
-               "cache_entries": len(self._cache)}
+               "cache_entries": len(self._cache),
+               "impressions": c.get("impressions", 0), "impression_errors": c.get("impression_errors", 0),
+               "experiments": {p: e.name for p, e in self._experiments.items()}}
         if len(lat):
             out.update(latency_p50_ms=float(np.percentile(lat, 50) * 1e3),
                        latency_p99_ms=float(np.percentile(lat, 99) * 1e3))
@@ -805,6 +1010,31 @@ class _Timeout(Exception):
     pass
 
 
+def _check_rate(rate) -> float:
+    if rate is True:
+        return 1.0
+    if rate is False or rate is None:
+        return 0.0
+    return float(check_number(rate, "impressions", min=0, max=1,
+                              expected="a share of answers to log as impressions, from 0 to 1 (or True / False)"))
+
+
+def _model_label(model, version: int, path=None) -> str:
+    """A model's identity for impressions: its class and, for an artifact, the first 12 hex digits of
+    its manifest's checksum (the same in every worker that loaded it); else the service's version."""
+    name = type(model).__name__
+    if path is not None:
+        try:
+            from ..io.artifact import read_manifest
+
+            digest = read_manifest(path).get("manifest_sha256")
+        except Exception:  # noqa: BLE001 - a label is a courtesy: the version number still tells models apart
+            digest = None
+        if isinstance(digest, str) and digest:
+            return f"{name}@{digest[:12]}"
+    return f"{name}#{version}"
+
+
 def _freeze_deep(v):
     if isinstance(v, dict):
         return tuple(sorted((k, _freeze_deep(x)) for k, x in v.items()))
@@ -844,6 +1074,11 @@ def _check_context(context) -> dict:
     where = context.get("where")
     if where is not None and not isinstance(where, dict):
         raise ParameterError(f"context['where'] must be a dict of column -> condition, got {type(where).__name__}")
+    placement = context.get("placement")
+    if placement is not None and not (isinstance(placement, str) and _PLACEMENT.fullmatch(placement)):
+        shown = f"{placement[:40]!r}" if isinstance(placement, str) else type(placement).__name__
+        raise ParameterError(f"context['placement'] expected a name of 1 to 64 letters, digits and _ . : - such as "
+                             f"'home' or 'pdp', got {shown}")
     return context
 
 

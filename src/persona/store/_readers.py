@@ -151,6 +151,51 @@ class Reader:
             "properties": [_json_or_text(p) for p in cols["properties"]],
         })
 
+    def impressions(self, since, until, *, placement=None, experiment=None, user=None) -> pd.DataFrame:
+        """The impressions, one row per shown item (see :meth:`EventStore.impressions`)."""
+        import pandas as pd
+
+        equal = {}
+        for name, v in (("placement", placement), ("experiment", experiment)):
+            if v is not None:
+                if not isinstance(v, str):
+                    raise ParameterError(f"impressions: {name} expected a string, got {type(v).__name__}")
+                equal[name] = v
+        s = None if since is None else _epoch(since, "since")
+        u = None if until is None else _epoch(until, "until")
+        stored = None if user is None else self._stored_user(user)
+        b = self._backend
+        conn = self._connect()
+        try:
+            where, params = b.where(s, u, None, stored, forgotten=b.has_tombstones(conn), table=b.impressions,
+                                    equal=equal)
+            rows = b.select_impressions(conn, b._sql(where), params)
+        finally:
+            conn.close()
+        return impressions_frame(rows, pd)
+
+    def item_popularity(self, since, until, event_types) -> pd.Series:
+        import pandas as pd
+
+        self.where(since, until, event_types)  # bad arguments fail before connecting
+        b = self._backend
+        conn = self._connect()
+        try:
+            where, params = self.where(since, until, event_types, None, conn)
+            sql = b._sql(where)
+            rows = b._all(conn, f"SELECT item_id, count(DISTINCT user_id), min(kinds & 2) FROM {b.table}{sql}"
+                                f" GROUP BY item_id", params)
+            (users,) = b._one(conn, f"SELECT count(DISTINCT user_id) FROM {b.table}{sql}", params)
+        finally:
+            conn.close()
+        ids = [r[0] for r in rows]
+        if rows and all(r[2] for r in rows):
+            ids = _ints(ids, "item")
+        out = pd.Series([int(r[1]) for r in rows], index=pd.Index(ids, name="item", dtype=object if not rows else None),
+                        name="users", dtype="int64")
+        out.attrs["users"] = int(users or 0)
+        return out
+
     def interactions(self, since, until, event_types, weights: Mapping[str, float] | None, *, values: bool,
                      **options) -> Interactions:
         import pandas as pd
@@ -212,6 +257,65 @@ class Reader:
         if odd:
             _warn_times("export()", odd, None, "written without a time")
         return total
+
+
+_IMPRESSION_FRAME = ["request_id", "user", "placement", "item", "position", "variant", "model_version", "propensity",
+                     "time", "experiment", "team", "source"]
+
+
+def impressions_frame(rows: list, pd):
+    """Impression rows (one per request, arrays as JSON text) as one row per shown item, vectorised:
+    each request's columns repeated over its items, positions counted from 1."""
+    if not rows:
+        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in _IMPRESSION_FRAME})
+        return frame.astype({"time": "datetime64[us, UTC]", "propensity": "float64", "position": "int64"})
+    rid, ts, user, placement, items, props, version, variant, experiment, teams, source, kinds = zip(*rows)
+    lists = [_json_list(x) for x in items]
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    total = int(lengths.sum())
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = np.arange(total, dtype=np.int64) - starts + 1
+    flat = [x for xs in lists for x in xs]
+    kinds = np.asarray(kinds, dtype=np.int64)
+    if total and bool(np.all(kinds & 2)):
+        flat = _ints(flat, "item")
+    else:
+        flat = [x if isinstance(x, str) else str(x) for x in flat]
+    users = list(user)
+    if bool(np.all(kinds & 1)):
+        users = _ints(users, "user")
+
+    def per_item(values, what):  # a per-item JSON array column, None (NaN) where a request has none
+        out = []
+        for v, n in zip(values, lengths):
+            got = _json_list(v) if v is not None else None
+            out.extend(got if got is not None and len(got) == n else [None] * n)
+        return out
+
+    us, bad = _micros(_floats(ts))
+    if bad.any():
+        _warn_times("impressions()", rid, bad)
+    rep = lambda col: np.repeat(np.asarray(col, dtype=object), lengths)  # noqa: E731
+    return pd.DataFrame({
+        "request_id": rep(rid), "user": rep(users), "placement": rep(placement),
+        "item": np.asarray(flat, dtype=np.int64) if flat and isinstance(flat[0], int) else np.asarray(flat, dtype=object),
+        "position": position, "variant": rep(variant), "model_version": rep(version),
+        "propensity": pd.to_numeric(pd.Series(per_item(props, "propensities"), dtype=object),
+                                    errors="coerce").astype("float64").to_numpy(),
+        "time": pd.Series(np.repeat(us, lengths).view("datetime64[us]")).dt.tz_localize("UTC"),
+        "experiment": rep(experiment), "team": per_item(teams, "teams"), "source": rep(source),
+    })
+
+
+def _json_list(text) -> list:
+    """A stored JSON array (items, propensities, teams); [] for anything else (a row written behind persona's back)."""
+    if text is None:
+        return []
+    try:
+        v = json.loads(text)
+    except (TypeError, ValueError):
+        return []
+    return v if isinstance(v, list) else []
 
 
 def _write_parquet(tmp: str, scan, users_int: bool, items_int: bool, odd: list, *, gz: bool) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .._validate import check_number
 from ..errors import StoreError
+from .backends import ImpressionRow
 
 if TYPE_CHECKING:
     from ._tombstones import Tombstones
@@ -99,8 +100,9 @@ class Writer:
     """The queue of encoded rows and the thread that commits them, with the counters of ``stats()``.
 
     A row is the tuple :meth:`EventStore._row` builds: ``(event_id, ts, user, item, event, value,
-    properties, int_flags)``. ``tombstones`` learns the users the database reports forgotten at
-    write time.
+    properties, int_flags)``, or an :class:`~persona.store.backends.ImpressionRow` (what a service
+    showed; its key and user id sit at the same places). ``tombstones`` learns the users the
+    database reports forgotten at write time.
     """
 
     def __init__(self, backend: Backend, tombstones: Tombstones, *, on_full: str, on_timeout: str,
@@ -122,8 +124,12 @@ class Writer:
         self._not_full = threading.Condition(self._lock)  # blocked track() calls wait for room
         self._progress = threading.Condition(self._lock)  # flush() waits for batches to land
         self._queue: deque = deque()
-        self._accepted = 0  # events accepted by track (the flush target)
-        self._done = 0  # events whose batch committed (new or duplicate)
+        self._accepted = 0  # rows accepted by track and log_impression (the flush target)
+        self._done = 0  # rows whose batch committed (new or duplicate)
+        self._impressions = 0  # impression rows among the accepted ones
+        self._impressions_written = 0
+        self._impressions_dropped = 0  # impressions not queued: the queue was full
+        self._impressions_forgotten = 0  # impressions of forgotten users, dropped
         self._inserted = 0
         self._duplicates = 0
         self._dropped = 0
@@ -163,10 +169,13 @@ class Writer:
         return self._thread is not None and not self._closed and not self.forked
 
     # ------------------------------------------------------------------------------- queueing
-    def count_forgotten(self) -> None:
-        """Count an event ``track`` dropped because its user is known to be forgotten."""
+    def count_forgotten(self, impression: bool = False) -> None:
+        """Count an event ``track`` (or an impression) dropped because its user is known to be forgotten."""
         with self._lock:
-            self._forgotten_dropped += 1
+            if impression:
+                self._impressions_forgotten += 1
+            else:
+                self._forgotten_dropped += 1
 
     def put(self, row: tuple) -> str | None:
         """Queue an encoded row for the writer; the full-queue policy applies."""
@@ -175,10 +184,16 @@ class Writer:
                 raise StoreError(f"track: the event store is closed ({self._backend.describe()}); open a new one")
             if self._thread is None:
                 self._start()
+            if len(self._queue) >= self._max_queue and type(row) is ImpressionRow:
+                # an impression never holds a request up: with the queue full it is dropped at once
+                self._impressions_dropped += 1
+                return None
             why = self._wait_for_room() if len(self._queue) >= self._max_queue else None
             if why is None:
                 self._queue.append(row)
                 self._accepted += 1
+                if type(row) is ImpressionRow:
+                    self._impressions += 1
                 self._not_empty.notify()
                 return row[0]
             self._dropped += 1
@@ -258,7 +273,7 @@ class Writer:
                             if conn is None:
                                 conn = self._backend.connect()
                             if reason is None:
-                                inserted, gone = self._backend.write(conn, rows)
+                                inserted, gone, shown = self._backend.write(conn, rows)
                             else:
                                 self._backend.dead_letter(conn, rows[0], reason)
                     except Exception as e:  # noqa: BLE001 -- any failure is kept, reported and retried
@@ -274,7 +289,7 @@ class Writer:
                         continue
                     parts.pop()
                     if reason is None:
-                        self._landed(rows, inserted=inserted, gone=gone)
+                        self._landed(rows, inserted=inserted, gone=gone, shown=shown)
                     else:
                         self._landed(rows, dead=reason)
                     backoff = 0.05
@@ -320,14 +335,19 @@ class Writer:
             log.error("persona.store: writing a batch of %d events to %s failed (%s); %d events "
                       "unwritten, retrying", n, self._backend.describe(), e, pending)
 
-    def _landed(self, rows, *, inserted: int = 0, gone=(), dead=None, unwritable=None) -> None:
-        """Count ``rows`` as done: written (``inserted`` new, ``gone`` users forgotten), dead-lettered,
-        or -- refused by the dead-letter table too -- unwritable."""
+    def _landed(self, rows, *, inserted: int = 0, gone=(), dead=None, unwritable=None, shown: int = 0) -> None:
+        """Count ``rows`` as done: written (``inserted`` new events, ``shown`` new impressions, ``gone``
+        users forgotten), dead-lettered, or -- refused by the dead-letter table too -- unwritable."""
         n = len(rows)
-        forgotten = 0
+        forgotten = forgotten_shown = 0
         if gone:
             drop = set(gone)
-            forgotten = sum(1 for r in rows if r[2] in drop)
+            for r in rows:
+                if r[2] in drop:
+                    if type(r) is ImpressionRow:
+                        forgotten_shown += 1
+                    else:
+                        forgotten += 1
         with self._lock:
             self._done += n
             self._last_progress = time.monotonic()
@@ -337,8 +357,10 @@ class Writer:
                 self._unwritable += n
             else:
                 self._inserted += inserted
+                self._impressions_written += shown
                 self._forgotten_dropped += forgotten
-                self._duplicates += n - inserted - forgotten
+                self._impressions_forgotten += forgotten_shown
+                self._duplicates += n - inserted - shown - forgotten - forgotten_shown
                 self._batches += 1
             if self._error is not None:
                 log.warning("persona.store: the writer recovered after %d failed attempt(s)", self._errors)
@@ -434,8 +456,12 @@ class Writer:
         """The writer's counters, in the order and with the names of :meth:`EventStore.stats`."""
         with self._lock:
             return {
-                "tracked": self._accepted,
+                "tracked": self._accepted - self._impressions,
+                "impressions": self._impressions,
                 "written": self._inserted,
+                "impressions_written": self._impressions_written,
+                "impressions_dropped": self._impressions_dropped,
+                "impressions_forgotten": self._impressions_forgotten,
                 "duplicates": self._duplicates,
                 "dropped": self._dropped,
                 "dead_lettered": self._dead,

@@ -23,6 +23,12 @@ Two tables sit beside it (created on first open, also for a store made by an old
     the dead letters: an event the database refused on its own (a row the others could be written
     without), kept as JSON text with the database's reason, so a hostile or broken event never
     blocks the ones behind it and is never lost silently.
+``<table>_impressions``
+    what a :class:`~persona.serving.RecommenderService` showed: one row per answer (request),
+    ``request_id`` UNIQUE (the idempotency key), the shown items (and their propensities and
+    interleaving teams) as JSON arrays in rank order, the placement, the model version, the
+    experiment and variant. Written by the same writer thread, in the same transactions as the
+    events; forgetting a user deletes their impressions too.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import ParameterError, StoreError
 
-__all__ = ["Backend", "SQLiteBackend", "PostgresBackend", "make_backend", "SCHEMA_VERSION"]
+__all__ = ["Backend", "SQLiteBackend", "PostgresBackend", "make_backend", "SCHEMA_VERSION", "ImpressionRow",
+           "IMPRESSION_COLUMNS"]
 
 SCHEMA_VERSION = "1"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -49,6 +56,40 @@ Row = tuple
 Connection = Any
 
 COLUMNS = ("event_id", "ts", "user_id", "item_id", "event", "value", "properties", "kinds")
+
+#: the columns of an impression row, in :class:`ImpressionRow` order
+IMPRESSION_COLUMNS = ("request_id", "ts", "user_id", "placement", "items", "propensities", "model_version",
+                      "variant", "experiment", "teams", "source", "kinds")
+
+
+class ImpressionRow(tuple):
+    """One queued impression (an answer the service showed), in :data:`IMPRESSION_COLUMNS` order.
+
+    It travels through the events' queue and writer (``row[0]`` is its idempotency key and
+    ``row[2]`` its stored user id, as for an event row); ``items``, ``propensities`` and ``teams``
+    are Python lists, encoded as JSON by the backend when the batch is written.
+    """
+
+    __slots__ = ()
+
+
+def split_rows(rows: Sequence) -> tuple[list, list]:
+    """(event rows, impression rows) of a batch, each in queue order."""
+    events, imps = [], []
+    for r in rows:
+        (imps if type(r) is ImpressionRow else events).append(r)
+    return events, imps
+
+
+def _json_list(v) -> str | None:
+    return None if v is None else json.dumps(v, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def impression_values(r: ImpressionRow) -> tuple:
+    """An impression row as the values of one INSERT (arrays as JSON text)."""
+    rid, ts, user, placement, items, props, version, variant, experiment, teams, source, kinds = r
+    return (rid, ts, user, placement, _json_list(items), _json_list(props), version, variant, experiment,
+            _json_list(teams), source, kinds)
 
 
 class Backend:
@@ -66,6 +107,7 @@ class Backend:
         self.meta = f"{table}_meta"
         self.forgotten = f"{table}_forgotten"
         self.dead = f"{table}_dead"
+        self.impressions = f"{table}_impressions"
 
     # every method takes a connection from connect(), so threads and processes never share one
     def connect(self) -> Connection:  # pragma: no cover - abstract
@@ -75,9 +117,10 @@ class Backend:
         """Create the table if needed; record ``meta`` if absent; return the stored meta."""
         raise NotImplementedError
 
-    def write(self, conn: Connection, rows: Sequence[Row]) -> tuple[int, list]:  # pragma: no cover - abstract
-        """Insert ``rows`` in one transaction, ignoring known event ids and leaving out the rows of
-        forgotten users; return (how many were new, the forgotten user ids found among them)."""
+    def write(self, conn: Connection, rows: Sequence[Row]) -> tuple[int, list, int]:  # pragma: no cover - abstract
+        """Insert ``rows`` (events and :class:`ImpressionRow`) in one transaction, ignoring known event
+        and request ids and leaving out the rows of forgotten users; return (how many events were
+        new, the forgotten user ids found among them, how many impressions were new)."""
         raise NotImplementedError
 
     def is_row_error(self, exc: BaseException) -> bool:  # pragma: no cover - abstract
@@ -94,8 +137,14 @@ class Backend:
         raise NotImplementedError
 
     def forget(self, conn: Connection, user_id: str) -> int:  # pragma: no cover - abstract
-        """Tombstone ``user_id`` and delete their events and dead letters, in one transaction;
-        return the number of events deleted."""
+        """Tombstone ``user_id`` and delete their events, impressions and dead letters, in one
+        transaction; return the number of events deleted."""
+        raise NotImplementedError
+
+    def select_impressions(self, conn: Connection, where: str, params: list) -> list:  # pragma: no cover
+        """The impression rows matching ``where`` (of :meth:`where` with ``table=self.impressions``),
+        oldest first: (request_id, ts, user_id, placement, items, propensities, model_version,
+        variant, experiment, teams, source, kinds), arrays as JSON text."""
         raise NotImplementedError
 
     def tombstones(self, conn: Connection, known: int) -> list | None:  # pragma: no cover - abstract
@@ -140,7 +189,10 @@ class Backend:
         return self._one(conn, f"SELECT EXISTS (SELECT 1 FROM {self.forgotten})", [])[0] not in (0, False, None)
 
     def where(self, since: float | None, until: float | None, event_types: Sequence[str] | None, user: str | None,
-              *, forgotten: bool = True) -> tuple[str, list]:
+              *, forgotten: bool = True, table: str | None = None, equal: dict | None = None) -> tuple[str, list]:
+        """The WHERE clause of a read of ``table`` (default: the events): ``equal`` adds
+        ``column = value`` conditions (column names are persona's own, never a caller's text)."""
+        table = table or self.table
         parts, params = [], []
         if since is not None:
             parts.append("ts >= ?")
@@ -154,8 +206,11 @@ class Backend:
         if user is not None:
             parts.append("user_id = ?")
             params.append(user)
+        for column, value in (equal or {}).items():
+            parts.append(f"{column} = ?")
+            params.append(value)
         if forgotten:  # a forgotten user's rows stay out of every read, also rows an older persona wrote later
-            parts.append(f"NOT EXISTS (SELECT 1 FROM {self.forgotten} f WHERE f.user_id = {self.table}.user_id)")
+            parts.append(f"NOT EXISTS (SELECT 1 FROM {self.forgotten} f WHERE f.user_id = {table}.user_id)")
         return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
     def describe(self) -> str:  # pragma: no cover - abstract
@@ -241,6 +296,13 @@ class SQLiteBackend(Backend):
             conn.execute(f"CREATE TABLE IF NOT EXISTS {self.dead} ("
                          " seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, event_id TEXT, user_id TEXT,"
                          " row TEXT NOT NULL, reason TEXT NOT NULL)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.impressions} ("
+                         " seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL UNIQUE, ts REAL NOT NULL,"
+                         " user_id TEXT NOT NULL, placement TEXT, items TEXT NOT NULL, propensities TEXT,"
+                         " model_version TEXT, variant TEXT, experiment TEXT, teams TEXT, source TEXT,"
+                         " kinds INTEGER NOT NULL DEFAULT 0)")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_ts ON {self.impressions} (ts)")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_user ON {self.impressions} (user_id)")
             conn.executemany(f"INSERT OR IGNORE INTO {m} (name, value) VALUES (?, ?)", list(meta.items()))
             stored = dict(conn.execute(f"SELECT name, value FROM {m}").fetchall())
             conn.execute("COMMIT")
@@ -264,19 +326,28 @@ class SQLiteBackend(Backend):
             if gone:
                 drop = set(gone)
                 rows = [r for r in rows if r[2] not in drop]
+            events, imps = split_rows(rows)
             before = conn.total_changes
-            conn.executemany(
-                f"INSERT OR IGNORE INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties,"
-                f" kinds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            if events:
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties,"
+                    f" kinds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    events,
+                )
             inserted = conn.total_changes - before
+            if imps:
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO {self.impressions} ({', '.join(IMPRESSION_COLUMNS)})"
+                    f" VALUES ({', '.join('?' * len(IMPRESSION_COLUMNS))})",
+                    [impression_values(r) for r in imps],
+                )
+            shown = conn.total_changes - before - inserted
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return inserted, gone
+        return inserted, gone, shown
 
     def is_row_error(self, exc: BaseException) -> bool:
         if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError,
@@ -307,6 +378,7 @@ class SQLiteBackend(Backend):
         try:
             conn.execute(f"INSERT OR IGNORE INTO {self.forgotten} (user_id, at) VALUES (?, ?)", (user_id, time.time()))
             n = conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute(f"DELETE FROM {self.impressions} WHERE user_id = ?", (user_id,))
             conn.execute(f"DELETE FROM {self.dead} WHERE user_id = ?", (user_id,))
             conn.execute("COMMIT")
         except BaseException:
@@ -335,6 +407,10 @@ class SQLiteBackend(Backend):
 
     def count(self, conn: Connection, where: str, params: list) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {self.table}{where}", params).fetchone()[0])
+
+    def select_impressions(self, conn: Connection, where: str, params: list) -> list:
+        return conn.execute(f"SELECT {', '.join(IMPRESSION_COLUMNS)} FROM {self.impressions}{where}"
+                            f" ORDER BY ts, seq", params).fetchall()
 
     def _one(self, conn: Connection, sql: str, params: list):
         return conn.execute(sql, params).fetchone()
@@ -430,6 +506,13 @@ class PostgresBackend(Backend):
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {self.dead} ("
                             " seq BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now(), event_id TEXT,"
                             " user_id TEXT, row TEXT NOT NULL, reason TEXT NOT NULL)")
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.impressions} ("
+                            " seq BIGSERIAL PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, ts TIMESTAMPTZ NOT NULL,"
+                            " user_id TEXT NOT NULL, placement TEXT, items JSONB NOT NULL, propensities JSONB,"
+                            " model_version TEXT, variant TEXT, experiment TEXT, teams JSONB, source TEXT,"
+                            " kinds SMALLINT NOT NULL DEFAULT 0)")
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_ts ON {self.impressions} (ts)")
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_user ON {self.impressions} (user_id)")
                 cur.executemany(f"INSERT INTO {m} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
                                 list(meta.items()))
                 cur.execute(f"SELECT name, value FROM {m}")
@@ -450,18 +533,32 @@ class PostgresBackend(Backend):
             if gone:
                 drop = set(gone)
                 rows = [r for r in rows if r[2] not in drop]
-                if not rows:
-                    return 0, gone
-            cols = list(zip(*rows))
-            cur.execute(
-                f"INSERT INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
-                " SELECT e, to_timestamp(t), u, i, ev, v, p::jsonb, k"
-                " FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::float8[],"
-                " %s::text[], %s::int2[]) AS x(e, t, u, i, ev, v, p, k)"
-                " ON CONFLICT (event_id) DO NOTHING",
-                [list(c) for c in cols],
-            )
-            return cur.rowcount, gone
+            events, imps = split_rows(rows)
+            inserted = shown = 0
+            if events:
+                cols = list(zip(*events))
+                cur.execute(
+                    f"INSERT INTO {self.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
+                    " SELECT e, to_timestamp(t), u, i, ev, v, p::jsonb, k"
+                    " FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::float8[],"
+                    " %s::text[], %s::int2[]) AS x(e, t, u, i, ev, v, p, k)"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    [list(c) for c in cols],
+                )
+                inserted = cur.rowcount
+            if imps:
+                cols = list(zip(*(impression_values(r) for r in imps)))
+                cur.execute(
+                    f"INSERT INTO {self.impressions} ({', '.join(IMPRESSION_COLUMNS)})"
+                    " SELECT r, to_timestamp(t), u, pl, it::jsonb, pr::jsonb, mv, va, ex, te::jsonb, so, k"
+                    " FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int2[])"
+                    " AS x(r, t, u, pl, it, pr, mv, va, ex, te, so, k)"
+                    " ON CONFLICT (request_id) DO NOTHING",
+                    [list(c) for c in cols],
+                )
+                shown = cur.rowcount
+            return inserted, gone, shown
 
     def is_row_error(self, exc: BaseException) -> bool:
         psycopg = self._psycopg()
@@ -498,6 +595,7 @@ class PostgresBackend(Backend):
             cur.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
             cur.execute(f"DELETE FROM {self.table} WHERE user_id = %s", (user_id,))
             n = cur.rowcount
+            cur.execute(f"DELETE FROM {self.impressions} WHERE user_id = %s", (user_id,))
             cur.execute(f"DELETE FROM {self.dead} WHERE user_id = %s", (user_id,))
             return n
 
@@ -534,6 +632,14 @@ class PostgresBackend(Backend):
             cur.execute(f"SELECT count(*) FROM {self.table}{self._sql(where)}", params)
             return int(cur.fetchone()[0])
 
+    def select_impressions(self, conn: Connection, where: str, params: list) -> list:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT request_id, extract(epoch from ts)::float8, user_id, placement, items::text,"
+                f" propensities::text, model_version, variant, experiment, teams::text, source, kinds"
+                f" FROM {self.impressions}{self._sql(where)} ORDER BY ts, seq", params)
+            return cur.fetchall()
+
     def _one(self, conn: Connection, sql: str, params: list):
         with conn.cursor() as cur:
             cur.execute(sql, params)
@@ -554,6 +660,8 @@ class PostgresBackend(Backend):
 
 def row_json(row: Row) -> str:
     """A queued row as JSON text, for the dead-letter table (whatever odd values it holds)."""
+    if type(row) is ImpressionRow:
+        return json.dumps({"impression": dict(zip(IMPRESSION_COLUMNS, row))}, default=repr, ensure_ascii=True)
     e, t, u, i, ev, v, p, k = row
     return json.dumps({"event_id": e, "ts": t, "user_id": u, "item_id": i, "event": ev, "value": v,
                        "properties": p, "kinds": k}, default=repr, ensure_ascii=True)

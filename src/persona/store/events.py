@@ -58,7 +58,7 @@ from ..typing import FrameLike, ItemId, PathLike, TimePoint, UserId
 from ._readers import Reader
 from ._tombstones import Tombstones
 from ._writer import Writer, unwatch_process, watch_process
-from .backends import SCHEMA_VERSION, Backend, make_backend
+from .backends import SCHEMA_VERSION, Backend, ImpressionRow, make_backend
 
 if TYPE_CHECKING:  # annotations only: pandas and the data layer load when events are read
     import pandas as pd
@@ -79,6 +79,8 @@ MAX_ID_LENGTH = 256  # characters of a user or item id
 MAX_EVENT_LENGTH = 64  # characters of an event name
 MAX_PROPERTIES_BYTES = 65536  # of the properties' JSON text (UTF-8)
 MAX_PROPERTIES_DEPTH = 32  # nesting of dicts and lists in properties
+MAX_IMPRESSION_ITEMS = 1000  # items of one impression (one answer)
+MAX_LABEL_LENGTH = 128  # characters of a placement, variant, experiment, model version or source
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -376,6 +378,93 @@ class EventStore:
         """Track several events given as dicts of :meth:`track`'s arguments; returns their event ids."""
         return [self.track(**e) for e in events]
 
+    def log_impression(self, user: UserId, items: Iterable[ItemId], *, request_id: str | None = None,
+                       placement: str | None = None, model_version: str | int | None = None,
+                       variant: str | None = None, experiment: str | None = None,
+                       propensities: Iterable[float] | None = None, teams: Iterable[str] | None = None,
+                       source: str | None = None, timestamp: TimePoint | None = None) -> str | None:
+        """Record what was shown to ``user`` (one answer: ``items`` in rank order); returns at once.
+
+        :class:`~persona.serving.RecommenderService` calls it for every answer when it has a store
+        (see ``impressions=`` there); a shop that renders lists persona did not make can log them
+        the same way. The row is queued for the store's writer like an event (``flush()`` covers
+        it); with the queue full it is dropped at once (``stats()["impressions_dropped"]``), never
+        waited for, so logging never holds a request up. A forgotten user's impression is not
+        recorded. Returns the ``request_id`` (a new random one when not given), or None when the
+        impression was not recorded.
+
+        Parameters
+        ----------
+        user : str or int
+            Who saw it (pseudonymised like events under ``pseudonymize_key``).
+        items : sequence of str or int
+            The shown item ids, best first (position 1 is the first); at most 1,000.
+        request_id : str, optional
+            The answer's id (the idempotency key: an impression logged twice is stored once). Clicks
+            and purchases carry it in ``properties={"request_id": ...}`` to be attributed to it.
+        placement, model_version, variant, experiment, source : str, optional
+            Where it was shown (``"home"``, ``"pdp"``, ``"cart"``), which model answered, which
+            experiment and variant the user is in, and what answered (``"model"``, a fallback).
+        propensities : sequence of float, optional
+            The probability with which each shown item was chosen, when the list was randomised
+            (one per item, in ``(0, 1]``), for off-policy evaluation.
+        teams : sequence of str, optional
+            For an interleaved list: which ranker contributed each item.
+        timestamp : optional
+            When it was shown; default now.
+
+        Raises
+        ------
+        DataError
+            A bad argument, named in the message; nothing is queued.
+        """
+        row = self._impression_row(user, items, request_id, placement, model_version, variant, experiment,
+                                   propensities, teams, source, timestamp)
+        if row is None:
+            return None
+        if row[2] in self._tombstones:
+            self._writer.count_forgotten(impression=True)
+            return None
+        return self._writer.put(row)
+
+    def _impression_row(self, user, items, request_id, placement, model_version, variant, experiment,
+                        propensities, teams, source, timestamp) -> ImpressionRow | None:
+        """The validated, encoded row of one impression (raises DataError); None for no items."""
+        u, u_int = _id(user, "user")
+        if self._key is not None:
+            u, u_int = _pseudonym(self._key, u), False
+        shown = items.tolist() if isinstance(items, np.ndarray) else items
+        if isinstance(shown, (str, bytes, Mapping)) or not hasattr(shown, "__iter__"):
+            raise DataError(f"log_impression: items expected a list of item ids, got {type(items).__name__}; "
+                            f"pass the shown ids in rank order")
+        shown = list(shown)
+        if not shown:
+            return None
+        if len(shown) > MAX_IMPRESSION_ITEMS:
+            raise DataError(f"log_impression: items expected at most {MAX_IMPRESSION_ITEMS} ids, got {len(shown)}; "
+                            f"log what was shown")
+        all_int = True
+        for k, x in enumerate(shown):
+            if x.__class__ is str and 0 < len(x) <= MAX_ID_LENGTH and "\x00" not in x:
+                all_int = False
+                continue
+            text, is_int = _id(x, f"item[{k}]")
+            shown[k] = int(text) if is_int else text
+            all_int = all_int and is_int
+        n = len(shown)
+        props = None if propensities is None else _per_item(propensities, n, "propensities", _propensity)
+        team = None if teams is None else _per_item(teams, n, "teams", _label_of("teams"))
+        ts = time.time() if timestamp is None else _event_time(timestamp)
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        elif not isinstance(request_id, str) or not request_id or len(request_id) > 255 or "\x00" in request_id:
+            raise DataError(f"log_impression: request_id expected a non-empty string of at most 255 characters, "
+                            f"got {request_id!r:.80}; leave it out for a random one")
+        version = None if model_version is None else _label(str(model_version), "model_version")
+        return ImpressionRow((request_id, ts, u, _label(placement, "placement"), shown, props, version,
+                              _label(variant, "variant"), _label(experiment, "experiment"), team,
+                              _label(source, "source"), (_USER_INT if u_int else 0) | (_ITEM_INT if all_int else 0)))
+
     def import_frame(self, df: FrameLike, *, user: str = "user_id", item: str = "item_id", event: str = "event",
                      time: str | None = "timestamp", value: str | None = None, properties: str | None = None,
                      event_id: str | None = None, strict: bool = True,
@@ -634,6 +723,39 @@ class EventStore:
         """
         return self._reader.events(since, until, event_types, user)
 
+    def impressions(self, since: TimePoint | None = None, until: TimePoint | None = None, *,
+                    placement: str | None = None, experiment: str | None = None,
+                    user: UserId | None = None) -> pd.DataFrame:
+        """What was shown, one row per shown item, oldest first, as a pandas DataFrame.
+
+        Columns: ``request_id``, ``user``, ``placement``, ``item``, ``position`` (1 for the first
+        item of the list), ``variant``, ``model_version``, ``propensity`` (NaN unless the list was
+        randomised), ``time`` (datetime64, UTC), ``experiment``, ``team`` (the ranker an
+        interleaved list took the item from, else None) and ``source``. ``since`` / ``until``
+        select by the time shown; ``placement``, ``experiment`` and ``user`` (raw id) select rows.
+        Forgotten users' impressions are never read (their rows are deleted by ``forget_user``).
+
+        >>> import os, tempfile
+        >>> import persona as ps
+        >>> with ps.EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+        ...     rid = store.log_impression("ann", ["i3", "i1"], placement="home", timestamp=1.7e9)
+        ...     store.flush()
+        ...     store.impressions()[["user", "placement", "item", "position"]]
+          user placement item  position
+        0  ann      home   i3         1
+        1  ann      home   i1         2
+        """
+        return self._reader.impressions(since, until, placement=placement, experiment=experiment, user=user)
+
+    def item_popularity(self, since: TimePoint | None = None, until: TimePoint | None = None,
+                        event_types: str | Iterable[str] | None = None) -> pd.Series:
+        """Distinct users per item among the stored events (``attrs["users"]``: distinct users in all).
+
+        The popularity that novelty is measured against (``ps.analytics.online_metrics``); one
+        ``GROUP BY`` in the database. Item ids as in :meth:`events`.
+        """
+        return self._reader.item_popularity(since, until, event_types)
+
     def interactions(self, since: TimePoint | None = None, until: TimePoint | None = None,
                      event_types: str | Iterable[str] | None = None,
                      weights: Mapping[str, float] | None = None, *, values: bool = False,
@@ -739,3 +861,37 @@ def _content_id(vals: dict) -> str:
     text = json.dumps([vals.get(k) for k in ("user", "item", "event", "timestamp", "value", "properties")],
                       default=str, sort_keys=True, ensure_ascii=True)
     return "imp-" + hashlib.sha256(text.encode("ascii")).hexdigest()[:40]
+
+
+def _label(v, what: str) -> str | None:
+    """A short label (placement, variant, ...): None or text of at most MAX_LABEL_LENGTH characters."""
+    if v is None:
+        return None
+    if v.__class__ is not str and not isinstance(v, str):
+        raise DataError(f"log_impression: {what} expected a short string or None, got {type(v).__name__}")
+    if not v or len(v) > MAX_LABEL_LENGTH or "\x00" in v:
+        raise DataError(f"log_impression: {what} expected 1 to {MAX_LABEL_LENGTH} characters without NUL, got "
+                        f"{v[:40]!r} ({len(v)} characters)")
+    _utf8(v, what)
+    return v
+
+
+def _label_of(what: str):
+    return lambda v: _label(v, what)
+
+
+def _propensity(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < float(p) <= 1.0:
+        raise DataError(f"log_impression: propensities expected probabilities in (0, 1], got {p!r}; pass the "
+                        f"probability with which each shown item was chosen")
+    return float(p)
+
+
+def _per_item(values, n: int, what: str, check) -> list:
+    values = values.tolist() if isinstance(values, np.ndarray) else values
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
+        raise DataError(f"log_impression: {what} expected one value per item, got {type(values).__name__}")
+    values = list(values)
+    if len(values) != n:
+        raise DataError(f"log_impression: {what} has {len(values)} values for {n} items; give one per item")
+    return [check(v) for v in values]
