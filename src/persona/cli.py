@@ -6,6 +6,7 @@
     persona train DATA --model als --param factors=32 --weights view=1,add_to_cart=4,purchase=8 --out model.persona
     persona recommend model.persona USER [USER ...] -n 10 [--fallback popular]
     persona evaluate DATA --model popular [--model als ...] [--new-items/--no-new-items] [--lenient]
+    persona report --store events.db --out report.html [--since ...] [--categories items.csv]
 """
 
 from __future__ import annotations
@@ -274,6 +275,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .analytics.reports import report
+    from .store.events import EventStore
+
+    if "://" not in args.store and not Path(args.store).is_file():
+        raise SystemExit(f"persona: no event store at {args.store}; pass the SQLite file (or a postgresql:// URL) "
+                         f"the shop's EventStore writes")
+    categories = _read_table(args.categories, "--categories", "category") if args.categories else None
+    users = _read_table(args.users, "--users", None) if args.users else None
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
+    t = time.perf_counter()
+    with EventStore(args.store, table=args.table, flush_at_exit=False) as store:
+        out = report(store, args.out, title=args.title, since=args.since, until=args.until, steps=steps, by=by,
+                     user_features=users, period=args.period, categories=categories, window=args.window,
+                     basket=args.basket)
+    print(f"wrote {out} in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def _read_table(path: str, what: str, needs: str | None):
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"persona: {what}: no file at {path}; pass a CSV or Parquet table")
+    df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    if needs is not None and needs not in df.columns:
+        raise SystemExit(f"persona: {what}: {path} has no {needs!r} column (columns: {list(df.columns)})")
+    return df
+
+
 def _maybe_int(u: str, ids: np.ndarray):
     """Command-line ids are strings; use ints when the model's ids are ints."""
     if ids.dtype.kind in "iu":
@@ -335,6 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_columns(e)
     _add_model_params(e)
     e.set_defaults(func=cmd_evaluate)
+
+    rp = sub.add_parser("report", help="behaviour analytics of an event store as one self-contained HTML page")
+    rp.add_argument("--store", required=True, help="the EventStore: a SQLite file or a postgresql:// URL")
+    rp.add_argument("--table", default="persona_events", help="the store's table (default persona_events)")
+    rp.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    rp.add_argument("--title", default="Shop behaviour report")
+    rp.add_argument("--since", default=None, help="only events at or after this time (ISO-8601)")
+    rp.add_argument("--until", default=None, help="only events before this time (ISO-8601)")
+    rp.add_argument("--steps", default="view,cart,purchase", help="the funnel's event types, in order")
+    rp.add_argument("--by", default=None, help="funnel groups: event columns / properties, day|week|month, or "
+                                               "columns of --users, comma-separated")
+    rp.add_argument("--users", default=None, help="a CSV/Parquet table of users (user_id and attribute columns)")
+    rp.add_argument("--categories", default=None, help="a CSV/Parquet catalogue with item_id and category columns")
+    rp.add_argument("--period", default="week", choices=["day", "week", "month"], help="the cohorts' period")
+    rp.add_argument("--window", default="7D", help="the trends' recent window (e.g. 7D, 24h)")
+    rp.add_argument("--basket", default="user", help="what makes a basket: user, day|week|month, or a property")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -13,9 +13,11 @@ from .._lazy import lazy_namespace
 # name -> the submodule that defines it; add one line per public name
 _NAMES: dict[str, str] = {}
 # behaviour analytics (issue 16): events read once, funnels, cohorts, RFM, trends, basket rules, the HTML report
-_NAMES.update({"EventTable": "_events", "event_table": "_events", "funnel": "funnel",
-               "cohort_retention": "cohorts", "rfm_table": "rfm", "RFM_GROUPS": "rfm", "trends": "trends",
-               "basket_rules": "baskets", "summary": "summary", "activity": "summary"})
+# (no module shares a name with a function: importing it would shadow the function on the package)
+_NAMES.update({"EventTable": "_events", "event_table": "_events", "funnel": "funnels",
+               "cohort_retention": "cohorts", "rfm_table": "rfm", "RFM_GROUPS": "rfm", "trends": "trending",
+               "basket_rules": "baskets", "summary": "overview", "activity": "overview", "report": "reports",
+               "SECTIONS": "reports"})
 
 __all__ = sorted(_NAMES)
 
