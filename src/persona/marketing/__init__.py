@@ -17,6 +17,8 @@ _CAMPAIGN_NAMES = {
     "feedback": ("FeedbackRecorder", "campaign_metrics", "compare_groups"),
     "abtest": ("ab_test", "ab_test_means", "wilson_interval", "two_proportion_ztest", "sample_size", "power"),
     "bandits": ("LinUCB", "LinearThompsonSampling", "EpsilonGreedy"),
+    "uplift": ("TLearner", "XLearner", "DRLearner", "UpliftScorer", "uplift_data", "uplift_curve", "qini_curve",
+               "auuc", "qini_auc", "uplift_at_k"),
 }
 _CAMPAIGN_LAZY = {name: mod for mod, names in _CAMPAIGN_NAMES.items() for name in names}
 __all__ += list(_CAMPAIGN_LAZY)

@@ -13,6 +13,9 @@
 4. **assignment** -- :func:`persona.marketing.assign` maximises expected conversions or margin minus
    cost under the campaigns' remaining budgets and the users' remaining frequency caps (greedy with
    a 1/2 or 1/3 guarantee, or exact MILP);
+   with ``uplift=`` (:mod:`persona.marketing.uplift`) the value of a message is what it *adds*:
+   the predicted uplift in conversions times the margin, less the offer's cost on the conversions
+   that would have happened anyway, less the message's cost;
 5. **messages** -- for every chosen user the top items of the scope (``model.recommend(user, n,
    items=scope)``), a reason (the most similar item of the user's history: "because you viewed
    X"), a coupon code for coupon offers, an A/B variant, rendered with ``string.Template``.
@@ -223,6 +226,7 @@ class _Target:
     budget: float  # messages (or coupons) left; inf without a limit
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # contact rows
     p: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their conversion probabilities
+    uplift: np.ndarray | None = None  # their predicted uplift (Planner(uplift=...) only)
 
 
 class _Candidates(NamedTuple):
@@ -299,6 +303,14 @@ class Planner:
         Seeds holdouts and variants (combined with the plan time).
     time_limit : float, optional
         Seconds for the MILP solver.
+    uplift : callable, optional
+        ``uplift(campaign, users, items) -> predicted uplift`` (one per user id: how much a message
+        raises the conversion probability, e.g. a :class:`~persona.marketing.UpliftScorer`). Then
+        the planner targets by uplift: a message on channel ``h`` is worth ``u * eff_h`` conversions
+        (objective ``"conversions"``) or ``u * eff_h * margin - max(p_h - u * eff_h, 0) *
+        offer_cost - cost_h`` (``"margin"``; ``p_h`` the propensity's conversion probability, so
+        customers who would buy anyway cost the offer without adding margin). Default None: target
+        by the propensity, as always.
     """
 
     def __init__(self, *, contacts: Contacts, channels: Sequence[Channel] | Mapping[str, Channel] | None = None,
@@ -309,7 +321,8 @@ class Planner:
                  method: str = "greedy", pool: int | None = None,
                  rfm: pd.DataFrame | pd.Series | Mapping[Any, str] | None = None, holdout: float = 0.0,
                  interactions: Interactions | None = None, filter_seen: bool = True, random_state: int = 0,
-                 time_limit: float | None = None, catalog_id: str = "item_id") -> None:
+                 time_limit: float | None = None, catalog_id: str = "item_id",
+                 uplift: Callable[[Campaign, np.ndarray, Sequence[Any]], ArrayLike] | None = None) -> None:
         if not isinstance(contacts, Contacts):
             raise ParameterError(f"Planner contacts: expected Contacts, got {type(contacts).__name__}")
         if objective not in OBJECTIVES:
@@ -341,6 +354,10 @@ class Planner:
         self._catalog(catalog, catalog_id)
         self._rfm = self._rfm_groups(rfm)
         self._interactions = interactions
+        if uplift is not None and not callable(uplift):
+            raise ParameterError("Planner uplift: expected a callable (campaign, users, items) -> predicted uplift, "
+                                 f"e.g. ps.marketing.UpliftScorer(learner, features), got {type(uplift).__name__}")
+        self.uplift = uplift
 
     # ------------------------------------------------------------------ set-up
     def _catalog(self, catalog, catalog_id) -> None:
@@ -422,6 +439,8 @@ class Planner:
             if target is None:
                 continue
             target.rows, target.p = self._audience(c, target.scope)              # 2. audience
+            if self.uplift is not None:
+                target.uplift = self._uplift_of(c, target)
             s["eligible"] = int(len(target.rows))
             parts += self._channel_candidates(len(targets), target, minute, user_cap, s)  # 3. channels
             targets.append(target)
@@ -535,6 +554,16 @@ class Planner:
             rows, p = rows[ok], p[ok]
         return rows, p
 
+    def _uplift_of(self, c: Campaign, t: _Target) -> np.ndarray:
+        """Stage 2 with ``uplift=``: the predicted uplift of the audience ``t.rows`` (one number each)."""
+        if not len(t.rows):
+            return np.zeros(0)
+        u = np.asarray(self.uplift(c, self.contacts.user_ids[t.rows], t.scope), dtype=np.float64).reshape(-1)
+        if u.shape != (len(t.rows),) or not np.isfinite(u).all() or (np.abs(u) > 1).any():
+            raise ParameterError(f"uplift returned {u.shape} values for {len(t.rows)} users; expected one finite "
+                                 "uplift in [-1, 1] (a change of the conversion probability) per user")
+        return u
+
     def _channel_candidates(self, ci: int, t: _Target, minute: np.ndarray, user_cap: np.ndarray,
                             s: dict) -> list[_Candidates]:
         """Stage 3, channels: the (user, channel) pairs of campaign number ``ci`` open now (consent,
@@ -556,7 +585,13 @@ class Planner:
             if not ok.any():
                 continue
             ph = np.minimum(1.0, p[ok] * ch.effectiveness)
-            val = ph if self.objective == "conversions" else ph * t.margin - ch.cost
+            if t.uplift is None:
+                val = ph if self.objective == "conversions" else ph * t.margin - ch.cost
+            else:  # what the message adds: incremental conversions, and the offer paid on the others
+                uh = t.uplift[ok] * ch.effectiveness
+                offer_cost = t.campaign.offer.cost(t.order_value)
+                val = uh if self.objective == "conversions" else \
+                    uh * t.margin - np.maximum(ph - uh, 0.0) * offer_cost - ch.cost
             best_value[ok] = np.maximum(best_value[ok], val)
             parts.append(_Candidates(rows[ok], np.full(ok.sum(), ci), np.full(ok.sum(), chan_index[h]), ph, val))
         s["no_consent"] = int((~any_consent).sum())
@@ -602,6 +637,7 @@ class Planner:
         (holdouts and variants drawn from ``rng``), added up in its stats ``s``."""
         c, contacts, chan_names = t.campaign, self.contacts, list(self.channels)
         rank_of = {int(r): k + 1 for k, r in enumerate(t.rows[np.argsort(-t.p, kind="stable")].tolist())}
+        uplift_of = dict(zip(t.rows.tolist(), t.uplift.tolist())) if t.uplift is not None else {}
         held = rng.random(len(mine)) < self.holdout if self.holdout > 0 else np.zeros(len(mine), bool)
         variants = list(c.variants) if c.variants else []
         pick = rng.integers(0, len(variants), len(mine)) if variants else None
@@ -625,6 +661,8 @@ class Planner:
             coupon = self._coupon(c, user, t_now) if c.offer.issues_coupon else ""
             why = (f"p_convert {cand.p_convert[i]:.3g} (rank {rank_of.get(row, 0)} of {len(t.rows)} eligible), "
                    f"{self.objective} value {cand.value[i]:.3g} on {h}" + self._other_channels(c, h, row, minute))
+            if t.uplift is not None:
+                why += f"; predicted uplift {uplift_of[row]:.3g}"
             subject, text = _render(c, h, variant, user=user, coupon=coupon, names=names, reason=reason)
             cost = self.channels[h].cost
             messages.append(Message(
