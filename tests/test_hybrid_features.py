@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 import persona as ps
@@ -176,3 +177,46 @@ def test_pair_count_lookups_match_a_dictionary():
     b = rng.integers(0, 25, size=500)
     expect = [ref.get((x, y), 0) if x >= 0 else 0 for x, y in zip(a, b)]
     assert pc.lookup(a, b).tolist() == expect
+
+
+def _user_features(labels, user_map):
+    import pandas as pd
+
+    df = pd.DataFrame({"user": user_map.ids, "band": labels})
+    return Features.from_frame(df, user_map, "user", categorical=["band"])
+
+
+def test_segment_shares_by_hand():
+    # users 0, 1 in band "a", 2 in band "b", 3 without a band; items 0..2
+    inter = _sequences([[0, 1], [0], [2, 0], [1]], 3)
+    labels = ["a", "a", "b", None]
+    pf = PairFeatures(["g"]).fit(inter, None, _user_features(labels, inter.user_map))
+    table = pf.user_share["band"]
+    band = pf.user_codes["band"]
+    a, b = int(band[0]), int(band[2])
+    overall = np.array([3, 2, 1]) / 4  # users who had each item, over all 4 users
+    prior = 10.0
+    expect_a = (np.array([2, 1, 0]) + prior * overall) / (2 + prior)
+    expect_b = (np.array([1, 0, 1]) + prior * overall) / (1 + prior)
+    np.testing.assert_allclose(table[a], expect_a, rtol=1e-6)
+    np.testing.assert_allclose(table[b], expect_b, rtol=1e-6)
+    np.testing.assert_allclose(table[-1], (np.array([3, 2, 1]) + prior * overall) / (4 + prior), rtol=1e-6)
+    # the column: a known user reads their band's row, a visitor the row of the code given
+    rows, items = np.array([0, 0, 1]), np.array([2, 0, 2])
+    s = np.zeros((2, 3), np.float32)
+    blocks = [(s, np.zeros((2, 3), np.int32), s.max(axis=1))]
+    col = pf.names.index("user_band_share")
+    X = pf.build(rows, items, [np.array([0, 1]), np.zeros(0, np.int64)], blocks, np.array([0, -1]))
+    np.testing.assert_allclose(X[:, col], [expect_a[2], expect_a[0], table[-1][2]], rtol=1e-6)
+    X = pf.build(rows, items, [np.zeros(0, np.int64)] * 2, blocks, None, {"band": b})
+    np.testing.assert_allclose(X[:, col], [expect_b[2], expect_b[0], expect_b[2]], rtol=1e-6)
+    # state round trip, and a crafted table of the wrong size is refused
+    meta, arrays = pf.state()
+    back = PairFeatures.from_state(meta, arrays, inter.n_users, 3)
+    np.testing.assert_array_equal(back.user_share["band"], table)
+    arrays["pf_user_share_0"] = arrays["pf_user_share_0"][:-1]
+    with pytest.raises(ps.DataError, match="pf_user_share_0"):
+        PairFeatures.from_state(meta, arrays, inter.n_users, 3)
+    arrays["pf_user_share_0"] = np.full(table.size, np.inf, np.float32)
+    with pytest.raises(ps.DataError, match="finite"):
+        PairFeatures.from_state(meta, arrays, inter.n_users, 3)

@@ -182,6 +182,33 @@ def aligned_features(features, id_map, what: str) -> Features | None:
                     f"{type(features).__name__}")
 
 
+# a segment-share table is dense (segments x items); a field with more cells than this gets none
+MAX_SHARE_CELLS = 16_000_000
+
+
+def _segment_shares(X: sp.csr_matrix, codes: np.ndarray, n_items: int) -> np.ndarray | None:
+    """Share of each segment's users who interacted with each item, (codes + 1, items) float32.
+
+    Row ``c`` is segment ``c``; the last row is all users (for an unknown or missing code), so a
+    new visitor's row reads "how popular is this item among people like them". Shrunk toward the
+    all-users share by 10 users' worth, so a small segment does not claim certainty.
+    """
+    n_codes = int(codes.max(initial=-1)) + 1
+    if (n_codes + 1) * n_items > MAX_SHARE_CELLS:
+        return None
+    B = (X > 0).astype(np.float32).tocsr()
+    users = np.repeat(np.arange(B.shape[0]), np.diff(B.indptr))
+    keep = codes[users] >= 0
+    counts = np.zeros((n_codes + 1, n_items), dtype=np.float64)
+    np.add.at(counts, (codes[users[keep]], B.indices[keep]), 1.0)
+    counts[n_codes] = np.bincount(B.indices, minlength=n_items)
+    sizes = np.bincount(codes[codes >= 0], minlength=n_codes).astype(np.float64)
+    sizes = np.append(sizes, float(B.shape[0]))
+    overall = counts[n_codes] / max(1.0, sizes[-1])
+    prior = 10.0
+    return ((counts + prior * overall[None, :]) / (sizes[:, None] + prior)).astype(np.float32)
+
+
 def _numeric_values(features: Features, field: str) -> np.ndarray:
     """One number per row of a numeric field: its scaled value when kept, else its bucket's ordinal."""
     block = features.matrix[:, features.field_slice(field)].tocsr()
@@ -249,6 +276,8 @@ class PairFeatures:
                 if kind == "categorical":
                     self.user_cat_fields.append(field)
                     self.user_codes[field] = np.asarray(user_features.codes(field), dtype=np.int32)
+        self.user_share = {f: t for f in self.user_cat_fields
+                           if (t := _segment_shares(X, self.user_codes[f], n_items)) is not None}
         return self
 
     @staticmethod
@@ -267,6 +296,7 @@ class PairFeatures:
             out += [f"item_{f}_match", f"item_{f}"]
         out += [f"item_{f}_vs_user" for f in self.item_num_fields]
         out += [f"user_{f}" for f in self.user_cat_fields]
+        out += [f"user_{f}_share" for f in self.user_cat_fields if f in self.user_share]
         if self.candidates is not None:
             out.append("n_generators")
             out += [f"{g}_z" for g in self.generator_names]
@@ -305,13 +335,15 @@ class PairFeatures:
     # ------------------------------------------------------------------ building rows
     def build(self, rows: np.ndarray, items: np.ndarray, histories: list[np.ndarray],
               generator_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-              users: np.ndarray | None) -> np.ndarray:
+              users: np.ndarray | None, user_codes: dict | None = None) -> np.ndarray:
         """Feature rows (float32, one per pair) for pairs ``(rows[j], items[j])``.
 
         ``rows`` index the request block; ``histories[r]`` holds row r's history (item indices);
         ``generator_blocks[g]`` is ``(scores (m, n_items), rank (m, n_items), top1 (m,))`` of
         generator g; ``users`` the user index of each block row (-1 for a history with no user),
-        or None when the block is histories only.
+        or None when the block is histories only. ``user_codes`` maps a user categorical field to
+        the code of each pair's user (an array, or one code for all), for new visitors described by
+        their features; by default the codes are the known users' own.
         """
         cols = []
         for scores, rank, top in generator_blocks:
@@ -349,12 +381,21 @@ class PairFeatures:
             cnt = np.bincount(owner, weights=~np.isnan(vals[flat]), minlength=len(histories))
             mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
             cols.append((vals[items] - mean[rows]).astype(np.float32))
+        row_codes = {}
         for f in self.user_cat_fields:
-            codes = self.user_codes[f]
-            out = np.full(len(rows), -1, dtype=np.float32)
-            has = user_idx >= 0
-            out[has] = codes[user_idx[has]]
-            cols.append(out)
+            if user_codes is not None and f in user_codes:
+                code = np.broadcast_to(np.asarray(user_codes[f], dtype=np.int64), (len(rows),))
+            else:
+                code = np.full(len(rows), -1, dtype=np.int64)
+                has = user_idx >= 0
+                code[has] = self.user_codes[f][user_idx[has]]
+            row_codes[f] = code
+            cols.append(code.astype(np.float32))
+        for f in self.user_cat_fields:
+            if f in self.user_share:
+                table = self.user_share[f]  # (codes + 1, items); the last row: unknown code, all users
+                code = np.where(row_codes[f] >= 0, row_codes[f], table.shape[0] - 1)
+                cols.append(table[code, items])
         if self.candidates is not None:
             width = min(int(self.candidates), len(self.item_log_users))
             cols.append(sum((rank[rows, items] < width).astype(np.float32) for _, rank, _ in generator_blocks))
@@ -432,12 +473,6 @@ class PairFeatures:
         return [np.bincount(owner, weights=sim_last, minlength=m).astype(np.float32),
                 np.bincount(owner, weights=sim_hist, minlength=m).astype(np.float32)]
 
-    def override_user_codes(self, X: np.ndarray, values: dict) -> None:
-        """Put a new visitor's user-feature codes (``{field: code}``) into every row of ``X``."""
-        names = self.names
-        for f, code in values.items():
-            X[:, names.index(f"user_{f}")] = code
-
     # ------------------------------------------------------------------ persistence
     def state(self) -> tuple[dict, dict]:
         meta = {"generators": self.generator_names, "has_time": self.has_time,
@@ -466,6 +501,9 @@ class PairFeatures:
             arrays[f"pf_item_values_{i}"] = self.item_values[f]
         for i, f in enumerate(self.user_cat_fields):
             arrays[f"pf_user_codes_{i}"] = self.user_codes[f]
+            if f in self.user_share:
+                arrays[f"pf_user_share_{i}"] = self.user_share[f].ravel()
+        meta["user_share_fields"] = [f for f in self.user_cat_fields if f in self.user_share]
         return meta, arrays
 
     @classmethod
@@ -499,6 +537,15 @@ class PairFeatures:
         for f, c in {**out.item_codes, **out.user_codes}.items():
             if len(c) and c.min() < -1:
                 raise DataError(f"codes of {f!r} must be >= -1")
+        out.user_share = {}
+        for i, f in enumerate(out.user_cat_fields):
+            if f not in meta.get("user_share_fields", []):  # artifacts from before this feature have none
+                continue
+            n_codes = int(out.user_codes[f].max(initial=-1)) + 2
+            table = take(f"pf_user_share_{i}", n_codes * n_items)
+            if not np.all(np.isfinite(table)):
+                raise DataError(f"pf_user_share_{i}: shares must be finite")
+            out.user_share[f] = table.reshape(n_codes, n_items)
         if out.sequence:
             out.next_counts = PairCounts.checked(arrays["pf_next_keys"], arrays["pf_next_counts"], n_items, "pf_next")
             out.window_counts = PairCounts.checked(arrays["pf_window_keys"], arrays["pf_window_counts"], n_items,

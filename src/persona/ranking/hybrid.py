@@ -383,11 +383,9 @@ class Hybrid(Recommender):
         keep = per_row[rows]  # groups without a positive teach LambdaRank nothing
         if not keep.any():
             return None, int(per_row.sum())
-        X = context.build(rows[keep], items[keep], hists, [b[:3] for b in blocks], None if visitors else block)
-        if visitors:
-            names = context.names
-            for f in context.user_cat_fields:
-                X[:, names.index(f"user_{f}")] = context.user_codes[f][block[rows[keep]]]
+        codes = ({f: context.user_codes[f][block[rows[keep]]] for f in context.user_cat_fields}
+                 if visitors else None)
+        X = context.build(rows[keep], items[keep], hists, [b[:3] for b in blocks], None if visitors else block, codes)
         sizes = np.bincount(rows[keep], minlength=len(block))[per_row]
         return (X, label[keep].astype(np.float32), sizes), int(per_row.sum())
 
@@ -427,9 +425,7 @@ class Hybrid(Recommender):
         cand = _dedupe_rows(np.concatenate([b[3] for b in blocks], axis=1))
         rows, cols = np.nonzero(cand >= 0)
         items = cand[rows, cols]
-        X = self.features_.build(rows, items, hists, [b[:3] for b in blocks], users)
-        if user_codes:
-            self.features_.override_user_codes(X, user_codes)
+        X = self.features_.build(rows, items, hists, [b[:3] for b in blocks], users, user_codes or None)
         ranked = self.ranker_.predict(X) if len(X) else np.zeros(0, np.float32)
         low = np.full(m, np.inf, dtype=np.float32)
         np.minimum.at(low, rows, ranked)
