@@ -19,6 +19,12 @@ _NAMES.update({"EventTable": "_events", "event_table": "_events", "funnel": "fun
                "basket_rules": "baskets", "summary": "overview", "activity": "overview", "report": "reports",
                "SECTIONS": "reports"})
 
+# on-site metrics and experiments (issue 15): attribution of outcomes to impressions, online metrics, A/B analysis
+_NAMES.update({"attribution": "online", "online_metrics": "online", "analyze_experiment": "experiments",
+               "experiment_users": "experiments", "compare_variants": "experiments", "srm_test": "experiments",
+               "sample_size": "experiments", "interleaving_result": "experiments",
+               "ExperimentResult": "experiments", "InterleavingResult": "experiments"})
+
 __all__ = sorted(_NAMES)
 
 __getattr__, __dir__ = lazy_namespace(__name__, globals(), __all__, names=_NAMES)
