@@ -166,7 +166,7 @@ def run(args) -> dict:
     params = dict(factors=args.factors, blocks=args.blocks, heads=args.heads, max_len=args.max_len,
                   dropout=args.dropout, learning_rate=args.learning_rate, epochs=args.epochs,
                   batch_size=args.batch_size, patience=args.patience, loss=args.loss, negatives=args.negatives,
-                  lr_schedule=args.lr_schedule, random_state=args.seed, num_threads=args.threads, show_progress=args.progress)
+                  lr_schedule=args.lr_schedule, output_precision=args.output_precision, contrastive=args.contrastive, random_state=args.seed, num_threads=args.threads, show_progress=args.progress)
     t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     if args.test_history == "default":
         # what a user's plain fit does: SASRec(...).fit(train + valid) holds out each user's last
@@ -278,6 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--loss", choices=("ce", "sampled"), default="ce")
     ap.add_argument("--lr-schedule", choices=("constant", "plateau"), default="constant")
+    ap.add_argument("--contrastive", type=float, default=0.0, help="weight of the contrastive term")
+    ap.add_argument("--output-precision", choices=("float32", "bfloat16", "auto"), default="float32")
     ap.add_argument("--negatives", type=int, default=256, help="draws per step with --loss sampled")
     ap.add_argument("--attributes", action="store_true",
                     help="item attributes as side information (<Name>_item2attributes.json beside the data)")

@@ -471,3 +471,45 @@ def test_plateau_schedule_halves_the_rate_while_validation_stalls():
         shop.interactions).history_[0]  # the constant schedule's history is as before
     with pytest.raises(ps.ParameterError, match="lr_schedule"):
         ps.SASRec(lr_schedule="cosine").fit(shop.interactions)
+
+
+def test_bfloat16_output_layer_trains_as_well_as_float32(shop_split):
+    _, train, valid, _ = shop_split
+    kw = dict(factors=16, blocks=1, max_len=10, epochs=30, dropout=0.5, learning_rate=1e-2, random_state=0,
+              num_threads=1)
+    full = SASRec(**kw).fit(train)
+    half = SASRec(**kw, output_precision="bfloat16").fit(train)
+    assert half.output_precision_ == "bfloat16" and full.output_precision_ == "float32"
+    assert half.item_factors_.dtype == np.float32  # the weights, and the served model, stay float32
+    # a different computation (the weights differ), the same quality within noise
+    assert not np.array_equal(half.item_factors_, full.item_factors_)
+    hr = {name: ps.evaluate(m, valid, k=(10,), metrics=("hr",))["hr@10"] for name, m in (("32", full), ("16", half))}
+    assert abs(hr["16"] - hr["32"]) < 0.05, hr
+    assert SASRec(**{**kw, "epochs": 1}, output_precision="auto").fit(train).output_precision_ in ("float32", "bfloat16")
+    with pytest.raises(ps.ParameterError, match="output_precision"):
+        SASRec(**kw, output_precision="fp8").fit(train)
+
+
+def test_contrastive_term_changes_training_and_is_validated(shop_split):
+    _, train, valid, _ = shop_split
+    kw = dict(factors=16, blocks=1, max_len=10, epochs=3, dropout=0.5, learning_rate=1e-2, random_state=0,
+              num_threads=1)
+    plain = SASRec(**kw).fit(train)
+    con = SASRec(**kw, contrastive=0.5).fit(train)
+    assert not np.array_equal(plain.item_factors_, con.item_factors_)
+    assert con.history_[0]["loss"] > plain.history_[0]["loss"]  # the term adds a positive InfoNCE
+    for bad in (-0.1, float("nan"), "x"):
+        with pytest.raises(ps.ParameterError, match="contrastive"):
+            SASRec(**kw, contrastive=bad).fit(train)
+
+
+def test_info_nce_by_hand():
+    import torch
+
+    from persona.models.sasrec import _info_nce
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    # normalised: a = b = identity rows; logits = I; each row's CE = log(e + 1) - 1
+    expect = float(np.log(np.e + 1.0) - 1.0)
+    assert abs(float(_info_nce(torch, a, b)) - expect) < 1e-6
