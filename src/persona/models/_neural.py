@@ -190,6 +190,67 @@ class EncodedUsers(ItemVectors):
                      type(self).__name__, int((~known).sum()))
         return self
 
+    # ------------------------------------------------------------------ streaming updates
+    #: a history lists every event (SASRec) or each item once, at its first touch (TwoTower)
+    _first_touch_only = False
+    #: items the network was not trained on have no vector: they wait for a refit (or TwoTower's features)
+    places_new_items = False
+
+    def _update(self, batch) -> None:
+        self._fold_batch(batch)
+
+    def _fold_batch(self, batch) -> None:
+        """The batch's events appended to the users' token rows and counted in the popularity.
+
+        Exactly what reading the full histories gives (the token row is the last ``max_len`` items
+        of the history), for events later than those the model has read. Items without a vector
+        (``placed_items_``) are left out of the rows, as :meth:`update_histories` leaves out items
+        the network was not trained on. No torch: the encoders run in onnxruntime.
+        """
+        from ._update import grow_rows, stored
+
+        inter, n_items = batch.inter, batch.n_items
+        users, items = inter.users.astype(np.int64), inter.items.astype(np.int64)
+        sel = np.arange(len(users))
+        if self._first_touch_only:  # a pair's first event of the batch, if the user never touched the item
+            _, first = np.unique(users * n_items + items, return_index=True)
+            first.sort()
+            sel = first[~stored(batch.old_rows(), users[first], items[first])]
+        popularity = grow_rows(self.item_popularity_, n_items)
+        popularity += np.bincount(items[sel], minlength=n_items).astype(popularity.dtype)
+        placed = self._placed_mask()
+        if placed is not None:
+            sel = sel[placed[items[sel]]]
+        tokens = grow_rows(self.user_tokens_, batch.n_users)
+        touched = np.unique(users[sel])
+        if len(touched):
+            old = tokens[touched].astype(np.int64)
+            live = old > 0  # left-padded: the row's items in time order
+            row = np.concatenate([np.nonzero(live)[0], np.searchsorted(touched, users[sel])])
+            part = np.concatenate([np.zeros(int(live.sum()), np.int8), np.ones(len(sel), np.int8)])
+            seq = np.concatenate([old[live] - 1, items[sel]])
+            order = np.lexsort((part, row))  # by row, old before new; stable within each
+            ends = np.cumsum(np.bincount(row, minlength=len(touched)))
+            tokens[touched] = window_tokens(seq[order], ends - np.diff(np.r_[0, ends]), ends, tokens.shape[1])
+        self._grow_user_state(batch.n_users)
+        self.user_tokens_, self.item_popularity_ = tokens, popularity
+        self.item_factors_ = grow_rows(self.item_factors_, n_items)  # zero rows: never recommended, see placed_items_
+        self._user_vector_cache = None
+        spec = getattr(self, "_index_spec", None)
+        if spec is not None and batch.n_items > batch.n_items_old:
+            self.use_index(spec["kind"], **spec["options"])
+
+    def _placed_histories(self, histories: list) -> list:
+        """Histories without the items the model has no vector for (added by ``update``)."""
+        placed = self._placed_mask()
+        if placed is None:
+            return histories
+        out = []
+        for h in histories:
+            h = np.asarray(h, dtype=np.int64)
+            out.append(h[placed[h]])
+        return out
+
     def _select_for_users(self, users, n, excl, allow, mask):
         index = getattr(self, "index_", None)
         queries = None if index is None else self._index_queries(users)

@@ -110,6 +110,12 @@ class ALS(FactorModel):
     refit. :meth:`recalculate_user` returns that vector; :meth:`partial_fit_users` and
     :meth:`partial_fit_items` fold new or changed users / items into the model offline.
 
+    ``update(new)`` merges the new events into the interaction matrix and solves, exactly and from
+    their whole merged rows, every user with new events (new users included) against the fixed
+    item factors, then every item with new events (new items included) against the user factors,
+    then those users once more; everyone else keeps their vectors. A new user's vector is then
+    what :meth:`recalculate_user` gives for their history.
+
     Examples
     --------
     >>> import persona as ps
@@ -390,6 +396,27 @@ class ALS(FactorModel):
             kernels.als_half_step_cholesky(block.indptr, block.indices, block.data, out, fixed, G,
                                            float(self.regularization), float(self.alpha))
         return out
+
+    def _update(self, batch) -> None:
+        from ._update import grow_rows
+
+        W = _checked_weights(batch.user_items, "ALS.update")
+        X = grow_rows(self.user_factors_, batch.n_users)  # new users: zero until solved, so they add
+        Y = grow_rows(self.item_factors_, batch.n_items)  # nothing to the item solves below
+        WT = W.T.tocsr()
+        WT.sort_indices()
+        users, items = batch.users, batch.items
+        # users, items, users again: a new item whose only buyers are new users is placed by them,
+        # and the users' final vectors see the items' new ones
+        X[users] = self._solve_rows(W[users], Y)
+        Y[items] = self._solve_rows(WT[items], X)
+        X[users] = self._solve_rows(W[users], Y)
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            raise ParameterError("ALS.update produced non-finite factors; raise regularization (it is "
+                                 f"{self.regularization}) or lower alpha (it is {self.alpha})")
+        self.user_factors_, self.item_factors_ = X, Y
+        self._item_gram = _gram64(Y)
+        self._refresh_index("ALS.update")
 
     def partial_fit_users(self, interactions: Interactions, *, replace: bool = True) -> "ALS":
         """Re-solve the users of ``interactions`` against the fixed item factors (offline updates).

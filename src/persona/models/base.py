@@ -10,14 +10,17 @@ the shared top-k kernel, save/load -- and leaves a model only its scoring:
 * ``_score_similar(item_indices)``          item-to-item scores (optional)
 * ``_score_audience(item_indices)``         one score per user for a set of items (optional)
 * ``_state()`` / ``_restore(meta, arrays)`` what ``save``/``load`` store beyond the common state
+* ``_update(batch)``                        fold new events in without a refit (``update``)
 
 Serving methods are read-only and allocate per call, so one fitted model serves many threads.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
@@ -26,7 +29,7 @@ import scipy.sparse as sp
 
 from .._validate import MAX_N, check_bool, check_int, check_n, check_num_threads, unknown_keyword_message
 from ..data.idmap import IdMap, normalize_ids
-from ..data.interactions import Interactions
+from ..data.interactions import AGGREGATIONS, Interactions
 from ..errors import (
     ArtifactError,
     DataError,
@@ -220,6 +223,8 @@ class Recommender:
         self.user_map_ = interactions.user_map
         self.item_map_ = interactions.item_map
         self.user_items_ = interactions.matrix.tocsr()
+        self.aggregate_ = interactions.aggregate  # how update merges new events with these
+        self.placed_items_ = None  # every item of a fit has its place; update may add some without
         self.fallback_ = getattr(self, "fallback_", None)
         self._fit(interactions, **kwargs)
         self._fitted = True
@@ -240,6 +245,102 @@ class Recommender:
     def _check_fitted(self) -> None:
         if not getattr(self, "_fitted", False):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(interactions) first")
+
+    # ------------------------------------------------------------------ streaming updates
+    #: whether ``update`` gives new items a place in the model (else they wait for a refit)
+    places_new_items = True
+
+    def update(self: RecommenderT, new_interactions: Interactions, **kwargs: Any) -> RecommenderT:
+        """Fold new events into the fitted model at once, without a refit; returns ``self``.
+
+        ``new_interactions`` holds events that came after those the model was fitted on (in any id
+        maps: new users and items are appended to ``user_map_`` / ``item_map_``, old indices keep
+        their meaning). They are merged into the seen items with the rules of
+        :class:`~persona.Interactions` (the batch must use the ``aggregate`` of the training data),
+        and each model folds them into its state as docs/models.md ("Streaming updates") tabulates:
+        popularity counts (with decay), histories read at once (ItemKNN, EASE, SASRec, TwoTower),
+        new users and items solved against the fixed other side (ALS), a partial epoch (BPR).
+        Items a model cannot place until a refit (new items of ItemKNN, EASE, SASRec) are not
+        recommended until then (``placed_items_`` marks them); ``last_update_`` reports what
+        happened. A fallback set with :meth:`set_fallback` is updated too.
+
+        An empty batch changes nothing. An update that fails raises and leaves the model exactly as
+        it was. It changes the model: a service answering from this object in other threads should
+        get an updated copy instead (``service.swap(copy.copy(model).update(new))``), as
+        ``persona.pipeline.Retrainer`` does.
+
+        Parameters
+        ----------
+        new_interactions : Interactions
+            The new events (e.g. ``store.interactions(since=...)``).
+        **kwargs
+            Model-specific options (e.g. ``TwoTower.update(new, item_features=...)``).
+
+        Examples
+        --------
+        >>> import persona as ps
+        >>> model = ps.ItemKNN(k=10).fit(ps.Interactions.from_records([("ann", "a"), ("bob", "a"), ("bob", "b")]))
+        >>> model = model.update(ps.Interactions.from_records([("ann", "b"), ("cem", "a")]))
+        >>> model.n_users, model.recommend("cem", n=1)[0].tolist()
+        (3, ['b'])
+        """
+        from ._update import UpdateBatch, check_batch
+
+        self._check_fitted()
+        who = type(self).__name__
+        aggregate = getattr(self, "aggregate_", "sum")
+        check_batch(new_interactions, aggregate, who)
+        if len(new_interactions) == 0:
+            return self
+        try:
+            inspect.signature(self._update).bind(None, **kwargs)
+        except TypeError:
+            names = [p for p in inspect.signature(self._update).parameters if p != "batch"]
+            raise ParameterError(unknown_keyword_message(f"{who}.update", list(kwargs), names)) from None
+        t0 = time.perf_counter()
+        batch = UpdateBatch(self, new_interactions, aggregate)
+        work = copy.copy(self)  # built aside and committed at the end: a failure leaves self untouched
+        work.user_map_, work.item_map_, work.user_items_ = batch.user_map, batch.item_map, batch.user_items
+        placed = getattr(self, "placed_items_", None)
+        if placed is not None or (len(batch.new_items) and not self.places_new_items):
+            old = self._placed_mask() if placed is not None else np.ones(batch.n_items_old, dtype=bool)
+            grown = np.full(batch.n_items, bool(self.places_new_items))
+            grown[:len(old)] = old
+            work.placed_items_ = None if grown.all() else grown
+        work._update(batch, **kwargs)
+        fallback = getattr(self, "fallback_", None)
+        if fallback is not None:
+            work.fallback_ = copy.copy(fallback).update(new_interactions)
+        placed = work._placed_mask()
+        work.last_update_ = {"events": len(new_interactions), "users": len(batch.users),
+                             "new_users": len(batch.new_users), "items": len(batch.items),
+                             "new_items": len(batch.new_items),
+                             "unplaced_items": 0 if placed is None else int((~placed).sum()),
+                             "seconds": time.perf_counter() - t0}
+        self.__dict__.update(work.__dict__)
+        log.debug("%s.update: %s", who, self.last_update_)
+        return self
+
+    def _update(self, batch) -> None:
+        """Fold ``batch`` (a :class:`persona.models._update.UpdateBatch`) into ``self``'s state.
+
+        Called on a copy whose maps and ``user_items_`` already hold the batch; set new arrays on
+        ``self`` and never write into the old ones (the original model shares them).
+        """
+        raise UnsupportedError(f"{type(self).__name__} cannot fold new events in; refit it on all events")
+
+    def _placed_mask(self) -> np.ndarray | None:
+        """Which items the model can score (bool per item), or None when all can.
+
+        Items appended after the mask was made (``add_items``) are placed by their features.
+        """
+        placed = getattr(self, "placed_items_", None)
+        if placed is None:
+            return None
+        n = len(self.item_map_)
+        if len(placed) < n:
+            placed = np.concatenate([placed, np.ones(n - len(placed), dtype=bool)])
+        return placed
 
     @property
     def n_users(self) -> int:
@@ -347,6 +448,9 @@ class Recommender:
                     f"mask must hold one bool per item of the model ({n_items}), got shape {mask.shape}; "
                     "align it with model.item_map_.ids"
                 )
+        placed = self._placed_mask()
+        if placed is not None:  # items the model cannot score yet are never recommended
+            mask = placed if mask is None else (mask & placed)
         allow: np.ndarray | list[np.ndarray] | None = None
         if items is not None:
             if _is_row_list(items, n_rows):
@@ -389,6 +493,9 @@ class Recommender:
             raise ParameterError(f"user indices must lie in [0, {self.n_users}), got [{users.min()}, {users.max()}]")
         if exclude is not None and exclude.shape[0] != m:
             raise ParameterError(f"exclude has {exclude.shape[0]} rows but {m} users were asked for")
+        placed = self._placed_mask()
+        if placed is not None:
+            mask = placed if mask is None else (np.asarray(mask, dtype=bool) & placed)
         out_i = np.full((m, n), -1, dtype=np.int64)
         out_s = np.full((m, n), PAD_SCORE, dtype=np.float32)
         step = self._batch_rows()
@@ -810,10 +917,14 @@ class Recommender:
         all_arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids,
                       **pack_csr("user_items", self.user_items_)}
         for k, v in arrays.items():
-            if k in all_arrays or k.startswith(_FALLBACK):
+            if k in all_arrays or k.startswith(_FALLBACK) or k == "placed_items":
                 raise RuntimeError(f"{type(self).__name__}._state uses the reserved array name {k!r}")
             all_arrays[k] = v
-        out = {"class": type(self).__name__, "params": self.get_params(), "state": meta}
+        placed = self._placed_mask()
+        if placed is not None:
+            all_arrays["placed_items"] = placed
+        out = {"class": type(self).__name__, "params": self.get_params(), "state": meta,
+               "aggregate": getattr(self, "aggregate_", "sum")}
         files = dict(self._files())
         fallback = getattr(self, "fallback_", None)
         if fallback is not None:
@@ -878,6 +989,14 @@ class Recommender:
             model.item_map_ = IdMap(check_array("item_ids", arrays["item_ids"], kind="iuU", ndim=1))
             model.user_items_ = unpack_csr("user_items", arrays, shape=(len(model.user_map_), len(model.item_map_)))
             model.fallback_ = None
+            model.placed_items_ = None
+            if "placed_items" in arrays:
+                model.placed_items_ = check_array("placed_items", arrays["placed_items"], kind="b",
+                                                  shape=(len(model.item_map_),))
+            model.aggregate_ = meta.get("aggregate", "sum")
+            if model.aggregate_ not in AGGREGATIONS:
+                raise ArtifactError(f"{path}: aggregate: expected one of {AGGREGATIONS}, got {model.aggregate_!r}; "
+                                    "the artifact is malformed, save the model again")
             state = meta.get("state", {})
             if not isinstance(state, dict):
                 raise TypeError("'state' is not an object")

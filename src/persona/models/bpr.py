@@ -8,7 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import check_number, check_weights
+from .._validate import MAX_ITERATIONS, check_int, check_number, check_weights
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from ..kernels.threads import numba_threads as _numba_threads
@@ -19,6 +19,8 @@ __all__ = ["BPR"]
 log = logging.getLogger("persona.models")
 
 _SAMPLING = ("uniform", "popularity")
+#: Passes over the new pairs that ``BPR.update`` makes by default (see benchmarks/bench_update.py).
+UPDATE_EPOCHS = 10
 
 
 def positive_csr(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -75,6 +77,11 @@ class BPR(FactorModel):
 
     ``history_`` holds the per-iteration ``loss``, ``pair_accuracy`` and ``skipped`` lists of the
     last fit (not saved with the model).
+
+    ``update(new, epochs=None)`` runs a partial epoch: SGD steps over the new (user, item) pairs
+    only, ``epochs`` passes (default ``UPDATE_EPOCHS``), each with a negative drawn as in ``fit``
+    from the merged data. A new user starts from the mean of their items' vectors (the
+    ``recommend_for_history`` fold-in), a new item from zero; both are recommended at once.
 
     Examples
     --------
@@ -169,6 +176,47 @@ class BPR(FactorModel):
         self.user_factors_ = user_f
         self.item_factors_ = item_f
         self.history_ = history
+
+    # ------------------------------------------------------------------ streaming updates
+    def _update(self, batch, epochs: int | None = None) -> None:
+        from ..kernels import bpr as kernels
+        from ._update import grow_rows
+
+        epochs = UPDATE_EPOCHS if epochs is None else check_int(epochs, "BPR.update: epochs", min=1,
+                                                                    max=MAX_ITERATIONS, hint="try 10")
+        check_weights(batch.user_items.data, "BPR.update")
+        x = positive_csr(batch.user_items)
+        f = self.item_factors_.shape[1] - 1
+        U = grow_rows(self.user_factors_, batch.n_users)
+        V = grow_rows(self.item_factors_, batch.n_items)  # new items: zero vector and bias, as unseen ones at fit
+        new = batch.new_users
+        for u in new:  # the recommend_for_history fold-in: the mean of the user's items' vectors
+            h = x.indices[x.indptr[u]:x.indptr[u + 1]]
+            if len(h):
+                U[u, :f] = V[h, :f].mean(axis=0)
+        pairs = positive_csr(batch.inter.matrix).tocoo()
+        if pairs.nnz:
+            # seeded models replay the same update on the same data; each batch gets its own stream
+            rng = np.random.default_rng(None if self.random_state is None else
+                                        [int(self.random_state), int(x.nnz), int(pairs.nnz)])
+            order = np.concatenate([rng.permutation(pairs.nnz) for _ in range(epochs)])
+            users = pairs.row.astype(np.int32)[order]
+            pos = pairs.col.astype(np.int32)[order]
+            use_pop = self.negative_sampling == "popularity"
+            counts = np.bincount(x.indices, minlength=batch.n_items)
+            cdf = kernels.popularity_cdf(counts) if use_pop else np.zeros(1, dtype=np.float64)
+            indptr, indices = x.indptr.astype(np.int64), x.indices.astype(np.int32)
+            neg = kernels.sample_negatives(indptr, indices, users, batch.n_items, cdf, use_pop,
+                                           int(rng.integers(0, 2 ** 63 - 1)), kernels.MAX_NEGATIVE_TRIES)
+            ok = neg >= 0
+            kernels.bpr_update_triples(U, V, users[ok], pos[ok], neg[ok].astype(np.int32),
+                                       float(self.learning_rate), float(self.regularization))
+        if not (np.isfinite(U).all() and np.isfinite(V).all()):
+            raise ParameterError(f"BPR.update diverged (non-finite factors) with learning_rate={self.learning_rate}; "
+                                 "lower learning_rate or raise regularization")
+        U[:, f] = 1.0
+        self.user_factors_, self.item_factors_ = U, V
+        self._refresh_index("BPR.update")
 
     # ------------------------------------------------------------------ scoring beyond FactorModel's
     def _fold_in(self, histories) -> np.ndarray:

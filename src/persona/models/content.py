@@ -534,6 +534,44 @@ class ContentKNN(Recommender):
         rows = self.user_profiles_ if self.user_profiles_ is not None else self.user_items_
         return np.asarray(rows @ v, dtype=np.float32).ravel()
 
+    # ------------------------------------------------------------------ streaming updates
+    places_new_items = False  # an item first seen in events has no content: add it with add_items first
+
+    def _update(self, batch) -> None:
+        """The new events count in the users' rows at once (recency ranks included). Items the
+        catalogue lacks have no content: they are not recommended until a refit -- add new products
+        with :meth:`add_items` before their events arrive, and they are placed at once."""
+        from ._update import grow_csr, grow_rows
+
+        check_weights(batch.user_items.data, "ContentKNN.update", do="drop negative feedback or map it to 0")
+        n = batch.n_items
+        self.similarity_ = grow_csr(self.similarity_, (n, n))
+        if self.feature_vectors_ is not None:
+            self.feature_vectors_ = grow_csr(self.feature_vectors_, (n, self.feature_vectors_.shape[1]))
+        t = self.text_vectors_
+        if t is not None:
+            self.text_vectors_ = grow_csr(t, (n, t.shape[1])) if sp.issparse(t) else grow_rows(t, n)
+        if self.user_profiles_ is not None:
+            self.user_profiles_ = self._updated_profiles(batch)
+
+    def _updated_profiles(self, batch) -> sp.csr_matrix:
+        """Recency rows of the users with new events: the batch's items (latest first), then the
+        user's older items in their old order -- the ranks a refit on all events gives."""
+        from ._update import grow_csr, replace_rows
+
+        old = grow_csr(self.user_profiles_, (batch.n_users, batch.n_items))
+        inter = batch.inter
+        ip = inter.sequence_indptr
+        histories = []
+        for u in batch.users:
+            lo, hi = old.indptr[u], old.indptr[u + 1]
+            w = old.data[lo:hi].astype(np.float64)
+            # the stored weights are 0.5 ** (rank / recency): their order is the old rank order
+            before = old.indices[lo:hi][np.argsort(-w, kind="stable")][::-1]  # oldest first
+            histories.append(np.concatenate([before, inter.items[ip[u]:ip[u + 1]]]))
+        rows = _weighted_rows(histories, self._recency_weights, batch.n_items)
+        return replace_rows(old, batch.users, rows)
+
     # ------------------------------------------------------------------ cold start
     def add_items(self, features: Features | pd.DataFrame | None = None,
                   text: Mapping | pd.Series | pd.DataFrame | None = None, *,

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from .._validate import check_int, check_number, check_weights
 from ..data.interactions import Interactions
-from ..errors import ParameterError
+from ..errors import ArtifactError, ParameterError
 from .base import Recommender
 from .bpr import positive_csr
 from ..kernels.threads import blas_threads as _blas_threads
@@ -67,6 +67,9 @@ class EASE(Recommender):
       item's score, so it agrees with ``recommend_for_history([i])``.
     * ``recommend_for_history`` is exact (no refit, no approximation): the binarised history
       times ``B``. ``recommend_users(items)`` ranks users by ``X @ B[:, items]`` summed over items.
+    * ``update(new)`` merges the new events into ``X``, so a user's new history counts at once,
+      exactly as a fit with the same ``B``; ``B`` covers the items of the fit only (``B_`` keeps
+      its shape), so new items are not recommended until a refit (``placed_items_``).
 
     Examples
     --------
@@ -125,22 +128,55 @@ class EASE(Recommender):
             self._x = x
         return x
 
-    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
-        return np.asarray(self._binary()[user_indices] @ self.B_, dtype=np.float32)
+    # ------------------------------------------------------------------ streaming updates
+    places_new_items = False  # B covers the items of the fit
 
-    def _score_histories(self, histories) -> np.ndarray:
-        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
-        for r, h in enumerate(histories):
-            if len(h):
-                out[r] = self.B_[np.unique(h)].sum(axis=0)
+    def _update(self, batch) -> None:
+        check_weights(batch.user_items.data, "EASE.update")
+        self._x = positive_csr(self.user_items_)
+
+    def _padded(self, scores: np.ndarray) -> np.ndarray:
+        """Scores over B's items, widened to the catalogue with zeros for items B does not cover."""
+        n, nb = self.n_items, self.B_.shape[0]
+        if nb == n:
+            return scores
+        out = np.zeros((scores.shape[0], n), dtype=np.float32)
+        out[:, :nb] = scores
         return out
 
+    def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
+        x = self._binary()[user_indices]
+        nb = self.B_.shape[0]
+        if nb < x.shape[1]:
+            x = x[:, :nb]
+        return self._padded(np.asarray(x @ self.B_, dtype=np.float32))
+
+    def _score_histories(self, histories) -> np.ndarray:
+        nb = self.B_.shape[0]
+        out = np.zeros((len(histories), nb), dtype=np.float32)
+        for r, h in enumerate(histories):
+            h = np.unique(h)
+            h = h[h < nb]
+            if len(h):
+                out[r] = self.B_[h].sum(axis=0)
+        return self._padded(out)
+
     def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
-        return np.array(self.B_[item_indices], dtype=np.float32)
+        nb = self.B_.shape[0]
+        idx = np.asarray(item_indices)
+        out = np.zeros((len(idx), nb), dtype=np.float32)
+        inside = idx < nb
+        out[inside] = self.B_[idx[inside]]
+        return self._padded(out)
 
     def _score_audience(self, item_indices: np.ndarray) -> np.ndarray:
-        col = np.asarray(self.B_[:, item_indices], dtype=np.float32).sum(axis=1)
-        return np.asarray(self._binary() @ col, dtype=np.float32).ravel()
+        nb = self.B_.shape[0]
+        idx = np.asarray(item_indices)
+        col = np.asarray(self.B_[:, idx[idx < nb]], dtype=np.float32).sum(axis=1)
+        x = self._binary()
+        if nb < x.shape[1]:
+            x = x[:, :nb]
+        return np.asarray(x @ col, dtype=np.float32).ravel()
 
     # ------------------------------------------------------------------ persistence
     def _state(self):
@@ -154,7 +190,15 @@ class EASE(Recommender):
     def _check_state(self) -> None:
         from ..io.artifact import check_array
 
-        check_array("B", self.B_, shape=(len(self.item_map_), len(self.item_map_)))
+        n = len(self.item_map_)
+        nb = check_array("B", self.B_, ndim=2).shape[0]
+        placed = self._placed_mask()
+        # B covers the fitted items; items update added after them are marked unplaced
+        if nb > n or (nb < n and (placed is None or placed[nb:].any())):
+            raise ArtifactError(f"B covers {nb} items but the model knows {n} and marks "
+                                f"{n if placed is None else int(placed.sum())} as placed; the artifact is malformed, "
+                                "save the model again")
+        check_array("B", self.B_, shape=(nb, nb))
 
 
 def ease_weights(x: sp.csr_matrix, regularization: float, *, bar=None) -> tuple[np.ndarray, str]:

@@ -210,6 +210,16 @@ class FactorModel(ItemVectors, Recommender):
         log.info("%s: added %d items from their features (now %d)", who, len(ids), n_new)
         return self
 
+    def _refresh_index(self, who: str) -> None:
+        """Rebuild the retrieval index chosen with :meth:`use_index` over the current item vectors."""
+        if getattr(self, "index_", None) is None:
+            return
+        spec = getattr(self, "_index_spec", None)
+        if spec is None:
+            raise ParameterError(f"{who}: the model serves through a ready index given to use_index, which cannot "
+                                 "follow new item vectors; call use_index(None) (or use_index('exact')) first")
+        self.use_index(spec["kind"], **spec["options"])
+
     # ------------------------------------------------------------------ scoring
     def _batch_rows(self) -> int:
         # larger blocks keep the BLAS product efficient; 256 MB of scores at most

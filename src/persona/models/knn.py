@@ -164,6 +164,10 @@ class ItemKNN(_Neighbourhood):
     0/1 row the same way; ``similar_items(i)`` is row ``i`` of ``similarity_``;
     ``recommend_users(items)`` scores ``X @ similarity_[:, items].sum(axis=1)``.
 
+    ``update(new)`` merges the new events into ``X``: a user's new history counts at once (the
+    same as a fit whose similarities are those of the old data); new items have no neighbours
+    until a refit, so they are not recommended until then (``placed_items_``).
+
     Examples
     --------
     >>> import persona as ps
@@ -190,6 +194,14 @@ class ItemKNN(_Neighbourhood):
         items = X.T.tocsr()
         self._learn_weighting(items)
         self.similarity_ = self._similarity(items)
+
+    places_new_items = False  # a new item has no similarities until a refit
+
+    def _update(self, batch) -> None:
+        from ._update import grow_csr
+
+        check_weights(batch.user_items.data, f"{type(self).__name__}.update", do=_NEGATIVE_WEIGHTS)
+        self.similarity_ = grow_csr(self.similarity_, (batch.n_items, batch.n_items))
 
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
         return _dense(self.user_items_[np.asarray(user_indices)] @ self.similarity_)
@@ -264,12 +276,31 @@ class UserKNN(_Neighbourhood):
         self._item_users = X.T.tocsr()
         self._item_norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel())
 
+    def _update(self, batch) -> None:
+        """New users get neighbours at once, and users with new events new ones; a new user is a
+        neighbour of those, and of everyone after a refit. New items count at once."""
+        from ._update import grow_csr, replace_rows
+
+        check_weights(batch.user_items.data, f"{type(self).__name__}.update", do=_NEGATIVE_WEIGHTS)
+        if self.idf_ is not None and len(self.idf_) < batch.n_items:  # new items: weighted like the rarest
+            self.idf_ = np.concatenate([self.idf_, np.full(batch.n_items - len(self.idf_), float(np.max(self.idf_)))])
+        self._derive()
+        users = batch.users
+        sim = grow_csr(self.similarity_, (batch.n_users, batch.n_users))
+        block = self._neighbours_of(self.user_items_[users], users)
+        self.similarity_ = replace_rows(sim, users, block)
+
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
         return _dense(self.similarity_[np.asarray(user_indices)] @ self.user_items_)
 
     def _history_similarity(self, histories) -> sp.csr_matrix:
         """(m, n_users) top-k similarity of each history to the training users, as the kernel defines it."""
-        h = self._weigh(_binary_rows(histories, self.n_items))
+        return self._neighbours_of(_binary_rows(histories, self.n_items))
+
+    def _neighbours_of(self, x: sp.csr_matrix, users: np.ndarray | None = None) -> sp.csr_matrix:
+        """(m, n_users) top-k similarity of item rows ``x`` to the users; row j leaves out user ``users[j]``."""
+        m = x.shape[0]
+        h = self._weigh(x)
         dots = np.asarray((h @ self._weighted_t).toarray(), dtype=np.float64)
         if self.weighting in _NORMALISED:
             h_norm = np.sqrt(np.asarray(h.multiply(h).sum(axis=1), dtype=np.float64))
@@ -279,11 +310,13 @@ class UserKNN(_Neighbourhood):
             sims = dots
         sims = sims.astype(np.float32)
         sims[dots == 0] = -np.inf  # never a neighbour, as in the kernel
+        if users is not None:
+            sims[np.arange(len(users)), users] = -np.inf  # nor oneself
         k = min(int(self.k), self.n_users)
         idx, val = topk(sims, k, num_threads=int(self.num_threads))
         keep = np.isfinite(val)
-        rows = np.repeat(np.arange(len(histories)), keep.sum(axis=1))
-        return sp.csr_matrix((val[keep], (rows, idx[keep])), shape=(len(histories), self.n_users), dtype=np.float32)
+        rows = np.repeat(np.arange(m), keep.sum(axis=1))
+        return sp.csr_matrix((val[keep], (rows, idx[keep])), shape=(m, self.n_users), dtype=np.float32)
 
     def _score_histories(self, histories) -> np.ndarray:
         return _dense(self._history_similarity(histories) @ self.user_items_)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from ..data.idmap import normalize_ids
 from ..data.interactions import Interactions
-from ..errors import DataError, ParameterError
+from ..errors import DataError, ParameterError, UnsupportedError
 from ..kernels.threads import numba_threads as _numba_threads
 from .factor import FactorModel
 from ..typing import Ids, ItemId, UserId
@@ -79,6 +79,11 @@ class MF(FactorModel):
     history's item vectors and the user bias 0. ``training_rmse_`` holds the training RMSE after
     each iteration when ``show_progress`` is on.
 
+    ``update(new)`` merges the new ratings (a pair's latest value wins; from weights, the
+    interactions' ``aggregate``) and solves, exactly, every user with new ratings against the
+    fixed item factors and biases, then every item with new ratings, then those users again; the
+    global mean stays that of the fit. New users and items are placed at once.
+
     Examples
     --------
     >>> import numpy as np
@@ -112,6 +117,9 @@ class MF(FactorModel):
         R = _rating_matrix(interactions)
         if R.nnz == 0:
             raise DataError("MF got no ratings to learn from")
+        # the ratings, when they are values rather than the seen-items weights: update merges new ones in
+        self.ratings_ = R if interactions.values is not None else None
+        self._ratings_known = True
         RT = R.T.tocsr()
         RT.sort_indices()
         n_users, n_items = R.shape
@@ -152,6 +160,50 @@ class MF(FactorModel):
         self.item_bias_ = by.astype(np.float32)
         self.global_mean_ = mu
         self.training_rmse_ = rmse
+
+    def _update(self, batch) -> None:
+        from ..kernels import als as kernels
+        from ._update import grow_rows, merge_matrices
+
+        if not getattr(self, "_ratings_known", False):
+            raise UnsupportedError("MF.update: this artifact does not say where its ratings came from (saved before "
+                                   "updates existed); refit the model to update it")
+        if self.ratings_ is None:
+            R = batch.user_items
+        elif batch.inter.values is None:
+            raise DataError("MF.update: expected new events with values (ratings), as the model was fitted on "
+                            "values; build them with value='rating'")
+        else:
+            R = merge_matrices(self.ratings_, _rating_matrix(batch.inter), "last")
+        R = sp.csr_matrix(R, dtype=np.float32)
+        R.sort_indices()
+        if not np.isfinite(R.data).all():
+            raise DataError("MF.update: expected finite ratings, got NaN or infinite ones; drop those events")
+        RT = R.T.tocsr()
+        RT.sort_indices()
+        X = grow_rows(self.user_factors_, batch.n_users)
+        Y = grow_rows(self.item_factors_, batch.n_items)
+        bx = grow_rows(self.user_bias_, batch.n_users).astype(np.float64)
+        by = grow_rows(self.item_bias_, batch.n_items).astype(np.float64)
+        mu, reg = float(self.global_mean_), float(self.regularization)
+
+        def solve(M, rows, A, a_bias, B, b_bias):
+            block = M[rows]
+            out, out_b = np.zeros((len(rows), A.shape[1]), np.float32), np.zeros(len(rows))
+            kernels.mf_half_step(block.indptr, block.indices, block.data, out, out_b, B, b_bias, mu, reg)
+            A[rows], a_bias[rows] = out, out_b
+
+        with _numba_threads(self.num_threads):  # users, items, users: as ALS.update
+            solve(R, batch.users, X, bx, Y, by)
+            solve(RT, batch.items, Y, by, X, bx)
+            solve(R, batch.users, X, bx, Y, by)
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            raise ParameterError(f"MF.update produced non-finite factors; raise regularization (it is {reg})")
+        self.user_factors_, self.item_factors_ = X, Y
+        self.user_bias_, self.item_bias_ = bx.astype(np.float32), by.astype(np.float32)
+        if self.ratings_ is not None:
+            self.ratings_ = R
+        self._refresh_index("MF.update")
 
     @staticmethod
     def _train_rmse(R, X, Y, bx, by, mu) -> float:
@@ -229,13 +281,30 @@ class MF(FactorModel):
 
     # ------------------------------------------------------------------ persistence
     def _extra_state(self):
-        return {"global_mean": float(self.global_mean_)}, {"user_bias": self.user_bias_,
-                                                           "item_bias": self.item_bias_}
+        arrays = {"user_bias": self.user_bias_, "item_bias": self.item_bias_}
+        ratings = getattr(self, "ratings_", None)
+        if ratings is not None:
+            from ..io.artifact import pack_csr
+
+            arrays.update(pack_csr("ratings", ratings))
+        meta = {"global_mean": float(self.global_mean_)}
+        if getattr(self, "_ratings_known", False):
+            meta["ratings"] = "values" if ratings is not None else "weights"
+        return meta, arrays
 
     def _restore_extra(self, meta, arrays) -> None:
+        from ..io.artifact import unpack_csr
+
         self.global_mean_ = float(meta["global_mean"])
         self.user_bias_ = np.asarray(arrays["user_bias"])
         self.item_bias_ = np.asarray(arrays["item_bias"])
+        source = meta.get("ratings")
+        if source not in (None, "values", "weights"):
+            raise ParameterError(f"ratings: expected 'values' or 'weights', got {source!r}")
+        self._ratings_known = source is not None
+        self.ratings_ = None
+        if source == "values":
+            self.ratings_ = unpack_csr("ratings", arrays, shape=(len(self.user_map_), len(self.item_map_)))
 
     def _check_state(self) -> None:
         from ..io.artifact import check_array

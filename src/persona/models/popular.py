@@ -9,7 +9,8 @@ import scipy.sparse as sp
 
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
-from ..errors import DataError, ParameterError
+from ..errors import DataError, ParameterError, UnsupportedError
+from ..io.artifact import pack_csr, unpack_csr
 from ..kernels import topk
 from .base import Recommender
 from ..typing import ArrayLike, Float32Array, Ids
@@ -86,6 +87,11 @@ class MostPopular(Recommender):
 
     Scores are popularity shares (they sum to 1 over the catalogue).
 
+    ``update(new)`` adds the new events' counts at once (new users and items included); with
+    ``half_life`` every count decays to the new latest event first, so ``fit(a).update(b)`` counts
+    what ``fit(a.concat(b))`` counts (when ``fit`` was given no ``now``). New users have no segment
+    and new items no category.
+
     Examples
     --------
     >>> import persona as ps
@@ -134,6 +140,7 @@ class MostPopular(Recommender):
             ref = float(np.max(inter.timestamps)) if now is None else _epoch(now)
             age = np.maximum(ref - inter.timestamps, 0.0) / _DAY
             w = w * np.power(0.5, age / float(self.half_life))
+            self.reference_time_ = ref
         shape = inter.shape
         if self.measure == "users":
             # one vote per user-item pair: its most recent (largest) decayed weight
@@ -141,6 +148,9 @@ class MostPopular(Recommender):
             order = np.lexsort((w, key))
             ks = key[order]
             last = np.r_[ks[1:] != ks[:-1], True]
+            if self.half_life is not None:  # when each pair was last seen: what update needs to re-weigh it
+                self.last_seen_ = sp.csr_matrix((inter.timestamps[order][last], (ks[last] // shape[1],
+                                                 ks[last] % shape[1])), shape=shape, dtype=np.float64)
             key, w = ks[last], w[order][last]
             rows, cols = key // shape[1], key % shape[1]
         else:
@@ -150,6 +160,7 @@ class MostPopular(Recommender):
         return m
 
     def _fit(self, inter: Interactions, *, user_segments=None, item_categories=None, now=None) -> None:
+        self.reference_time_ = self.last_seen_ = None
         m = self._item_user_weights(inter, now)
         pop = np.asarray(m.sum(axis=0)).ravel()
         total = pop.sum()
@@ -157,6 +168,7 @@ class MostPopular(Recommender):
         self.popularity_ = pop.astype(np.float32)
         self.global_scores_ = share.astype(np.float32)
         self.user_activity_ = np.diff(inter.matrix.indptr).astype(np.float32)
+        self.segment_counts_ = None
 
         seg = _labels_for(inter.user_ids, user_segments, "user_segments")
         name = getattr(user_segments, "name", None)
@@ -170,10 +182,8 @@ class MostPopular(Recommender):
                 shape=(n_seg, inter.n_users),
             )
             counts = np.asarray((onehot @ m).todense())
-            b = float(self.segment_shrinkage)
-            denom = counts.sum(axis=1, keepdims=True) + b
-            denom[denom == 0] = 1.0
-            self.segment_scores_ = ((counts + b * share[None, :]) / denom).astype(np.float32)
+            self.segment_counts_ = counts
+            self.segment_scores_ = self._shrunk(counts, share)
         else:
             self.segment_map_ = None
             self.user_segment_ = None
@@ -185,6 +195,98 @@ class MostPopular(Recommender):
         else:
             self.category_map_ = None
             self.item_category_ = None
+
+    def _shrunk(self, counts: np.ndarray, share: np.ndarray) -> np.ndarray:
+        """Segment popularity shrunk toward the global ``share`` (see ``segment_shrinkage``)."""
+        b = float(self.segment_shrinkage)
+        denom = counts.sum(axis=1, keepdims=True) + b
+        denom[denom == 0] = 1.0
+        return ((counts + b * share[None, :]) / denom).astype(np.float32)
+
+    # ------------------------------------------------------------------ streaming updates
+    def _update(self, batch, now=None) -> None:
+        """Add the batch's votes (decayed to the new reference time) to every count."""
+        from ._update import grow_csr, grow_rows, grow_vector
+
+        inter, n_items = batch.inter, batch.n_items
+        pop = grow_rows(self.popularity_.astype(np.float64), n_items)
+        counts = getattr(self, "segment_counts_", None)
+        if self.segment_scores_ is not None and counts is None:
+            raise UnsupportedError("MostPopular.update: this model's segment counts were not saved (an artifact "
+                                   "from before updates); refit it to update it")
+        counts = None if counts is None else np.hstack([counts, np.zeros((len(counts), n_items - counts.shape[1]))])
+        w = inter.weights.astype(np.float64) if self.measure == "weight" else np.ones(len(inter), dtype=np.float64)
+        if self.half_life is not None:
+            if inter.timestamps is None:
+                raise DataError("MostPopular(half_life=...).update: expected new events with timestamps, got none; "
+                                "build them with a time column")
+            ref_old = float(self.reference_time_)
+            if not np.isfinite(ref_old) or (self.measure == "users" and self.last_seen_ is None):
+                raise UnsupportedError("MostPopular.update: this model's decay state was not saved (an artifact "
+                                       "from before updates); refit it to update it")
+            ref = max(ref_old, float(np.max(inter.timestamps)))
+            scale = np.power(0.5, (ref - ref_old) / _DAY / float(self.half_life))  # everything ages alike
+            pop *= scale
+            if counts is not None:
+                counts = counts * scale
+            w = w * np.power(0.5, (ref - inter.timestamps) / _DAY / float(self.half_life))
+            self.reference_time_ = ref
+        if self.measure == "users":
+            items, delta, users = self._new_votes(batch, w)
+        else:
+            items, delta, users = inter.items, w, inter.users
+        pop += np.bincount(items, weights=delta, minlength=n_items)
+        seg = grow_vector(self.user_segment_, batch.n_users, -1)
+        if counts is not None:
+            has = seg[users] >= 0
+            np.add.at(counts, (seg[users[has]], items[has]), delta[has])
+        total = pop.sum()
+        share = pop / total if total > 0 else np.full(n_items, 1.0 / n_items)
+        self.popularity_ = pop.astype(np.float32)
+        self.global_scores_ = share.astype(np.float32)
+        self.user_activity_ = np.diff(batch.user_items.indptr).astype(np.float32)
+        if counts is not None:
+            self.segment_counts_, self.user_segment_ = counts, seg
+            self.segment_scores_ = self._shrunk(counts, share)
+        if self.item_category_ is not None:
+            self.item_category_ = grow_vector(self.item_category_, n_items, -1)
+        if self.last_seen_ is not None:
+            self.last_seen_ = grow_csr(self.last_seen_, (batch.n_users, n_items))
+
+    def _new_votes(self, batch, w: np.ndarray):
+        """(item, change of its vote, user) of each user-item pair of the batch, measure "users".
+
+        A pair votes once, with the weight of its latest event: a new pair adds its vote, a known
+        one only the rise of its (decayed) weight.
+        """
+        from ._update import grow_csr
+
+        inter, n_items = batch.inter, batch.n_items
+        key = inter.users.astype(np.int64) * n_items + inter.items
+        order = np.lexsort((w, key))
+        ks = key[order]
+        last = np.r_[ks[1:] != ks[:-1], True]
+        key, w_new = ks[last], w[order][last]
+        users, items = key // n_items, key % n_items
+        old = batch.old_rows()
+        pos = sp.csr_matrix((np.arange(1, old.nnz + 1, dtype=np.float64), old.indices, old.indptr), shape=old.shape)
+        known = np.asarray(pos[users, items]).ravel() > 0
+        if self.half_life is None:
+            return items, np.where(known, 0.0, 1.0), users
+        seen = grow_csr(self.last_seen_, old.shape)
+        t_old = np.asarray(seen[users, items]).ravel()
+        t_new = (inter.timestamps[order][last]).astype(np.float64)
+        t = np.where(known, np.maximum(t_old, t_new), t_new)
+        h, ref = float(self.half_life) * _DAY, float(self.reference_time_)
+        vote = np.power(0.5, (ref - t) / h)
+        before = np.where(known, np.power(0.5, (ref - t_old) / h), 0.0)
+        s = seen.tocoo()
+        r0, c0 = s.row.astype(np.int64), s.col.astype(np.int64)
+        keep = ~np.isin(r0 * n_items + c0, key)  # the batch's pairs get their new time
+        self.last_seen_ = sp.csr_matrix((np.concatenate([s.data[keep], t]),
+                                         (np.concatenate([r0[keep], users]), np.concatenate([c0[keep], items]))),
+                                        shape=old.shape, dtype=np.float64)
+        return items, vote - before, users
 
     # ------------------------------------------------------------------ scoring
     def _score_users(self, user_indices: np.ndarray) -> np.ndarray:
@@ -291,7 +393,16 @@ class MostPopular(Recommender):
                           segment_labels=self.segment_map_.ids)
         if self.item_category_ is not None:
             arrays.update(item_category=self.item_category_, category_labels=self.category_map_.ids)
-        return {"segment_field": self.segment_field_}, arrays
+        # what update needs beyond the scores: raw segment counts, the decay's reference time and
+        # when each user-item pair was last seen
+        if getattr(self, "segment_counts_", None) is not None:
+            arrays["segment_counts"] = self.segment_counts_
+        if getattr(self, "last_seen_", None) is not None:
+            arrays.update(pack_csr("last_seen", self.last_seen_))
+        meta = {"segment_field": self.segment_field_}
+        if getattr(self, "reference_time_", None) is not None:
+            meta["reference_time"] = float(self.reference_time_)
+        return meta, arrays
 
     def _restore(self, meta, arrays):
         field = meta.get("segment_field", "segment")
@@ -312,6 +423,15 @@ class MostPopular(Recommender):
             self.category_map_ = IdMap(np.asarray(arrays["category_labels"]))
         else:
             self.item_category_ = self.category_map_ = None
+        self.segment_counts_ = np.asarray(arrays["segment_counts"]) if "segment_counts" in arrays else None
+        shape = (len(self.user_map_), len(self.item_map_))
+        self.last_seen_ = unpack_csr("last_seen", arrays, shape=shape) if "last_seen.indptr" in arrays else None
+        ref = meta.get("reference_time")
+        if ref is not None and not (isinstance(ref, (int, float)) and np.isfinite(ref)):
+            raise ParameterError(f"reference_time: expected a finite number of epoch seconds, got {ref!r}")
+        self.reference_time_ = None if ref is None else float(ref)
+        if self.half_life is not None and self.reference_time_ is None:
+            self.reference_time_ = float("nan")  # an artifact from before updates: update refuses (see _update)
 
     def _check_state(self) -> None:
         from ..io.artifact import check_array, check_indices
@@ -328,6 +448,8 @@ class MostPopular(Recommender):
         if self.item_category_ is not None:
             check_indices("item_category", check_array("item_category", self.item_category_, kind="iu",
                                                        shape=(n_items,)), -1, len(self.category_map_))
+        if self.segment_counts_ is not None:
+            check_array("segment_counts", self.segment_counts_, shape=(len(self.segment_map_), n_items))
 
 
 def _epoch(t) -> float:

@@ -541,7 +541,7 @@ class SASRec(EncodedUsers, Recommender):
         return self.encode(tokens) if (tokens[:, -1] > 0).all() else None
 
     def _score_histories(self, histories) -> np.ndarray:
-        return self._scores_of(history_tokens(histories, int(self.max_len)))
+        return self._scores_of(history_tokens(self._placed_histories(histories), int(self.max_len)))
 
     def _score_similar(self, item_indices: np.ndarray) -> np.ndarray:
         v = self.item_factors_

@@ -371,6 +371,37 @@ class TwoTower(EncodedUsers, Recommender):
         seq_items, indptr = _first_touches(interactions)
         return window_tokens(seq_items, indptr[:-1], indptr[1:], int(self.max_history)).astype(np.int32)
 
+    _first_touch_only = True  # a history lists each item once, at its first touch (as fit reads it)
+
+    def _update(self, batch, item_features: Features | pd.DataFrame | None = None) -> None:
+        """Read the new events into the users' histories; with ``item_features`` (as for
+        :meth:`add_items`), place the batch's new items by the item tower first, so they count in
+        histories and are recommended at once. Other new items wait for a refit."""
+        if item_features is not None and len(batch.new_items):
+            if not self.n_item_features_:
+                raise UnsupportedError("TwoTower.update: item_features: expected a model fitted with item_features, "
+                                       "got one fitted without; drop item_features or refit with them")
+            ids, x = new_item_rows(item_features, self.item_feature_columns_, self.item_feature_spec_,
+                                   self.n_item_features_, batch.old_item_map, "skip", "TwoTower.update")
+            where = batch.item_map.lookup(ids) if len(ids) else np.zeros(0, np.int64)
+            keep = where >= batch.n_items_old  # features of other items (a whole catalogue) are not needed here
+            if keep.any():
+                x = x[np.flatnonzero(keep)]
+                where = where[keep]
+                placed = self._placed_mask().copy()
+                placed[where] = True
+                self.placed_items_ = None if placed.all() else placed
+                vectors = self.encode_items(x)
+                self._fold_batch(batch)  # grows item_factors_ (zero rows) before the new vectors go in
+                factors = self.item_factors_.copy()
+                factors[where] = vectors
+                self.item_factors_ = factors
+                spec = getattr(self, "_index_spec", None)
+                if spec is not None:
+                    self.use_index(spec["kind"], **spec["options"])
+                return
+        self._fold_batch(batch)
+
     def _grow_user_state(self, n_users: int) -> None:
         x = self.user_features_
         if x is not None and x.shape[0] < n_users:  # new users have no features: zero rows
@@ -583,7 +614,7 @@ class TwoTower(EncodedUsers, Recommender):
         return scores
 
     def _score_histories(self, histories) -> np.ndarray:
-        tokens = history_tokens(histories, int(self.max_history))
+        tokens = history_tokens(self._placed_histories(histories), int(self.max_history))
         scores = self._vectors(tokens, None, with_features=False) @ self._item_factors_t()
         empty = tokens[:, -1] == 0
         if empty.any():
@@ -604,7 +635,7 @@ class TwoTower(EncodedUsers, Recommender):
 
     def _score_described(self, histories, rows) -> np.ndarray:
         """The user tower over each history and the visitor's features; nothing known: popularity."""
-        tokens = history_tokens(histories, int(self.max_history))
+        tokens = history_tokens(self._placed_histories(histories), int(self.max_history))
         live = (tokens[:, -1] > 0) | (np.diff(rows.indptr) > 0)
         scores = np.empty((len(tokens), self.n_items), dtype=np.float32)
         if live.any():

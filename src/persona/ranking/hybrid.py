@@ -156,6 +156,13 @@ class Hybrid(Recommender):
     ``valid``) to serve. Items outside every generator's candidates rank below all candidates
     (by popularity), so the filters' guarantee of exactly ``n`` items holds.
 
+    ``update(new)`` updates every generator (each as its own ``update`` does) and the history-derived
+    features: item and user activity, days since the last event, the sequence counts and each
+    user's latest items exactly; recent popularity (7 and 30 days) adds the new pairs, and older
+    events leave those windows only at a refit. The ranker is kept. New users and items get no
+    user or item features (unknown codes) until a refit; an item is recommended when at least
+    one generator places it.
+
     Examples
     --------
     >>> import persona as ps
@@ -465,6 +472,29 @@ class Hybrid(Recommender):
         # strictly above everything else, in the re-ranked order
         out[rows, idx[rows, cols]] = top[rows] + 1.0 + (idx.shape[1] - pos[cols])
 
+    # ------------------------------------------------------------------ streaming updates
+    def _update(self, batch) -> None:
+        import copy
+
+        gens = [copy.copy(g).update(batch.inter) for g in self.generators_]
+        for name, g in zip(self.generator_names_, gens):
+            if not (np.array_equal(g.item_map_.ids, batch.item_map.ids)
+                    and np.array_equal(g.user_map_.ids, batch.user_map.ids)):  # pragma: no cover - update's promise
+                raise ArtifactError(f"Hybrid.update: generator {name!r} grew other id maps than the Hybrid; refit it")
+        self.generators_ = gens
+        masks = [g._placed_mask() for g in gens]
+        placed = None if any(m is None for m in masks) else np.logical_or.reduce(masks)
+        self.placed_items_ = None if placed is None or placed.all() else placed
+        self.features_ = _updated_features(self.features_, batch)
+        self._popularity = self.features_.item_log_users
+        if self.reranker_ is not None and batch.n_items > batch.n_items_old:
+            try:  # per-item state of the re-ranker (similarities, categories) must cover the new items
+                self.reranker_ = self.reranker_.clone().fit(self)
+            except Exception as e:  # noqa: BLE001 - named, and the update is refused as a whole
+                raise ParameterError(f"Hybrid.update: the re-ranker {type(self.reranker_).__name__} cannot take the "
+                                     f"{batch.n_items - batch.n_items_old} new item(s) ({e}); give it per-item data "
+                                     "by id (a dict), or refit the Hybrid") from e
+
     # similar_items and recommend_users are single-signal questions: the first generator that
     # answers them (in the order given, popularity last) does
     def _delegate(self, capability: str) -> Recommender:
@@ -697,3 +727,113 @@ class Hybrid(Recommender):
                 raise ArtifactError(f"generator {name!r} knows other items than the Hybrid; the artifact is inconsistent")
             if len(g.user_map_) != len(self.user_map_) or not np.array_equal(g.user_map_.ids, self.user_map_.ids):
                 raise ArtifactError(f"generator {name!r} knows other users than the Hybrid; the artifact is inconsistent")
+
+
+def _updated_features(f: PairFeatures, batch) -> PairFeatures:
+    """``f`` (the fitted pair context) with the batch's events folded in; ``f`` itself is unchanged.
+
+    Activity, days since the last event, the sequence counts and the latest items are what a refit
+    on all events computes (for events later than the fitted ones); the 7 / 30 day popularity adds
+    the new user-item pairs without letting old ones age out; new users and items get unknown codes.
+    """
+    import copy
+
+    from ..models._update import grow_csr, grow_vector, stored
+
+    day = 86400.0
+    out = copy.copy(f)
+    inter, n_users, n_items = batch.inter, batch.n_users, batch.n_items
+    users, items = inter.users.astype(np.int64), inter.items.astype(np.int64)
+    out.item_log_users = np.log1p(np.asarray((batch.user_items > 0).sum(axis=0), dtype=np.float64).ravel()
+                                  ).astype(np.float32)
+    events = np.rint(np.expm1(grow_vector(f.user_log_events.astype(np.float64), n_users)))
+    out.user_log_events = np.log1p(events + np.bincount(users, minlength=n_users)).astype(np.float32)
+    if f.has_time:
+        if inter.timestamps is None:
+            raise DataError("Hybrid.update: expected new events with timestamps (the Hybrid was fitted with them), "
+                            "got none; build them with a time column")
+        ts = inter.timestamps
+        now = max(float(f.now), float(ts.max()))
+        shift = (now - float(f.now)) / day
+        out.now = now
+        for name, idx, n in (("item_days_since_last", items, n_items), ("user_days_since_last", users, n_users)):
+            last = np.full(n, -np.inf)
+            np.maximum.at(last, idx, ts)
+            fresh = np.where(np.isfinite(last), (now - last) / day, np.nan)
+            aged = grow_vector(getattr(f, name).astype(np.float64), n, np.nan) + shift
+            setattr(out, name, np.fmin(aged, fresh).astype(np.float32))
+        key = np.unique(users * n_items + items)
+        new_pair = ~stored(batch.old_rows(), key // n_items, key % n_items)
+        for days, name in ((7, "item_log_users_7d"), (30, "item_log_users_30d")):
+            recent = np.zeros(len(key), dtype=bool)
+            in_window = ts >= now - days * day
+            recent[np.searchsorted(key, users[in_window] * n_items + items[in_window])] = True
+            add = np.bincount(key[recent & new_pair] % n_items, minlength=n_items)
+            old = np.rint(np.expm1(grow_vector(getattr(f, name).astype(np.float64), n_items)))
+            setattr(out, name, np.log1p(old + add).astype(np.float32))
+    if f.sequence:
+        _update_sequences(out, f, users, items, n_users, n_items)
+    out.item_codes = {k: grow_vector(v, n_items, -1) for k, v in f.item_codes.items()}
+    out.item_values = {k: grow_vector(v, n_items, np.nan) for k, v in f.item_values.items()}
+    out.user_codes = {k: grow_vector(v, n_users, -1) for k, v in f.user_codes.items()}
+    shares = getattr(f, "user_share", None)
+    if shares:  # how popular each item is in each user segment: recounted on the merged events
+        from ._features import _segment_shares
+
+        out.user_share = {}
+        for field, table in shares.items():
+            fresh = _segment_shares(batch.user_items, out.user_codes[field], n_items)
+            out.user_share[field] = fresh if fresh is not None else \
+                np.hstack([table, np.zeros((len(table), n_items - table.shape[1]), table.dtype)])
+    if f.attributes is not None:
+        out.attributes = grow_csr(f.attributes, (n_items, f.attributes.shape[1]))
+    return out
+
+
+def _update_sequences(out: PairFeatures, f: PairFeatures, users: np.ndarray, items: np.ndarray, n_users: int,
+                      n_items: int) -> None:
+    """The pair counts of each user's latest items followed by the batch's, and the new latest items."""
+    from ..models._update import grow_rows
+    from ._features import SEQ_RECENT, SEQ_WINDOW, PairCounts
+
+    recent = grow_rows(f.user_recent.astype(np.int64), n_users, -1)  # latest first
+    touched = np.unique(users)
+    tails = recent[touched][:, ::-1]  # oldest first
+    live = tails >= 0
+    row = np.concatenate([np.nonzero(live)[0], np.searchsorted(touched, users)])
+    part = np.concatenate([np.zeros(int(live.sum()), np.int8), np.ones(len(users), np.int8)])
+    seq = np.concatenate([tails[live], items])
+    order = np.lexsort((part, row))  # per user: the known tail, then the batch in time order
+    row, part, seq = row[order], part[order], seq[order]
+
+    def counts(offsets) -> tuple[np.ndarray, np.ndarray]:
+        keys = []
+        for d in offsets:
+            if d < len(seq):
+                ok = (row[d:] == row[:-d]) & (part[d:] == 1)  # pairs that end in a new event
+                keys.append(seq[:-d][ok] * n_items + seq[d:][ok])
+        k = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        return np.unique(k, return_counts=True)
+
+    def merged(old: PairCounts, offsets) -> PairCounts:
+        k_old = (old.keys // old.n_items) * n_items + old.keys % old.n_items  # keys in the grown catalogue
+        k_new, c_new = counts(offsets)
+        k, inv = np.unique(np.concatenate([k_old, k_new]), return_inverse=True)
+        c = np.bincount(inv, weights=np.concatenate([old.counts, c_new]).astype(np.float64))
+        return PairCounts(k.astype(np.int64), c.astype(np.float32), n_items)
+
+    out.next_counts = merged(f.next_counts, (1,))
+    out.window_counts = merged(f.window_counts, range(1, SEQ_WINDOW + 1))
+    k_next, c_next = counts((1,))
+    total = grow_rows(f.item_next_total.astype(np.float64), n_items)
+    total += np.bincount(k_next // n_items, weights=c_next, minlength=n_items)
+    out.item_next_total = total.astype(np.float32)
+    ends = np.cumsum(np.bincount(row, minlength=len(touched)))
+    starts = ends - np.bincount(row, minlength=len(touched))
+    latest = np.full((len(touched), SEQ_RECENT), -1, dtype=np.int64)
+    for j in range(SEQ_RECENT):
+        pos = ends - 1 - j
+        has = pos >= starts
+        latest[has, j] = seq[pos[has]]
+    recent[touched] = latest
+    out.user_recent = recent.astype(f.user_recent.dtype)
