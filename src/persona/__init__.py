@@ -34,7 +34,7 @@ __all__ = [
     "LoggedFeedback", "split", "datasets", "kernels", "evaluation", "marketing", "retrieval",
     "PersonaError", "DataError", "UnknownUserError", "UnknownItemError", "NotFittedError", "ArtifactError",
     "ParameterError", "UnsupportedError", "StoreError", "store", "EventStore", "serving", "ope", "tune", "tuning",
-    "ranking", "ProductSearch", "analytics", "spark",
+    "ranking", "ProductSearch", "analytics", "spark", "pipeline",
 ]
 
 # Models that live above persona.models (loaded only when used, or when an artifact names one).
@@ -45,6 +45,6 @@ for _name, _module in (("Hybrid", "persona.ranking.hybrid"), ("Reranked", "perso
 __getattr__, __dir__ = lazy_namespace(
     __name__, globals(), __all__,
     modules={"split", "datasets", "kernels", "evaluation", "marketing", "io", "models", "data", "retrieval",
-             "store", "serving", "ope", "tuning", "ranking", "analytics", "spark"},
+             "store", "serving", "ope", "tuning", "ranking", "analytics", "spark", "pipeline"},
     names={"Hybrid": "ranking", "ProductSearch": "ranking", "evaluate": "evaluation", "LoggedFeedback": "marketing",
            "EventStore": "store", "tune": "tuning"})
