@@ -331,10 +331,96 @@ def test_an_unexpected_error_is_a_json_500_without_its_text(framework, worlds, m
         assert "boom" not in got.text and "/srv/" not in got.text
 
 
+# ------------------------------------------------------------------------------ issue 15: request ids and placements
+HOSTILE_REQUEST_IDS = [("x" * 10_000, (400, 413)), ("☃ünïcødé", (400,)), (12345, (400,)), ([1, 2], (400,)),
+                       ({"id": "a"}, (400,)), ("a\nb", (400,)), ("", (400,)), ("../../etc/passwd", (400,)),
+                       ("x" * 129, (400,)), (True, (400,))]
+
+
+@pytest.mark.parametrize("rid,statuses", HOSTILE_REQUEST_IDS, ids=lambda v: repr(v)[:20])
+def test_a_hostile_request_id_in_an_event_is_4xx_and_stores_nothing(framework, worlds, rid, statuses):
+    with web_for(framework, worlds, trusted_tracking=True) as trusted:
+        user = trusted.known_user(7)
+        before = stored(trusted, user)
+        got = trusted.post(trusted.url("events"), {"user": user, "item": "i0001", "event": "click",
+                                                   "properties": {"request_id": rid}})
+        assert got.status in statuses and got.status != 500, (got.status, got.text[:200])
+        assert got.is_json and isinstance(got.json().get("error"), str)
+        if got.status == 400:
+            assert got.json().get("field") in ("properties.request_id", "properties")
+        assert stored(trusted, user) == before
+
+
+def test_a_click_with_an_unknown_request_id_is_stored_never_an_error(framework, worlds):
+    with web_for(framework, worlds, trusted_tracking=True) as trusted:
+        user = trusted.known_user(8)
+        rid = "0" * 32
+        got = trusted.post(trusted.url("events"), {"user": user, "item": "i0001", "event": "click",
+                                                   "properties": {"request_id": rid}})
+        assert got.status == 202, got.text[:200]
+        from persona.analytics import attribution
+
+        store = trusted.store()
+        store.flush()
+        att = attribution(store)
+        assert att[att["request_id"] == rid]["status"].tolist() == ["unknown request"]
+
+
+@pytest.mark.parametrize("placement", ["x" * 65, "a b", "☃", "<script>", "home\u0000", "-home"])
+def test_a_hostile_placement_is_400(web, placement):
+    from urllib.parse import urlencode
+
+    got = web.get(web.url("similar", web.known_item(0)), urlencode({"placement": placement}))
+    body = assert_json_error(got, 400)
+    assert body.get("field") == "placement"
+    twice = web.get(web.url("similar", web.known_item(0)), "placement=home&placement=pdp")
+    assert assert_json_error(twice, 400).get("field") == "placement"
+
+
+def test_request_ids_are_random_and_name_no_one(web):
+    seen = set()
+    for _ in range(50):
+        body = web.get(web.url("similar", web.known_item(1)), "n=3&placement=pdp").json()
+        rid = body["request_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", rid) and rid not in seen
+        seen.add(rid)
+    assert not any(web.known_user(i) in "".join(seen) for i in range(5))
+
+
+BAD_LINK_IDS = ["x" * 5000, "%E2%98%83", "a%00b", "%3Cscript%3E", "", "a%20b", "%FF%FE"]
+
+
+@pytest.mark.parametrize("framework_name", FRAMEWORKS)
+def test_a_hostile_persona_rid_on_a_product_link_is_ignored(framework_name, worlds):
+    """The product page (Django: the example shop's view and TrackViewsMiddleware; Flask: a view calling
+    persona.track_click) renders 200 and records no click for what is not a request id."""
+    if framework_name == "django":
+        with web_for("django", worlds) as web:
+            item = web.known_item(2)
+            web.get(f"/product/{item}/")  # a session and its visitor id
+            visitor = web.client.session["persona_visitor"]
+            for bad in BAD_LINK_IDS:
+                got = web.get(f"/product/{item}/", f"persona_rid={bad}")
+                assert got.status == 200, (bad, got.status)
+            st_ = web.store()
+            st_.flush()
+            assert st_.count(user=visitor, event_types="click") == 0
+        return
+    with web_for("flask", worlds) as web:
+        @web.app.get("/product/<item>")
+        def product(item):
+            return {"click": web.persona.track_click("visitor-attacked", item)}
+
+        for bad in BAD_LINK_IDS:
+            got = web.get("/product/i0001", f"persona_rid={bad}")
+            assert got.status == 200 and got.json() == {"click": None}, (bad, got.status, got.text[:200])
+        assert stored(web, "visitor-attacked") == 0
+
+
 # ------------------------------------------------------------------------------ fuzz
 EXPECTED = {200, 202, 308, 400, 401, 403, 404, 405, 413, 503}  # 308: werkzeug's canonical-URL redirect, as JSON
 NAMES = ["n", "exclude", "items", "history", "in_stock", "filter_seen", "segment", "category", "brand",
-         "min_price", "max_price", "colour", "user", "a" * 300]
+         "min_price", "max_price", "colour", "user", "placement", "persona_rid", "a" * 300]
 hostile_text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=string.printable, max_size=20),

@@ -265,7 +265,9 @@ def render(text: str, **context) -> str:
 def test_recommended_for_renders_a_list(site):
     html = render("{% recommended_for user 3 %}", user=known_user(6))
     assert html.count("<li data-item=") == 3 and 'data-source="model"' in html
-    assert re.search(r'<a href="/product/i\d+/">[^<]+</a>', html)  # PERSONA["ITEMS"] gave names and urls
+    # PERSONA["ITEMS"] gave names and urls; the links carry the request id the list was logged under
+    rid = re.search(r'data-request-id="([0-9a-f]{32})"', html).group(1)
+    assert len(re.findall(rf'<a href="/product/i\d+/\?persona_rid={rid}">[^<]+</a>', html)) == 3
 
 
 def test_tags_assign_with_as_and_take_filters(site):
@@ -456,3 +458,67 @@ def test_issue12_catalogue_id_setting_and_tags_show_catalogue_fields(site):
     for item, name, price in rows:
         assert products()[item]["category"] == cat and name == products()[item]["name"]
         assert float(price) == pytest.approx(products()[item]["price"])
+
+
+# ------------------------------------------------------------------------------ issue 15: impressions and clicks
+def rid_and_links(html: str, section: str) -> tuple[str | None, list[str]]:
+    block = html.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
+    m = re.search(r'data-request-id="([^"]+)"', block)
+    ul = block.split('<ul class="persona-recommendations"', 1)[1].split("</ul>", 1)[0]
+    return (m.group(1) if m else None), re.findall(r'href="([^"]+)"', ul)
+
+
+def test_issue15_a_click_on_a_recommendation_is_attributed_to_its_list(client):
+    store = runtime().get_store()
+    html = client.get("/").content.decode()
+    rid, links = rid_and_links(html, "recommended")
+    assert rid and len(links) == 6 and all(link.endswith(f"?persona_rid={rid}") for link in links)
+    visitor = visitor_of(client)
+    store.flush()
+    shown = store.impressions(user=visitor)
+    assert set(shown["request_id"]) == {rid} and set(shown["placement"]) == {"home"}
+    item = shown["item"].iloc[2]
+    assert client.get(links[2]).status_code == 200  # the product page, opened from the list
+    assert client.get(links[2]).status_code == 200  # reloaded: still one click
+    store.flush()
+    ev = store.events(user=visitor)
+    clicks = ev[ev["event"] == "click"]
+    assert len(clicks) == 1 and clicks["item"].iloc[0] == item
+    assert clicks["properties"].iloc[0] == {"request_id": rid}
+    # the product page logged its own lists, with the visitor as the user
+    store.flush()
+    assert {"home", "pdp", "pdp-similar"} <= set(store.impressions(user=visitor)["placement"])
+    # adding to the cart from that page carries the list too
+    assert client.post("/cart/", {"item_id": item, "persona_rid": rid}).status_code == 302
+    store.flush()
+    att = ps.analytics.attribution(store)
+    mine = att[att["request_id"] == rid].set_index("kind")
+    assert mine.loc["click", "status"] == "attributed" and mine.loc["cart", "status"] == "attributed"
+    page = client.get("/metrics/").content.decode()
+    row = re.search(r'<tr data-placement="home">(.*?)</tr>', page, re.S).group(1)
+    assert re.search(r'class="clicks">(\d+)<', row).group(1) != "0"
+
+
+def test_issue15_stale_and_hostile_request_ids_on_links(client):
+    store = runtime().get_store()
+    item = known_item(3)
+    client.get("/")
+    visitor = visitor_of(client)
+    stale = "0123456789abcdef0123456789abcdef"
+    assert client.get(f"/product/{item}/?persona_rid={stale}").status_code == 200
+    for bad in ("x" * 5000, "%E2%98%83%C3%BC", "a%00b", "<script>", ""):
+        assert client.get(f"/product/{item}/?persona_rid={bad}").status_code == 200
+    store.flush()
+    clicks = store.events(user=visitor, event_types="click")
+    assert clicks["properties"].tolist() == [{"request_id": stale}]  # stored; the hostile ones ignored
+    att = ps.analytics.attribution(store)
+    assert att.set_index("request_id").loc[stale, "status"] == "unknown request"
+
+
+def test_issue15_json_answers_carry_the_request_id_and_placement(client):
+    body = client.get("/persona/recommendations/?n=4&placement=home").json()
+    assert len(body["request_id"]) == 32 and body["placement"] == "home" and body["variant"] is None
+    similar = client.get(f"/persona/similar/{known_item(1)}/?n=3&placement=pdp").json()
+    assert similar["request_id"] and similar["placement"] == "pdp"
+    bad = client.get("/persona/recommendations/?n=4&placement=no%20spaces")
+    assert bad.status_code == 400 and bad.json()["field"] == "placement"

@@ -326,9 +326,18 @@ def example_app(tmp_path_factory):
 
 
 def listed(html: str, list_id: str) -> tuple[list[str], str | None]:
-    m = re.search(rf'<ul class="cards" id="{list_id}"(?: data-source="([^"]+)")?>(.*?)</ul>', html, re.S)
+    m = re.search(rf'<ul class="cards" id="{list_id}"([^>]*)>(.*?)</ul>', html, re.S)
     assert m, f"no list {list_id!r} on the page"
-    return re.findall(r'data-item="([^"]+)"', m.group(2)), m.group(1)
+    source = re.search(r'data-source="([^"]+)"', m.group(1))
+    return re.findall(r'data-item="([^"]+)"', m.group(2)), source.group(1) if source else None
+
+
+def list_links(html: str, list_id: str) -> tuple[str | None, list[str]]:
+    """The request id a list was logged under and the hrefs of its links."""
+    m = re.search(rf'<ul class="cards" id="{list_id}"([^>]*)>(.*?)</ul>', html, re.S)
+    assert m, f"no list {list_id!r} on the page"
+    rid = re.search(r'data-request-id="([^"]+)"', m.group(1))
+    return rid.group(1) if rid else None, re.findall(r'href="([^"]+)"', m.group(2))
 
 
 def test_example_shop_pages(example_app):
@@ -425,6 +434,26 @@ def test_end_to_end_in_chromium_add_to_cart_changes_recommendations(example_app)
         assert source == "model-history" and len(after) == 6
         assert after != before and item not in after
         assert browser.find_element(By.ID, "cart-count").text == "1"
+
+        # issue 15: click a recommendation on the home page and see the click attributed to that list
+        store = example_app.extensions["shop"]["store"]
+        store.flush()
+        clicks_before = ps.analytics.online_metrics(store, by="placement")["clicks"].get("home", 0)
+        browser.get(base + "/")
+        shown = browser.find_element(By.ID, "recommended")
+        rid = shown.get_attribute("data-request-id")
+        link = shown.find_elements(By.CSS_SELECTOR, "li a")[0]
+        clicked = link.find_element(By.XPATH, "..").get_attribute("data-item")
+        assert rid and f"persona_rid={rid}" in link.get_attribute("href")
+        link.click()
+        WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "add-to-cart")))
+        assert browser.find_element(By.ID, "product").get_attribute("data-item") == clicked
+        browser.find_element(By.ID, "metrics-link").click()
+        WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "metrics")))
+        home = browser.find_element(By.CSS_SELECTOR, 'tr[data-placement="home"]')
+        assert int(home.find_element(By.CSS_SELECTOR, "td.clicks").text) == clicks_before + 1
+        att = ps.analytics.attribution(store)
+        assert att[att["request_id"] == rid][["item", "status"]].values.tolist() == [[clicked, "attributed"]]
     finally:
         if browser is not None:
             browser.quit()
@@ -648,3 +677,69 @@ def test_issue12_stats_name_the_worker(service, store):
     Persona(app, service=service, store=store, stats_permission=lambda: True)
     body = app.test_client().get("/persona/stats").get_json()
     assert body["worker"]["pid"] == os.getpid() and body["worker"]["threads"]["blas"] >= 1, body
+
+
+# ------------------------------------------------------------------------------ issue 15: impressions and clicks
+def test_issue15_example_shop_attributes_a_click_on_a_recommendation(example_app):
+    c = example_app.test_client()
+    store = example_app.extensions["shop"]["store"]
+    home = c.get("/").get_data(as_text=True)
+    rid, links = list_links(home, "recommended")
+    assert rid and len(links) == 6 and all(f"persona_rid={rid}" in link for link in links)
+    with c.session_transaction() as s:
+        visitor = s["visitor"]
+    item = listed(home, "recommended")[0][1]
+    page = c.get(links[1]).get_data(as_text=True)
+    c.get(links[1])  # reloaded: one click all the same
+    assert 'id="product"' in page
+    # the product page's own lists are logged and linked too
+    pdp_rid, pdp_links = list_links(page, "recommended")
+    sim_rid, sim_links = list_links(page, "also-bought")
+    assert pdp_rid and sim_rid and pdp_rid != sim_rid and f"persona_rid={sim_rid}" in sim_links[0]
+    assert c.post("/cart", data={"item_id": item, "persona_rid": rid}).status_code == 302
+    store.flush()
+    imp = store.impressions(user=visitor)
+    assert set(imp["placement"]) >= {"home", "pdp", "pdp-similar"}
+    ev = store.events(user=visitor)
+    clicks = ev[ev["event"] == "click"]
+    assert len(clicks) == 1 and clicks["item"].iloc[0] == item and clicks["properties"].iloc[0] == {"request_id": rid}
+    att = ps.analytics.attribution(store)
+    mine = att[att["request_id"] == rid].set_index("kind")
+    assert mine.loc["click", "status"] == "attributed" and mine.loc["cart", "status"] == "attributed"
+    assert mine.loc["click", "placement"] == "home" and mine.loc["click", "position"] == 2
+    metrics = c.get("/metrics").get_data(as_text=True)
+    row = re.search(r'<tr data-placement="home">(.*?)</tr>', metrics, re.S).group(1)
+    assert int(re.search(r'class="clicks">(\d+)<', row).group(1)) >= 1
+
+
+def test_issue15_json_answers_and_beacon_clicks(client, store, shop):
+    user = known_user(shop, 4)
+    body = client.get(f"/persona/recommendations/{user}?n=4&placement=home").get_json()
+    rid = body["request_id"]
+    assert len(rid) == 32 and body["placement"] == "home"
+    beacon = {"user": user, "item": body["items"][0], "event": "click", "properties": {"request_id": rid},
+              "event_id": f"click:{rid}:{body['items'][0]}"}
+    for _ in range(2):  # a beacon delivered twice
+        assert client.post("/persona/events", json=beacon).status_code == 202
+    store.flush()
+    att = ps.analytics.attribution(store)
+    assert att[att["request_id"] == rid]["status"].tolist() == ["attributed"]
+    bad = client.post("/persona/events", json={**beacon, "properties": {"request_id": 12}})
+    assert bad.status_code == 400 and bad.get_json()["field"] == "properties.request_id"
+
+
+def test_issue15_track_click_ignores_what_is_not_a_request_id(service, store):
+    app = flask.Flask("clicks")
+    app.secret_key = "k"
+    persona = Persona(app, service=service, store=store, current_user=lambda: "ann")
+
+    @app.get("/p/<item>")
+    def product(item):
+        return {"click": persona.track_click("ann", item)}
+
+    c = app.test_client()
+    for bad in ("x" * 5000, "☃", "a b", "", "<b>"):
+        assert c.get("/p/i1", query_string={"persona_rid": bad}).get_json() == {"click": None}
+    assert c.get("/p/i1").get_json() == {"click": None}
+    rid = "f" * 32
+    assert c.get(f"/p/i1?persona_rid={rid}").get_json() == {"click": f"click:{rid}:i1"}

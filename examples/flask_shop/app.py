@@ -10,6 +10,12 @@ Run it (see README.md)::
 On first start it puts the synthetic shop's past events into an event store (``data/events.db``)
 and trains an item-to-item model on them (``data/model.persona``).
 
+Closing the loop: every list the shop shows is logged as an impression (request id, visitor,
+placement "home" / "pdp" / "pdp-similar", items and positions, model version) in the event store,
+and its links carry the request id (``?persona_rid=...``); the product page records a click
+attributed to that list (``persona.track_click``). ``/metrics`` shows impressions, clicks, CTR and
+the rest per placement (``ps.analytics.online_metrics``).
+
 Who is who: a visitor gets an id in the session cookie. "Recommended for you" is computed from the
 visitor's cart and the *other* products they looked at in this session (the product on screen
 already has its own "customers also bought" list), so the first product page a new visitor opens
@@ -27,7 +33,7 @@ from pathlib import Path
 from flask import Flask, abort, redirect, render_template, request, session, url_for
 
 import persona as ps
-from persona.contrib.common import build_service, train_and_publish
+from persona.contrib.common import build_service, parse_request_id, train_and_publish
 from persona.contrib.flask import Persona
 from persona.store import EventStore
 
@@ -82,16 +88,18 @@ def create_app(data_dir=None, *, n_users: int = 400, n_items: int = 300, seed: i
     def cards(recs) -> list[dict]:
         return [products[i] for i in recs.items.tolist() if i in products]
 
-    def for_you(current=None, shown=()):
+    def for_you(current=None, shown=(), placement="home"):
         """Recommendations from the visitor's cart and the other products they viewed.
 
         Left out: sold-out products, the cart, the product on screen and what the page already shows.
+        Logged as an impression at ``placement``; the cards' links carry its request id.
         """
         cart = session.get("cart", [])
         viewed = [i for i in session.get("viewed", []) if i != current]
         history = list(dict.fromkeys([*viewed, *cart]))
         exclude = list(dict.fromkeys([*cart, *([current] if current else []), *shown]))
-        return persona.recommend(visitor(), N_RECS, history=history or None, exclude=exclude or None, in_stock=True)
+        return persona.recommend(visitor(), N_RECS, history=history or None, exclude=exclude or None, in_stock=True,
+                                 placement=placement)
 
     @app.get("/")
     def home():
@@ -112,11 +120,13 @@ def create_app(data_dir=None, *, n_users: int = 400, n_items: int = 300, seed: i
         if not request.args.get("added"):  # coming back from "add to cart" is not a second view
             persona.track(visitor(), item_id, "view")
             session["viewed"] = [*[i for i in session.get("viewed", []) if i != item_id], item_id][-20:]
-        also = persona.similar_items(item_id, N_RECS, exclude=session.get("cart") or None, in_stock=True)
-        recs = for_you(current=item_id, shown=also.items.tolist())
+        persona.track_click(visitor(), item_id)  # opened from a recommendation: ?persona_rid= names the list
+        also = persona.similar_items(item_id, N_RECS, user=visitor(), exclude=session.get("cart") or None,
+                                     in_stock=True, placement="pdp-similar")
+        recs = for_you(current=item_id, shown=also.items.tolist(), placement="pdp")
         return render_template("product.html", item=item, recommended=cards(recs), recs=recs,
-                               also_bought=cards(also), added=bool(request.args.get("added")), user=visitor(),
-                               cart=session.get("cart", []))
+                               also_bought=cards(also), also=also, added=bool(request.args.get("added")),
+                               user=visitor(), cart=session.get("cart", []))
 
     @app.post("/cart")
     def add_to_cart():
@@ -124,9 +134,23 @@ def create_app(data_dir=None, *, n_users: int = 400, n_items: int = 300, seed: i
         item = products.get(item_id)
         if item is None:
             abort(400)
-        persona.track(visitor(), item_id, "cart", value=float(item["price"]))
+        # the cart event carries the list it was added from, so it is attributed to it too
+        rid = request.form.get("persona_rid") or None
+        props = {"request_id": rid} if parse_request_id(rid) else None
+        persona.track(visitor(), item_id, "cart", value=float(item["price"]), properties=props)
         session["cart"] = [*[i for i in session.get("cart", []) if i != item_id], item_id]
         return redirect(url_for("product", item_id=item_id, added=1))
+
+    @app.get("/metrics")
+    def metrics():
+        """What the shown lists did, per placement (a demo page: a real shop keeps it for staff)."""
+        store.flush()
+        table = ps.analytics.online_metrics(store, by="placement", catalog=len(products))
+        cols = ["impressions", "requests", "clicks", "ctr", "ctr_low", "ctr_high", "carts", "cart_rate",
+                "coverage", "novelty"]
+        rows = [{"placement": p, **{c: table.loc[p, c] for c in cols}} for p in table.index]
+        return render_template("metrics.html", rows=rows, cols=cols, unattributed=table.attrs["unattributed"],
+                               user=visitor(), cart=session.get("cart", []))
 
     @app.get("/login/<user_id>")
     def login(user_id):

@@ -10,4 +10,5 @@ urlpatterns = [
     path("cart/", views.add_to_cart, name="add-to-cart"),
     path("login/<str:user_id>/", views.login, name="login"),
     path("logout/", views.logout, name="logout"),
+    path("metrics/", views.metrics, name="metrics"),
 ]

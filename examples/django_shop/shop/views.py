@@ -1,6 +1,10 @@
 """The shop's pages. Views of product pages are recorded by persona's middleware
 (PERSONA["TRACK_VIEWS"]); "add to cart" records a cart event with ``persona.contrib.django.track``.
 
+Every rendered list is logged as an impression (placement "home", "pdp", "pdp-similar"), and its
+links carry the request id (``?persona_rid=``), so the middleware records the click on a
+recommendation as attributed to it; ``metrics/`` shows what the lists did per placement.
+
 "Recommended for you" comes from the visitor's cart and the *other* products they looked at in this
 session, so a new visitor's first product page shows what is popular, and adding that product to
 the cart turns the list into recommendations made from it, at once (the service answers visitors
@@ -15,7 +19,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from persona.contrib import django as persona
-from persona.contrib.common import RequestError
+import persona as ps
+from persona.contrib.common import RequestError, parse_request_id
 
 from .catalog import products, synthetic
 
@@ -62,9 +67,23 @@ def add_to_cart(request):
     item = products().get(item_id)
     if item is None:
         return HttpResponseBadRequest("unknown product")
-    persona.track(request, item_id, "cart", value=float(item["price"]))
+    rid = parse_request_id(request.POST.get("persona_rid"))  # added from a page opened from a recommendation
+    persona.track(request, item_id, "cart", value=float(item["price"]),
+                  properties={"request_id": rid} if rid else None)
     request.session["cart"] = [*[i for i in request.session.get("cart", []) if i != item_id], item_id]
     return redirect(reverse("shop:product", args=[item_id]) + "?added=1")
+
+
+def metrics(request):
+    """What the shown lists did, per placement (a demo page: a real shop keeps it for staff)."""
+    store = persona.get_store()
+    store.flush()
+    table = ps.analytics.online_metrics(store, by="placement", catalog=len(products()))
+    cols = ["impressions", "requests", "clicks", "ctr", "ctr_low", "ctr_high", "carts", "cart_rate", "coverage",
+            "novelty"]
+    rows = [{"placement": p, "cells": [(c, f"{table.loc[p, c]:g}") for c in cols]} for p in table.index]
+    return render(request, "shop/metrics.html", _page(request, rows=rows, cols=cols,
+                                                      unattributed=table.attrs["unattributed"]))
 
 
 def login(request, user_id):

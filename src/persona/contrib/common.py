@@ -64,13 +64,14 @@ __all__ = [
     "check_stats", "check_content_length", "new_visitor_id", "is_visitor_id", "Words", "FLASK_WORDS",
     "DJANGO_WORDS", "EventNames", "UNKNOWN_EVENTS", "event_weights", "parse_weights", "Recommended",
     "RecommendationList", "recommended_entries", "recommendation_list", "unknown_events_json", "worker_json",
+    "REQUEST_ID_PARAM", "check_request_id", "parse_request_id", "with_request_id", "click_event", "check_placement",
 ]
 
 log = logging.getLogger("persona.contrib")
 
 #: the fields a posted event may have; ``user``, ``item`` and ``event`` are required
 EVENT_FIELDS = ("user", "item", "event", "value", "timestamp", "properties", "event_id")
-_RESERVED = {"n", "exclude", "items", "history", "in_stock", "filter_seen", "segment"}
+_RESERVED = {"n", "exclude", "items", "history", "in_stock", "filter_seen", "segment", "placement"}
 #: query switches a client may use only when the shop lists them in ``client_options``: each one
 #: turns an answer into a probe of the user's history (``filter_seen=0`` minus the normal answer is
 #: the history; ``items=<one id>`` asks "has the user seen this item?")
@@ -79,6 +80,10 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _INT = re.compile(r"-?[0-9]{1,18}")
 _EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _VISITOR = re.compile(r"visitor-[0-9a-f]{32}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_PLACEMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+#: the query parameter that carries a recommendation's request id on the links of a rendered list
+REQUEST_ID_PARAM = "persona_rid"
 _MAX_EPOCH = 7258118400.0  # 2200-01-01: the store's accepted range is 1970-2200
 
 
@@ -503,6 +508,8 @@ def recommendation_query(args: Mapping, *, service=None, default_n: int = 10, ma
     ``in_stock``              true: leave out what ``service.set_stock`` marked unavailable
     ``filter_seen``           false: allow items the user already interacted with
     ``segment``               the user's segment, for segment-popularity fallbacks
+    ``placement``             where the list is shown (``home``, ``pdp``): logged with the
+                              impression, and the key of the service's experiments
     ``min_<col>/max_<col>``   a numeric range on a catalogue column: ``min_price=10&max_price=50``
     any other ``<col>``       catalogue equality; repeated for "any of": ``category=A&category=B``
     ========================  =====================================================================
@@ -540,6 +547,9 @@ def recommendation_query(args: Mapping, *, service=None, default_n: int = 10, ma
     segment = _one(args, "segment")
     if segment is not None:
         ctx["segment"] = segment
+    placement = _one(args, "placement")
+    if placement is not None:
+        ctx["placement"] = check_placement(placement)
     where: dict[str, Any] = {}
     ranges: dict[str, list] = {}
     for name in args:
@@ -609,6 +619,8 @@ def context_from_options(options: Mapping) -> dict:
             ctx[name] = parse_bool(v, name) if isinstance(v, str) else bool(v)
         elif name == "segment":
             ctx[name] = v
+        elif name == "placement":
+            ctx[name] = check_placement(v)
         elif name.startswith(("min_", "max_")) and len(name) > 4:
             num = _number(str(v), name)
             ranges.setdefault(name[4:], [None, None])[name.startswith("max_")] = num
@@ -628,8 +640,14 @@ def _plain(x):
 
 
 def recommendations_json(recs, **extra) -> dict:
-    """A :class:`~persona.serving.Recommendations` as a JSON-able dict (``extra`` keys first)."""
+    """A :class:`~persona.serving.Recommendations` as a JSON-able dict (``extra`` keys first).
+
+    ``request_id`` is the impression's id: a page that shows the items sends it back with a click
+    (``POST events`` with ``properties: {"request_id": ...}``, or the ``persona_rid`` query
+    parameter of a product link) so the click is attributed to what was shown.
+    """
     items, scores = recs[0], recs[1]
+    teams = getattr(recs, "teams", None)
     return {
         **{k: _plain(v) for k, v in extra.items()},
         "items": np.asarray(items).tolist(),
@@ -638,7 +656,76 @@ def recommendations_json(recs, **extra) -> dict:
         "reason": getattr(recs, "reason", None),
         "cached": bool(getattr(recs, "cached", False)),
         "model_version": getattr(recs, "model_version", None),
+        "request_id": getattr(recs, "request_id", None),
+        "placement": getattr(recs, "placement", None),
+        "variant": getattr(recs, "variant", None),
+        **({"teams": list(teams)} if teams is not None else {}),
     }
+
+
+# ----------------------------------------------------------------------------------- impressions and clicks
+def check_placement(value, field: str = "placement") -> str:
+    """A placement name from a request (``home``, ``pdp``: 1-64 letters, digits, ``_ . : -``), else 400."""
+    if not isinstance(value, str) or not _PLACEMENT.fullmatch(value):
+        shown = f"{len(value)} characters" if isinstance(value, str) else _json_type(value)
+        raise RequestError(f"{field} expected a name of 1 to 64 letters, digits and _ . : - such as home or pdp, "
+                           f"got {shown}", field=field)
+    return value
+
+
+def check_request_id(value, field: str = "properties.request_id") -> str:
+    """A request id sent back by a page (``properties.request_id`` of an event), else 400.
+
+    The service's ids are 32 hex digits; a shop logging its own impressions may use up to 128
+    letters, digits and ``_ . : -``. Anything else -- a number, an object, a megabyte, text
+    outside ASCII -- is refused, never stored and never an error deeper down.
+    """
+    if not isinstance(value, str):
+        raise RequestError(f"{field} expected the request_id string of the recommendations shown, got "
+                           f"{_json_type(value)}", field=field)
+    if not _REQUEST_ID.fullmatch(value):
+        raise RequestError(f"{field} expected the request_id of the recommendations shown (at most 128 letters, "
+                           f"digits and _ . : -), got {len(value)} characters that are not one", field=field)
+    return value
+
+
+def parse_request_id(value) -> str | None:
+    """The request id of a link's ``persona_rid`` parameter, or None when it is absent or not one
+    (a stale, mangled or hostile link is ignored: the page still renders)."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if len(value) == 1 else None
+    try:
+        return None if value is None else check_request_id(value, REQUEST_ID_PARAM)
+    except RequestError:
+        log.debug("persona: ignored a %s parameter that is not a request id", REQUEST_ID_PARAM)
+        return None
+
+
+def with_request_id(url, request_id, param: str = REQUEST_ID_PARAM):
+    """``url`` with ``?persona_rid=<request_id>`` added (kept as is when either is missing).
+
+    >>> with_request_id("/product/i7?ref=home", "5f2a")
+    '/product/i7?ref=home&persona_rid=5f2a'
+    """
+    if not url or not request_id:
+        return url
+    from urllib.parse import quote
+
+    url = str(url)
+    base, hash_sign, fragment = url.partition("#")
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}{param}={quote(str(request_id), safe='')}{hash_sign}{fragment}"
+
+
+def click_event(item, request_id, *, event: str = "click") -> dict | None:
+    """``track`` keyword arguments for a click on ``item`` in the list of ``request_id``, or None
+    when ``request_id`` is not one. The event id ``click:<request id>:<item>`` makes a reloaded
+    page or a retried beacon one click."""
+    rid = parse_request_id(request_id)
+    if rid is None:
+        return None
+    return {"item": item, "event": event, "properties": {"request_id": rid},
+            "event_id": f"{event}:{rid}:{item}"[:255]}
 
 
 # ----------------------------------------------------------------------------------- events
@@ -870,6 +957,8 @@ def _optional_event_fields(ev: Mapping, where: str, limits: Limits) -> dict:
     props = ev.get("properties")
     if props is not None:
         kw["properties"] = _check_properties(props, f"{where}properties", limits)
+        if kw["properties"].get("request_id") is not None:  # a click on a recommendation: attributed by it
+            check_request_id(kw["properties"]["request_id"], f"{where}properties.request_id")
     eid = ev.get("event_id")
     if eid is not None:
         if not isinstance(eid, str) or not eid:
@@ -987,18 +1076,26 @@ def build_service(model_path, *, store=None, fallback=None, catalog=None, watch:
 # ----------------------------------------------------------------------------------- templates
 class Recommended:
     """One recommended item, as templates see it: ``id``, ``score``, ``item`` (the shop's object
-    for it, or its catalogue row), ``name`` and ``url``; any other field of the item or catalogue
-    row reads as an attribute (``rec.price``, ``rec.category``)."""
+    for it, or its catalogue row), ``name``, ``url``, ``link`` (the url with the answer's request id,
+    for click attribution), ``position`` (from 1) and ``request_id``; any other field of the item or
+    catalogue row reads as an attribute (``rec.price``, ``rec.category``)."""
 
-    __slots__ = ("id", "score", "item", "name", "url")
+    __slots__ = ("id", "score", "item", "name", "url", "request_id", "position", "team")
 
-    def __init__(self, id, score, item=None):
+    def __init__(self, id, score, item=None, request_id=None, position=None, team=None):
         self.id, self.score, self.item = id, score, item
+        self.request_id, self.position, self.team = request_id, position, team
         self.name = _attr(item, "name") or str(id)
         url = _attr(item, "url")
         if url is None and hasattr(item, "get_absolute_url"):
             url = item.get_absolute_url()
         self.url = url
+
+    @property
+    def link(self):
+        """``url`` carrying the answer's request id (``?persona_rid=...``), so that the product page
+        records the click as one on this recommendation; ``url`` when the answer was not logged."""
+        return with_request_id(self.url, self.request_id)
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -1028,9 +1125,11 @@ class RecommendationList(list):
     """The :class:`Recommended` entries of one answer, with its ``source``, ``reason`` and
     ``model_version``; the framework adapters make it render itself."""
 
-    def __init__(self, entries=(), *, source=None, reason=None, model_version=None, template_name=None, title=None):
+    def __init__(self, entries=(), *, source=None, reason=None, model_version=None, template_name=None, title=None,
+                 request_id=None, placement=None, variant=None):
         super().__init__(entries)
         self.source, self.reason, self.model_version = source, reason, model_version
+        self.request_id, self.placement, self.variant = request_id, placement, variant
         self.template_name, self.title = template_name, title
 
     @property
@@ -1057,7 +1156,9 @@ def recommended_entries(recs, *, service=None, lookup=None, what: str = "items")
     if service is not None and ids and any(it is None for it in items) and hasattr(service, "item_attributes"):
         rows = service.item_attributes(ids)
         items = [it if it is not None else row for it, row in zip(items, rows)]
-    return [Recommended(i, s, it) for i, s, it in zip(ids, scores, items)]
+    rid = getattr(recs, "request_id", None)
+    teams = getattr(recs, "teams", None) or [None] * len(ids)
+    return [Recommended(i, s, it, rid, k + 1, t) for k, (i, s, it, t) in enumerate(zip(ids, scores, items, teams))]
 
 
 def recommendation_list(ask, *, get_service, lookup=None, cls=RecommendationList, what: str = "items",
@@ -1080,7 +1181,8 @@ def recommendation_list(ask, *, get_service, lookup=None, cls=RecommendationList
         log.warning("persona: no recommendations to render: %s%s", reason, f" ({detail})" if detail else "")
         return cls(source="unavailable", reason=reason, **list_options)
     return cls(recommended_entries(recs, service=service, lookup=lookup, what=what), source=recs.source,
-               reason=recs.reason, model_version=recs.model_version, **list_options)
+               reason=recs.reason, model_version=recs.model_version, request_id=getattr(recs, "request_id", None),
+               placement=getattr(recs, "placement", None), variant=getattr(recs, "variant", None), **list_options)
 
 
 # ----------------------------------------------------------------------------------- training

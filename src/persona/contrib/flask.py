@@ -64,9 +64,10 @@ def _resolve(service):
 
 #: what ``{{ persona_recommended_for(...) }}`` prints without ``template=`` (the markup of Django's tag)
 DEFAULT_TEMPLATE = (
-    '<ul class="persona-recommendations" data-source="{{ recs.source }}" data-model-version="{{ recs.model_version }}">'
+    '<ul class="persona-recommendations" data-source="{{ recs.source }}" data-model-version="{{ recs.model_version }}"'
+    '{% if recs.request_id %} data-request-id="{{ recs.request_id }}"{% endif %}>'
     '{% for rec in recs %}<li data-item="{{ rec.id }}">'
-    '{% if rec.url %}<a href="{{ rec.url }}">{{ rec.name }}</a>{% else %}{{ rec.name }}{% endif %}'
+    '{% if rec.url %}<a href="{{ rec.link }}">{{ rec.name }}</a>{% else %}{{ rec.name }}{% endif %}'
     '</li>{% endfor %}</ul>'
 )
 
@@ -313,7 +314,7 @@ class _Endpoints:
         svc = self.get_service()
         q = self._query(svc)
         item = common.coerce_id(item, common.model_ids(svc, "item"))
-        recs = svc.similar_items(item, q.n, context=q.context)
+        recs = svc.similar_items(item, q.n, context=q.context, user=self._visitors.requester().user)
         return jsonify(common.recommendations_json(recs, item=item))
 
     def events(self):
@@ -372,10 +373,12 @@ class _Endpoints:
                                           cls=RecommendationList, what="items=", template_name=template, title=title)
 
     def persona_also_bought(self, item, n: int = 6, template: str | None = None, title=None, **options):
-        """``n`` items like ``item`` ("customers also bought")."""
+        """``n`` items like ``item`` ("customers also bought"), logged as the requester's impression."""
+        who = self._visitors.requester().user
+
         def ask(svc):
             return svc.similar_items(common.coerce_id(item, common.model_ids(svc, "item")), int(n),
-                                     context=common.context_from_options(options) or None)
+                                     context=common.context_from_options(options) or None, user=who)
         return common.recommendation_list(ask, get_service=self.get_service, lookup=self._items,
                                           cls=RecommendationList, what="items=", template_name=template, title=title)
 
@@ -533,12 +536,35 @@ class Persona:
 
     def recommend(self, user, n: int = 10, **options):
         """``n`` items for ``user``; ``options`` as :func:`~persona.contrib.common.context_from_options`
-        takes them (``history=``, ``exclude=``, ``in_stock=True``, ``category=``, ``max_price=``, ...)."""
+        takes them (``placement="home"``, ``history=``, ``exclude=``, ``in_stock=True``, ``category=``,
+        ``max_price=``, ...). With a store the answer is logged as an impression: its ``request_id``
+        goes on the links that show it (:func:`~persona.contrib.common.with_request_id`)."""
         return self.service.recommend(user, n, context=common.context_from_options(options) or None)
 
-    def similar_items(self, item, n: int = 10, **options):
-        """``n`` items like ``item`` ("customers also bought"); ``options`` as for :meth:`recommend`."""
-        return self.service.similar_items(item, n, context=common.context_from_options(options) or None)
+    def similar_items(self, item, n: int = 10, user=None, **options):
+        """``n`` items like ``item`` ("customers also bought"); ``options`` as for :meth:`recommend`;
+        ``user``: who is shown them (their impression is logged)."""
+        return self.service.similar_items(item, n, context=common.context_from_options(options) or None, user=user)
+
+    def track_click(self, user, item, request_id=None):
+        """Record that ``user`` followed a recommendation of ``item``: a ``click`` attributed to the
+        answer ``request_id`` (default: this request's ``persona_rid`` query parameter, which the
+        rendered lists put on their links). Call it in the product view.
+
+        A missing, stale or hostile request id records nothing and never fails the page; a page
+        reloaded with the same link counts once (the event id is ``click:<request id>:<item>``).
+        Returns the event id, or None when nothing was recorded.
+        """
+        if request_id is None:
+            request_id = request.args.get(common.REQUEST_ID_PARAM)
+        kw = common.click_event(item, request_id)
+        if kw is None:
+            return None
+        try:
+            return self.track(user, kw.pop("item"), kw.pop("event"), **kw)
+        except PersonaError as e:  # a bad user id, a failing store: the page still renders
+            common.log.warning("persona: could not record a click on %r: %s", item, e)
+            return None
 
 
 def get_persona(app: Flask | None = None) -> Persona:

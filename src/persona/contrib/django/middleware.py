@@ -8,8 +8,10 @@ Name the views in ``settings.PERSONA["TRACK_VIEWS"]``, mapping a URL name (names
                   "persona.contrib.django.middleware.TrackViewsMiddleware"]
 
 The event is recorded after the view answered 2xx (a 404 for an unknown product records
-nothing), for :func:`~persona.contrib.django.current_user`. Tracking never fails a page: a store
-error is logged. A view can skip it with ``request.persona_track = False``.
+nothing), for :func:`~persona.contrib.django.current_user`. When the page was opened from a
+recommendation (its link carries ``?persona_rid=<request id>``, as the rendered lists' links do),
+a ``click`` attributed to that answer is recorded too. Tracking never fails a page: a store error
+is logged, a bad ``persona_rid`` ignored. A view can skip it with ``request.persona_track = False``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from ...errors import PersonaError
+from .. import common
 from . import runtime
 
 __all__ = ["TrackViewsMiddleware"]
@@ -42,4 +45,6 @@ class TrackViewsMiddleware:
                         runtime.track(request, item, "view")
                     except PersonaError as e:
                         log.error("persona: could not record a view of %r: %s", item, e)
+                    if request.GET.get(common.REQUEST_ID_PARAM) is not None:
+                        runtime.track_click(request, item)
         return response

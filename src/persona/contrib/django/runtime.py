@@ -21,7 +21,7 @@ from .. import common
 from ..common import RequestError, Requester
 
 __all__ = ["settings_dict", "get_service", "get_store", "reset", "current_user", "requester", "policy", "staff_only",
-           "track", "recommend", "similar_items", "DEFAULTS"]
+           "track", "track_click", "recommend", "similar_items", "DEFAULTS"]
 
 log = logging.getLogger("persona.contrib.django")
 
@@ -276,18 +276,40 @@ def track(request_or_user, item, event: str = "view", **kwargs):
     return event_id
 
 
+def track_click(request_or_user, item, request_id=None):
+    """Record a click on a recommendation of ``item``, attributed to the answer ``request_id``
+    (default: the request's ``persona_rid`` query parameter, which rendered lists put on their
+    links; :class:`~persona.contrib.django.middleware.TrackViewsMiddleware` calls this for the views
+    it tracks). A missing, stale or hostile id records nothing and never fails the page; a page
+    reloaded with the same link counts once. Returns the event id, or None."""
+    if request_id is None and hasattr(request_or_user, "GET"):
+        request_id = request_or_user.GET.get(common.REQUEST_ID_PARAM)
+    kw = common.click_event(item_id(item), request_id)
+    if kw is None:
+        return None
+    try:
+        return track(request_or_user, kw.pop("item"), kw.pop("event"), **kw)
+    except PersonaError as e:
+        log.warning("persona: could not record a click on %r: %s", item, e)
+        return None
+
+
 def recommend(user, n: int = 10, **options):
-    """``n`` recommendations for ``user`` (an id); ``options`` as :func:`~persona.contrib.common.context_from_options`."""
+    """``n`` recommendations for ``user`` (an id); ``options`` as :func:`~persona.contrib.common.context_from_options`
+    (``placement="home"``, ``history=``, ...); with a store, the answer is logged as an impression."""
     service = get_service()
     user = common.coerce_id(user, common.model_ids(service, "user"))
     return service.recommend(user, n, context=common.context_from_options(options) or None)
 
 
-def similar_items(item, n: int = 10, **options):
-    """``n`` items like ``item`` ("customers also bought"); ``options`` as for :func:`recommend`."""
+def similar_items(item, n: int = 10, user=None, **options):
+    """``n`` items like ``item`` ("customers also bought"); ``options`` as for :func:`recommend`;
+    ``user``: who is shown them (a request or an id; their impression is logged)."""
     service = get_service()
     item = common.coerce_id(item_id(item), common.model_ids(service, "item"))
-    return service.similar_items(item, n, context=common.context_from_options(options) or None)
+    if user is not None and hasattr(user, "META"):
+        user = current_user(user)
+    return service.similar_items(item, n, context=common.context_from_options(options) or None, user=user)
 
 
 def model_path() -> Path | None:

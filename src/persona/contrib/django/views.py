@@ -93,7 +93,7 @@ def similar(request, item):
     service = runtime.get_service()
     q = _query(request, service)
     item = common.coerce_id(item, common.model_ids(service, "item"))
-    recs = service.similar_items(item, q.n, context=q.context)
+    recs = service.similar_items(item, q.n, context=q.context, user=runtime.requester(request).user)
     return JsonResponse(common.recommendations_json(recs, item=item))
 
 

@@ -8,9 +8,14 @@
     {% also_bought product.item_id 4 as recs %}                {# or loop yourself #}
     {% for rec in recs %}<a href="{{ rec.url }}">{{ rec.name }}</a>{% endfor %}
 
-Options: ``history``, ``exclude``, ``items`` (lists or comma-separated ids), ``in_stock``,
-``filter_seen``, ``segment``, ``min_<col>`` / ``max_<col>`` and catalogue columns
+Options: ``placement`` (``"home"``, ``"pdp"``: logged with the impression, and the key of the
+service's experiments), ``history``, ``exclude``, ``items`` (lists or comma-separated ids),
+``in_stock``, ``filter_seen``, ``segment``, ``min_<col>`` / ``max_<col>`` and catalogue columns
 (``category="Skincare"``), and ``template`` (default ``persona/recommendations.html``).
+
+With an event store each rendered list is logged as an impression; its links are ``rec.link``
+(the item's url with ``?persona_rid=<request id>``), so opening one records a click attributed
+to the list (``TrackViewsMiddleware``).
 
 Each entry has ``id``, ``score``, ``item`` (what ``PERSONA["ITEMS"]`` returned for the id, else
 its row of ``PERSONA["CATALOG"]``, or None), ``name`` and ``url`` (taken from the item when it
@@ -62,7 +67,10 @@ def recommended_for(context, user=None, n=6, template=DEFAULT_TEMPLATE, title=No
     return _answer(lambda: runtime.recommend(uid, int(n), **options), template, title)
 
 
-@register.simple_tag
-def also_bought(item, n=6, template=DEFAULT_TEMPLATE, title=None, **options):
-    """``n`` items like ``item`` (an id, a dict with ``item_id``, or a model instance)."""
-    return _answer(lambda: runtime.similar_items(item, int(n), **options), template, title)
+@register.simple_tag(takes_context=True)
+def also_bought(context, item, n=6, template=DEFAULT_TEMPLATE, title=None, **options):
+    """``n`` items like ``item`` (an id, a dict with ``item_id``, or a model instance), logged as the
+    requester's impression."""
+    request = context.get("request")
+    user = runtime.current_user(request) if request is not None else None
+    return _answer(lambda: runtime.similar_items(item, int(n), user=user, **options), template, title)
