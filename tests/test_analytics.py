@@ -139,8 +139,9 @@ def test_funnel_by_event_column_user_feature_mapping_and_day():
     by_map = pa.funnel(ev, by=pd.Series({"a": "g", "b": "g"}, name="grp"))
     assert by_map.loc["g", "users"].tolist() == [2, 2, 1] and by_map.loc["(missing)", "users"].tolist() == [1, 0, 0]
     by_day = pa.funnel(ev, by="day")
-    assert by_day.loc[pd.Timestamp("2024-01-01"), "users"].tolist() == [1, 1, 0]
-    assert by_day.loc[pd.Timestamp("2024-01-02"), "users"].tolist() == [2, 1, 1]
+    assert by_day.loc[pd.Timestamp("2024-01-01", tz="UTC"), "users"].tolist() == [1, 1, 0]
+    assert by_day.loc[pd.Timestamp("2024-01-02", tz="UTC"), "users"].tolist() == [2, 1, 1]
+    assert str(by_day.index.levels[0].dtype) == "datetime64[ns, UTC]"
     both = pa.funnel(ev, by=["channel", "segment"], user_features=users)
     assert both.index.names == ["channel", "segment", "step"]
     assert both.loc[("app", "s2"), "users"].tolist() == [1, 1, 1]

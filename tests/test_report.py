@@ -55,6 +55,7 @@ def test_the_report_is_one_self_contained_page_with_every_section(shop, tmp_path
     out = pa.report(shop.events, tmp_path / "report.html", categories=shop.items, by="segment",
                     user_features=shop.users)
     assert out == tmp_path / "report.html" and list(tmp_path.iterdir()) == [out]  # no temporary file left
+    assert out.stat().st_mode & 0o777 == 0o600  # the events may be personal: the owner's only
     page = out.read_text(encoding="utf-8")
     for heading in ("Summary", "Activity", "Funnel", "Cohort retention", "RFM segments", "Trends", "Basket affinity"):
         assert f"<h2>{heading}</h2>" in page
@@ -127,8 +128,8 @@ def test_a_section_the_data_cannot_support_says_why_unless_asked_for(shop):
 def test_the_online_metrics_section_appears_for_a_store_when_the_function_exists(shop, tmp_path, monkeypatch):
     calls = []
 
-    def online_metrics(store):
-        calls.append(store)
+    def online_metrics(store, since=None, until=None, events=None):
+        calls.append((store, since, until, None if events is None else len(events)))
         return pd.DataFrame({"placement": ["home"], "ctr": [0.05]})
 
     monkeypatch.setitem(pa._NAMES, "online_metrics", "online")
@@ -137,8 +138,17 @@ def test_the_online_metrics_section_appears_for_a_store_when_the_function_exists
         store.import_frame(shop.events.iloc[:3000], user="user_id", item="item_id", event="event", time="timestamp",
                            value="value")
         store.flush()
-        page = pa.report(store, None)
-    assert calls == [store] and "<h2>On-site recommendations</h2>" in page and "home" in page
+        page = pa.report(store, None, since="2024-01-02")
+        assert calls == [(store, "2024-01-02", None, None)] and "<h2>On-site recommendations</h2>" in page
+        assert "home" in page
+        pa.report(store, None, sections=["online"])  # the events read for the report are passed on, not re-read
+        assert calls[-1] == (store, None, None, 3000)
+        table = pa.event_table(store)
+        assert table.store is store
+        pa.report(table, None, sections=["online"])  # an EventTable read from a store knows it
+        assert calls[-1] == (store, None, None, 3000)
+        pa.report(pa.event_table(store, since="2024-01-05"), None, sections=["online"])  # and its window
+        assert calls[-1] == (store, "2024-01-05", None, None)
     assert "On-site" not in pa.report(shop.events.iloc[:3000], None)
 
 

@@ -66,11 +66,15 @@ class EventTable:
         The event's value (a purchase's price), NaN where absent; None without a value column.
     source : str
         ``"store"``, ``"frame"`` or ``"interactions"``.
+    store : EventStore or None
+        The store the events were read from (the report's on-site metrics read its impressions),
+        and ``read_window``, the ``(since, until)`` it was read with.
     """
 
     def __init__(self, *, user_codes: np.ndarray, user_ids: np.ndarray, item_codes: np.ndarray,
                  item_ids: np.ndarray, time_ns: np.ndarray | None, event_codes: np.ndarray | None,
-                 event_names: tuple, value: np.ndarray | None, frame: pd.DataFrame | None, source: str) -> None:
+                 event_names: tuple, value: np.ndarray | None, frame: pd.DataFrame | None, source: str,
+                 store=None, read_window: tuple = (None, None)) -> None:
         self.user_codes = user_codes
         self.user_ids = user_ids
         self.item_codes = item_codes
@@ -81,6 +85,8 @@ class EventTable:
         self.value = value
         self.frame = frame  # the source rows, for ``by`` columns and properties (None for Interactions)
         self.source = source
+        self.store = store
+        self.read_window = read_window
         self._periods: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -192,9 +198,10 @@ class EventTable:
             lookup = _feature_lookup(user_features, name, what)
             if lookup is not None:
                 return self._user_labels(lookup, what)
-        if name in PERIODS:
-            idx = self.periods(name)
-            return period_start(idx, name)
+        if name in PERIODS:  # the period's first instant, UTC (as cohort_retention and activity label them)
+            import pandas as pd
+
+            return pd.DatetimeIndex(period_start(self.periods(name), name)).tz_localize("UTC")
         where = [f"event columns {[c for c in self.frame.columns if c not in _CORE]}"] if self.frame is not None else []
         if self.frame is not None and "properties" in self.frame.columns:
             where.append("no event property of that name")
@@ -292,7 +299,7 @@ def _from_store(store, since, until) -> EventTable:
                       time_ns=_ns_of_datetimes(t), event_codes=events,
                       event_names=tuple(str(n) for n in names),
                       value=pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=np.float64),
-                      frame=df, source="store")
+                      frame=df, source="store", store=store, read_window=(since, until))
 
 
 def _from_interactions(inter, bounds) -> EventTable:
@@ -535,19 +542,6 @@ def combine_groups(keys: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, pd.D
     first = np.zeros(codes.max() + 1 if len(codes) else 0, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes))[::-1]  # one row of each group
     return codes.astype(np.int64), frame.iloc[first].reset_index(drop=True)
-
-
-def first_per_user(users: np.ndarray, times: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per user, the position (into ``users``) of their earliest event, or -1; and that time (or _NO_TIME)."""
-    order = np.lexsort((times, users))
-    u = users[order]
-    head = np.ones(len(u), dtype=bool)
-    head[1:] = u[1:] != u[:-1]
-    pos = np.full(n_users, -1, dtype=np.int64)
-    pos[u[head]] = order[head]
-    t = np.full(n_users, _NO_TIME, dtype=np.int64)
-    t[u[head]] = times[order[head]]
-    return pos, t
 
 
 def wilson(x, n, conf: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import ParameterError
-from ._events import _NO_TIME, check_conf, combine_groups, duration_ns, event_table, first_per_user, wilson
+from ._events import _NO_TIME, check_conf, combine_groups, duration_ns, event_table, wilson
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,10 +91,13 @@ def funnel(data: Any, steps: Sequence = ("view", "cart", "purchase"), by=None, *
     users = table.user_codes
     masks = [table.event_mask(names, "funnel steps") for names in step_names]
     rows0 = np.flatnonzero(masks[0])
-    entry_pos, t_prev = first_per_user(users[rows0], t[rows0], table.n_users)
-    entered = np.flatnonzero(entry_pos >= 0)
-    entry_rows = rows0[entry_pos[entered]]
-    if keys:
+    t_prev = np.full(table.n_users, _NO_TIME, dtype=np.int64)
+    np.minimum.at(t_prev, users[rows0], t[rows0])
+    entered = np.flatnonzero(t_prev != _NO_TIME)
+    if keys:  # the group is read on the user's first step-0 event (the first row of it on a tie)
+        first = rows0[t[rows0] == t_prev[users[rows0]]]
+        _, at = np.unique(users[first], return_index=True)
+        entry_rows = first[at]
         codes, groups = combine_groups([(name, vals[entry_rows]) for name, vals in keys])
         n_groups = len(groups)
     else:

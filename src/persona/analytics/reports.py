@@ -63,7 +63,7 @@ margin-top:2.2rem}h3{font-size:1rem;margin:1.2rem 0 .4rem}
 table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0 1rem}th,td{padding:.2rem .6rem;
 border-bottom:1px solid #eee;text-align:right;vertical-align:top}th{background:#f6f6f6}
 td.t,th.t{text-align:left;max-width:22rem;overflow-wrap:anywhere}
-figure{margin:.5rem 0 1rem}img{max-width:100%;height:auto}figcaption{color:#666;font-size:.8rem}
+.tw{overflow-x:auto}figure{margin:.5rem 0 1rem}img{max-width:100%;height:auto}figcaption{color:#666;font-size:.8rem}
 .note{color:#8a5a00;background:#fff7e6;padding:.4rem .7rem;border-left:3px solid #e0a030}
 .cards{display:flex;flex-wrap:wrap;gap:.6rem}.card{background:#f6f8fb;border-radius:6px;padding:.5rem .8rem;
 min-width:8rem}.card b{display:block;font-size:1.15rem}
@@ -143,7 +143,7 @@ def report(data: Any, out: PathLike | None = "report.html", *, title: str = "Sho
     if not len(table):
         raise DataError("report: no events to report on" + (" in [since, until)" if since or until else ""))
     ctx = dict(steps=steps, by=by, user_features=user_features, period=period, categories=categories,
-               window=window, basket=basket, purchase=purchase, max_rows=max_rows)
+               window=window, basket=basket, purchase=purchase, max_rows=max_rows, since=since, until=until)
     parts = []
     for name in chosen:
         heading, build = _BUILDERS[name]
@@ -295,13 +295,23 @@ def _baskets(table: EventTable, data, ctx) -> list:
 
 def _online(table: EventTable, data, ctx) -> list | None:
     from . import _NAMES
-    from ..store.events import EventStore
 
-    if "online_metrics" not in _NAMES or not isinstance(data, EventStore):
+    store = table.store  # set when the events were read from an EventStore
+    if "online_metrics" not in _NAMES or store is None:
         return None  # the on-site metrics read the store's impressions: nothing to show otherwise
     from . import online_metrics
 
-    return _content(online_metrics(data), table)
+    since, until = (ctx["since"], ctx["until"]) if data is store else table.read_window
+    if since is None and until is None:
+        m = online_metrics(store, events=table.frame)  # every event is read already: the store is read once
+    else:  # impressions of a window need the outcomes just after it: let it read its own
+        m = online_metrics(store, since=since, until=until)
+    if isinstance(m, (list, tuple)) or not hasattr(m, "__len__"):
+        return _content(m, table)
+    if not len(m):
+        return [_Note("No impressions logged in this store (EventStore.log_impression records what a page "
+                      "showed), so there are no on-site metrics.")]
+    return [("What the shown recommendations did, per group (persona.analytics.online_metrics)", m)]
 
 
 _BUILDERS: dict[str, tuple[str, Callable]] = {
@@ -384,7 +394,7 @@ def _table(df: pd.DataFrame, max_rows: int) -> str:
         cells = "".join(f'<td class="{"t" if t else "n"}">{_esc(_fmt(v))}</td>' for v, t in zip(rec, text))
         rows.append(f"<tr>{cells}</tr>")
     more = f'<p class="meta">{max_rows:,} of {n:,} rows shown.</p>' if n > max_rows else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{more}'
 
 
 def _fmt(v) -> str:
