@@ -72,6 +72,8 @@ def test_bad_inputs_get_clear_errors(shop):
         pa.funnel(pd.DataFrame({"user_id": ["a", "b"], "event": ["view", "view"], "timestamp": ["2024-01-01", "soon"]}))
     with pytest.raises(ps.DataError, match="missing or unreadable"):
         pa.cohort_retention(pd.DataFrame({"user_id": ["a", "b"], "timestamp": [1.7e9, np.nan]}))
+    with pytest.raises(ps.DataError, match="not milliseconds"):
+        pa.cohort_retention(pd.DataFrame({"user_id": ["a"], "timestamp": [1.7e12]}))
     with pytest.raises(ps.DataError, match="no user"):
         pa.cohort_retention(pd.DataFrame({"user_id": ["a", None], "timestamp": [1.7e9, 1.7e9]}))
     no_events = ps.Interactions.from_frame(shop.events, user="user_id", item="item_id", time="timestamp")
@@ -108,7 +110,8 @@ def test_funnel_counts_a_step_only_after_the_previous_one():
     np.testing.assert_allclose(f["from_previous"], [1.0, 3 / 4, 2 / 3])
     np.testing.assert_allclose(f["from_top"], [1.0, 3 / 4, 2 / 4])
     # Wilson bounds around each rate, step 0 pinned at 1
-    assert (f["from_previous_low"] <= f["from_previous"]).all() and (f["from_previous"] <= f["from_previous_high"]).all()
+    assert (f["from_previous_low"] <= f["from_previous"]).all()
+    assert (f["from_previous"] <= f["from_previous_high"]).all()
     assert f.loc["view", "from_top_high"] == 1.0
     lo, hi = pa._events.wilson([2], [4])
     assert f.loc["purchase", "from_top_low"] == pytest.approx(lo[0]) and f.loc["purchase", "from_top_high"] == hi[0]
@@ -298,7 +301,8 @@ def test_trends_hand_computed_items_and_categories():
     ev = frame(rows)
     t = pa.trends(ev, window=7 * day, now=t0 + 14 * day)
     assert t.index.tolist() == ["x", "y"]  # z had no events in either window
-    assert t.loc["x", ["recent", "previous"]].tolist() == [6, 1] and t.loc["y", ["recent", "previous"]].tolist() == [2, 5]
+    assert t.loc["x", ["recent", "previous"]].tolist() == [6, 1]
+    assert t.loc["y", ["recent", "previous"]].tolist() == [2, 5]
     assert t.loc["x", "ratio"] == pytest.approx(7 / 2) and t.loc["y", "ratio"] == pytest.approx(3 / 6)
     assert t.loc["x", "z"] == pytest.approx((6 - 3.5) / np.sqrt(7 * 0.25))
     assert t.loc["y", "z"] == pytest.approx((2 - 3.5) / np.sqrt(7 * 0.25))

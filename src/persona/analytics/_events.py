@@ -20,7 +20,7 @@ from .._time import to_epoch
 from .._validate import check_frame, check_number
 from .._warn import warn_user
 from ..errors import DataError, ParameterError
-from ..typing import FrameLike, TimePoint
+from ..typing import TimePoint
 
 if TYPE_CHECKING:  # annotations only: pandas loads when a table is built
     import pandas as pd
@@ -248,8 +248,9 @@ def event_table(data: Any, *, user: str | None = None, item: str | None = None, 
     >>> ev = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
     ...                    "event": ["view", "purchase", "view"],
     ...                    "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"], utc=True)})
-    >>> event_table(ev)
-    EventTable(3 events, 2 users, 2 items, 2024-01-01T00:00 to 2024-01-03T00:00, event types ['view', 'purchase']; from frame)
+    >>> event_table(ev)  # doctest: +NORMALIZE_WHITESPACE
+    EventTable(3 events, 2 users, 2 items, 2024-01-01T00:00 to 2024-01-03T00:00,
+               event types ['view', 'purchase']; from frame)
     """
     if isinstance(data, EventTable):
         if any(x is not None for x in (user, item, time, event, value, since, until)):
@@ -410,7 +411,7 @@ def _times(col: pd.Series, name: str) -> np.ndarray:
         rows = np.flatnonzero(bad)[:5]
         raise DataError(f"analytics: time column {name!r} has {int(bad.sum())} missing or unreadable times (rows "
                         f"{rows.tolist()}: {col.iloc[rows].tolist()!r}); expected datetimes, ISO-8601 strings or "
-                        f"epoch seconds; drop or fix those rows")
+                        f"epoch seconds (not milliseconds: divide those by 1000); drop or fix those rows")
     return ns
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._validate import check_bool, check_int
 from ..errors import DataError
-from ._events import check_period, event_table, period_index, period_start
+from ._events import check_period, event_table, period_start
 
 if TYPE_CHECKING:
     import pandas as pd

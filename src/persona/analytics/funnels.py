@@ -77,8 +77,6 @@ def funnel(data: Any, steps: Sequence = ("view", "cart", "purchase"), by=None, *
     >>> round(float(f.loc["purchase", "from_previous"]), 4)
     0.3333
     """
-    import pandas as pd
-
     table = event_table(data)
     table.require_events("funnel")
     table.require_time("funnel")
