@@ -398,3 +398,24 @@ class TLearnerStub:
 
     def predict(self, X):
         return np.full(len(X), self.value)
+
+
+def test_uplift_data_refuses_or_ignores_hostile_feedback_rows():
+    """Feedback frames come from a store anybody's webhook writes to: odd rows give clear errors or no rows."""
+    base = {"user": ["a", "b", "b"], "item": ["x", "x", "x"], "value": [np.nan, np.nan, 1e308],
+            "event": ["send", "holdout", "conversion"],
+            "properties": [{"message_id": "m1", "campaign": "c"}, {"message_id": "m2", "campaign": "c"},
+                           {"message_id": "m2", "campaign": "c"}]}
+    table = uplift_data(pd.DataFrame(base))
+    assert table["treatment"].tolist() == [1, 0] and table["converted"].tolist() == [0, 1]
+    no_id = dict(base, properties=[{"campaign": "c"}, "not a dict", None])
+    with pytest.raises(ps.DataError, match="message_id"):
+        uplift_data(pd.DataFrame(no_id))
+    with pytest.raises(ps.DataError, match="properties"):
+        uplift_data(pd.DataFrame({"event": ["send"]}))
+    # a conversion for a message never planned adds no row; a campaign without a holdout has no contrast
+    stray = dict(base, properties=[{"message_id": "m1", "campaign": "c"}, {"message_id": "m2", "campaign": "d"},
+                                   {"message_id": "zzz", "campaign": "c"}])
+    assert len(uplift_data(pd.DataFrame(stray))) == 0
+    with pytest.raises(ps.ParameterError, match="expected an EventStore"):
+        uplift_data("events.db")
