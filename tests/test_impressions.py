@@ -339,21 +339,23 @@ def test_artifact_model_version_is_the_same_in_every_worker(shop, model, tmp_pat
     two.close()
 
 
-def test_impression_logging_is_cheap_on_the_request_path(shop, model, tmp_path):
-    """The request thread only validates and queues the row: logging adds little to an answer."""
+def test_impression_logging_stays_off_the_request_path(shop, model, tmp_path):
+    """With the database stalled (the writer held inside a batch), answers are still logged and returned
+    at once: the request thread only queues the row (benchmarks/bench_online.py measures the cost)."""
     store = EventStore(tmp_path / "e.db")
-    plain = ps.serving.RecommenderService(model, cache_size=0)
-    logged = ps.serving.RecommenderService(model, store=store, cache_size=0)
-    users = shop.interactions.user_ids[:100]
-
-    def per_call(svc):
+    svc = ps.serving.RecommenderService(model, store=store, cache_size=0)
+    gate = threading.Event()
+    write = store._backend.write
+    store._backend.write = lambda conn, rows: (gate.wait(), write(conn, rows))[1]
+    try:
+        users = shop.interactions.user_ids[:30]
         t = time.perf_counter()
-        for _ in range(3):
-            for u in users:
-                svc.recommend(u, n=10, context={"placement": "home"})
-        return (time.perf_counter() - t) / (3 * len(users))
-
-    per_call(plain), per_call(logged)  # warm up
-    base, with_log = min(per_call(plain) for _ in range(3)), min(per_call(logged) for _ in range(3))
-    assert with_log - base < 100e-6, (base, with_log)  # measured: ~10-20 µs of a ~250 µs answer
+        recs = [svc.recommend(u, n=10, context={"placement": "home"}) for u in users]
+        took = time.perf_counter() - t
+        assert all(r.request_id is not None for r in recs)
+        assert took < 2.0 and store.stats()["pending"] >= len(users) - 1  # queued, not written
+    finally:
+        gate.set()
+    store.flush()
+    assert store.impressions()["request_id"].nunique() == len(users)
     store.close()

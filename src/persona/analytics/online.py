@@ -181,23 +181,37 @@ def _item_keys(a, b) -> tuple:
 
 # ------------------------------------------------------------------------------- attribution
 def _attribute(imps, out, windows) -> tuple[pd.DataFrame, np.ndarray]:
-    """Each outcome's status and, when attributed, the row of ``imps`` it belongs to (else -1)."""
+    """Each outcome's status and, when attributed, the row of ``imps`` it belongs to (else -1).
+
+    The impressions' request ids and items are factorised into integers and the outcomes' looked
+    up among their distinct values, so matching an outcome to its impression is one hash lookup of
+    an int64 key per outcome.
+    """
     import pandas as pd
 
     status = np.where(out["ok"].to_numpy(), "unknown request", "bad request id").astype(object)
     row = np.full(len(out), -1, dtype=np.int64)
-    if len(out) and len(imps):
-        imp_item, out_item = _item_keys(imps["item"], out["item"])
-        shown = pd.DataFrame({"request_id": imps["request_id"].to_numpy(), "item": imp_item,
-                              "row": np.arange(len(imps))})
-        asked = pd.DataFrame({"request_id": out["request_id"].to_numpy(), "item": out_item,
-                              "k": np.arange(len(out))})
-        known = asked["request_id"].isin(pd.unique(shown["request_id"])).to_numpy()
+    n = len(imps)
+    if len(out) and n:
+        imp_rid, rid_values = pd.factorize(imps["request_id"])
+        out_rid = pd.Index(rid_values).get_indexer(out["request_id"].to_numpy(dtype=object))
+        known = out_rid >= 0
         status[known] = "item not shown"
-        hit = asked[known].merge(shown, on=["request_id", "item"], how="inner")
-        k, r = hit["k"].to_numpy(), hit["row"].to_numpy()
-        imp_t = _seconds(imps["time"])[r]
-        dt = out["time"].to_numpy()[k] - imp_t
+        imp_item, item_values = pd.factorize(imps["item"])
+        values, asked = _item_keys(item_values, out["item"])
+        out_item = pd.Index(values).get_indexer(asked)
+        width = np.int64(len(item_values) + 1)
+        index = pd.Index(imp_rid.astype(np.int64) * width + imp_item)
+        first = ~index.duplicated() if not index.is_unique else None  # a request listing an item twice
+        if first is not None:
+            index = index[first]
+        known &= out_item >= 0
+        k = np.flatnonzero(known)
+        hit = index.get_indexer(out_rid[k].astype(np.int64) * width + out_item[k])
+        k, r = k[hit >= 0], hit[hit >= 0]
+        if first is not None:
+            r = np.flatnonzero(first)[r]
+        dt = out["time"].to_numpy()[k] - _seconds(imps["time"])[r]
         win = out["kind"].map(windows).to_numpy(dtype=np.float64)[k]
         inside = (dt >= -SKEW) & (dt <= win)
         status[k] = np.where(inside, "attributed", "outside window")
@@ -336,8 +350,8 @@ def online_metrics(store=None, by: str | Sequence[str] | None = ("placement", "v
     windows, outcomes = _windows(windows), _outcomes(outcomes)
     imps, out = _load(store, impressions, events, since, until, windows, outcomes)
     flags, summary = impression_outcomes(imps, out, windows)
-    frame = pd.DataFrame({"request_id": imps["request_id"].to_numpy(), "user": imps["user"].to_numpy(),
-                          "item": imps["item"].to_numpy()})
+    # integer codes: counting distinct requests, users and items groups integers, not strings
+    frame = pd.DataFrame({c: pd.factorize(imps[c])[0] for c in ("request_id", "user", "item")})
     for col in by:
         frame[col] = _group_column(imps, col)
     frame = pd.concat([frame, flags.set_axis(frame.index)], axis=1)
@@ -393,7 +407,7 @@ def _group_column(imps, col: str):
         return t.dt.floor("D").dt.tz_localize(None).to_numpy() if t.dt.tz is not None else t.dt.floor("D").to_numpy()
     if col not in imps.columns:
         return np.full(len(imps), None, dtype=object)
-    return imps[col].to_numpy()
+    return imps[col].array  # as stored: no conversion of a million strings
 
 
 def _ratio_interval(frame, keys, column: str, conf: float):

@@ -444,9 +444,11 @@ class EventStore:
             raise DataError(f"log_impression: items expected at most {MAX_IMPRESSION_ITEMS} ids, got {len(shown)}; "
                             f"log what was shown")
         all_int = True
-        for k, x in enumerate(shown):
+        for k, x in enumerate(shown):  # the common cases first: plain str and int ids are kept as they are
             if x.__class__ is str and 0 < len(x) <= MAX_ID_LENGTH and "\x00" not in x:
                 all_int = False
+                continue
+            if x.__class__ is int and _INT64_MIN <= x <= _INT64_MAX:
                 continue
             text, is_int = _id(x, f"item[{k}]")
             shown[k] = int(text) if is_int else text
