@@ -832,8 +832,7 @@ def fairness_report(model_or_lists, test: Interactions, k: int = 10, *, train: I
     if train is not None and train.timestamps is not None:
         groupings["item age"] = item_age_groups(train, item_map)
     groupings.update({name: _item_labels(g, item_map, name) for name, g in item_groups.items()})
-    demand = pop * max(len(user_map), 1)
-    shares = {name: exposure_share(lists, labels, weighting=weighting, demand=demand)
+    shares = {name: exposure_share(lists, labels, weighting=weighting, demand=pop)  # demand: users per item
               for name, labels in groupings.items()}
 
     # 3. user side: quality, popularity lift and calibration, overall and per user grouping
