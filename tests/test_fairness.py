@@ -64,10 +64,11 @@ def kl_reference(row, history, cats, alpha):
     return sum(p[g] * math.log(p[g] / ((1 - alpha) * q[g] + alpha * p[g])) for g in keys if p[g] > 0)
 
 
-def floor_reference(member, shares, idx, n):
-    """ExposureFloor for one row, as its docstring says: quotas in floor order, then the best rest."""
+def floor_reference(member, shares, idx, n, k_shown=None):
+    """ExposureFloor for one row, as its docstring says: quotas in floor order, then the best rest; with
+    ``k_shown`` the floors are for the first k_shown and the other candidates follow in order."""
     cols = [j for j in range(len(idx)) if idx[j] >= 0]
-    k = min(n, len(cols))
+    k = min(n if k_shown is None else min(n, k_shown), len(cols))
     chosen = []
     left = k
     for g, f in enumerate(shares):
@@ -88,7 +89,8 @@ def floor_reference(member, shares, idx, n):
         if j not in chosen:
             chosen.append(j)
             left -= 1
-    return [int(idx[j]) for j in sorted(chosen)]
+    rest = [j for j in cols if j not in chosen]
+    return ([int(idx[j]) for j in sorted(chosen)] + [int(idx[j]) for j in rest])[:n]
 
 
 @st.composite
@@ -402,39 +404,40 @@ def floor_cases(draw):
     for r in range(m):
         keep = rng.integers(0, c + 1)
         idx[r, keep:], scores[r, keep:] = -1, -np.inf
-    return member, shares, idx, scores, draw(st.integers(1, 12))
+    return member, shares, idx, scores, draw(st.integers(1, 12)), draw(st.one_of(st.none(), st.integers(1, 8)))
 
 
-def _floor_for(member, shares):
+def _floor_for(member, shares, k=None):
     """An ExposureFloor fitted on a toy model whose items carry the given memberships."""
     n_items = member.shape[0]
     inter = ps.Interactions.from_matrix(sp.csr_matrix(np.eye(n_items, dtype=np.float32)))
     model = ps.MostPopular().fit(inter)
     groups = {f"g{j}": model.item_map_.ids[member[:, j]].tolist() for j in range(member.shape[1])}
-    return ExposureFloor(groups, floors={f"g{j}": float(f) for j, f in enumerate(shares)}).fit(model)
+    return ExposureFloor(groups, floors={f"g{j}": float(f) for j, f in enumerate(shares)}, k=k).fit(model)
 
 
 @settings(max_examples=80, deadline=None)
 @given(floor_cases())
 def test_exposure_floor_matches_the_reference_and_keeps_its_promise(case):
-    member, shares, idx, scores, n = case
-    floor = _floor_for(member, shares)
+    member, shares, idx, scores, n, k_shown = case
+    floor = _floor_for(member, shares, k_shown)
     out, vals = floor.rerank([np.zeros(0, np.int64)] * len(idx), idx, scores, n)
     assert out.shape == (len(idx), n)
     for r in range(len(idx)):
-        want = floor_reference(member, shares, idx[r], n)
+        want = floor_reference(member, shares, idx[r], n, k_shown)
         got = [int(i) for i in out[r] if i >= 0]
         assert got == want
         cands = [int(i) for i in idx[r] if i >= 0]
-        k = min(n, len(cands))
-        assert len(got) == k and len(set(got)) == k and set(got) <= set(cands)
-        assert np.all(np.diff(vals[r, :k]) <= 0) and np.all(np.isneginf(vals[r, k:]))
+        m = min(n, len(cands))
+        assert len(got) == m and len(set(got)) == m and set(got) <= set(cands)
+        assert np.all(np.diff(vals[r, :m]) <= 0) and np.all(np.isneginf(vals[r, m:]))
+        k = min(m, k_shown or m)  # the floors hold for the first k
         quotas = [min(math.ceil(f * k - 1e-9), sum(member[i, g] for i in cands)) for g, f in enumerate(shares)]
         if sum(quotas) <= k:  # the quotas fit in the list: every floor is met
             for g, q in enumerate(quotas):
-                assert sum(member[i, g] for i in got) >= q
+                assert sum(member[i, g] for i in got[:k]) >= q
         if all(sum(member[i, g] for i in cands[:k]) >= q for g, q in enumerate(quotas)):
-            assert got == cands[:k]  # a list meeting every floor stays as it was
+            assert got == cands[:m]  # a list meeting every floor stays as it was
 
 
 def test_exposure_floor_by_hand():
@@ -483,7 +486,8 @@ def test_exposure_floor_saves_as_data(ease, shop, tmp_path, form):
               "membership": {"small": [i for i, b in brand.items() if b == top_brand], 7: list(ease.item_map_.ids[:9])}}
     floors = {"popularity": {"long_tail": 0.2}, "labels": {top_brand: 0.2}, "dict": {top_brand: 0.2},
               "membership": {"small": 0.2, 7: 0.3}}
-    r = Reranked(ease, ExposureFloor(groups[form], floors=floors[form]), candidates=120)
+    r = Reranked(ease, ExposureFloor(groups[form], floors=floors[form], k=8 if form == "dict" else None),
+                 candidates=120)
     users = list(ease.user_map_.ids[:12])
     want = r.recommend_batch(users, n=10)
     path = r.save(tmp_path / f"{form}.persona")
@@ -529,6 +533,7 @@ def test_exposure_floor_bad_arguments(ease):
         (ExposureFloor(np.array(["x"] * ease.n_items), floors={"y": 0.2}), "no item has the group"),
         (ExposureFloor(np.array(["x"] * 3), floors={"x": 0.2}), "one category per model item"),
         (ExposureFloor(floors={"long_tail": 0.2}, head=2.0), "head"),
+        (ExposureFloor(floors={"long_tail": 0.2}, k=0), "k"),
     ]
     for floor, match in cases:
         with pytest.raises((ps.ParameterError, ps.DataError), match=match):
@@ -538,3 +543,27 @@ def test_exposure_floor_bad_arguments(ease):
         floor.rerank([np.zeros(0, np.int64)], np.array([[ease.n_items]]), np.zeros((1, 1), np.float32), 1)
     with pytest.raises(ps.NotFittedError):
         ExposureFloor(floors={"long_tail": 0.2}).rerank([[]], np.zeros((1, 1), np.int64), np.zeros((1, 1)), 1)
+
+
+def test_the_audit_goes_into_the_html_report_as_sections(ease, split, shop, tmp_path):
+    pytest.importorskip("matplotlib", reason="the HTML report draws with matplotlib (pip install 'persona-recsys[report]')")
+    train, _, test = split
+    audit = fairness_audit(ease, test, train=train, n_boot=50, user_groups={"gender": shop.users.set_index("user_id")[
+        "gender"]})
+    out = ps.analytics.report(shop.interactions, out=str(tmp_path / "report.html"), sections=["summary"], extra=audit)
+    html = (tmp_path / "report.html").read_text() if out is None or not isinstance(out, str) or "<" not in out \
+        else out
+    for title, table in audit:
+        assert title in html
+    assert f"{audit.summary['exposure_gini@10']:.4f}"[:5] in html or "exposure_gini@10" in html
+
+
+def test_exposure_floor_inside_the_hybrid(split):
+    train, valid, _ = split
+    hybrid = ps.Hybrid(generators={"ease": ps.EASE(), "pop": ps.MostPopular()}, candidates=50, ranker="logistic",
+                       rerank=ExposureFloor(floors={"long_tail": 0.4}, k=10)).fit(train, valid=valid)
+    users = hybrid.user_map_.ids[:20]
+    ids, scores = hybrid.recommend_batch(users, n=10)
+    tail = np.array([["long_tail" in g for g in hybrid.reranker_.groups_of(row)] for row in ids])
+    assert ids.shape == (20, 10) and (tail.sum(axis=1) >= 4).all()
+    assert np.all(np.diff(scores, axis=1) <= 0)

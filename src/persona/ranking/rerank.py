@@ -663,6 +663,11 @@ class ExposureFloor(Reranker):
     order of ``floors``; an item in several groups counts for each. When the rounded quotas of all
     groups exceed ``k`` (e.g. two floors of 0.5 in a list of 3), the earlier groups come first.
 
+    Where the re-ranker is asked to order *all* candidates -- inside ``ps.Hybrid(rerank=...)``
+    (its top ``rerank_depth``) or as a stage before the last of a list -- pass ``k``, the length of
+    the list shown: the floors then hold for the first ``k`` items, and the other candidates follow
+    in the ranker's order.
+
     Parameters
     ----------
     item_groups : "popularity", labels per item, or dict {group: item ids}
@@ -677,6 +682,8 @@ class ExposureFloor(Reranker):
         ``{"long_tail": 0.2}`` or ``{"new": 0.2, "Acme": 0.1}``.
     head : float, default 0.2
         With ``item_groups="popularity"``: the share of items in the head.
+    k : int, optional
+        The list length the floors are for (default: the ``n`` asked); see above.
 
     Examples
     --------
@@ -692,10 +699,11 @@ class ExposureFloor(Reranker):
     """
 
     def __init__(self, item_groups: Any = "popularity", floors: Mapping[Any, float] | None = None,
-                 head: float = 0.2) -> None:
+                 head: float = 0.2, k: int | None = None) -> None:
         self.item_groups = item_groups
         self.floors = floors
         self.head = head
+        self.k = k
 
     # ------------------------------------------------------------------ fitting
     def _checked_floors(self) -> list[tuple[Any, float]]:
@@ -726,6 +734,8 @@ class ExposureFloor(Reranker):
     def fit(self, model: Recommender) -> "ExposureFloor":
         _check_model(model)
         floors = self._checked_floors()
+        self._k = check_int(self.k, "ExposureFloor: k", min=1, max=MAX_N, allow_none=True,
+                            hint="the length of the list shown, e.g. 10")
         n_items = len(model.item_map_)
         groups = self.item_groups
         names = [g for g, _ in floors]
@@ -795,7 +805,7 @@ class ExposureFloor(Reranker):
             raise ParameterError(f"ExposureFloor: candidate index {idx.max()} outside the {self.n_items_} items it "
                                  "was fitted on")
         valid = idx >= 0
-        k = np.minimum(n, valid.sum(axis=1))
+        k = np.minimum(n if self._k is None else min(n, self._k), valid.sum(axis=1))
         safe = np.where(valid, idx, 0)
         need = self.quotas(k)
         chosen = np.zeros((m, c), dtype=bool)
@@ -810,15 +820,17 @@ class ExposureFloor(Reranker):
         rest = valid & ~chosen
         chosen |= rest & (np.cumsum(rest, axis=1) <= left[:, None])
         width = min(n, c)
-        picks = np.argsort(~chosen, axis=1, kind="stable")[:, :width]  # the chosen, in the ranker's order
-        picks = np.where(np.take_along_axis(chosen, picks, 1), picks, -1)
+        # the chosen in the ranker's order, then (with k < n) the other candidates in the ranker's order
+        picks = np.argsort(~chosen, axis=1, kind="stable")[:, :width]
+        picks = np.where(np.take_along_axis(valid, picks, 1), picks, -1)
         values = np.take_along_axis(scores, np.maximum(picks, 0), 1).astype(np.float64)
         return _pad(*_gather(idx, picks, values), n)
 
     # ------------------------------------------------------------------ saving
     def state(self):
         floors = [[g, float(f)] for g, f in self._checked_floors()]
-        meta = {"params": {"floors": floors, "head": float(self.head)}}
+        k = None if self.k is None else int(self.k)
+        meta = {"params": {"floors": floors, "head": float(self.head), "k": k}}
         groups = self.item_groups
         if isinstance(groups, str):
             meta["groups"] = {"form": "popularity"}
