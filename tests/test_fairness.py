@@ -546,16 +546,13 @@ def test_exposure_floor_bad_arguments(ease):
 
 
 def test_the_audit_goes_into_the_html_report_as_sections(ease, split, shop, tmp_path):
-    pytest.importorskip("matplotlib", reason="the HTML report draws with matplotlib (pip install 'persona-recsys[report]')")
     train, _, test = split
     audit = fairness_audit(ease, test, train=train, n_boot=50, user_groups={"gender": shop.users.set_index("user_id")[
         "gender"]})
-    out = ps.analytics.report(shop.interactions, out=str(tmp_path / "report.html"), sections=["summary"], extra=audit)
-    html = (tmp_path / "report.html").read_text() if out is None or not isinstance(out, str) or "<" not in out \
-        else out
+    html = ps.analytics.report(shop.interactions, out=None, sections=["summary"], extra=audit)
     for title, table in audit:
         assert title in html
-    assert f"{audit.summary['exposure_gini@10']:.4f}"[:5] in html or "exposure_gini@10" in html
+    assert "exposure_gini@10" in html and "ci_low" in html
 
 
 def test_exposure_floor_inside_the_hybrid(split):

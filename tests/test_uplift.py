@@ -183,7 +183,6 @@ def simulated(n=6000, seed=0, p_treat=0.5):
                                   lambda: DRLearner("lightgbm", num_threads=1)],
                          ids=["T-linear", "T-lightgbm", "X-lightgbm", "DR-lightgbm"])
 def test_learners_find_the_persuadables(make):
-    pytest.importorskip("lightgbm")
     X, t, y, tau = simulated()
     Xv, tv, yv, tau_v = simulated(seed=1)
     model = make().fit(X, t, y)
