@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 from .experiments import Experiment
+from .explore import EpsilonGreedy, Exploration, PlackettLuce
 from .service import Recommendations, RecommenderService, limit_threads
 
-__all__ = ["RecommenderService", "Recommendations", "Experiment", "limit_threads"]
+__all__ = ["RecommenderService", "Recommendations", "Experiment", "limit_threads", "Exploration", "EpsilonGreedy",
+           "PlackettLuce"]

@@ -303,6 +303,15 @@ class RecommenderService:
         request id, user, placement, items with positions, model version, experiment variant),
         queued for the store's writer so the request does not wait; True is 1.0, False or 0 logs
         none. An answer logged carries its ``request_id``. Sampling is per request.
+    explore : Exploration or dict of str -> Exploration, optional
+        Randomise the shown lists (:class:`~persona.serving.EpsilonGreedy`,
+        :class:`~persona.serving.PlackettLuce`): :meth:`recommend` asks for the policy's ``top``
+        candidates and shows ``n`` of them drawn by it, with ``propensities`` (each shown item's
+        exact probability at its position) on the answer and in the impression, for off-policy
+        evaluation (``persona.ope.slates``). A dict explores only the placements it names. The
+        cache keeps the candidates; every request, cached or not, draws its own list. Interleaved
+        answers, ``similar_items`` and forgotten users' answers are not randomised. Default: off
+        (answers exactly as without it).
 
     Notes
     -----
@@ -322,7 +331,7 @@ class RecommenderService:
     def __init__(self, model: Recommender, fallback: Recommender | Sequence[Recommender] | None = None, *,
                  catalog: FrameLike | None = None, store: EventStore | None = None, timeout: float | None = None,
                  cache_size: int = 10_000, filter_seen: bool = True, catalog_id: str = "item_id",
-                 impressions: float | bool = 1.0) -> None:
+                 impressions: float | bool = 1.0, explore: Any = None) -> None:
         self._check_model(model, "model")
         chain = [] if fallback is None else list(fallback) if isinstance(fallback, (list, tuple)) else [fallback]
         for i, f in enumerate(chain):
@@ -336,6 +345,7 @@ class RecommenderService:
         self.cache_size = int(cache_size)
         self.filter_seen = bool(filter_seen)
         self.impression_rate = _check_rate(impressions)
+        self.explore = _check_explore(explore)
         self._experiments: dict = {}
         self._catalog_id = catalog_id
         self._catalog = _catalog_frame(catalog, catalog_id)
@@ -556,7 +566,10 @@ class RecommenderService:
         if snap is None:  # interleaved: both rankers answer, every time (the draft is random)
             out = self._interleaved(exp, self._model_id(user), int(n), ctx)
             return self._shown(t0, user, out, exp)
-        key = self._cache_key(snap, "u", user, n, ctx)
+        policy = self._policy(placement)
+        wanted = int(n) if policy is None else max(int(n), policy.top)  # exploring: the candidates drawn from
+        key = self._cache_key(snap, "u", user, wanted, ctx)
+        out = None
         if key is not None:
             with self._lock:
                 hit = self._cache.get(key)
@@ -566,12 +579,21 @@ class RecommenderService:
             if hit is not None:
                 out = Recommendations(hit[0], hit[1], hit.source, hit.reason, True, hit.model_version,
                                       placement=placement, variant=variant, propensities=hit.propensities)
-                return self._shown(t0, user, out, exp, snap)
-        out = self._answer(snap, self._model_id(user), int(n), ctx)
-        out.placement, out.variant = placement, variant
-        if key is not None:
-            self._remember(key, user, out)
+        if out is None:
+            out = self._answer(snap, self._model_id(user), wanted, ctx)
+            out.placement, out.variant = placement, variant
+            if key is not None:
+                self._remember(key, user, out)
+        if policy is not None:
+            out = _explored(out, policy, int(n))
         return self._shown(t0, user, out, exp, snap)
+
+    def _policy(self, placement):
+        """The exploration policy of ``placement`` (None: deterministic answers)."""
+        explore = self.explore
+        if explore is None or not isinstance(explore, dict):
+            return explore
+        return explore.get(placement)
 
     def _shown(self, t0: float, user, out: Recommendations, exp, snap=None) -> Recommendations:
         """Log ``out`` as an impression of ``user`` (when sampled), count it, and return it."""
@@ -1017,6 +1039,32 @@ def _check_rate(rate) -> float:
         return 0.0
     return float(check_number(rate, "impressions", min=0, max=1,
                               expected="a share of answers to log as impressions, from 0 to 1 (or True / False)"))
+
+
+def _check_explore(explore):
+    """None, an exploration policy, or a dict of placement -> policy."""
+    from .explore import Exploration
+
+    if explore is None or isinstance(explore, Exploration):
+        return explore
+    if isinstance(explore, dict):
+        from .experiments import check_label
+
+        for placement, policy in explore.items():
+            check_label(placement, "explore: placement")
+            if not isinstance(policy, Exploration):
+                raise ParameterError(f"explore[{placement!r}]: expected a persona.serving.EpsilonGreedy or "
+                                     f"PlackettLuce, got {type(policy).__name__}")
+        return dict(explore)
+    raise ParameterError(f"explore: expected persona.serving.EpsilonGreedy(...), PlackettLuce(...), a dict of "
+                         f"placement -> one of them, or None, got {type(explore).__name__}")
+
+
+def _explored(out: Recommendations, policy, n: int) -> Recommendations:
+    """``n`` of the answer's candidates drawn by ``policy``, with each one's propensity at its position."""
+    order, propensities = policy.sample(np.asarray(out[1], dtype=np.float64), n)
+    return Recommendations(out[0][order], out[1][order], out.source, out.reason, out.cached, out.model_version,
+                           placement=out.placement, variant=out.variant, propensities=propensities)
 
 
 def _model_label(model, version: int, path=None) -> str:
