@@ -703,3 +703,131 @@ def test_pseudonymisation_is_public(tmp_path):
     finally:
         plain.close()
         private.close()
+
+
+# ------------------------------------------------------------------ reading fast, reading the same
+def _mixed_store(target, open_store, n=600):
+    """Events of every shape: int and text ids, repeated and distinct properties, nesting, lists,
+    None, plus rows written behind persona's back (properties that are not one JSON value, padded
+    JSON, a number, a time that is not a time)."""
+    from store_reference import old_events  # noqa: F401 - checked importable before the store is built
+
+    store = open_store()
+    channels = [{"channel": c, "device": d} for c in ("web", "app", "email") for d in ("m", "d")]
+    for k in range(n):
+        props = (None if k % 7 == 0 else channels[k % len(channels)] if k % 3 else
+                 {"request_id": f"r{k}", "position": k % 10, "tags": ["a", k], "nested": {"x": k / 3}})
+        store.track(k % 17 if k % 2 else f"u{k % 17}", k % 23, ["view", "cart", "purchase"][k % 3],
+                    timestamp=T0 + k, value=None if k % 4 else k * 1.5, properties=props, event_id=f"e{k}")
+    store.flush(timeout=30)
+    odd = [("x1", T0 + 1.5, "u1", "5", "view", None, '{"a": 1} ', 0),
+           ("x3", T0 + 3.5, "u3", "5", "view", None, '  {"b": [1, 2]}', 0)]
+    if target.backend == "sqlite":  # a TEXT column holds anything; PostgreSQL's jsonb only JSON
+        odd += [("x2", T0 + 2.5, "u2", "5", "view", None, "not json", 0),
+                ("x4", T0 + 4.5, "u4", "5", "view", None, '{"a":1},{"b":2}', 0),
+                ("x5", T0 + 5.5, "u5", "5", "view", "NaN?", "17", 0)]
+        target.sql(f"INSERT INTO {target.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
+                   f" VALUES ('x6', 'yesterday', 'u6', '5', 'view', NULL, NULL, 0)")
+    ts_sql = "?" if target.backend == "sqlite" else "to_timestamp(?)"
+    for row in odd:
+        target.sql(f"INSERT INTO {target.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
+                   f" VALUES (?, {ts_sql}, ?, ?, ?, ?, ?, ?)", row)
+    return store
+
+
+@pytest.mark.parametrize("chunk", [100_000, 7])
+def test_events_reads_exactly_what_the_old_path_read(target, open_store, monkeypatch, chunk, caplog):
+    from store_reference import old_events
+
+    import persona.store._readers as readers
+
+    store = _mixed_store(target, open_store)
+    monkeypatch.setattr(readers, "CHUNK_ROWS", chunk)
+    for kw in ({}, {"event_types": ["cart", "purchase"]}, {"user": 3}, {"user": "u4"},
+               {"since": T0 + 100, "until": T0 + 400}, {"since": T0 + 10_000}):
+        import pandas as pd
+
+        new, old = store.events(**kw), old_events(store, **kw)
+        pd.testing.assert_frame_equal(new, old)
+        lean = store.events(properties=False, **kw)
+        pd.testing.assert_frame_equal(lean, old.drop(columns="properties"))
+    got = store.events()
+    if target.backend == "sqlite":
+        assert got.loc[got["event_id"] == "x2", "properties"].item() == "not json"
+    assert got.loc[got["event_id"] == "x1", "properties"].item() == {"a": 1}
+    assert got.loc[got["event_id"] == "e5", "properties"].item() == {"channel": "email", "device": "d"}
+
+
+def test_events_gives_every_row_its_own_properties_dict(open_store, monkeypatch):
+    import persona.store._readers as readers
+
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 50)
+    store = open_store()
+    for k in range(120):
+        store.track("u", "i", "view", timestamp=T0 + k, properties={"campaign": "spring", "tags": ["x"]}
+                    if k % 2 else {"campaign": "spring"})
+    store.flush(timeout=30)
+    props = store.events()["properties"].tolist()
+    flat = [p for p in props if "tags" not in p]
+    props[0]["campaign"] = "changed"
+    props[1]["tags"].append("y")
+    assert len(flat) == 60 and len({id(p) for p in props}) == 120
+    again = store.events()["properties"].tolist()
+    assert all(p["campaign"] == "spring" for p in again) and all(p.get("tags", ["x"]) == ["x"] for p in again)
+    assert sum(p["campaign"] == "changed" for p in props) == 1 and sum(p.get("tags") == ["x", "y"] for p in props) == 1
+
+
+def test_parse_properties_equals_json_loads_on_hostile_texts():
+    import json as json_
+
+    from persona.store._readers import parse_properties
+
+    texts = ['{"a":1}'] * 5000 + [None, "", " ", "null", "[1,2]", '"s"', "1e400", "NaN", '{"a":NaN}', "{}",
+                                  '{"a":1} x', '{"a":{"b":1}}', '{"a":{"b":1}}', "\ud800", b'{"b": 2}', 17, 2.5,
+                                  "[" * 100_000 + "]" * 100_000, '{"k":"' + "é" * 1000 + '"}']
+    texts += [json_.dumps({"r": k}) for k in range(5000)]
+
+    def reference(t):
+        if t is None:
+            return None
+        try:
+            return json_.loads(t)
+        except (TypeError, ValueError, RecursionError):
+            return t
+
+    got = parse_properties(texts)
+    want = [reference(t) for t in texts]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g == w or (g != g and w != w) or repr(g) == repr(w)
+
+
+def test_events_properties_must_be_a_bool(open_store):
+    store = open_store()
+    for bad in ("yes", 1, None):
+        with pytest.raises(ps.ParameterError, match="properties expected True"):
+            store.events(properties=bad)
+
+
+@pytest.mark.parametrize("chunk", [100_000, 7])
+def test_an_integer_id_that_is_not_one_reads_every_id_as_text_as_before(target, open_store, monkeypatch, chunk, caplog):
+    from store_reference import old_events
+
+    import pandas as pd
+
+    import persona.store._readers as readers
+
+    monkeypatch.setattr(readers, "CHUNK_ROWS", chunk)
+    store = open_store()
+    for k in range(30):
+        store.track(k % 5, 100 + k % 3, "view", timestamp=T0 + k, event_id=f"e{k}")
+    store.flush(timeout=30)
+    ts_sql = "?" if target.backend == "sqlite" else "to_timestamp(?)"
+    target.sql(f"INSERT INTO {target.table} (event_id, ts, user_id, item_id, event, value, properties, kinds)"
+               f" VALUES ('odd', {ts_sql}, 'not-a-number', '101', 'view', NULL, NULL, 3)", (T0 + 99,))
+    with caplog.at_level(logging.WARNING, logger="persona.store"):
+        new = store.events()
+    pd.testing.assert_frame_equal(new, old_events(store))
+    assert new["user"].tolist()[-1] == "not-a-number" and new["user"].tolist()[0] == "0"
+    assert new["item"].tolist()[0] == 100  # the item ids are all integers: still read as such
+    assert any("reading user ids as text" in r.getMessage() for r in caplog.records)

@@ -151,7 +151,10 @@ class Backend:
         """Every tombstoned user id, or None when their number is still ``known`` (nothing new)."""
         raise NotImplementedError
 
-    def select(self, conn: Connection, where: str, params: list, chunk_size: int) -> Iterator[list]:  # pragma: no cover
+    def select(self, conn: Connection, where: str, params: list, chunk_size: int, *,
+               properties: bool = True) -> Iterator[list]:  # pragma: no cover - abstract
+        """The rows matching ``where``, oldest first, ``chunk_size`` at a time: (event_id, ts, user_id,
+        item_id, event, value, properties as JSON text -- None without ``properties`` --, kinds)."""
         raise NotImplementedError
 
     def snapshot(self, conn: Connection) -> Iterator[None]:  # pragma: no cover - abstract
@@ -393,10 +396,11 @@ class SQLiteBackend(Backend):
             return None
         return [u for (u,) in conn.execute(f"SELECT user_id FROM {self.forgotten}")]
 
-    def select(self, conn: Connection, where: str, params: list, chunk_size: int) -> Iterator[list]:
+    def select(self, conn: Connection, where: str, params: list, chunk_size: int, *,
+               properties: bool = True) -> Iterator[list]:
         cur = conn.execute(
-            f"SELECT event_id, ts, user_id, item_id, event, value, properties, kinds FROM {self.table}"
-            f"{where} ORDER BY ts, seq",
+            f"SELECT event_id, ts, user_id, item_id, event, value, {'properties' if properties else 'NULL'}, kinds"
+            f" FROM {self.table}{where} ORDER BY ts, seq",
             params,
         )
         while True:
@@ -611,14 +615,16 @@ class PostgresBackend(Backend):
         return where.replace("ts >= ?", "ts >= to_timestamp(?)").replace("ts < ?", "ts < to_timestamp(?)") \
             .replace("?", "%s")
 
-    def select(self, conn: Connection, where: str, params: list, chunk_size: int) -> Iterator[list]:
+    def select(self, conn: Connection, where: str, params: list, chunk_size: int, *,
+               properties: bool = True) -> Iterator[list]:
         # a server-side cursor streams the table in chunks instead of loading it into the client;
         # it lives in the transaction that snapshot() opened
         with conn.cursor(name="persona_store_select") as cur:
             cur.itersize = chunk_size
             cur.execute(
                 f"SELECT event_id, extract(epoch from ts)::float8, user_id, item_id, event, value,"
-                f" properties::text, kinds FROM {self.table}{self._sql(where)} ORDER BY ts, seq",
+                f" {'properties::text' if properties else 'NULL::text'}, kinds"
+                f" FROM {self.table}{self._sql(where)} ORDER BY ts, seq",
                 params,
             )
             while True:

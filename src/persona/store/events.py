@@ -715,15 +715,17 @@ class EventStore:
 
     def events(self, since: TimePoint | None = None, until: TimePoint | None = None,
                event_types: str | Iterable[str] | None = None, *,
-               user: UserId | None = None) -> pd.DataFrame:
+               user: UserId | None = None, properties: bool = True) -> pd.DataFrame:
         """The stored events as a pandas DataFrame, oldest first.
 
         Columns: ``event_id``, ``time`` (datetime64, UTC), ``user``, ``item``, ``event``, ``value``
         (NaN when absent), ``properties`` (dict or None). ``user=`` selects one user by raw id.
         Integer ids come back as integers when every selected event used an integer id (else all
-        as strings).
+        as strings). ``properties=False`` leaves the properties column out (it is not even read):
+        what analyses of who did what and when need, about 2x faster. Read a chunk at a time, so a
+        million events cost about 3 s and 0.5 GiB (see docs/store.md, *Reading back*).
         """
-        return self._reader.events(since, until, event_types, user)
+        return self._reader.events(since, until, event_types, user, properties=properties)
 
     def impressions(self, since: TimePoint | None = None, until: TimePoint | None = None, *,
                     placement: str | None = None, experiment: str | None = None,
