@@ -379,6 +379,19 @@ def test_recommend_all_filters_users_and_ships_the_artifact(spark, shop, local_a
         local_als.recommend_batch(["nobody"], 3)
 
 
+def test_recommend_all_serves_a_signed_faiss_index(spark, shop, tmp_path):
+    from persona.spark import recommend_all
+
+    key = b"spark-test-key-0123456789"
+    model = ALS(factors=8, iterations=4, random_state=0).fit(shop.interactions).use_index("hnsw")
+    model.save(tmp_path / "indexed", key=key)
+    users = list(shop.interactions.user_ids[:60])
+    got = _sorted(recommend_all(spark, str(tmp_path / "indexed"), users, n=6, key=key).toPandas())
+    want = _sorted(ps.load(tmp_path / "indexed", key=key).recommend_frame(users, n=6))
+    assert got["item"].tolist() == want["item"].tolist() and got["user"].tolist() == want["user"].tolist()
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-5)
+
+
 def test_recommend_all_refuses_bad_artifacts_and_arguments(spark, artifact, tmp_path):
     from persona.spark import recommend_all
 
@@ -454,3 +467,24 @@ def test_fit_per_group_fits_one_model_per_category(spark, shop, tmp_path):
                       cleaning={"min_user_events": 10_000})
     with pytest.raises(ParameterError, match="unfitted persona model"):
         fit_per_group(_frame(spark, ev), "category", "ease", str(tmp_path / "x"))
+
+
+# ---------------------------------------------------------------------------------------------- the example job
+def test_the_example_spark_job_runs(spark, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "spark_job.py"
+    spec = importlib.util.spec_from_file_location("spark_job", script)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    result = job.main(["--out", str(tmp_path), "--synthetic-users", "150", "--factors", "8", "--iterations", "3",
+                      "--n", "5"], spark=spark)
+    served = ps.load(result["artifact"])
+    assert type(served) is ALS and served.n_users == result["n_users"] > 0
+    assert result["report"].n_input == len(result["shop"].events) and result["report"].n_kept > 0
+    top = pd.read_parquet(tmp_path / "top-n")
+    assert len(top) == result["scored_rows"] == 5 * served.n_users
+    assert set(top.columns) == {"user", "item", "score", "rank"}
+    audience = pd.read_parquet(tmp_path / "audience")
+    assert 0 < len(audience) == result["audience"] <= 100
