@@ -664,7 +664,9 @@ def test_a_crafted_lightgbm_ranker_text_is_refused_or_harmless_in_a_subprocess(r
     }
     cases = [_ranking_case(f"lgb-{name}", ranking_saved, tmp_path, "hybrid-lightgbm", _edit_file("ranker.txt", fn))
              for name, fn in mutations.items()]
-    results = probe_each(cases, tmp_path)
+    # each case starts a throwaway LightGBM process inside the probe (~2 s idle, far more on a loaded
+    # machine): the probe's limit covers them all, and the loader's own limit per text is 120 s
+    results = probe_each(cases, tmp_path, timeout=600)
     bad = {k: v for k, v in results.items() if v["outcome"] not in ("refused", "ok", "persona-error")}
     assert not bad, "\n".join(f"{k}: {v['outcome']}: {v['detail'][-1200:]}" for k, v in bad.items())
     assert results["lgb-empty"]["outcome"] == "refused" and results["lgb-garbage"]["outcome"] == "refused"
