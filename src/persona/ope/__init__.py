@@ -14,6 +14,10 @@ optionally context and position); the policy to evaluate is given by its action 
 Estimators (``method=``): ``"dm"`` (direct method), ``"ipw"`` (inverse propensity weighting),
 ``"snipw"`` (self-normalised IPW), ``"dr"`` (doubly robust), ``"sndr"`` (self-normalised DR).
 See ``docs/ope.md`` for the formulas.
+
+Ranked lists logged with randomised answers (``RecommenderService(explore=...)``):
+:class:`LoggedSlates` and :func:`estimate_slates` (position-based IPS and DR, the pseudoinverse
+estimator and its DR, slate IPS) in :mod:`persona.ope.slates`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from __future__ import annotations
 from .estimators import METHODS, Estimate, compare, estimate, on_policy
 from .policies import greedy_policy, softmax_policy, uniform_policy
 from .reward_model import RewardModel
+from .slates import (SLATE_METHODS, LoggedSlates, PositionBasedModel, SlateEstimate, compare_slates,
+                     estimate_slates)
 
 __all__ = ["estimate", "compare", "on_policy", "Estimate", "METHODS", "RewardModel", "uniform_policy",
-           "greedy_policy", "softmax_policy"]
+           "greedy_policy", "softmax_policy", "LoggedSlates", "SlateEstimate", "PositionBasedModel",
+           "estimate_slates", "compare_slates", "SLATE_METHODS"]
