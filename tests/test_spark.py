@@ -267,13 +267,13 @@ def split(shop):
 
 
 @pytest.fixture(scope="module")
-def spark_als(spark, split):
+def spark_als(spark, split, tmp_path_factory):
     from persona.spark import fit_als
 
     train = split[0]
     frame = _frame(spark, train.to_frame()[["user", "item", "weight"]])
     return fit_als(frame, user="user", item="item", cleaning={"weight": "weight"}, factors=16, iterations=8,
-                   regularization=5.0, alpha=2.0)
+                   regularization=5.0, alpha=2.0, checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
 
 
 def test_fit_als_returns_a_persona_als_that_ranks_as_mllib_does(spark, split, spark_als, tmp_path):
@@ -412,6 +412,8 @@ def test_recommend_all_refuses_bad_artifacts_and_arguments(spark, artifact, tmp_
         recommend_all(spark, artifact, unknown="ignore")
     with pytest.raises(ParameterError):
         recommend_all(spark, artifact, n=0)
+    with pytest.raises(DataError, match="holds long ids but the model's user ids are strings"):
+        recommend_all(spark, artifact, _frame(spark, pd.DataFrame({"user": [1, 2]})))
     with pytest.raises(DataError, match="column 'who' not found"):
         recommend_all(spark, artifact, _frame(spark, pd.DataFrame({"user": ["u00001"]})), user_col="who")
 

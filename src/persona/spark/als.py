@@ -60,7 +60,7 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
             event: str | None = None, value: str | None = None, weights: Mapping[str, float] | None = None,
             factors: int = 64, iterations: int = 15, regularization: float = 10.0, alpha: float = 1.0,
             reg_param: float | None = None, num_blocks: int | None = None, random_state: int = 0,
-            cleaning: Mapping[str, Any] | None = None) -> ALS:
+            checkpoint_dir: str | None = None, cleaning: Mapping[str, Any] | None = None) -> ALS:
     """Train implicit ALS with Spark MLlib on a DataFrame of events; return a persona :class:`~persona.ALS`.
 
     The events are cleaned by :func:`persona.spark.clean` with the rules of
@@ -84,6 +84,9 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
         MLlib's user and item blocks (default: Spark's default parallelism).
     random_state : int
         MLlib's seed.
+    checkpoint_dir : str, optional
+        Sets the SparkContext's checkpoint directory, so MLlib cuts the lineage every 10
+        iterations (long runs otherwise risk a StackOverflowError in the driver).
     cleaning : mapping, optional
         More options of :func:`persona.spark.clean` (``k_core``, ``strict``, ``half_life``...).
 
@@ -111,6 +114,11 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
     check_int(num_blocks, "num_blocks", min=1, allow_none=True)
     check_int(random_state, "random_state", min=0, max=2**31 - 1, hint="pass a seed such as 0")
     t0 = _time.perf_counter()
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, str) or not checkpoint_dir:
+            raise ParameterError(f"checkpoint_dir: expected a directory path, got {checkpoint_dir!r}")
+        spark_of = events.events if isinstance(events, SparkInteractions) else check_dataframe(events, "events")
+        spark_of.sparkSession.sparkContext.setCheckpointDir(checkpoint_dir)
     if isinstance(events, SparkInteractions):
         inter = events
     else:

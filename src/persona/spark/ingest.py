@@ -432,10 +432,14 @@ def clean(events, user: str = "user_id", item: str = "item_id", time: str | None
         ev = _col(event).cast("string")
         cols["event"] = ev
         reasons.append((event, "null event type", ev.isNull()))
-        names = [r[0] for r in events.select(ev).where(ev.isNotNull()).distinct().limit(_MAX_EVENT_TYPES).collect()]
-        extra = sorted(set(names) - set(table))
+        unknown = ev.isNotNull() & ~ev.isin(list(table))
+        names = [r[0] for r in events.select(ev).where(unknown).distinct().limit(_MAX_EVENT_TYPES + 1).collect()]
+        if len(names) > _MAX_EVENT_TYPES:
+            raise DataError(f"column {event!r}: more than {_MAX_EVENT_TYPES:,} distinct event types that have no "
+                            f"weight; expected a column of event types such as {sorted(table)}; check event=")
+        extra = sorted(names)
         if weight is None and default_weight is None and extra:
-            reasons.append((event, "unknown event type", ev.isin(extra)))
+            reasons.append((event, "unknown event type", unknown))
             unknown_types = extra
             extra = []
         event_types = tuple(table) + tuple(extra)

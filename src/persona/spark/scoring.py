@@ -188,7 +188,10 @@ def recommend_all(spark, artifact_path: str, users: Any = None, n: int = 10, *, 
         kind = frame.schema["user"].dataType.simpleString()
         if kind not in ("string", "bigint", "int", "smallint", "tinyint"):
             raise DataError(f"users: expected string or integer ids in {user_col!r}, got {kind}; convert the column")
-        user_type = "string" if kind == "string" else "long"
+        given = "string" if kind == "string" else "long"
+        if given != user_type:
+            raise DataError(f"users: column {user_col!r} holds {given} ids but the model's user ids are {user_type}s; "
+                            f"cast the column (e.g. F.col({user_col!r}).cast('{user_type}'))")
         frame = frame.select(F.col("user").cast(user_type).alias("user"))
     else:
         import pandas as pd
