@@ -273,6 +273,37 @@ def test_als_update_keeps_untouched_users(parts):
     assert keep and np.array_equal(m.user_factors_[keep], before[keep])
 
 
+def test_als_items_touched_re_solves_known_items(parts):
+    a, b, _ = parts
+    m = ps.ALS(factors=8, iterations=3, random_state=0).fit(a)
+    known = m.item_map_.lookup(b.item_ids[b.items[:5]])
+    default = copy.copy(m).update(b)
+    assert np.array_equal(default.item_factors_[known], m.item_factors_[known])  # known items keep theirs
+    touched = copy.copy(m).update(b, items="touched")
+    assert not np.allclose(touched.item_factors_[known], m.item_factors_[known])
+    with pytest.raises(ps.ParameterError, match="items"):
+        copy.copy(m).update(b, items="all")
+
+
+def test_exact_rows_is_the_normal_equations():
+    from persona.models.als import _exact_rows
+
+    rng = np.random.default_rng(0)
+    fixed = rng.random((30, 4)).astype(np.float32)
+    block = sp.random(12, 30, density=0.3, random_state=1, format="csr", dtype=np.float32)
+    block.data *= 3
+    G = fixed.astype(np.float64).T @ fixed
+    got = _exact_rows(block, fixed, G, 0.5, 2.0)
+    for r in range(12):
+        idx, w = block.indices[block.indptr[r]:block.indptr[r + 1]], block.data[block.indptr[r]:block.indptr[r + 1]]
+        if not len(idx):
+            assert not got[r].any()
+            continue
+        Y = fixed[idx].astype(np.float64)
+        A = G + 0.5 * np.eye(4) + (Y.T * (2.0 * w)) @ Y
+        np.testing.assert_allclose(got[r], np.linalg.solve(A, Y.T @ (1 + 2.0 * w)), rtol=1e-5, atol=1e-6)
+
+
 def test_bpr_partial_epoch(parts):
     a, b, _ = parts
     m = ps.BPR(factors=8, iterations=10, random_state=0, num_threads=1).fit(a)

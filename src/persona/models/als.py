@@ -13,6 +13,7 @@ from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from .factor import FactorModel
 from ..typing import ArrayLike, Ids
+from ..kernels.threads import blas_threads as _blas_threads
 from ..kernels.threads import numba_threads as _numba_threads
 
 __all__ = ["ALS"]
@@ -59,6 +60,50 @@ def _gram64(Y: np.ndarray) -> np.ndarray:
     """``Y^T Y`` in float64 by numpy, for the fold-in (serving paths do not import Numba)."""
     Y = np.asarray(Y, dtype=np.float64)
     return Y.T @ Y
+
+
+# cells (rows x longest row x factors) of one padded batch of rows in ALS.update's solves
+_BATCH_CELLS = 1 << 21
+
+
+def _exact_rows(block: sp.csr_matrix, fixed: np.ndarray, G: np.ndarray, reg: float, alpha: float) -> np.ndarray:
+    """The exact least-squares vector of every row of ``block`` against ``fixed`` (float32 out).
+
+    Row ``r`` with entries ``(j, w)``: ``(G + reg I + sum alpha w y_j y_j^T) x = sum (1 + alpha w) y_j`` --
+    the system of :meth:`ALS.recalculate_user`, for many rows at once with numpy: rows of similar
+    length are padded into one (rows, length, factors) block and solved by batched BLAS (no Numba,
+    so an update of a few users does not pay a parallel kernel's start-up). Empty rows get zeros.
+    """
+    k, f = block.shape[0], fixed.shape[1]
+    out = np.zeros((k, f), dtype=np.float32)
+    base = G + reg * np.eye(f)
+    ip, lens = block.indptr, np.diff(block.indptr)
+    rows = np.flatnonzero(lens)
+    rows = rows[np.argsort(lens[rows], kind="stable")]  # similar lengths together: little padding
+    start = 0
+    while start < len(rows):
+        longest = int(lens[rows[start]])
+        stop = start + 1
+        while stop < len(rows) and (stop - start + 1) * max(longest, int(lens[rows[stop]])) * f <= _BATCH_CELLS:
+            longest = max(longest, int(lens[rows[stop]]))
+            stop += 1
+        chunk = rows[start:stop]
+        n = lens[chunk]
+        owner = np.repeat(np.arange(len(chunk)), n)
+        pick = np.repeat(ip[chunk] - np.r_[0, np.cumsum(n)[:-1]], n) + np.arange(int(n.sum()))
+        pos = np.arange(int(n.sum())) - np.repeat(np.r_[0, np.cumsum(n)[:-1]], n)
+        Y = np.zeros((len(chunk), longest, f))
+        cw = np.zeros((len(chunk), longest))
+        Y[owner, pos] = fixed[block.indices[pick]]
+        cw[owner, pos] = alpha * block.data[pick]
+        A = base + np.matmul(np.swapaxes(Y * cw[..., None], 1, 2), Y)
+        b = np.einsum("klf,kl->kf", Y, 1.0 + cw)  # padding adds nothing: its rows of Y are zero
+        try:
+            out[chunk] = np.linalg.solve(A, b[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # singular only with regularization=0
+            out[chunk] = np.stack([np.linalg.lstsq(a, v, rcond=None)[0] for a, v in zip(A, b)])
+        start = stop
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -112,9 +157,11 @@ class ALS(FactorModel):
 
     ``update(new)`` merges the new events into the interaction matrix and solves, exactly and from
     their whole merged rows, every user with new events (new users included) against the fixed
-    item factors, then every item with new events (new items included) against the user factors,
-    then those users once more; everyone else keeps their vectors. A new user's vector is then
-    what :meth:`recalculate_user` gives for their history.
+    item factors, then the new items against the user factors, then those users once more;
+    everyone else, and every known item, keeps their vectors until a refit (``update(new,
+    items="touched")`` re-solves every item with new events too: better on some data, several
+    times the cost; see docs/models.md). A user's vector is then what :meth:`recalculate_user`
+    gives for their history.
 
     Examples
     --------
@@ -397,25 +444,46 @@ class ALS(FactorModel):
                                            float(self.regularization), float(self.alpha))
         return out
 
-    def _update(self, batch) -> None:
+    def _update(self, batch, items: str = "new") -> None:
         from ._update import grow_rows
+
+        if items not in ("new", "touched"):
+            raise ParameterError(f"ALS.update: items: expected 'new' (solve the new items) or 'touched' (also "
+                                 f"re-solve every known item with new events), got {items!r}")
 
         W = _checked_weights(batch.user_items, "ALS.update")
         X = grow_rows(self.user_factors_, batch.n_users)  # new users: zero until solved, so they add
         Y = grow_rows(self.item_factors_, batch.n_items)  # nothing to the item solves below
-        WT = W.T.tocsr()
-        WT.sort_indices()
-        users, items = batch.users, batch.items
-        # users, items, users again: a new item whose only buyers are new users is placed by them,
-        # and the users' final vectors see the items' new ones
-        X[users] = self._solve_rows(W[users], Y)
-        Y[items] = self._solve_rows(WT[items], X)
-        X[users] = self._solve_rows(W[users], Y)
+        # by default known items keep their vectors until a refit: re-solving a popular item's whole
+        # column for a few new events costs most of an item half-step on every batch
+        users, items = batch.users, (batch.new_items if items == "new" else batch.items)
+        cols = W.tocsc()[:, items].T.tocsr()  # each solved item's whole column
+        reg, alpha = float(self.regularization), float(self.alpha)
+        Gy = self._gram().copy()
+        cached = getattr(self, "_user_gram", None)  # (the factors it was computed from, their Gram)
+        Gx = cached[1].copy() if cached is not None and cached[0] is self.user_factors_ else _gram64(self.user_factors_)
+        if Gx.shape != Gy.shape:  # pragma: no cover - both are factors x factors
+            raise ParameterError("ALS.update: the user and item factors disagree in width; refit the model")
+
+        def solve(rows, M, A, fixed, G_fixed, G_own):
+            """Rows of ``A`` solved in place against ``fixed``; ``G_own`` (= A^T A) follows the change."""
+            old = A[rows].astype(np.float64)
+            A[rows] = _exact_rows(M, fixed, G_fixed, reg, alpha)
+            new = A[rows].astype(np.float64)
+            G_own += new.T @ new - old.T @ old
+
+        # users, new items, users again: a new item whose only buyers are new users is placed by them,
+        # and the users' final vectors see the new items' vectors. Many small products: one BLAS
+        # thread (several wait on each other, and on a busy machine on a preempted one)
+        with _blas_threads(1):
+            solve(users, W[users], X, Y, Gy, Gx)
+            solve(items, cols, Y, X, Gx, Gy)
+            solve(users, W[users], X, Y, Gy, Gx)
         if not (np.isfinite(X).all() and np.isfinite(Y).all()):
             raise ParameterError("ALS.update produced non-finite factors; raise regularization (it is "
                                  f"{self.regularization}) or lower alpha (it is {self.alpha})")
         self.user_factors_, self.item_factors_ = X, Y
-        self._item_gram = _gram64(Y)
+        self._item_gram, self._user_gram = Gy, (X, Gx)  # kept current by the solves above, not recomputed
         self._refresh_index("ALS.update")
 
     def partial_fit_users(self, interactions: Interactions, *, replace: bool = True) -> "ALS":

@@ -33,6 +33,7 @@ __all__ = ["Retrainer"]
 log = logging.getLogger("persona.pipeline")
 
 _MAX_BACKOFF = 300.0  # seconds between retries of a failing cycle, at most
+_FULL_READ_EVERY = 60.0  # seconds between two reads of the store's events even when a count says nothing is new
 
 
 class Retrainer:
@@ -171,6 +172,7 @@ class Retrainer:
         self._retry_at = 0.0
         self._last_retrain = time.monotonic() if since is not None else None
         self._next_update = 0.0
+        self._last_read = 0.0
         self._stats = {"version": 0, "updates": 0, "retrains": 0, "failures": 0, "events": 0, "last_error": None,
                        "last_action": None, "last_publish": None, "last_update_s": None, "last_retrain_s": None}
 
@@ -303,6 +305,11 @@ class Retrainer:
         return len(frame)
 
     def _update(self) -> int | None:
+        # a count first; a full read at least once a minute all the same (a count can hide a new event
+        # when one of a forgotten user vanished from the same window)
+        if self._cursor is not None and time.monotonic() - self._last_read < _FULL_READ_EVERY and self.pending() == 0:
+            return None
+        self._last_read = time.monotonic()
         since = self._cursor
         if since is not None and self._seen is not None:  # None: events from `since` on are all new
             since -= self.lateness
@@ -378,10 +385,9 @@ class Retrainer:
         (and ``failures_in_a_row``), ``events`` folded in, ``cursor`` (epoch seconds of the newest
         event read), ``last_error``, ``last_action``, the durations of the last update and retrain,
         ``last_publish`` (epoch seconds) and whether the thread is ``running``."""
-        with self._lock:
-            out = dict(self._stats)
-            out.update(cursor=self._cursor, failures_in_a_row=self._failures, running=self.running,
-                       model=type(self.model).__name__)
+        out = dict(self._stats)  # no lock: a long retrain must not block a health check
+        out.update(cursor=self._cursor, failures_in_a_row=self._failures, running=self.running,
+                   model=type(self.model).__name__)
         return out
 
     def __repr__(self) -> str:
