@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from typing import Any, Mapping
 
 from ..errors import DataError, UnsupportedError
@@ -52,8 +53,9 @@ def local_session(cores: int = 2, *, memory: str = "2g", shuffle_partitions: int
     """A SparkSession in local mode for jobs and tests on one machine (``local[cores]``).
 
     The web UI is off, shuffles use ``shuffle_partitions`` (default ``2 * cores``) partitions,
-    the session time zone is UTC (so naive timestamps read as persona reads them) and pandas
-    conversions go through Arrow. ``config`` adds or overrides settings. A session that is
+    the session time zone is UTC (so naive timestamps read as persona reads them), pandas
+    conversions go through Arrow and the Python workers run this interpreter (``PYSPARK_PYTHON``
+    is set to it when unset). ``config`` adds or overrides settings. A session that is
     already running is returned as it is (Spark allows one per process).
 
     Parameters
@@ -93,6 +95,10 @@ def local_session(cores: int = 2, *, memory: str = "2g", shuffle_partitions: int
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         **{str(k): str(v) for k, v in (config or {}).items()},
     }
+    if not os.environ.get("PYSPARK_PYTHON"):
+        # the workers run this interpreter (with persona installed), not whatever `python3` is on PATH;
+        # pyspark reads the variable when the SparkContext starts
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     builder = SparkSession.builder.master(f"local[{cores}]").appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
