@@ -45,16 +45,19 @@ def _epoch(t, what: str) -> float:
 class Reader:
     """Queries over one store's table; ``stored_user`` maps a raw user id to the stored one."""
 
-    def __init__(self, backend: Backend, stored_user: Callable[[object], str]) -> None:
+    def __init__(self, backend: Backend, stored_user: Callable[[object], str],
+                 consent_default: Callable[[str], bool] | None = None) -> None:
         self._backend = backend
         self._stored_user = stored_user
+        self._consent_default = consent_default  # purpose -> its default (refuses an undeclared purpose)
 
     def _connect(self):
         return self._backend.connect()
 
     # --------------------------------------------------------------------------- selection
-    def where(self, since, until, event_types, user=None, conn=None) -> tuple[str, list]:
-        """The WHERE clause; rows of forgotten users are left out when ``conn`` sees any tombstone."""
+    def where(self, since, until, event_types, user=None, conn=None, consent=None) -> tuple[str, list]:
+        """The WHERE clause; rows of forgotten users are left out when ``conn`` sees any tombstone, and
+        with ``consent`` (a purpose) the rows of users who do not allow it."""
         s = None if since is None else _epoch(since, "since")
         u = None if until is None else _epoch(until, "until")
         if event_types is not None:
@@ -65,14 +68,19 @@ class Reader:
             if bad:
                 raise ParameterError(f"event_types: expected a list of event names, got {bad[:3]!r} among them")
         stored = None if user is None else self._stored_user(user)
+        allow = None
+        if consent is not None:
+            if self._consent_default is None:  # pragma: no cover - the store always gives it
+                raise ParameterError("consent: this reader has no consent registry")
+            allow = (consent, self._consent_default(consent))
         forgotten = conn is None or self._backend.has_tombstones(conn)
-        return self._backend.where(s, u, event_types, stored, forgotten=forgotten)
+        return self._backend.where(s, u, event_types, stored, forgotten=forgotten, consent=allow)
 
-    def count(self, since, until, event_types, user=None) -> int:
-        self.where(since, until, event_types, user)  # bad arguments fail before connecting
+    def count(self, since, until, event_types, user=None, consent=None) -> int:
+        self.where(since, until, event_types, user, None, consent)  # bad arguments fail before connecting
         conn = self._connect()
         try:
-            return self._backend.count(conn, *self.where(since, until, event_types, user, conn))
+            return self._backend.count(conn, *self.where(since, until, event_types, user, conn, consent))
         finally:
             conn.close()
 
@@ -94,25 +102,26 @@ class Reader:
             conn.close()
         return [{"seq": q, "at": a, "event_id": e, "user": u, "row": r, "reason": why} for q, a, e, u, r, why in rows]
 
-    def scan(self, since, until, event_types, user=None, chunk_size: int | None = None, *, properties: bool = True):
+    def scan(self, since, until, event_types, user=None, chunk_size: int | None = None, *, properties: bool = True,
+             consent: str | None = None):
         """(total, users_all_int, items_all_int, chunk iterator) from one consistent snapshot.
 
         Without ``properties`` the rows carry None in their place (the column is not read)."""
-        self.where(since, until, event_types, user)  # bad arguments fail before connecting
+        self.where(since, until, event_types, user, None, consent)  # bad arguments fail before connecting
         conn = self._connect()
         try:
             with self._backend.snapshot(conn):
-                where, params = self.where(since, until, event_types, user, conn)
+                where, params = self.where(since, until, event_types, user, conn, consent)
                 n, users_int, items_int = self._backend.kinds(conn, where, params)
                 yield n, users_int, items_int
                 yield from self._backend.select(conn, where, params, chunk_size or CHUNK_ROWS, properties=properties)
         finally:
             conn.close()
 
-    def columns(self, since, until, event_types, user=None) -> dict | None:
+    def columns(self, since, until, event_types, user=None, consent=None) -> dict | None:
         """The selected events as lists per column (times as float seconds, no properties); None when
         none match. What training reads: the properties column is not read at all."""
-        scan = self.scan(since, until, event_types, user, properties=False)
+        scan = self.scan(since, until, event_types, user, properties=False, consent=consent)
         n, users_int, items_int = next(scan)
         if not n:
             scan.close()
@@ -134,7 +143,8 @@ class Reader:
         return cols
 
     # ------------------------------------------------------------------------------ frames
-    def events(self, since, until, event_types, user=None, *, properties: bool = True) -> pd.DataFrame:
+    def events(self, since, until, event_types, user=None, *, properties: bool = True,
+               consent: str | None = None) -> pd.DataFrame:
         """The selected events as a DataFrame, built a chunk at a time (see :func:`events_part`) so
         that the rows read from the database never all live as Python objects at once."""
         import pandas as pd
@@ -143,7 +153,7 @@ class Reader:
             raise ParameterError(f"events: properties expected True (parse them into dicts) or False (leave the "
                                  f"column out, faster), got {properties!r}")
         names = _COLUMNS if properties else _COLUMNS[:-1]
-        scan = self.scan(since, until, event_types, user, properties=properties)
+        scan = self.scan(since, until, event_types, user, properties=properties, consent=consent)
         n, users_int, items_int = next(scan)
         if not n:
             scan.close()
@@ -155,13 +165,14 @@ class Reader:
             if part is None:  # an id marked as an integer is not one: read every id of that kind as text
                 scan.close()
                 return self._events_as_text(since, until, event_types, user, properties, chunk, users_int,
-                                            items_int, pd)
+                                            items_int, pd, consent)
             parts.append(part)
         if odd:
             _warn_times("events()", odd, None)
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
-    def _events_as_text(self, since, until, event_types, user, properties, chunk, users_int, items_int, pd):
+    def _events_as_text(self, since, until, event_types, user, properties, chunk, users_int, items_int, pd,
+                        consent):
         """:meth:`events` again, with the ids of the kind that failed to read as integers read as text."""
         e, t, u, i, *_ = zip(*chunk)
         users_int = users_int and _ints(u, "user", quiet=True) is not None
@@ -170,7 +181,7 @@ class Reader:
             if not ok:
                 log.warning("persona.store: a stored %s id marked as an integer is not one; reading %s ids as text",
                             what, what)
-        scan = self.scan(since, until, event_types, user, properties=properties)
+        scan = self.scan(since, until, event_types, user, properties=properties, consent=consent)
         next(scan)
         parts, odd = [], []
         for chunk in scan:
@@ -228,7 +239,7 @@ class Reader:
         return out
 
     def interactions(self, since, until, event_types, weights: Mapping[str, float] | None, *, values: bool,
-                     **options) -> Interactions:
+                     consent: str | None = None, **options) -> Interactions:
         import pandas as pd
 
         from ..data.ingest import DEFAULT_WEIGHTS, from_frame
@@ -238,7 +249,7 @@ class Reader:
             event_types = list(dict.fromkeys([*DEFAULT_WEIGHTS, *(weights or {})]))
             # the types left out for want of a weight are named and counted, never dropped silently
             unweighted = {e: n for e, n in self.event_counts(since, until, None).items() if e not in event_types}
-        cols = self.columns(since, until, event_types)
+        cols = self.columns(since, until, event_types, None, consent)
         if cols is None:
             raise DataError(
                 f"no stored events match (since={since!r}, until={until!r}, event_types={event_types!r}) in "
@@ -257,8 +268,30 @@ class Reader:
             _report_unweighted(inter.report, unweighted)
         return inter
 
+    # ------------------------------------------------------------------------------ one user
+    def subject(self, stored: str) -> dict:
+        """Everything the store holds under the stored id ``stored``, read in one snapshot: the raw
+        rows of its events, impressions, consent answers and history, dead letters, and tombstone.
+        Rows a tombstone hides from every other read (written by an older persona after a forget)
+        are included: this is what is *held*."""
+        b = self._backend
+        conn = self._connect()
+        try:
+            with b.snapshot(conn):
+                where, params = b.where(None, None, None, stored, forgotten=False)
+                events = [row for chunk in b.select(conn, where, params, CHUNK_ROWS) for row in chunk]
+                where, params = b.where(None, None, None, stored, forgotten=False, table=b.impressions)
+                impressions = b.select_impressions(conn, b._sql(where), params)
+                out = {"events": events, "impressions": impressions, "consent": b.consent_of(conn, stored),
+                       "consent_history": b.consent_history(conn, stored),
+                       "dead_letters": b.dead_letters_of(conn, stored), "forgotten_at": b.forgotten_at(conn, stored)}
+        finally:
+            conn.close()
+        return out
+
     # ------------------------------------------------------------------------------ export
-    def export(self, path, since, until, event_types: str | Iterable[str] | None, *, chunk_size: int) -> int:
+    def export(self, path, since, until, event_types: str | Iterable[str] | None, *, chunk_size: int,
+               consent: str | None = None) -> int:
         p = os.fspath(path)
         low = p.lower()
         if low.endswith((".parquet", ".pq")):
@@ -278,7 +311,7 @@ class Reader:
         tmp = f"{p}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         odd: list = []  # event ids whose time cannot be written as a time
         try:
-            scan = self.scan(since, until, event_types, chunk_size=int(chunk_size))
+            scan = self.scan(since, until, event_types, chunk_size=int(chunk_size), consent=consent)
             _, users_int, items_int = next(scan)
             total = write(tmp, scan, users_int, items_int, odd, gz=low.endswith(".gz"))
             os.replace(tmp, p)

@@ -22,6 +22,7 @@ from ..errors import StoreError
 from .backends import ImpressionRow
 
 if TYPE_CHECKING:
+    from ._retention import Retention
     from ._tombstones import Tombstones
     from .backends import Backend
 
@@ -106,9 +107,11 @@ class Writer:
     """
 
     def __init__(self, backend: Backend, tombstones: Tombstones, *, on_full: str, on_timeout: str,
-                 block_timeout: float, max_queue: int, batch_size: int, exit_timeout: float) -> None:
+                 block_timeout: float, max_queue: int, batch_size: int, exit_timeout: float,
+                 retention: Retention | None = None) -> None:
         self._backend = backend
         self._tombstones = tombstones
+        self._retention = retention  # purges between batches when one is due (EventStore(retention_days=))
         self._on_full = on_full
         self._on_timeout = on_timeout
         self._block_timeout = block_timeout
@@ -263,6 +266,9 @@ class Writer:
                 batch = self._next_batch()
                 if batch is None:
                     return
+                if not batch:  # nothing to write, but a purge is due
+                    conn = self._purge_step(conn)
+                    continue
                 # a stack of (rows, reason): rows to write, or with a reason one row to dead-letter.
                 # A batch the database refuses for its data is halved until the refused rows are alone.
                 parts = [(batch, None)]
@@ -293,15 +299,37 @@ class Writer:
                     else:
                         self._landed(rows, dead=reason)
                     backoff = 0.05
+                conn = self._purge_step(conn)
         finally:
             with db_lock():
                 close_quietly(conn)
 
+    def _purge_step(self, conn):
+        """One bounded step of a due purge between two batches (see :mod:`persona.store._retention`);
+        the connection to go on with. Never raises: a failed purge is counted and retried later."""
+        retention = self._retention
+        if retention is None or retention.wait() != 0.0 or self._closing:
+            return conn
+        try:
+            with db_lock():
+                if conn is None:
+                    conn = self._backend.connect()
+                retention.step(conn)
+        except Exception as e:  # noqa: BLE001 -- the database is unreachable: the writer retries its batches
+            with db_lock():
+                conn = close_quietly(conn)
+            retention.failed(e)
+        return conn
+
     def _next_batch(self) -> list | None:
-        """Wait for events and take up to ``batch_size`` of them; None: stop (closing, or close gave up)."""
+        """Wait for events and take up to ``batch_size`` of them; None: stop (closing, or close gave up);
+        an empty list: no events came but a purge is due."""
         with self._lock:
             while not self._queue and not self._closing:
-                self._not_empty.wait()
+                wait = None if self._retention is None else self._retention.wait()
+                if wait == 0.0:
+                    return []
+                self._not_empty.wait(wait)
             if not self._queue or self._abort.is_set():  # close() gave up on the rest
                 return None
             n = min(len(self._queue), self.batch_size)

@@ -29,6 +29,10 @@ Two tables sit beside it (created on first open, also for a store made by an old
     interleaving teams) as JSON arrays in rank order, the placement, the model version, the
     experiment and variant. Written by the same writer thread, in the same transactions as the
     events; forgetting a user deletes their impressions too.
+``<table>_consent`` and ``<table>_consent_log``
+    the consent registry: the current answer per (user, purpose) -- ``granted``, ``at``, ``source``
+    -- and every change in order (``seq``). Written at once by ``set_consent`` (changes are
+    serialised, so the log's order is the order of commits); forgetting a user deletes both.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ class Backend:
         self.forgotten = f"{table}_forgotten"
         self.dead = f"{table}_dead"
         self.impressions = f"{table}_impressions"
+        self.consent = f"{table}_consent"
+        self.consent_log = f"{table}_consent_log"
 
     # every method takes a connection from connect(), so threads and processes never share one
     def connect(self) -> Connection:  # pragma: no cover - abstract
@@ -140,6 +146,68 @@ class Backend:
         """Tombstone ``user_id`` and delete their events, impressions and dead letters, in one
         transaction; return the number of events deleted."""
         raise NotImplementedError
+
+    def purge(self, conn: Connection, before: float, limit: int) -> dict:  # pragma: no cover - abstract
+        """Delete, in one transaction, at most ``limit`` events and ``limit`` impressions whose time is
+        before ``before`` (epoch seconds) and the dead letters recorded before it; the counts per
+        table (``events``, ``impressions``, ``dead_letters``)."""
+        raise NotImplementedError
+
+    # -- the consent registry (SQL shared by both backends; "?" placeholders, translated for PostgreSQL)
+    def set_consent(self, conn: Connection, user_id: str, purpose: str, granted: bool, at: float,
+                    source: str | None) -> bool:  # pragma: no cover - abstract
+        """Record an answer (the current one, and a line in the log) in one transaction; False (nothing
+        recorded) when the user is forgotten."""
+        raise NotImplementedError
+
+    def consent_of(self, conn: Connection, user_id: str) -> list:
+        """The user's current answers: (purpose, granted, at, source), by purpose."""
+        return [(p, bool(g), float(a), s) for p, g, a, s in self._all(
+            conn, self._sql(f"SELECT purpose, granted, {self._epoch('at')}, source FROM {self.consent}"
+                            f" WHERE user_id = ? ORDER BY purpose"), [user_id])]
+
+    def consent_history(self, conn: Connection, user_id: str) -> list:
+        """Every answer the user gave, oldest first: (seq, purpose, granted, at, source)."""
+        return [(int(q), p, bool(g), float(a), s) for q, p, g, a, s in self._all(
+            conn, self._sql(f"SELECT seq, purpose, granted, {self._epoch('at')}, source FROM {self.consent_log}"
+                            f" WHERE user_id = ? ORDER BY seq"), [user_id])]
+
+    def consent_answers(self, conn: Connection, purpose: str) -> list:
+        """(user_id, granted) of every user with an answer for ``purpose``."""
+        return [(u, bool(g)) for u, g in self._all(
+            conn, self._sql(f"SELECT user_id, granted FROM {self.consent} WHERE purpose = ?"), [purpose])]
+
+    def consent_differing(self, conn: Connection, purpose: str, granted: bool, after: int | None) -> tuple:
+        """In one snapshot: the users whose answer for ``purpose`` is ``granted``, the log's last
+        sequence number, and the log's changes after ``after`` up to it (none for None)."""
+        with self.snapshot(conn):
+            users = [u for (u,) in self._all(conn, self._sql(
+                f"SELECT user_id FROM {self.consent} WHERE purpose = ? AND granted = ?"), [purpose, granted])]
+            (seq,) = self._one(conn, f"SELECT coalesce(max(seq), 0) FROM {self.consent_log}", [])
+            changes = [] if after is None else self._all(conn, self._sql(
+                f"SELECT seq, user_id, purpose, granted FROM {self.consent_log} WHERE seq > ? AND seq <= ?"
+                f" ORDER BY seq"), [int(after), int(seq)])
+        return users, int(seq), changes
+
+    def consent_changes(self, conn: Connection, after: int) -> list:
+        """The log's changes after sequence number ``after``, in order: (seq, user_id, purpose, granted)."""
+        return self._all(conn, self._sql(f"SELECT seq, user_id, purpose, granted FROM {self.consent_log}"
+                                         f" WHERE seq > ? ORDER BY seq"), [int(after)])
+
+    def forgotten_at(self, conn: Connection, user_id: str) -> float | None:
+        """When ``user_id`` was forgotten (epoch seconds), or None."""
+        row = self._one(conn, self._sql(f"SELECT {self._epoch('at')} FROM {self.forgotten} WHERE user_id = ?"),
+                        [user_id])
+        return None if row is None else float(row[0])
+
+    def dead_letters_of(self, conn: Connection, user_id: str) -> list:
+        """(seq, at, event_id, user_id, row, reason) of the user's dead letters, oldest first."""
+        return self._all(conn, self._sql(f"SELECT seq, {self._epoch('at')}, event_id, user_id, row, reason"
+                                         f" FROM {self.dead} WHERE user_id = ? ORDER BY seq"), [user_id])
+
+    def _epoch(self, column: str) -> str:
+        """SQL of a time column as epoch seconds."""
+        return column
 
     def select_impressions(self, conn: Connection, where: str, params: list) -> list:  # pragma: no cover
         """The impression rows matching ``where`` (of :meth:`where` with ``table=self.impressions``),
@@ -192,9 +260,12 @@ class Backend:
         return self._one(conn, f"SELECT EXISTS (SELECT 1 FROM {self.forgotten})", [])[0] not in (0, False, None)
 
     def where(self, since: float | None, until: float | None, event_types: Sequence[str] | None, user: str | None,
-              *, forgotten: bool = True, table: str | None = None, equal: dict | None = None) -> tuple[str, list]:
+              *, forgotten: bool = True, table: str | None = None, equal: dict | None = None,
+              consent: tuple[str, bool] | None = None) -> tuple[str, list]:
         """The WHERE clause of a read of ``table`` (default: the events): ``equal`` adds
-        ``column = value`` conditions (column names are persona's own, never a caller's text)."""
+        ``column = value`` conditions (column names are persona's own, never a caller's text);
+        ``consent`` = (purpose, default) keeps the rows of users who allow the purpose (a recorded
+        answer, else the default)."""
         table = table or self.table
         parts, params = [], []
         if since is not None:
@@ -212,6 +283,13 @@ class Backend:
         for column, value in (equal or {}).items():
             parts.append(f"{column} = ?")
             params.append(value)
+        if consent is not None:
+            purpose, default = consent
+            answer = (f"SELECT 1 FROM {self.consent} c WHERE c.user_id = {table}.user_id AND c.purpose = ?"
+                      f" AND c.granted = ?")
+            # opt-out purposes: everyone but those who withdrew; opt-in purposes: only those who granted it
+            parts.append(f"NOT EXISTS ({answer})" if default else f"EXISTS ({answer})")
+            params += [purpose, not default]
         if forgotten:  # a forgotten user's rows stay out of every read, also rows an older persona wrote later
             parts.append(f"NOT EXISTS (SELECT 1 FROM {self.forgotten} f WHERE f.user_id = {table}.user_id)")
         return (" WHERE " + " AND ".join(parts)) if parts else "", params
@@ -306,6 +384,14 @@ class SQLiteBackend(Backend):
                          " kinds INTEGER NOT NULL DEFAULT 0)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_ts ON {self.impressions} (ts)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_user ON {self.impressions} (user_id)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.consent} ("
+                         " user_id TEXT NOT NULL, purpose TEXT NOT NULL, granted INTEGER NOT NULL, at REAL NOT NULL,"
+                         " source TEXT, PRIMARY KEY (user_id, purpose))")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.consent}_purpose ON {self.consent} (purpose, granted)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.consent_log} ("
+                         " seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, purpose TEXT NOT NULL,"
+                         " granted INTEGER NOT NULL, at REAL NOT NULL, source TEXT)")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.consent_log}_user ON {self.consent_log} (user_id)")
             conn.executemany(f"INSERT OR IGNORE INTO {m} (name, value) VALUES (?, ?)", list(meta.items()))
             stored = dict(conn.execute(f"SELECT name, value FROM {m}").fetchall())
             conn.execute("COMMIT")
@@ -383,12 +469,50 @@ class SQLiteBackend(Backend):
             n = conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,)).rowcount
             conn.execute(f"DELETE FROM {self.impressions} WHERE user_id = ?", (user_id,))
             conn.execute(f"DELETE FROM {self.dead} WHERE user_id = ?", (user_id,))
+            conn.execute(f"DELETE FROM {self.consent} WHERE user_id = ?", (user_id,))
+            conn.execute(f"DELETE FROM {self.consent_log} WHERE user_id = ?", (user_id,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return n
+
+    def set_consent(self, conn: Connection, user_id: str, purpose: str, granted: bool, at: float,
+                    source: str | None) -> bool:
+        conn.execute("BEGIN IMMEDIATE")  # one writer at a time: the log's order is the order of commits
+        try:
+            if conn.execute(f"SELECT 1 FROM {self.forgotten} WHERE user_id = ?", (user_id,)).fetchone():
+                conn.execute("ROLLBACK")
+                return False
+            conn.execute(f"INSERT INTO {self.consent} (user_id, purpose, granted, at, source) VALUES (?, ?, ?, ?, ?)"
+                         f" ON CONFLICT (user_id, purpose) DO UPDATE SET granted = excluded.granted,"
+                         f" at = excluded.at, source = excluded.source", (user_id, purpose, int(granted), at, source))
+            conn.execute(f"INSERT INTO {self.consent_log} (user_id, purpose, granted, at, source)"
+                         f" VALUES (?, ?, ?, ?, ?)", (user_id, purpose, int(granted), at, source))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return True
+
+    def purge(self, conn: Connection, before: float, limit: int) -> dict:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = {}
+            for key, table in (("events", self.table), ("impressions", self.impressions)):
+                # the ts index finds the oldest rows; LIMIT keeps the transaction (and the lock) short
+                out[key] = conn.execute(f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table}"
+                                        f" WHERE ts < ? ORDER BY ts LIMIT ?)", (before, int(limit))).rowcount
+            out["dead_letters"] = conn.execute(f"DELETE FROM {self.dead} WHERE seq IN (SELECT seq FROM {self.dead}"
+                                               f" WHERE at < ? LIMIT ?)", (before, int(limit))).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
 
     def tombstones(self, conn: Connection, known: int) -> list | None:
         (n,) = conn.execute(f"SELECT count(*) FROM {self.forgotten}").fetchone()
@@ -517,6 +641,14 @@ class PostgresBackend(Backend):
                             " kinds SMALLINT NOT NULL DEFAULT 0)")
                 cur.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_ts ON {self.impressions} (ts)")
                 cur.execute(f"CREATE INDEX IF NOT EXISTS {self.impressions}_user ON {self.impressions} (user_id)")
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.consent} ("
+                            " user_id TEXT NOT NULL, purpose TEXT NOT NULL, granted BOOLEAN NOT NULL,"
+                            " at TIMESTAMPTZ NOT NULL, source TEXT, PRIMARY KEY (user_id, purpose))")
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {self.consent}_purpose ON {self.consent} (purpose, granted)")
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.consent_log} ("
+                            " seq BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, purpose TEXT NOT NULL,"
+                            " granted BOOLEAN NOT NULL, at TIMESTAMPTZ NOT NULL, source TEXT)")
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {self.consent_log}_user ON {self.consent_log} (user_id)")
                 cur.executemany(f"INSERT INTO {m} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
                                 list(meta.items()))
                 cur.execute(f"SELECT name, value FROM {m}")
@@ -601,7 +733,43 @@ class PostgresBackend(Backend):
             n = cur.rowcount
             cur.execute(f"DELETE FROM {self.impressions} WHERE user_id = %s", (user_id,))
             cur.execute(f"DELETE FROM {self.dead} WHERE user_id = %s", (user_id,))
+            # as set_consent: an answer being recorded commits first (and is deleted here) or sees the tombstone
+            cur.execute(f"LOCK TABLE {self.consent_log} IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute(f"DELETE FROM {self.consent} WHERE user_id = %s", (user_id,))
+            cur.execute(f"DELETE FROM {self.consent_log} WHERE user_id = %s", (user_id,))
             return n
+
+    def set_consent(self, conn: Connection, user_id: str, purpose: str, granted: bool, at: float,
+                    source: str | None) -> bool:
+        with conn.transaction(), conn.cursor() as cur:
+            # answers are recorded one at a time, so the log's sequence numbers follow the commits and a
+            # reader that has seen number n has seen every answer before it
+            cur.execute(f"LOCK TABLE {self.consent_log} IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute(f"SELECT 1 FROM {self.forgotten} WHERE user_id = %s", (user_id,))
+            if cur.fetchone() is not None:
+                return False
+            cur.execute(f"INSERT INTO {self.consent} (user_id, purpose, granted, at, source)"
+                        f" VALUES (%s, %s, %s, to_timestamp(%s), %s) ON CONFLICT (user_id, purpose) DO UPDATE SET"
+                        f" granted = excluded.granted, at = excluded.at, source = excluded.source",
+                        (user_id, purpose, bool(granted), at, source))
+            cur.execute(f"INSERT INTO {self.consent_log} (user_id, purpose, granted, at, source)"
+                        f" VALUES (%s, %s, %s, to_timestamp(%s), %s)", (user_id, purpose, bool(granted), at, source))
+        return True
+
+    def _epoch(self, column: str) -> str:
+        return f"extract(epoch from {column})::float8"
+
+    def purge(self, conn: Connection, before: float, limit: int) -> dict:
+        out = {}
+        with conn.transaction(), conn.cursor() as cur:
+            for key, table in (("events", self.table), ("impressions", self.impressions)):
+                cur.execute(f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table}"
+                            f" WHERE ts < to_timestamp(%s) ORDER BY ts LIMIT %s)", (before, int(limit)))
+                out[key] = cur.rowcount
+            cur.execute(f"DELETE FROM {self.dead} WHERE seq IN (SELECT seq FROM {self.dead}"
+                        f" WHERE at < to_timestamp(%s) LIMIT %s)", (before, int(limit)))
+            out["dead_letters"] = cur.rowcount
+        return out
 
     def tombstones(self, conn: Connection, known: int) -> list | None:
         with conn.cursor() as cur:

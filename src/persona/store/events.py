@@ -40,10 +40,12 @@ flush / close and the process lifecycle (:mod:`persona.store._writer`), the forg
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 import hashlib
 import hmac
 import json
+import math
 import numbers
 import time
 import uuid
@@ -55,9 +57,12 @@ from .._time import to_epoch
 from .._validate import check_frame, check_int, check_number
 from ..errors import DataError, ParameterError, StoreError
 from ..typing import FrameLike, ItemId, PathLike, TimePoint, UserId
+from ._consent import Consent, check_purpose, check_source
+from ._consent import consent_defaults as consent_defaults_of
 from ._readers import Reader
+from ._retention import Retention, cutoff_of
 from ._tombstones import Tombstones
-from ._writer import Writer, unwatch_process, watch_process
+from ._writer import Writer, db_lock, unwatch_process, watch_process
 from .backends import SCHEMA_VERSION, Backend, ImpressionRow, make_backend
 
 if TYPE_CHECKING:  # annotations only: pandas and the data layer load when events are read
@@ -234,6 +239,25 @@ class EventStore:
     forget_refresh : float, default 2.0
         Seconds between two reads of the store's tombstones (users forgotten by any process) by
         :meth:`is_forgotten`; a user forgotten elsewhere is a stranger here within this time.
+    retention_days : float, optional
+        Keep events and impressions this many days (by event time / time shown) and dead letters
+        this many days after they were recorded: the writer thread purges what is older every
+        ``purge_every`` seconds, between two batches, so ``track`` never waits for it (see
+        :meth:`purge`). None (default): keep everything until :meth:`purge` is called.
+    purge_every : float, default 3600.0
+        Seconds between two scheduled purges (with ``retention_days``).
+    purge_batch : int, default 10_000
+        Most rows per table one purge transaction deletes; a large purge takes many short
+        transactions, so writers (this one between its batches, other processes) are never held long.
+    consent_defaults : dict of str -> bool, optional
+        Declares consent purposes beyond the built-in ones, or changes a default: True means a user
+        without a record allows the purpose (opt-out), False that only a recorded grant does
+        (opt-in). Built in: ``personalisation`` and ``analytics`` True, ``marketing:email``,
+        ``marketing:sms``, ``marketing:push``, ``marketing:web`` (and any ``marketing:<channel>``)
+        False. See :meth:`set_consent`.
+    consent_refresh : float, default 2.0
+        Seconds between two reads of the consent changes made by other processes (see
+        :meth:`has_consent`).
 
     Examples
     --------
@@ -252,15 +276,21 @@ class EventStore:
                  max_queue: int = 100_000, batch_size: int = 1000, synchronous: str = "full",
                  busy_timeout: float = 30.0, pseudonymize_key: bytes | None = None,
                  flush_at_exit: bool = True, exit_timeout: float = 10.0, block_timeout: float = 0.25,
-                 on_timeout: str = "drop", forget_refresh: float = 2.0) -> None:
+                 on_timeout: str = "drop", forget_refresh: float = 2.0, retention_days: float | None = None,
+                 purge_every: float = 3600.0, purge_batch: int = 10_000,
+                 consent_defaults: Mapping[str, bool] | None = None, consent_refresh: float = 2.0) -> None:
         if on_full not in ("block", "drop"):
             raise ParameterError(f"on_full: expected 'block' or 'drop', got {on_full!r}")
         if on_timeout not in ("drop", "raise"):
             raise ParameterError(f"on_timeout: expected 'drop' or 'raise', got {on_timeout!r}")
-        for name, v in (("block_timeout", block_timeout), ("forget_refresh", forget_refresh)):
+        for name, v in (("block_timeout", block_timeout), ("forget_refresh", forget_refresh),
+                        ("consent_refresh", consent_refresh)):
             check_number(v, name, min=0, min_open=True, expected="a finite number of seconds > 0")
-        for name, v in (("max_queue", max_queue), ("batch_size", batch_size)):
+        for name, v in (("max_queue", max_queue), ("batch_size", batch_size), ("purge_batch", purge_batch)):
             check_int(v, name, min=1, expected="a positive integer")
+        check_number(retention_days, "retention_days", min=0, min_open=True, allow_none=True,
+                     expected="a number of days > 0 (or None to keep everything)")
+        check_number(purge_every, "purge_every", min=1, expected="seconds >= 1 between two scheduled purges")
         if synchronous not in ("full", "normal"):
             raise ParameterError(
                 f"synchronous: expected 'full' (survives power loss) or 'normal' (survives a killed "
@@ -269,6 +299,7 @@ class EventStore:
         for name, v in (("busy_timeout", busy_timeout), ("exit_timeout", exit_timeout)):
             check_number(v, name, min=0, finite=False, expected="seconds >= 0")
         pseudonymize_key = _check_key(pseudonymize_key)
+        defaults = consent_defaults_of(consent_defaults)
 
         self._backend: Backend = make_backend(target, table, synchronous=synchronous, busy_timeout=busy_timeout)
         self._key = pseudonymize_key
@@ -276,10 +307,14 @@ class EventStore:
         self._flush_at_exit = bool(flush_at_exit)
         self._exit_timeout = float(exit_timeout)
         self._tombstones = Tombstones(self._backend, refresh=float(forget_refresh))
+        self._consent = Consent(self._backend, defaults=defaults, refresh=float(consent_refresh))
+        self._retention = Retention(self._backend, days=None if retention_days is None else float(retention_days),
+                                    every=float(purge_every), step_rows=int(purge_batch))
         self._writer = Writer(self._backend, self._tombstones, on_full=on_full, on_timeout=on_timeout,
                               block_timeout=float(block_timeout), max_queue=int(max_queue),
-                              batch_size=int(batch_size), exit_timeout=self._exit_timeout)
-        self._reader = Reader(self._backend, functools.partial(_stored_id, self._key))
+                              batch_size=int(batch_size), exit_timeout=self._exit_timeout,
+                              retention=self._retention if retention_days is not None else None)
+        self._reader = Reader(self._backend, functools.partial(_stored_id, self._key), self._consent.default)
         watch_process(self)
 
     def _check_meta(self) -> None:
@@ -304,6 +339,8 @@ class EventStore:
         # a forked child (gunicorn --preload) starts with an empty queue, its own writer and connection
         self._writer.reset_after_fork()
         self._tombstones.reset_after_fork()
+        self._retention.reset_after_fork()
+        self._consent.reset_after_fork()
 
     def _at_exit(self) -> None:
         if self._flush_at_exit:
@@ -596,6 +633,7 @@ class EventStore:
             self._writer.close(timeout)
         finally:
             self._tombstones.stop()
+            self._consent.stop()
             unwatch_process(self)
 
     def __enter__(self) -> "EventStore":
@@ -618,9 +656,64 @@ class EventStore:
         forgotten users, dropped), ``pending`` (accepted but not yet done), ``batches``, ``errors``
         (failed write attempts), ``last_error`` and ``tombstones`` (forgotten users known here).
         ``tracked == written + duplicates + dead_lettered + unwritable + forgotten(at write) + pending``.
+        Purges by this store object (scheduled or :meth:`purge`): ``purged_events``,
+        ``purged_impressions``, ``purged_dead_letters``, ``purges`` (completed), ``purge_errors`` and
+        ``last_purge`` (its counts, cutoff ``before``, ``at`` and ``seconds``; None before the first).
         """
         return {**self._writer.stats(), "tombstones": len(self._tombstones),
-                "tombstone_errors": self._tombstones.errors}
+                "tombstone_errors": self._tombstones.errors, "consent_errors": self._consent.errors,
+                **self._retention.stats()}
+
+    # ------------------------------------------------------------------------------ retention
+    @property
+    def retention_days(self) -> float | None:
+        """The retention window in days the writer purges on a schedule (None: no schedule)."""
+        return self._retention.days
+
+    def purge(self, older_than: float | str | _dt.timedelta | None = None, *,
+              before: TimePoint | None = None) -> dict:
+        """Delete what is older than the retention window, now; returns the counts per table.
+
+        Events and impressions whose time (event time, time shown) is before the cutoff, and dead
+        letters recorded before it, are deleted in transactions of at most ``purge_batch`` rows per
+        table, so other writers wait at most one short transaction at a time. Consent records and
+        tombstones are kept. Run it from a cron job or ``persona purge --store ... --older-than 90d``;
+        a store opened with ``retention_days`` also purges on a schedule by itself.
+
+        Parameters
+        ----------
+        older_than : number of days, timedelta or str, optional
+            The window to keep: ``90`` (days), ``timedelta(days=90)``, ``"90d"``, ``"36h"``, ``"2w"``.
+            Default: the store's ``retention_days``.
+        before : datetime, ISO-8601 string or epoch seconds, optional
+            The cutoff itself, instead of a window.
+
+        Returns
+        -------
+        dict
+            ``events``, ``impressions``, ``dead_letters`` (rows deleted), ``before`` (the cutoff, epoch
+            seconds), ``at`` (when it finished) and ``seconds`` (how long it took). Also counted in
+            :meth:`stats` and logged.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import persona as ps
+        >>> with ps.EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+        ...     _ = store.track("ann", "i1", "view", timestamp="2020-01-01")
+        ...     _ = store.track("ann", "i2", "view")
+        ...     store.flush()
+        ...     done = store.purge("90d")
+        ...     done["events"], store.count()
+        (1, 1)
+        """
+        cutoff = cutoff_of(older_than, before, self._retention.days)
+        if self._writer.started:
+            try:  # what this process queued before the call is purged too
+                self.flush(timeout=self._backend.busy_timeout)
+            except StoreError:
+                pass
+        return self._retention.purge(cutoff, self._backend.connect, db_lock)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -652,8 +745,8 @@ class EventStore:
 
         ``user`` is the raw id in any form it was tracked in (``7`` and ``"7"`` are one user; with
         ``pseudonymize_key`` the pseudonym is what is recorded). In one transaction a tombstone is
-        recorded in the store's ``<table>_forgotten`` table and the user's events and dead letters
-        are deleted. From then on every process's writer drops the user's events at write time
+        recorded in the store's ``<table>_forgotten`` table and the user's events, impressions, dead
+        letters and consent records (answers and their history) are deleted. From then on every process's writer drops the user's events at write time
         (also those already queued in other workers), every read (``events``, ``interactions``,
         ``export``, ``count``) leaves the user out, and :meth:`is_forgotten` -- which services
         over this store consult -- says so within ``forget_refresh`` seconds everywhere.
@@ -664,7 +757,62 @@ class EventStore:
                 self.flush(timeout=self._backend.busy_timeout)
             except StoreError:
                 pass
-        return self._tombstones.forget(stored)
+        n = self._tombstones.forget(stored)
+        self._consent.forgotten(stored)
+        return n
+
+    def export_user(self, user: UserId, path: PathLike | None = None) -> dict:
+        """Everything the store holds about ``user``: a shop's answer to a subject-access request.
+
+        ``user`` is the raw id (``7`` and ``"7"`` are one user; under ``pseudonymize_key`` it is
+        hashed as for every read). This process's queued events are flushed first; the rest is
+        read in one consistent snapshot of the database. Rows are given as stored -- also rows a
+        tombstone hides from every other read.
+
+        Parameters
+        ----------
+        user : str or int
+        path : str or path, optional
+            Also write the answer as JSON there (UTF-8, readable by the owner only, written to a
+            temporary file beside it and renamed).
+
+        Returns
+        -------
+        dict
+            JSON-ready: ``format``, ``generated_at`` (ISO-8601, UTC), ``user`` (as given),
+            ``stored_id`` (the id the rows carry: the pseudonym under ``pseudonymize_key``, else the
+            id as text), ``pseudonymized``, ``forgotten`` and ``forgotten_at``; ``events`` (each with
+            ``event_id``, ``time``, ``item``, ``event``, ``value``, ``properties``), ``impressions``
+            (each answer shown: ``request_id``, ``time``, ``placement``, ``items`` in rank order,
+            ``propensities``, ``teams``, ``model_version``, ``variant``, ``experiment``, ``source``),
+            ``consent`` (the current answers: purpose -> ``granted``, ``at``, ``source``),
+            ``consent_effective`` (every purpose with the defaults applied), ``consent_history``,
+            ``dead_letters`` (events the database refused, as stored) and ``counts``.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import persona as ps
+        >>> with ps.EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+        ...     _ = store.track("ann", "shoe", "view", timestamp=1.7e9)
+        ...     _ = store.set_consent("ann", "marketing:email", True, at=1.7e9)
+        ...     data = store.export_user("ann")
+        ...     data["counts"], data["events"][0]["item"], data["consent"]["marketing:email"]["granted"]
+        ({'events': 1, 'impressions': 0, 'consent_history': 1, 'dead_letters': 0}, 'shoe', True)
+        """
+        stored = self._stored_user(user)
+        raw, _ = _id(user.item() if isinstance(user, np.generic) else user, "user")
+        if self._writer.started:
+            try:  # what this process queued for the user is part of the answer
+                self.flush(timeout=self._backend.busy_timeout)
+            except StoreError:
+                pass
+        got = self._reader.subject(stored)
+        out = subject_document(user if isinstance(user, (str, int)) else raw, stored, self._key is not None,
+                               got, self.consent_defaults)
+        if path is not None:
+            write_private_json(path, out)
+        return out
 
     def is_forgotten(self, user: UserId) -> bool:
         """Whether ``user`` (raw id, any form) was forgotten, by any process, as of the last read.
@@ -682,6 +830,144 @@ class EventStore:
         self._tombstones.watch()
         return stored in self._tombstones
 
+    # ------------------------------------------------------------------------------- consent
+    def set_consent(self, user: UserId, purpose: str, granted: bool, *, source: str | None = None,
+                    at: TimePoint | None = None) -> bool:
+        """Record ``user``'s answer for ``purpose``: granted (True) or refused / withdrawn (False).
+
+        Written at once, in this thread (not queued): when it returns, every process over the store
+        reads it -- this one at once, others within ``consent_refresh`` seconds. The answer
+        replaces the previous one for that purpose, and a line is added to the user's consent
+        history (:meth:`consent_history`), the record a shop shows to prove consent.
+
+        Parameters
+        ----------
+        user : str or int
+            The raw id (pseudonymised like events under ``pseudonymize_key``).
+        purpose : str
+            ``"personalisation"`` (the service personalises; opt-out), ``"analytics"`` (opt-out),
+            ``"marketing:<channel>"`` (the planner messages on that channel; opt-in), or a purpose
+            declared with ``consent_defaults``.
+        granted : bool
+        source : str, optional
+            Where the answer came from (``"cookie-banner v3"``, ``"account settings"``).
+        at : datetime, ISO-8601 string or epoch seconds, optional
+            When it was given (default now); the last answer recorded is the current one.
+
+        Returns
+        -------
+        bool
+            True, or False when the user is forgotten (nothing is recorded for them).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import persona as ps
+        >>> with ps.EventStore(os.path.join(tempfile.mkdtemp(), "events.db")) as store:
+        ...     _ = store.set_consent("ann", "marketing:email", True, source="signup form")
+        ...     _ = store.set_consent("ann", "personalisation", False, source="cookie banner")
+        ...     store.has_consent("ann", "personalisation"), store.has_consent("bob", "personalisation")
+        ...     store.consent("ann")["marketing:email"], store.consent("bob")["marketing:email"]
+        (False, True)
+        (True, False)
+        """
+        check_purpose(purpose, "set_consent: purpose")
+        self._consent.default(purpose)  # an undeclared purpose is refused before anything is written
+        if not isinstance(granted, (bool, np.bool_)):
+            raise ParameterError(f"set_consent: granted expected True (given) or False (refused or withdrawn), "
+                                 f"got {granted!r}")
+        source = check_source(source)
+        when = time.time() if at is None else to_epoch(at, "set_consent: at", error=ParameterError,
+                                                         hint="; pass when the answer was given, or leave it out")
+        stored = self._stored_user(user)
+        with db_lock():
+            conn = self._backend.connect()
+        try:
+            with db_lock():
+                done = self._backend.set_consent(conn, stored, purpose, bool(granted), when, source)
+        finally:
+            with db_lock():
+                conn.close()
+        if done:
+            self._consent.known(stored, purpose, bool(granted))
+        return bool(done)
+
+    def has_consent(self, user: UserId, purpose: str) -> bool:
+        """Whether ``user`` (raw id) allows ``purpose``: their recorded answer, else the purpose's default.
+
+        Cheap enough for every request (a set lookup): the first call for a purpose in a process
+        reads the users whose answer differs from the default; a background thread then reads the
+        changes of every process each ``consent_refresh`` seconds. A forgotten user allows nothing.
+        If the database cannot be read, the answers known so far (at first: the defaults) answer,
+        and the failure is logged and counted (``stats()["consent_errors"]``).
+        """
+        try:
+            stored = self._stored_user(user)
+        except DataError:
+            return False  # not an id the store could hold
+        if stored in self._tombstones:
+            return False
+        return self._consent.allows(stored, purpose)
+
+    def consent(self, user: UserId) -> dict[str, bool]:
+        """``user``'s answer for every declared purpose (and any other they answered), read now:
+        their recorded answer, else the purpose's default; all False for a forgotten user."""
+        stored = self._stored_user(user)
+        answers = dict(self._consent.defaults)
+        rows, gone = self._consent_rows(stored)
+        for purpose, granted, _, _ in rows:
+            answers[purpose] = granted
+        if gone is not None:
+            answers = dict.fromkeys(answers, False)
+        return answers
+
+    def consent_history(self, user: UserId) -> list[dict]:
+        """Every answer ``user`` gave, oldest first: ``purpose``, ``granted``, ``at`` (epoch seconds), ``source``."""
+        stored = self._stored_user(user)
+        conn = self._backend.connect()
+        try:
+            rows = self._backend.consent_history(conn, stored)
+        finally:
+            conn.close()
+        return [{"purpose": p, "granted": g, "at": a, "source": s} for _, p, g, a, s in rows]
+
+    def allowed(self, users: Iterable[UserId], purpose: str) -> np.ndarray:
+        """For many users at once (a marketing plan): whether each allows ``purpose``, read now.
+
+        One query for the purpose's answers (and the tombstones); users without an answer take the
+        default; forgotten users and ids the store could not hold are False. A boolean array in the
+        order of ``users``.
+        """
+        default = self._consent.default(check_purpose(purpose, "allowed: purpose"))
+        users = list(users.tolist() if isinstance(users, np.ndarray) else users)
+        conn = self._backend.connect()
+        try:
+            answers = dict(self._backend.consent_answers(conn, purpose))
+            gone = set(self._backend.tombstones(conn, -1) or ())
+        finally:
+            conn.close()
+        out = np.empty(len(users), dtype=bool)
+        for k, u in enumerate(users):
+            try:
+                stored = self._stored_user(u.item() if isinstance(u, np.generic) else u)
+            except DataError:
+                out[k] = False
+                continue
+            out[k] = False if stored in gone else answers.get(stored, default)
+        return out
+
+    def _consent_rows(self, stored: str) -> tuple[list, float | None]:
+        conn = self._backend.connect()
+        try:
+            return self._backend.consent_of(conn, stored), self._backend.forgotten_at(conn, stored)
+        finally:
+            conn.close()
+
+    @property
+    def consent_defaults(self) -> dict[str, bool]:
+        """Every declared purpose and its default (True: opt-out, False: opt-in)."""
+        return dict(self._consent.defaults)
+
     def dead_letters(self, limit: int = 1000) -> list[dict]:
         """The newest events the database refused (newest first): ``at`` (epoch seconds), ``event_id``,
         ``user`` (as stored), ``row`` (the event as JSON text) and ``reason``.
@@ -694,9 +980,10 @@ class EventStore:
     # ----------------------------------------------------------------------------- reading
     def count(self, since: TimePoint | None = None, until: TimePoint | None = None,
               event_types: str | Iterable[str] | None = None, *,
-              user: UserId | None = None) -> int:
-        """Number of stored events (of all processes) in ``[since, until)``, of ``event_types``, of ``user``."""
-        return self._reader.count(since, until, event_types, user)
+              user: UserId | None = None, consent: str | None = None) -> int:
+        """Number of stored events (of all processes) in ``[since, until)``, of ``event_types``, of
+        ``user``, of users who allow the purpose ``consent``."""
+        return self._reader.count(since, until, event_types, user, consent)
 
     def event_counts(self, since: TimePoint | None = None, until: TimePoint | None = None,
                      event_types: str | Iterable[str] | None = None,
@@ -715,7 +1002,7 @@ class EventStore:
 
     def events(self, since: TimePoint | None = None, until: TimePoint | None = None,
                event_types: str | Iterable[str] | None = None, *,
-               user: UserId | None = None, properties: bool = True) -> pd.DataFrame:
+               user: UserId | None = None, properties: bool = True, consent: str | None = None) -> pd.DataFrame:
         """The stored events as a pandas DataFrame, oldest first.
 
         Columns: ``event_id``, ``time`` (datetime64, UTC), ``user``, ``item``, ``event``, ``value``
@@ -723,9 +1010,11 @@ class EventStore:
         Integer ids come back as integers when every selected event used an integer id (else all
         as strings). ``properties=False`` leaves the properties column out (it is not even read):
         what analyses of who did what and when need, about 2x faster. Read a chunk at a time, so a
-        million events cost about 3 s and 0.5 GiB (see docs/store.md, *Reading back*).
+        million events cost about 3 s and 0.5 GiB (see docs/store.md, *Reading back*). ``consent=``
+        a purpose (``"analytics"``): only the events of users who allow it (their recorded answer,
+        else the purpose's default), chosen in the database.
         """
-        return self._reader.events(since, until, event_types, user, properties=properties)
+        return self._reader.events(since, until, event_types, user, properties=properties, consent=consent)
 
     def impressions(self, since: TimePoint | None = None, until: TimePoint | None = None, *,
                     placement: str | None = None, experiment: str | None = None,
@@ -763,7 +1052,7 @@ class EventStore:
     def interactions(self, since: TimePoint | None = None, until: TimePoint | None = None,
                      event_types: str | Iterable[str] | None = None,
                      weights: Mapping[str, float] | None = None, *, values: bool = False,
-                     **options: Any) -> Interactions:
+                     consent: str | None = None, **options: Any) -> Interactions:
         """The stored events as :class:`~persona.Interactions`, for (incremental) training.
 
         Parameters
@@ -781,6 +1070,8 @@ class EventStore:
             Event-type weights, as in :meth:`persona.Interactions.from_frame`.
         values : bool, default False
             Also read ``value`` into ``Interactions.values`` (every selected event then needs one).
+        consent : str, optional
+            A purpose (``"personalisation"``): train only on the events of users who allow it.
         **options
             Passed on to :meth:`persona.Interactions.from_frame` (``strict``, ``half_life``,
             ``min_user_events``, ``user_map``, ...).
@@ -790,11 +1081,12 @@ class EventStore:
         DataError
             No stored event matches.
         """
-        return self._reader.interactions(since, until, event_types, weights, values=values, **options)
+        return self._reader.interactions(since, until, event_types, weights, values=values, consent=consent,
+                                         **options)
 
     def export(self, path: PathLike, since: TimePoint | None = None, until: TimePoint | None = None,
                event_types: str | Iterable[str] | None = None, *,
-               chunk_size: int = 100_000) -> int:
+               chunk_size: int = 100_000, consent: str | None = None) -> int:
         """Write the stored events to a Parquet (``.parquet``) or CSV (``.csv``, ``.csv.gz``) file.
 
         Streams ``chunk_size`` rows at a time from one consistent snapshot, so memory stays flat
@@ -802,9 +1094,99 @@ class EventStore:
         never sees half a file. Columns as in :meth:`events`; ``time`` is a UTC timestamp in
         Parquet and an ISO-8601 string in CSV, ``properties`` JSON text. Read it back with
         ``Interactions.from_parquet(path, user="user", item="item", time="time", event="event")``.
-        Returns the number of events written.
+        Returns the number of events written. ``consent=`` a purpose: only the events of users who
+        allow it.
         """
-        return self._reader.export(path, since, until, event_types, chunk_size=chunk_size)
+        return self._reader.export(path, since, until, event_types, chunk_size=chunk_size, consent=consent)
+
+
+def _iso(t) -> str | None:
+    try:
+        return _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).isoformat(timespec="microseconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None if t is None else str(t)  # a time written behind persona's back: as stored
+
+
+def _jsonable(v, stored=None):
+    """A stored value as strict JSON can hold it: a number that is not finite and bytes as text, and
+    properties that do not make strict JSON (NaN inside, written behind persona's back) as ``stored``."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "backslashreplace")
+    if isinstance(v, (dict, list)):
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            return _jsonable(stored)
+    return v
+
+
+def subject_document(user, stored: str, pseudonymized: bool, got: dict, defaults: dict) -> dict:
+    """The subject-access answer of :meth:`EventStore.export_user` from the raw rows of ``got``."""
+    from ._readers import _json_list, parse_properties
+
+    events = got["events"]
+    props = parse_properties([r[6] for r in events])
+    ev = [{"event_id": e, "time": _iso(t), "item": int(i) if k & _ITEM_INT and _is_int_text(i) else _jsonable(i),
+           "event": _jsonable(name), "value": _jsonable(v), "properties": _jsonable(p, text)}
+          for (e, t, _, i, name, v, text, k), p in zip(events, props)]
+    imps = []
+    for rid, ts, _, placement, items, pr, version, variant, experiment, teams, source, _ in got["impressions"]:
+        imps.append({"request_id": rid, "time": _iso(ts), "placement": placement, "items": _json_list(items),
+                     "propensities": None if pr is None else _json_list(pr), "teams": None if teams is None else
+                     _json_list(teams), "model_version": version, "variant": variant, "experiment": experiment,
+                     "source": source})
+    consent = {p: {"granted": g, "at": _iso(a), "source": s} for p, g, a, s in got["consent"]}
+    forgotten = got["forgotten_at"] is not None
+    effective = {p: (False if forgotten else consent[p]["granted"] if p in consent else d)
+                 for p, d in {**defaults, **dict.fromkeys(consent, False)}.items()}
+    history = [{"purpose": p, "granted": g, "at": _iso(a), "source": s} for _, p, g, a, s in got["consent_history"]]
+    dead = [{"at": _iso(a), "event_id": e, "row": r, "reason": why} for _, a, e, _, r, why in got["dead_letters"]]
+    return {
+        "format": "persona.subject-access/1",
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "user": user,
+        "stored_id": stored,
+        "pseudonymized": pseudonymized,
+        "pseudonymization": ("user ids are stored as HMAC-SHA256(key, id) in hex: the raw id is not in the "
+                             "database; the rows below carry stored_id" if pseudonymized else
+                             "user ids are stored as given (as text)"),
+        "forgotten": forgotten,
+        "forgotten_at": _iso(got["forgotten_at"]) if forgotten else None,
+        "events": ev,
+        "impressions": imps,
+        "consent": consent,
+        "consent_effective": effective,
+        "consent_history": history,
+        "dead_letters": dead,
+        "counts": {"events": len(ev), "impressions": len(imps), "consent_history": len(history),
+                   "dead_letters": len(dead)},
+    }
+
+
+def _is_int_text(x) -> bool:
+    try:
+        int(x)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def write_private_json(path: PathLike, data: dict) -> None:
+    """``data`` as JSON at ``path``, readable by its owner only, written beside it and renamed."""
+    import os
+
+    p = os.fspath(path)
+    tmp = f"{p}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=1, allow_nan=False)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _check_key(key) -> bytes | None:
