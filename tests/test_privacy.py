@@ -496,3 +496,73 @@ def test_an_export_includes_rows_written_behind_persona_s_back_as_stored(target,
         assert by_id["odd-2"]["time"] == "yesterday" and by_id["odd-2"]["properties"] == "not json"
         assert by_id["odd-3"]["value"] == "inf" and by_id["odd-3"]["properties"] == '{"x": NaN}'
     json.loads((tmp_path / "ann.json").read_text(encoding="utf-8"))  # strict JSON
+
+
+# ============================================================================ the service
+@pytest.fixture(scope="module")
+def shop():
+    return ps.datasets.synthetic_shop(n_users=200, n_items=80, seed=5)
+
+
+@pytest.fixture(scope="module")
+def knn(shop):
+    return ps.ItemKNN(k=20).fit(shop.interactions)
+
+
+def test_the_service_does_not_personalise_for_a_user_who_withdrew(shop, knn, tmp_path):
+    from persona.serving import RecommenderService
+
+    store = EventStore(tmp_path / "events.db", consent_refresh=0.1)
+    admin = EventStore(tmp_path / "events.db")  # e.g. the shop's account page, in another worker
+    service = RecommenderService(knn, store=store)
+    ann, bob = shop.interactions.user_ids[:2].tolist()
+    try:
+        personal = service.recommend(ann, n=5, context={"placement": "home"})
+        assert personal.source == "model" and personal.request_id is not None
+        admin.set_consent(ann, "personalisation", False, source="cookie banner")
+        deadline = time.monotonic() + 5
+        while service.recommend(ann, n=5).source == "model" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = service.recommend(ann, n=5, context={"placement": "home", "history": [knn.item_map_.ids[0]],
+                                                    "segment": "x"})
+        popular = service.recommend("a-stranger", n=5)
+        assert got.source == "popular" and got.reason == "no consent" and got.request_id is None
+        np.testing.assert_array_equal(got.items, popular.items)  # nothing of theirs: the history is not used
+        assert service.track(ann, knn.item_map_.ids[1], "view") is None
+        assert service.recommend(bob, n=5).source == "model"  # others are personalised as before
+        store.flush()
+        assert store.count(user=ann) == 0 and set(store.impressions()["user"]) == {ann, "a-stranger", bob}
+        assert set(store.impressions(user=ann)["source"]) == {"model"}  # only answers from before the withdrawal
+        similar = service.similar_items(knn.item_map_.ids[0], n=3, user=ann)
+        assert similar.request_id is None
+        st = service.stats()
+        assert st["untracked_no_consent"] == 1 and st["reasons"]["no consent"] >= 1
+        store.set_consent(ann, "personalisation", True, source="account settings")
+        assert service.recommend(ann, n=5).source == "model"
+        assert service.track(ann, knn.item_map_.ids[1], "view") is not None
+    finally:
+        service.close()
+        store.close()
+        admin.close()
+
+
+def test_a_store_whose_registry_fails_makes_the_service_answer_without_personalising(shop, knn, caplog):
+    from persona.serving import RecommenderService
+
+    class Broken:
+        pseudonymizes = False
+
+        def is_forgotten(self, user):
+            return False
+
+        def has_consent(self, user, purpose):
+            raise RuntimeError("registry down")
+
+        def log_impression(self, *a, **k):
+            return "rid"
+
+    service = RecommenderService(knn, store=Broken())
+    with caplog.at_level(logging.ERROR):
+        got = service.recommend(shop.interactions.user_ids[0], n=3)
+    assert got.reason == "no consent" and got.source == "popular"
+    assert any("allows personalisation" in r.getMessage() for r in caplog.records)

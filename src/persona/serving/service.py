@@ -81,7 +81,7 @@ class Recommendations(tuple):
         from 0) or ``"popular"``.
     reason : str or None
         Why the model did not answer (``"unknown user"``, ``"model error: ValueError"``,
-        ``"timeout"``, ``"forgotten user"``); None when it did.
+        ``"timeout"``, ``"forgotten user"``, ``"no consent"``); None when it did.
     cached : bool
         Served from the cache.
     model_version : int
@@ -89,7 +89,8 @@ class Recommendations(tuple):
     request_id : str or None
         The id of the impression this answer was logged as (32 hex digits, random): clicks and
         purchases that carry it in ``properties={"request_id": ...}`` are attributed to it. None
-        when the answer was not logged (no store, sampled out, a forgotten user).
+        when the answer was not logged (no store, sampled out, a forgotten user, a user who withdrew
+        consent to personalisation).
     placement : str or None
         Where it is shown (``context["placement"]``).
     variant : str or None
@@ -286,7 +287,11 @@ class RecommenderService:
         events and impressions deleted). Every request also asks the store whether its user was
         forgotten -- by this process or any other, before or after this service started (a set
         lookup, refreshed every ``forget_refresh`` seconds) -- and answers a forgotten user as a
-        stranger, whatever model serves. When the store pseudonymises user ids
+        stranger, whatever model serves. A user whose answer in the store's consent registry
+        withdraws ``"personalisation"`` (``store.set_consent(user, "personalisation", False)``,
+        by any process; a set lookup) gets the same non-personal answer (``reason="no
+        consent"``; their session history and segment are not used either), no impression is
+        logged for them and :meth:`track` records nothing of theirs. When the store pseudonymises user ids
         (``pseudonymize_key``), requests keep using raw ids and the service looks users up in the
         models by their pseudonym, as a model trained on ``store.interactions()`` knows them.
     timeout : float, optional
@@ -558,8 +563,10 @@ class RecommenderService:
         else:
             variant = exp.assign(user)
             snap = exp.snapshot(variant)
-        if self._is_forgotten(user):  # before the cache: an answer cached before the forget must not serve
-            out = self._answer(snap or self._snapshot, user, int(n), ctx, forgotten=True)
+        stranger = self._stranger(user)
+        if stranger is not None:  # before the cache: an answer cached before the forget must not serve
+            out = self._answer(snap or self._snapshot, user, int(n), ctx if stranger == "forgotten user" else
+                               {k: v for k, v in ctx.items() if k not in ("history", "segment")}, forgotten=stranger)
             out.placement, out.variant = placement, variant
             self._record(t0, out)
             return out
@@ -662,7 +669,7 @@ class RecommenderService:
             items, scores = self._popular(snap, n, allow, _with(deny, [item]), mask)
             out = Recommendations(items, scores, "popular", reason, False, snap.version)
         out.placement = ctx.get("placement")
-        if user is None or self._is_forgotten(user):
+        if user is None or self._stranger(user) is not None:
             self._record(t0, out)
             return out
         return self._shown(t0, user, out, None, snap)
@@ -779,6 +786,24 @@ class RecommenderService:
             return store.pseudonym(user)
         return user
 
+    def _stranger(self, user) -> str | None:
+        """Why ``user`` gets a non-personal answer: ``"forgotten user"``, ``"no consent"`` (withdrew
+        "personalisation" in the store's consent registry), or None."""
+        if self._is_forgotten(user):
+            return "forgotten user"
+        return None if self._consents(user) else "no consent"
+
+    def _consents(self, user) -> bool:
+        """Whether ``user`` allows personalisation, as the store's consent registry says (True without one)."""
+        check = getattr(self.store, "has_consent", None)
+        if check is None:
+            return True
+        try:
+            return bool(check(user, "personalisation"))
+        except Exception:  # noqa: BLE001 - the request goes on, without personalisation (the safe answer)
+            log.exception("persona service: could not ask the store whether %r allows personalisation", user)
+            return False
+
     def _is_forgotten(self, user) -> bool:
         """Forgotten here, or -- as the store's tombstones say -- by any process."""
         if _user_key(user) in self._forgotten:
@@ -792,13 +817,15 @@ class RecommenderService:
             log.exception("persona service: could not ask the store whether %r was forgotten", user)
             return False
 
-    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict, forgotten: bool = False) -> Recommendations:
+    def _answer(self, snap: _Snapshot, user, n: int, ctx: dict, forgotten: bool | str = False) -> Recommendations:
+        """The model's answer, else the fallbacks'; ``forgotten`` (True, or the reason as text): a
+        non-personal answer, the user's own rows unused."""
         model = snap.model
         allow, deny, mask = self._filters(snap, ctx)
         filter_seen = ctx.get("filter_seen", self.filter_seen)
         reason = None
         if forgotten:
-            reason = "forgotten user"
+            reason = forgotten if isinstance(forgotten, str) else "forgotten user"
         else:
             try:
                 if user in model.user_map_:
@@ -970,6 +997,7 @@ class RecommenderService:
                "sources": {k[7:]: v for k, v in c.items() if k.startswith("source:")},
                "cache_entries": len(self._cache),
                "impressions": c.get("impressions", 0), "impression_errors": c.get("impression_errors", 0),
+               "untracked_no_consent": c.get("untracked_no_consent", 0),
                "experiments": {p: e.name for p, e in self._experiments.items()}}
         if len(lat):
             out.update(latency_p50_ms=float(np.percentile(lat, 50) * 1e3),
@@ -981,13 +1009,18 @@ class RecommenderService:
         """Record an event in the store (non-blocking) and drop the user's cached answers.
 
         Returns the event id, or None when the event was not recorded: a forgotten user's events
-        are ignored (counted in the store's ``stats()["forgotten"]``), as is an event the store
-        dropped (a full queue).
+        are ignored (counted in the store's ``stats()["forgotten"]``), as are the events of a user
+        who withdrew consent to personalisation (``stats()["untracked_no_consent"]``) and an event
+        the store dropped (a full queue).
         """
         if self.store is None:
             raise ParameterError("this service has no event store; pass store=persona.store.EventStore(...)")
         if _user_key(user) in self._forgotten and not hasattr(self.store, "is_forgotten"):
             return None  # a store without tombstones: the service remembers (an EventStore drops and counts)
+        if not self._consents(user):
+            with self._lock:
+                self._counts["untracked_no_consent"] += 1
+            return None
         out = self.store.track(user, item, event, **kwargs)
         self.invalidate(user)
         return out
