@@ -566,3 +566,39 @@ def test_a_store_whose_registry_fails_makes_the_service_answer_without_personali
         got = service.recommend(shop.interactions.user_ids[0], n=3)
     assert got.reason == "no consent" and got.source == "popular"
     assert any("allows personalisation" in r.getMessage() for r in caplog.records)
+
+
+# ============================================================================ the planner
+def test_the_planner_messages_only_users_the_registry_allows(shop, tmp_path):
+    from persona.marketing import Budget, Campaign, Channel, Contacts, Planner
+
+    model = ps.ALS(factors=8, iterations=3, random_state=0).fit(shop.interactions)
+    users = shop.users["user_id"].tolist()
+    contacts = Contacts(users, consent={"email": np.ones(len(users), bool), "sms": np.ones(len(users), bool)})
+    store = EventStore(tmp_path / "events.db")
+    try:
+        granted = users[: len(users) // 2]
+        for u in granted:
+            store.set_consent(u, "marketing:email", True, source="newsletter form")
+        store.set_consent(granted[0], "marketing:email", False, source="unsubscribe link")  # withdrawn since
+        store.forget_user(granted[1])
+        store.set_consent(users[-1], "marketing:sms", True)
+        camp = Campaign("spring", categories=[shop.items["category"].iloc[0]], budget=Budget(messages=10_000),
+                        channels=["email", "sms"], order_value=30.0)
+        channels = [Channel("email", cost=0.0), Channel("sms", cost=0.0)]
+        free = Planner(contacts=contacts, channels=channels, model=model, catalog=shop.items)
+        planner = Planner(contacts=contacts, channels=channels, model=model, catalog=shop.items, consent=store)
+        when = "2024-04-02T12:00:00Z"
+        everyone = free.plan([camp], now=when)
+        plan = planner.plan([camp], now=when)
+        allowed_email = set(granted[2:])
+        sent = {(m.user, m.channel) for m in plan}
+        assert sent and {u for u, h in sent if h == "email"} <= allowed_email
+        assert {u for u, h in sent if h == "sms"} <= {users[-1]}
+        assert granted[0] not in {u for u, _ in sent} and granted[1] not in {u for u, _ in sent}
+        assert len({m.user for m in everyone}) > len({u for u, _ in sent})  # the registry is what held them back
+        assert plan.campaigns["spring"]["no_consent"] > everyone.campaigns["spring"]["no_consent"] == 0
+        with pytest.raises(ps.ParameterError, match="consent registry"):
+            Planner(contacts=contacts, channels=channels, model=model, consent="yes please")
+    finally:
+        store.close()

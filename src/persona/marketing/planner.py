@@ -8,8 +8,9 @@
    logistic link, calibrated on feedback with :meth:`ModelPropensity.calibrate`), or any function
    ``propensity(campaign, users, items) -> probabilities``; the campaign's audience rule (segments,
    RFM groups, allow / deny lists, minimum propensity) filters them;
-3. **channels** -- a user is a candidate on a channel only with consent and outside its quiet
-   hours (in the user's time zone);
+3. **channels** -- a user is a candidate on a channel only with consent (the contacts' and, with
+   ``consent=store``, the store's consent registry for ``marketing:<channel>``) and outside its
+   quiet hours (in the user's time zone);
 4. **assignment** -- :func:`persona.marketing.assign` maximises expected conversions or margin minus
    cost under the campaigns' remaining budgets and the users' remaining frequency caps (greedy with
    a 1/2 or 1/3 guarantee, or exact MILP);
@@ -311,6 +312,13 @@ class Planner:
         offer_cost - cost_h`` (``"margin"``; ``p_h`` the propensity's conversion probability, so
         customers who would buy anyway cost the offer without adding margin). Default None: target
         by the propensity, as always.
+    consent : EventStore, optional
+        A consent registry (anything with ``allowed(users, purpose) -> bool array``, as
+        :meth:`persona.store.EventStore.allowed`), read once per plan: a contact is then a candidate
+        on channel ``h`` only if ``contacts`` allow ``h`` **and** the registry allows the purpose
+        ``"marketing:<h>"`` (channel name in lower case) -- the user's recorded answer, else the
+        purpose's default, opt-in for marketing unless the store declares otherwise. Forgotten
+        users are never messaged. Refused contacts count in the plan's ``no_consent`` stats.
     """
 
     def __init__(self, *, contacts: Contacts, channels: Sequence[Channel] | Mapping[str, Channel] | None = None,
@@ -322,7 +330,8 @@ class Planner:
                  rfm: pd.DataFrame | pd.Series | Mapping[Any, str] | None = None, holdout: float = 0.0,
                  interactions: Interactions | None = None, filter_seen: bool = True, random_state: int = 0,
                  time_limit: float | None = None, catalog_id: str = "item_id",
-                 uplift: Callable[[Campaign, np.ndarray, Sequence[Any]], ArrayLike] | None = None) -> None:
+                 uplift: Callable[[Campaign, np.ndarray, Sequence[Any]], ArrayLike] | None = None,
+                 consent: Any = None) -> None:
         if not isinstance(contacts, Contacts):
             raise ParameterError(f"Planner contacts: expected Contacts, got {type(contacts).__name__}")
         if objective not in OBJECTIVES:
@@ -358,6 +367,11 @@ class Planner:
             raise ParameterError("Planner uplift: expected a callable (campaign, users, items) -> predicted uplift, "
                                  f"e.g. ps.marketing.UpliftScorer(learner, features), got {type(uplift).__name__}")
         self.uplift = uplift
+        if consent is not None and not callable(getattr(consent, "allowed", None)):
+            raise ParameterError("Planner consent: expected a consent registry such as a persona EventStore (with "
+                                 f"allowed(users, purpose)), got {type(consent).__name__}")
+        self.consent = consent
+        self._opted: dict = {}  # channel -> the registry's answers for every contact, read once per plan
 
     # ------------------------------------------------------------------ set-up
     def _catalog(self, catalog, catalog_id) -> None:
@@ -428,6 +442,7 @@ class Planner:
         """
         campaigns = self._checked_campaigns(campaigns)
         t_now = _time.time() if now is None else epoch(now, "now")
+        self._opted = self._registry_answers(campaigns)
         minute = self.contacts.local_minute(t_now)
         user_cap, chan_cap = self._remaining_caps(t_now)
         stats: dict = {}
@@ -450,6 +465,26 @@ class Planner:
         messages, holdouts = self._messages(targets, candidates, chosen, t_now, minute, stats)  # 5. messages
         return Plan(messages, holdouts, t_now, stats, objective=self.objective, method=self.method,
                     value=res.value, upper_bound=res.upper_bound, guarantee=res.guarantee)
+
+    def _registry_answers(self, campaigns: list[Campaign]) -> dict:
+        """Channel -> whether the consent registry allows ``marketing:<channel>``, for every contact."""
+        if self.consent is None:
+            return {}
+        users = self.contacts.user_ids
+        out = {}
+        for h in dict.fromkeys(h for c in campaigns for h in c.channels):
+            got = np.asarray(self.consent.allowed(users, f"marketing:{h.lower()}"), dtype=bool).reshape(-1)
+            if got.shape != (len(users),):
+                raise ParameterError(f"Planner consent: allowed() gave {got.shape} answers for {len(users)} contacts; "
+                                     "expected one per contact")
+            out[h] = got
+        return out
+
+    def _allowed(self, channel: str, rows) -> np.ndarray:
+        """Consent to ``channel`` of the contacts in ``rows``: the contacts' and the registry's."""
+        ok = self.contacts.allowed(channel, rows)
+        opted = self._opted.get(channel)
+        return ok if opted is None else ok & opted[np.asarray(rows, dtype=np.int64)]
 
     def _checked_campaigns(self, campaigns) -> list[Campaign]:
         """``plan``'s campaigns as a list: Campaign objects with unique names, on channels the planner has."""
@@ -577,7 +612,7 @@ class Planner:
         parts = []
         for h in t.campaign.channels:
             ch = self.channels[h]
-            consent = self.contacts.allowed(h, rows)
+            consent = self._allowed(h, rows)
             quiet = ch.is_quiet(minute[rows]) if len(rows) else np.zeros(0, bool)
             any_consent |= consent
             ok = consent & ~quiet
@@ -690,7 +725,7 @@ class Planner:
         for h2 in c.channels:
             if h2 == h:
                 continue
-            if not self.contacts.allowed(h2, [row])[0]:
+            if not self._allowed(h2, [row])[0]:
                 others.append(f"{h2}: no consent")
             elif self.channels[h2].is_quiet(minute[row]):
                 others.append(f"{h2}: quiet hours")
