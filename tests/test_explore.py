@@ -375,3 +375,23 @@ def test_bad_explore_arguments_are_refused(shop):
                        (EpsilonGreedy, "explore")]:
         with pytest.raises(ParameterError, match=match):
             ps.serving.RecommenderService(model, explore=bad)
+
+
+@pytest.mark.parametrize("policy", [EpsilonGreedy(0.35, seed=4), PlackettLuce(0.8, seed=5),
+                                    PlackettLuce(1.2, on="score", seed=6)], ids=repr)
+def test_many_requests_at_once_follow_the_same_policy(policy):
+    rng = np.random.default_rng(0)
+    scores = np.sort(rng.normal(0, 1, (4000, 5)), axis=1)[:, ::-1]
+    scores[:2000] = scores[0]  # half the requests share one score row: their frequencies are checked
+    order, prop = policy.sample_many(scores, 3)
+    assert order.shape == prop.shape == (4000, 3)
+    assert all(len(set(r)) == 3 for r in order.tolist())
+    for i in range(0, 4000, 397):  # each row's propensities are its own marginals
+        np.testing.assert_allclose(prop[i], policy.marginals(scores[i], 3)[order[i], np.arange(3)], rtol=1e-10)
+    p = policy.marginals(scores[0], 3)
+    counts = np.zeros((5, 3))
+    np.add.at(counts, (order[:2000], np.broadcast_to(np.arange(3), (2000, 3))), 1)
+    z = (counts / 2000 - p) / np.sqrt(np.maximum(p * (1 - p), 1e-12) / 2000)
+    assert np.abs(z).max() < 5, z
+    with pytest.raises(ParameterError, match="2-D"):
+        policy.sample_many(np.zeros(3), 2)

@@ -14,10 +14,12 @@ from .loaders import (
     load_sequences,
     parse_sequences,
 )
+from .simulation import DayLog, SimulatedShop, simulated_shop
 from .synthetic import Shop, synthetic_shop
 
 __all__ = [
     "synthetic_shop", "Shop",
+    "simulated_shop", "SimulatedShop", "DayLog",
     "load_sequences", "SequenceData", "parse_sequences",
     "load_open_bandit",
     "default_data_path", "DataNotFoundError",

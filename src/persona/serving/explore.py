@@ -121,6 +121,32 @@ class Exploration:
             order = self._draw(s, k, rng)
         return order, self._shown_marginals(s, order)
 
+    def sample_many(self, scores, n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample` for many requests at once (simulations, benchmarks): vectorised over rows.
+
+        ``scores`` is ``(n_requests, m)`` (every request with ``m`` candidates, best first);
+        returns ``orders`` and ``propensities`` of shape ``(n_requests, min(n, m))``, each row
+        distributed as one :meth:`sample`.
+        """
+        try:
+            s = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ParameterError("scores: expected a 2-D array of candidate scores (one row per request)") from None
+        if s.ndim != 2:
+            raise ParameterError(f"scores: expected a 2-D array (one row per request, best first), got shape {s.shape}")
+        n = check_int(n, "n", min=1, expected="a positive integer")
+        k = min(n, s.shape[1])
+        if k == 0 or s.shape[0] == 0:
+            return np.zeros((s.shape[0], k), dtype=np.int64), np.zeros((s.shape[0], k))
+        if rng is None:
+            with self._lock:
+                return self._sample_many(s, k, self._rng)
+        return self._sample_many(s, k, rng)
+
+    def _sample_many(self, s, k, rng):
+        rows = [self.sample(row, k, rng) for row in s]
+        return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+
     def marginals(self, scores, n: int) -> np.ndarray:
         """``P[j, k]``: the probability that candidate ``j`` is shown at position ``k`` (0-based).
 
@@ -209,6 +235,14 @@ class EpsilonGreedy(Exploration):
         if rng.random() < self.epsilon:
             return rng.permutation(m)[:k].astype(np.int64)
         return np.arange(k, dtype=np.int64)
+
+    def _sample_many(self, s, k, rng):
+        b, m = s.shape
+        explore = rng.random(b) < self.epsilon
+        order = np.broadcast_to(np.arange(k, dtype=np.int64), (b, k)).copy()
+        if explore.any():
+            order[explore] = np.argsort(rng.random((int(explore.sum()), m)), axis=1)[:, :k]
+        return order, np.where(order == np.arange(k), 1.0 - self.epsilon, 0.0) + self.epsilon / m
 
     def _marginals(self, s, k):
         m = len(s)
@@ -319,6 +353,21 @@ class PlackettLuce(Exploration):
         keys = self._logits(s) + rng.gumbel(size=len(s))  # Gumbel-max: the top k keys are a PL draw
         top = np.argpartition(-keys, k - 1)[:k] if k < len(s) else np.arange(len(s))
         return top[np.argsort(-keys[top], kind="stable")].astype(np.int64)
+
+    def _sample_many(self, s, k, rng):
+        b, m = s.shape
+        if self.on == "rank":
+            logits = np.broadcast_to(self._logits(s[0]), (b, m))
+        else:
+            logits = np.array([self._logits(row) for row in s])
+        keys = logits + rng.gumbel(size=(b, m))
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k] if k < m else np.broadcast_to(np.arange(m), (b, m))
+        order = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable"),
+                                   axis=1).astype(np.int64)
+        if self.on == "rank":
+            table = self._marginals(s[0], k)
+            return order, table[order, np.arange(k)]
+        return order, pl_position_probabilities(logits, k, order, diagonal=True)
 
     def _marginals(self, s, k):
         m = len(s)
