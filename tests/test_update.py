@@ -591,3 +591,39 @@ def test_fallback_is_updated(parts):
     m = ps.ItemKNN(k=10).fit(a).set_fallback(ps.MostPopular().fit(a))
     m.update(b)
     assert m.fallback_.n_users == m.n_users and m.fallback_.n_items == m.n_items
+
+
+# ------------------------------------------------------------- crafted artifacts (what update added)
+
+
+def _crafted(model, tmp_path, edit):
+    from test_artifact_attacks import edit_array, edit_manifest  # the attack tests' re-signing helpers
+
+    path = model.save(tmp_path / "crafted")
+    edit(path, edit_array, edit_manifest)
+    return path
+
+
+@pytest.mark.parametrize("case", ["placed-short", "placed-int", "aggregate", "segment-counts", "last-seen-shape",
+                                  "reference-time", "ease-b-short-all-placed", "mf-ratings-source"])
+def test_crafted_update_state_is_refused(parts, tmp_path, case):
+    a, b, _ = parts
+    seg = {u: ("x" if k % 2 else "y") for k, u in enumerate(a.user_ids)}
+    pop = ps.MostPopular(half_life=3.0).fit(a, user_segments=seg).update(b)
+    knn = ps.ItemKNN(k=10).fit(a).update(b)
+    edits = {
+        "placed-short": (knn, lambda p, ea, em: ea(p, "placed_items", lambda x: x[:-1])),
+        "placed-int": (knn, lambda p, ea, em: ea(p, "placed_items", lambda x: x.astype(np.int64) * 7)),
+        "aggregate": (knn, lambda p, ea, em: em(p, lambda m: m["meta"].update(aggregate="mean"))),
+        "segment-counts": (pop, lambda p, ea, em: ea(p, "segment_counts", lambda x: x[:, :-2])),
+        "last-seen-shape": (pop, lambda p, ea, em: ea(p, "last_seen.shape", lambda x: x + 3)),
+        "reference-time": (pop, lambda p, ea, em: em(p, lambda m: m["meta"]["state"].update(reference_time="soon"))),
+        "ease-b-short-all-placed": (ps.EASE(regularization=20.0).fit(a).update(b),
+                                    lambda p, ea, em: ea(p, "placed_items", lambda x: np.ones_like(x))),
+        "mf-ratings-source": (ps.MF(factors=4, iterations=2, random_state=0).fit(a),
+                              lambda p, ea, em: em(p, lambda m: m["meta"]["state"].update(ratings="guess"))),
+    }
+    model, edit = edits[case]
+    path = _crafted(model, tmp_path, edit)
+    with pytest.raises(ps.ArtifactError):
+        ps.load(path)
