@@ -169,6 +169,77 @@ def test_trusted_tracking_lets_server_side_callers_name_users(framework, worlds)
         assert stored(web, "server-side-user") == 1
 
 
+# ------------------------------------------------------------------------------ 2b. event ids are per user
+def test_a_client_cannot_claim_another_users_event_id_first(framework, worlds):
+    """Regression: posted event ids shared one namespace, so whoever knew an id in advance (an order
+    line, another user's click id) could post it first and the genuine event was dropped as a duplicate."""
+    import uuid
+
+    with web_for(framework, worlds, signed_in=True) as web:
+        store = web.store()
+        tag = uuid.uuid4().hex[:12]
+        victim, mallory = f"victim-{tag}", f"mallory-{tag}"
+        item = web.known_item(1)
+        rid = uuid.uuid4().hex
+        order_line, click_id = f"order-{tag}-line-1", f"click:{rid}:{item}"
+        for eid in (order_line, click_id):
+            got = web.post(web.url("events"), {"item": item, "event": "purchase", "event_id": eid},
+                           headers={"X-User": mallory})
+            assert got.status == 202, got.text
+            assert got.json()["event_ids"][0] not in (order_line, click_id)
+        # the genuine events: the shop's server records the order line under its own exact id, and the
+        # victim's browser posts its click (twice: a retried beacon)
+        assert store.track(victim, item, "purchase", event_id=order_line) == order_line
+        answers = [web.post(web.url("events"), {"item": item, "event": "click", "event_id": click_id,
+                                                "properties": {"request_id": rid}}, headers={"X-User": victim})
+                   for _ in range(2)]
+        assert [a.status for a in answers] == [202, 202]
+        assert answers[0].json()["event_ids"] == answers[1].json()["event_ids"]
+        store.flush()
+        mine = store.events(user=victim)
+        assert sorted(mine["event"]) == ["click", "purchase"]  # both genuine events are kept, the click once
+        assert order_line in set(mine["event_id"])
+        theirs = store.events(user=mallory)
+        assert len(theirs) == 2 and not {order_line, click_id} & set(theirs["event_id"])
+
+
+def test_an_anonymous_visitors_event_ids_are_scoped_to_the_visitor(web):
+    got = web.post(web.url("events"), {"item": web.known_item(2), "event": "view", "event_id": "page-1"})
+    assert got.status == 202, got.text
+    (eid,) = got.json()["event_ids"]
+    assert eid.startswith("c:") and eid.endswith(":page-1")
+
+
+def test_trusted_server_side_callers_keep_their_exact_event_ids(framework, worlds):
+    import uuid
+
+    with web_for(framework, worlds, trusted_tracking=True) as web:
+        eid = f"webhook-{uuid.uuid4().hex}"
+        got = web.post(web.url("events"), {"user": "server-side-user", "item": web.known_item(1), "event": "purchase",
+                                           "event_id": eid})
+        assert got.status == 202, got.text
+        assert got.json()["event_ids"] == [eid]
+
+
+def test_events_of_a_user_who_withdrew_personalisation_are_not_recorded(framework, worlds):
+    import uuid
+
+    with web_for(framework, worlds, signed_in=True) as web:
+        store = web.store()
+        who = f"private-{uuid.uuid4().hex[:12]}"
+        assert store.set_consent(who, "personalisation", False, source="cookie banner")
+        got = web.post(web.url("events"), {"events": [{"item": web.known_item(1), "event": "view"},
+                                                      {"item": web.known_item(2), "event": "cart"}]},
+                       headers={"X-User": who})
+        assert got.status == 202, got.text
+        assert got.json()["event_ids"] == [None, None]
+        assert stored(web, who) == 0
+        store.set_consent(who, "personalisation", True, source="account settings")
+        again = web.post(web.url("events"), {"item": web.known_item(1), "event": "view"}, headers={"X-User": who})
+        assert again.status == 202 and again.json()["event_ids"][0] is not None
+        assert stored(web, who) == 1
+
+
 # ------------------------------------------------------------------------------ 3. /stats
 def test_stats_are_not_public(framework, worlds):
     with web_for(framework, worlds) as web:

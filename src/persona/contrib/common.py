@@ -65,6 +65,7 @@ __all__ = [
     "DJANGO_WORDS", "EventNames", "UNKNOWN_EVENTS", "event_weights", "parse_weights", "Recommended",
     "RecommendationList", "recommended_entries", "recommendation_list", "unknown_events_json", "worker_json",
     "REQUEST_ID_PARAM", "check_request_id", "parse_request_id", "with_request_id", "click_event", "check_placement",
+    "tracking_allowed",
 ]
 
 log = logging.getLogger("persona.contrib")
@@ -857,6 +858,15 @@ def parse_events(body, *, default_user=None, trusted: bool = False, allowed_even
     integration issued. An event naming any other user is refused (403) unless ``trusted`` (a
     server-side caller the shop vouches for, which may name any user). ``event_names``
     (:class:`EventNames`) refuses unknown event names when the shop asked for that.
+
+    A posted ``event_id`` is the client's own key: for a caller that is not ``trusted`` it comes
+    back as ``client_event_id``, which the store keeps in the user's own namespace
+    (:meth:`persona.store.EventStore.track`), so a client that knows another user's key (an order
+    line, a click id) cannot post it first and make the genuine event a duplicate. A ``trusted``
+    caller's ``event_id`` is kept exactly (a webhook's delivery id, an order line).
+
+    >>> parse_events({"item": "i7", "event": "purchase", "event_id": "order-1001-line-1"}, default_user="ann")
+    [{'user': 'ann', 'item': 'i7', 'event': 'purchase', 'client_event_id': 'order-1001-line-1'}]
     """
     limits = Limits.of(limits)
     batch, many = _event_batch(body, limits.max_batch if max_batch is None else max_batch)
@@ -871,6 +881,8 @@ def parse_events(body, *, default_user=None, trusted: bool = False, allowed_even
         kw["item"] = check_id(ev["item"], f"{where}item", limits)
         kw["event"] = _event_name(ev.get("event"), where, limits, allowed, event_names)
         kw.update(_optional_event_fields(ev, where, limits))
+        if not trusted and "event_id" in kw:  # the client's key, in the user's own namespace
+            kw["client_event_id"] = kw.pop("event_id")
         out.append(kw)
     return out
 
@@ -972,16 +984,24 @@ def track_events(events: list[dict], *, store, service=None) -> list:
     """Record validated events (from :func:`parse_events`) and drop their users' cached answers.
 
     The store checks each event again (a bad timestamp, properties that are not JSON) before
-    queueing it: a ``DataError`` there names the event's position in the batch.
+    queueing it: a ``DataError`` there names the event's position in the batch. The events of a
+    user who withdrew consent to personalisation (:func:`tracking_allowed`) are not recorded: their
+    id is None, as for a forgotten user.
     """
     if store is None:
         raise RequestError("event tracking is not configured: no event store was given", status=503)
     from ..errors import DataError
 
     ids = []
+    allowed: dict = {}
     for i, kw in enumerate(events):
         args = dict(kw)
         user, item, event = args.pop("user"), args.pop("item"), args.pop("event")
+        if user not in allowed:
+            allowed[user] = tracking_allowed(store, user)
+        if not allowed[user]:
+            ids.append(None)
+            continue
         where = f"events[{i}]: " if len(events) > 1 else ""
         try:
             ids.append(store.track(user, item, event, **args))
@@ -998,6 +1018,20 @@ def track_events(events: list[dict], *, store, service=None) -> list:
             if coerced is not user:
                 service.invalidate(coerced)  # the id as requests for recommendations give it
     return ids
+
+
+def tracking_allowed(store, user) -> bool:
+    """Whether on-site events of ``user`` may be recorded: not once they withdrew consent to
+    ``"personalisation"`` in the store's consent registry (``store.has_consent``, a set lookup);
+    True for a store without a registry. A registry that fails answers no (logged)."""
+    check = getattr(store, "has_consent", None)
+    if check is None:
+        return True
+    try:
+        return bool(check(user, "personalisation"))
+    except Exception:  # noqa: BLE001 - the request goes on without recording (the safe answer)
+        log.exception("persona: could not ask the store whether %r allows personalisation", user)
+        return False
 
 
 def worker_json() -> dict:

@@ -349,7 +349,7 @@ class EventStore:
     # ----------------------------------------------------------------------------- writing
     def track(self, user: UserId, item: ItemId, event: str, timestamp: TimePoint | None = None,
               value: float | None = None, properties: Mapping[str, Any] | None = None, *,
-              event_id: str | None = None) -> str | None:
+              event_id: str | None = None, client_event_id: str | None = None) -> str | None:
         """Record one event; returns at once with its ``event_id`` (``None`` if it was dropped).
 
         Parameters
@@ -367,7 +367,15 @@ class EventStore:
             Anything else, stored as JSON (campaign, channel, position, propensity, ...).
         event_id : str, optional
             The idempotency key; pass the same one when replaying an event and it is stored once.
-            Default: a random uuid4 (hex).
+            Default: a random uuid4 (hex). Event ids share one namespace per store: use it for keys
+            the shop makes itself (an order line, a webhook's delivery id).
+        client_event_id : str, optional
+            An idempotency key chosen by a client the shop does not control (a browser's beacon):
+            stored scoped to the user, as ``c:<24 hex digits of SHA-256 of the stored user id>:<key>``
+            (the key hashed too when that would exceed 255 characters), so a client that knows or
+            guesses another user's key (``order-1001-line-1``, a click id) cannot claim it first and
+            make the genuine event a duplicate. The same user replaying the same key stores it once.
+            The web integrations pass what browsers post this way.
 
         Raises
         ------
@@ -376,13 +384,13 @@ class EventStore:
         StoreError
             The store is closed, or ``on_full="block"`` would wait on a writer that is failing.
         """
-        row = self._row(user, item, event, timestamp, value, properties, event_id)
+        row = self._row(user, item, event, timestamp, value, properties, event_id, client_event_id)
         if row[2] in self._tombstones:  # known forgotten here; the writer checks the store's tombstones too
             self._writer.count_forgotten()
             return None
         return self._writer.put(row)
 
-    def _row(self, user, item, event, timestamp, value, properties, event_id) -> tuple:
+    def _row(self, user, item, event, timestamp, value, properties, event_id, client_event_id=None) -> tuple:
         """The validated, encoded row of one event (raises DataError)."""
         u, u_int = _id(user, "user")
         if self._key is not None:
@@ -400,15 +408,16 @@ class EventStore:
         if value is not None:
             value = check_number(value, "track: value", expected="a finite number or None", error=DataError)
         props = _properties(properties)
-        if event_id is None:
+        if client_event_id is not None:
+            if event_id is not None:
+                raise DataError("track: pass event_id (the shop's own key) or client_event_id (a key a client "
+                                "chose, scoped to the user), not both")
+            _check_event_id(client_event_id, "client_event_id")
+            event_id = scoped_event_id(u, client_event_id)
+        elif event_id is None:
             event_id = uuid.uuid4().hex
-        elif not isinstance(event_id, str) or not event_id or len(event_id) > 255 or "\x00" in event_id:
-            raise DataError(
-                f"track: event_id expected a non-empty string of at most 255 characters, got {event_id!r}; "
-                f"pass your own idempotency key (e.g. an order line id) or leave it out"
-            )
         else:
-            _utf8(event_id, "event_id")
+            _check_event_id(event_id, "event_id")
         return (event_id, ts, u, i, event, value, props, (_USER_INT if u_int else 0) | (_ITEM_INT if i_int else 0))
 
     def track_many(self, events: Iterable[Mapping[str, Any]]) -> list[str | None]:
@@ -1187,6 +1196,25 @@ def write_private_json(path: PathLike, data: dict) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _check_event_id(event_id, what: str) -> None:
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 255 or "\x00" in event_id:
+        raise DataError(
+            f"track: {what} expected a non-empty string of at most 255 characters, got {event_id!r:.300}; "
+            f"pass your own idempotency key (e.g. an order line id) or leave it out"
+        )
+    _utf8(event_id, what)
+
+
+def scoped_event_id(stored_user: str, key: str) -> str:
+    """The event id of a client-chosen ``key`` of the user stored as ``stored_user``: in that user's
+    own namespace, so it never equals another user's or one the shop makes itself."""
+    scope = hashlib.sha256(b"persona.client-event-id.v1\x00" + stored_user.encode("utf-8")).hexdigest()[:24]
+    out = f"c:{scope}:{key}"
+    if len(out) > 255:
+        out = f"c:{scope}:#{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+    return out
 
 
 def _check_key(key) -> bytes | None:
