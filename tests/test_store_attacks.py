@@ -587,3 +587,41 @@ def _same_json(a, b) -> bool:
         except OverflowError:
             return False
     return a == b
+
+
+# ------------------------------------------------------------------- client-chosen event ids
+def test_a_client_chosen_event_id_cannot_take_another_users_event(target, open_store):
+    """Regression: a key a client chose shared the store's one namespace with everyone's."""
+    import hashlib
+
+    store = open_store()
+    stolen = store.track("mallory", "i1", "purchase", client_event_id="order-1001-line-1")
+    assert stolen != "order-1001-line-1" and stolen.startswith("c:")
+    assert store.track("ann", "i1", "purchase", event_id="order-1001-line-1") == "order-1001-line-1"
+    theirs = store.track("ann", "i1", "click", client_event_id="click:r1:i1")
+    assert store.track("mallory", "i1", "click", client_event_id="click:r1:i1") != theirs
+    assert store.track("ann", "i1", "click", client_event_id="click:r1:i1") == theirs  # a retried beacon
+    assert store.track(7, "i1", "view", client_event_id="k") == store.track("7", "i1", "view", client_event_id="k")
+    long_key = "x" * 255
+    hashed = store.track("ann", "i1", "view", client_event_id=long_key)
+    assert len(hashed) <= 255 and hashed.endswith(hashlib.sha256(long_key.encode()).hexdigest())
+    store.flush()
+    assert sorted(store.events(user="ann")["event"]) == ["click", "purchase", "view"]
+    assert store.stats()["duplicates"] == 2  # the retried beacon and 7 == "7"
+    for bad, message in [({"event_id": "a", "client_event_id": "b"}, "not both"),
+                         ({"client_event_id": ""}, "client_event_id expected"),
+                         ({"client_event_id": "a\x00b"}, "client_event_id expected"),
+                         ({"client_event_id": "x" * 256}, "client_event_id expected"),
+                         ({"client_event_id": 12}, "client_event_id expected")]:
+        with pytest.raises(ps.DataError, match=message):
+            store.track("ann", "i1", "view", **bad)
+
+
+def test_a_client_chosen_event_id_names_the_pseudonym_never_the_raw_id(target, open_store):
+    import hashlib
+
+    store = open_store(pseudonymize_key=b"p" * 32)
+    eid = store.track("ann@example.com", "i1", "view", client_event_id="k1")
+    raw = hashlib.sha256(b"persona.client-event-id.v1\x00ann@example.com").hexdigest()[:24]
+    alias = hashlib.sha256(b"persona.client-event-id.v1\x00" + store.pseudonym("ann@example.com").encode()).hexdigest()
+    assert eid == f"c:{alias[:24]}:k1" and raw not in eid
