@@ -602,3 +602,39 @@ def test_the_planner_messages_only_users_the_registry_allows(shop, tmp_path):
             Planner(contacts=contacts, channels=channels, model=model, consent="yes please")
     finally:
         store.close()
+
+
+# =============================================================================== the command line
+def test_persona_purge_and_export_user(tmp_path, capsys):
+    from persona.cli import main
+
+    db = tmp_path / "events.db"
+    key = tmp_path / "key"
+    key.write_bytes(b"q" * 32)
+    store = EventStore(db, pseudonymize_key=b"q" * 32)
+    store.track("ann", "old", "view", timestamp=OLD)
+    store.track("ann", "new", "view", timestamp=RECENT)
+    store.track("bob", "other", "view", timestamp=RECENT)
+    store.set_consent("ann", "marketing:sms", True, source="shop")
+    store.close()
+    assert main(["purge", "--store", str(db), "--key-file", str(key), "--older-than", "90d"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert (done["events"], done["impressions"], done["dead_letters"]) == (1, 0, 0)
+    out = tmp_path / "ann.json"
+    assert main(["export-user", "--store", str(db), "--key-file", str(key), "--user", "ann", "--out", str(out)]) == 0
+    assert '"events": 1' in capsys.readouterr().out
+    got = json.loads(out.read_text(encoding="utf-8"))
+    assert [e["item"] for e in got["events"]] == ["new"] and got["consent"]["marketing:sms"]["granted"] is True
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert main(["export-user", "--store", str(db), "--key-file", str(key), "--user", "bob"]) == 0
+    assert [e["item"] for e in json.loads(capsys.readouterr().out)["events"]] == ["other"]
+    # mistakes say what to do
+    assert main(["purge", "--store", str(db), "--key-file", str(key)]) == 2
+    assert "no window" in capsys.readouterr().err
+    assert main(["purge", "--store", str(db), "--older-than", "90d"]) == 2  # the key is needed to open it
+    assert "pseudonymize_key" in capsys.readouterr().err
+    assert main(["purge", "--store", str(db), "--key-file", str(key), "--older-than", "soon"]) == 2
+    with pytest.raises(SystemExit, match="no event store"):
+        main(["purge", "--store", str(tmp_path / "missing.db"), "--older-than", "1d"])
+    with pytest.raises(SystemExit, match="cannot read --key-file"):
+        main(["export-user", "--store", str(db), "--key-file", str(tmp_path / "nokey"), "--user", "ann"])

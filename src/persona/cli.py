@@ -7,6 +7,8 @@
     persona recommend model.persona USER [USER ...] -n 10 [--fallback popular]
     persona evaluate DATA --model popular [--model als ...] [--new-items/--no-new-items] [--lenient]
     persona report --store events.db --out report.html [--since ...] [--categories items.csv]
+    persona purge --store events.db --older-than 90d        # retention: delete what is older (cron)
+    persona export-user --store events.db --user ann --out ann.json   # a subject-access request
 """
 
 from __future__ import annotations
@@ -295,6 +297,39 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _open_store(args):
+    """The EventStore of ``--store`` (an existing SQLite file or a postgresql:// URL), with ``--key-file``."""
+    from .store.events import EventStore
+
+    if "://" not in args.store and not Path(args.store).is_file():
+        raise SystemExit(f"persona: no event store at {args.store}; pass the SQLite file (or a postgresql:// URL) "
+                         f"the shop's EventStore writes")
+    key = None
+    if args.key_file:
+        try:
+            key = Path(args.key_file).read_bytes()
+        except OSError as e:
+            raise SystemExit(f"persona: cannot read --key-file {args.key_file}: {e.strerror}") from None
+    return EventStore(args.store, table=args.table, flush_at_exit=False, pseudonymize_key=key)
+
+
+def cmd_purge(args) -> int:
+    with _open_store(args) as store:
+        done = store.purge(args.older_than, before=args.before)
+    print(json.dumps({k: done[k] for k in ("events", "impressions", "dead_letters", "before", "seconds")}))
+    return 0
+
+
+def cmd_export_user(args) -> int:
+    with _open_store(args) as store:
+        data = store.export_user(args.user, path=args.out)
+    if args.out:
+        print(f"wrote {args.out} (readable by its owner only): {json.dumps(data['counts'])}")
+    else:
+        print(json.dumps(data, ensure_ascii=False, indent=1))
+    return 0
+
+
 def _read_table(path: str, what: str, needs: str | None):
     import pandas as pd
 
@@ -385,7 +420,27 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--window", default="7D", help="the trends' recent window (e.g. 7D, 24h)")
     rp.add_argument("--basket", default="user", help="what makes a basket: user, day|week|month, or a property")
     rp.set_defaults(func=cmd_report)
+
+    pu = sub.add_parser("purge", help="delete the events and impressions of an event store older than a window")
+    _add_store_args(pu)
+    pu.add_argument("--older-than", default=None,
+                    help="the window to keep: 90d, 36h, 2w, or a number of days (default: none; give this or --before)")
+    pu.add_argument("--before", default=None, help="delete what is older than this time instead (ISO-8601)")
+    pu.set_defaults(func=cmd_purge)
+
+    ex = sub.add_parser("export-user", help="everything an event store holds about one user, as JSON")
+    _add_store_args(ex)
+    ex.add_argument("--user", required=True, help="the user's id, as the shop tracks it")
+    ex.add_argument("--out", default=None, help="write the JSON here (mode 0600) instead of printing it")
+    ex.set_defaults(func=cmd_export_user)
     return p
+
+
+def _add_store_args(sp) -> None:
+    sp.add_argument("--store", required=True, help="the EventStore: a SQLite file or a postgresql:// URL")
+    sp.add_argument("--table", default="persona_events", help="the store's table (default persona_events)")
+    sp.add_argument("--key-file", default=None,
+                    help="a file holding the store's pseudonymize_key (its raw bytes), for a pseudonymised store")
 
 
 def main(argv=None) -> int:
