@@ -332,6 +332,8 @@ def test_forgetting_deletes_consent_records_and_refuses_new_ones(target, open_st
     assert not any(store.consent("ann").values())
     assert not store.has_consent("ann", "analytics") and not store.has_consent("ann", "marketing:email")
     assert store.allowed(["ann"], "analytics").tolist() == [False]
+    elsewhere = open_store()  # another process, which never asked whether anyone was forgotten
+    assert not elsewhere.has_consent("ann", "analytics") and elsewhere.has_consent("bob", "analytics")
 
 
 def test_undeclared_purposes_and_bad_answers_are_refused(open_store):

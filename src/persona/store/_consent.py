@@ -135,8 +135,10 @@ class Consent:
                 with db_lock():
                     conn = self._backend.connect()
                 try:
+                    # the changes since the last read matter only to the purposes already watched
+                    after = self._seq if self._differ else None
                     with db_lock():
-                        users, seq, changes = self._backend.consent_differing(conn, purpose, not default, self._seq)
+                        users, seq, changes = self._backend.consent_differing(conn, purpose, not default, after)
                 finally:
                     with db_lock():
                         conn.close()

@@ -914,6 +914,7 @@ class EventStore:
             stored = self._stored_user(user)
         except DataError:
             return False  # not an id the store could hold
+        self._tombstones.watch()  # users forgotten by any process (their records are gone: no defaults for them)
         if stored in self._tombstones:
             return False
         return self._consent.allows(stored, purpose)
