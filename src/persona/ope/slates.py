@@ -399,7 +399,7 @@ class PositionBasedModel:
     True
     """
 
-    def __init__(self, *, iterations: int = 200, tol: float = 1e-7, prior_strength: float = 5.0, n_folds: int = 2,
+    def __init__(self, *, iterations: int = 100, tol: float = 1e-6, prior_strength: float = 5.0, n_folds: int = 2,
                  random_state: int | None = 0) -> None:
         self.iterations = check_int(iterations, "iterations", min=1, max=100_000)
         self.tol = check_number(tol, "tol", min=0)
