@@ -95,7 +95,8 @@ def open_store(target):
 
 
 def _dead_letter(target: Target, user: str, at: float, event_id: str) -> None:
-    target.sql(f"INSERT INTO {target.table}_dead (at, event_id, user_id, row, reason) VALUES ({target.ts()}, ?, ?, ?, ?)",
+    target.sql(f"INSERT INTO {target.table}_dead (at, event_id, user_id, row, reason)"
+               f" VALUES ({target.ts()}, ?, ?, ?, ?)",
                (at, event_id, user, json.dumps({"event_id": event_id}), "refused by a test"))
 
 
@@ -122,7 +123,8 @@ def test_purge_deletes_what_is_older_than_the_window_everywhere_and_counts_it(ta
     assert store.count(until=RECENT - 1) == 0 and store.count() == 30
     assert sorted(set(store.impressions()["request_id"])) == [f"new-r{k}" for k in range(4)]
     assert target.sql(f"SELECT count(*) FROM {target.table} WHERE substr(event_id, 1, 4) = 'old-'")[0][0] == 0
-    assert target.sql(f"SELECT count(*) FROM {target.table}_impressions WHERE substr(request_id, 1, 4) = 'old-'")[0][0] == 0
+    old_shown = f"SELECT count(*) FROM {target.table}_impressions WHERE substr(request_id, 1, 4) = 'old-'"
+    assert target.sql(old_shown)[0][0] == 0
     assert [r[0] for r in target.sql(f"SELECT event_id FROM {target.table}_dead")] == ["dead-new"]
     # consent records are kept (they prove consent), and a second purge finds nothing
     assert store.consent("u1")["marketing:email"] is True
@@ -443,7 +445,8 @@ def test_an_export_holds_exactly_that_users_data(target, open_store, tmp_path):
 def test_an_export_refuses_ids_the_store_cannot_hold(open_store):
     store = open_store()
     for bad, message in [("u" * 257, "at most 256 characters"), ("a\x00b", "NUL"), (None, "string or integer"),
-                         (2**70, "64 bits"), ("", "empty"), (["ann"], "string or integer"), (True, "string or integer")]:
+                         (2**70, "64 bits"), ("", "empty"), (["ann"], "string or integer"),
+                         (True, "string or integer")]:
         with pytest.raises(ps.DataError, match=message):
             store.export_user(bad)
 
