@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", choices=("ce", "sampled"), default="ce")
     ap.add_argument("--lr-schedule", choices=("constant", "plateau"), default="constant")
     ap.add_argument("--contrastive", type=float, default=0.0, help="weight of the contrastive term")
-    ap.add_argument("--output-precision", choices=("float32", "bfloat16", "auto"), default="float32")
+    ap.add_argument("--output-precision", choices=("float32", "bfloat16", "auto"), default="auto")
     ap.add_argument("--negatives", type=int, default=256, help="draws per step with --loss sampled")
     ap.add_argument("--attributes", action="store_true",
                     help="item attributes as side information (<Name>_item2attributes.json beside the data)")

@@ -280,8 +280,11 @@ class SASRec(EncodedUsers, Recommender):
         Precision of the output layer's product while training (hidden states x every item's
         embedding: the largest product of a step with ``loss="ce"``). ``"bfloat16"`` computes it
         in bfloat16 (the weights and the loss stay float32; the exported model is float32);
-        ``"auto"`` does so where the CPU has bfloat16 instructions (AVX512-BF16 / AMX) and
-        uses float32 elsewhere. On Beauty's 12,101 items the step's output layer ran 2.1x faster.
+        ``"auto"`` (the default) does so where the CPU has bfloat16 instructions (AVX512-BF16 /
+        AMX) and uses float32 elsewhere. On Beauty's 12,101 items the output-layer product ran
+        2.1x faster and a training epoch took 9% less CPU, at the same quality (10,000-user
+        sample: validation NDCG@10 0.0530 vs 0.0523, test 0.0417 vs 0.0411). The same seed gives
+        the same weights on one machine, not across CPUs with and without bfloat16.
     checkpoint : str or path, optional
         A folder where the training state (weights, Adam's moments, random generators, the best
         epoch so far, the history) is written atomically after every epoch. A ``fit`` given a
@@ -340,7 +343,7 @@ class SASRec(EncodedUsers, Recommender):
     def __init__(self, *, factors: int = 64, blocks: int = 2, heads: int = 1, max_len: int = 50,
                  dropout: float = 0.5, learning_rate: float = 1e-3, epochs: int = 200, batch_size: int = 128,
                  patience: int = 10, loss: str = "ce", negatives: int = 256, lr_schedule: str = "constant",
-                 contrastive: float = 0.0, output_precision: str = "float32", checkpoint: str | os.PathLike | None = None, random_state: int | None = None, num_threads: int = 0, show_progress: bool = False):
+                 contrastive: float = 0.0, output_precision: str = "auto", checkpoint: str | os.PathLike | None = None, random_state: int | None = None, num_threads: int = 0, show_progress: bool = False):
         self.factors = factors
         self.blocks = blocks
         self.heads = heads
