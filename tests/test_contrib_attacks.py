@@ -488,6 +488,53 @@ def test_a_hostile_persona_rid_on_a_product_link_is_ignored(framework_name, worl
         assert stored(web, "visitor-attacked") == 0
 
 
+def _click_and_track(framework_name, web):
+    """The framework's own ``track_click`` and ``track`` (Flask: the Persona object; Django: runtime)."""
+    if framework_name == "flask":
+        return web.persona.track_click, web.persona.track
+    from persona.contrib.django import runtime
+
+    return runtime.track_click, runtime.track
+
+
+@pytest.mark.parametrize("framework_name", FRAMEWORKS)
+def test_a_shared_link_cannot_take_another_users_click(framework_name, worlds):
+    """Regression: click ids were ``click:<rid>:<item>`` for everyone, so whoever opened a shared
+    recommendation link first took the click, and the user the list was shown to was dropped as a
+    duplicate. The key is now in the clicking user's own namespace."""
+    import uuid
+
+    with web_for(framework_name, worlds) as web:
+        track_click, _ = _click_and_track(framework_name, web)
+        tag = uuid.uuid4().hex[:12]
+        victim, mallory = f"victim-{tag}", f"mallory-{tag}"
+        item, rid = web.known_item(1), uuid.uuid4().hex
+        theirs = track_click(mallory, item, rid)
+        mine = [track_click(victim, item, rid) for _ in range(2)]  # and a reload
+        assert theirs and mine[0] and theirs != mine[0] and mine[0] == mine[1]
+        store = web.store()
+        store.flush()
+        assert store.count(user=victim, event_types="click") == 1
+        assert store.count(user=mallory, event_types="click") == 1
+
+
+@pytest.mark.parametrize("framework_name", FRAMEWORKS)
+def test_direct_tracking_records_nothing_of_a_user_who_withdrew_consent(framework_name, worlds):
+    import uuid
+
+    with web_for(framework_name, worlds) as web:
+        track_click, track = _click_and_track(framework_name, web)
+        store = web.store()
+        user, other = f"declined-{uuid.uuid4().hex[:12]}", f"agreed-{uuid.uuid4().hex[:12]}"
+        store.set_consent(user, "personalisation", False)
+        item = web.known_item(1)
+        assert track(user, item, "view") is None
+        assert track_click(user, item, uuid.uuid4().hex) is None
+        assert track(other, item, "view") is not None
+        store.flush()
+        assert store.count(user=user) == 0 and store.count(user=other) == 1
+
+
 # ------------------------------------------------------------------------------ fuzz
 EXPECTED = {200, 202, 308, 400, 401, 403, 404, 405, 413, 503}  # 308: werkzeug's canonical-URL redirect, as JSON
 NAMES = ["n", "exclude", "items", "history", "in_stock", "filter_seen", "segment", "category", "brand",

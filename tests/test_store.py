@@ -512,6 +512,7 @@ BAD_OPEN = [
     (dict(pseudonymize_key="secret"), "pseudonymize_key: expected bytes"),
     (dict(pseudonymize_key=b"short"), "at least 16 bytes"),
     (dict(table="events; DROP TABLE x"), "table: expected an SQL identifier"),
+    (dict(table="t" * 47), "at most 46 characters"),
 ]
 
 
@@ -831,3 +832,19 @@ def test_an_integer_id_that_is_not_one_reads_every_id_as_text_as_before(target, 
     assert new["user"].tolist()[-1] == "not-a-number" and new["user"].tolist()[0] == "0"
     assert new["item"].tolist()[0] == 100  # the item ids are all integers: still read as such
     assert any("reading user ids as text" in r.getMessage() for r in caplog.records)
+
+
+def test_the_longest_table_name_keeps_every_derived_name_apart(target):
+    """46 characters: on PostgreSQL (63-character identifiers) every derived table and index exists."""
+    table = (target.table + "_" + "x" * 46)[:46]
+    with EventStore(target.target, table=table) as s:
+        s.track("u1", "i1", "view")
+        s.set_consent("u1", "analytics", False)
+        s.flush()
+        assert len(s.events()) == 1 and s.has_consent("u1", "analytics") is False
+    if target.backend == "postgres":
+        names = {r[0] for r in target.sql("SELECT tablename FROM pg_tables WHERE tablename LIKE ?", (table + "%",))}
+        names |= {r[0] for r in target.sql("SELECT indexname FROM pg_indexes WHERE tablename LIKE ?", (table + "%",))}
+        for suffix in ("", "_meta", "_forgotten", "_dead", "_impressions", "_consent", "_consent_log", "_ts", "_user",
+                       "_impressions_ts", "_impressions_user", "_consent_purpose", "_consent_log_user"):
+            assert table + suffix in names, suffix

@@ -720,13 +720,14 @@ def with_request_id(url, request_id, param: str = REQUEST_ID_PARAM):
 
 def click_event(item, request_id, *, event: str = "click") -> dict | None:
     """``track`` keyword arguments for a click on ``item`` in the list of ``request_id``, or None
-    when ``request_id`` is not one. The event id ``click:<request id>:<item>`` makes a reloaded
-    page or a retried beacon one click."""
+    when ``request_id`` is not one. The key ``click:<request id>:<item>`` makes a reloaded page or
+    a retried beacon one click; it is the clicking user's own (``client_event_id``: the store
+    scopes it to them), so whoever opens a shared link first cannot take another user's click."""
     rid = parse_request_id(request_id)
     if rid is None:
         return None
     return {"item": item, "event": event, "properties": {"request_id": rid},
-            "event_id": f"{event}:{rid}:{item}"[:255]}
+            "client_event_id": f"{event}:{rid}:{item}"[:255]}
 
 
 # ----------------------------------------------------------------------------------- events

@@ -522,10 +522,15 @@ class Persona:
                              f"returning one, got {type(catalog).__name__}")
 
     def track(self, user, item, event: str = "view", **kwargs):
-        """Record an event (non-blocking) and drop the user's cached recommendations."""
+        """Record an event (non-blocking) and drop the user's cached recommendations.
+
+        Records nothing (returns None) for a user who withdrew consent to ``"personalisation"``.
+        """
         store = self.store
         if store is None:
             raise RequestError("event tracking is not configured: no event store was given", status=503)
+        if not common.tracking_allowed(store, user):
+            return None
         event_id = store.track(user, item, event, **kwargs)
         try:
             service = self.service
@@ -552,7 +557,8 @@ class Persona:
         rendered lists put on their links). Call it in the product view.
 
         A missing, stale or hostile request id records nothing and never fails the page; a page
-        reloaded with the same link counts once (the event id is ``click:<request id>:<item>``).
+        reloaded with the same link counts once (the key ``click:<request id>:<item>``, in the
+        user's own namespace of event ids).
         Returns the event id, or None when nothing was recorded.
         """
         if request_id is None:

@@ -52,6 +52,10 @@ __all__ = ["Backend", "SQLiteBackend", "PostgresBackend", "make_backend", "SCHEM
 
 SCHEMA_VERSION = "1"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# the store's longest derived name is <table>_impressions_user (17 more characters), and PostgreSQL
+# cuts identifiers at 63: a longer table name would make two derived names one (an index or table
+# silently not created, or consent rows written to the wrong table)
+MAX_TABLE_NAME = 63 - len("_impressions_user")
 
 #: one queued event, already validated and encoded by the caller's thread
 #: (event_id, ts, user_id, item_id, event, value, properties_json, kinds)
@@ -102,10 +106,10 @@ class Backend:
     name = "?"
 
     def __init__(self, table: str) -> None:
-        if not isinstance(table, str) or not _IDENT.match(table):
+        if not isinstance(table, str) or not _IDENT.match(table) or len(table) > MAX_TABLE_NAME:
             raise ParameterError(
                 f"table: expected an SQL identifier (letters, digits, underscores, not starting with a "
-                f"digit, at most 63 characters), got {table!r}; pass e.g. table='persona_events'"
+                f"digit, at most {MAX_TABLE_NAME} characters), got {table!r}; pass e.g. table='persona_events'"
             )
         self.table = table
         self.meta = f"{table}_meta"

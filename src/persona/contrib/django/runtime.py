@@ -258,7 +258,8 @@ def track(request_or_user, item, event: str = "view", **kwargs):
     """Record an event for a request's user (or a user id) and drop their cached recommendations.
 
     ``kwargs``: ``value``, ``properties``, ``timestamp``, ``event_id`` as ``EventStore.track`` takes
-    them. Returns the event id; raises ``RequestError`` (503) when no store is configured.
+    them. Returns the event id (None, recording nothing, for a user who withdrew consent to
+    ``"personalisation"``); raises ``RequestError`` (503) when no store is configured.
     """
     user = current_user(request_or_user) if hasattr(request_or_user, "META") else request_or_user
     if user is None:
@@ -266,6 +267,8 @@ def track(request_or_user, item, event: str = "view", **kwargs):
     store = get_store()
     if store is None:
         raise RequestError("event tracking is not configured: set PERSONA['STORE']", status=503)
+    if not common.tracking_allowed(store, user):
+        return None
     event_id = store.track(user, item_id(item), event, **kwargs)
     service = _state.get("service")  # only a running service has answers cached
     if service is not None:
