@@ -89,6 +89,21 @@ def test_missing_and_foreign_paths(tmp_path):
         ps.load(path)
 
 
+def test_a_file_vanishing_during_a_load_is_an_artifact_error(tmp_path, monkeypatch):
+    """A load that overlaps a publish (the folder replaced between two reads) says so as an
+    ArtifactError, never a bare FileNotFoundError (a watching service retries at its next check)."""
+    import persona.io.artifact as art
+
+    path = _model().save(tmp_path / "m.persona")
+
+    def gone(f):
+        raise FileNotFoundError(2, "No such file or directory", str(f))
+
+    monkeypatch.setattr(art, "_sha256", gone)
+    with pytest.raises(ps.ArtifactError, match="changed while it was read"):
+        read_artifact(path)
+
+
 def test_save_replaces_existing_artifact(tmp_path):
     m = _model()
     path = m.save(tmp_path / "m.persona")

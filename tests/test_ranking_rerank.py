@@ -465,3 +465,22 @@ class TestRulesPipelineContract(RecommenderContract):
     def make_model(self):
         return Reranked(ps.ItemKNN(k=20), [Calibrated({"i001": "a", "i002": "b"}, weight=0.5),
                                            Rules(boosts=[Boost(0.2, items=["i003"])])], candidates=15)
+
+
+def test_reranked_update_folds_new_events_into_the_wrapped_model():
+    shop = ps.datasets.synthetic_shop(n_users=300, n_items=60, seed=4)
+    inter = shop.interactions
+    model = ps.EASE(regularization=50).fit(inter)
+    wrapped = ps.ranking.Reranked(model, ps.ranking.MMR(diversity=0.3))
+    before = wrapped.recommend(inter.user_ids[0], n=5)[0].tolist()
+    new = ps.Interactions.from_records([("newcomer", inter.item_ids[0]), ("newcomer", inter.item_ids[1]),
+                                        (inter.user_ids[0], "brand-new-item")])
+    assert wrapped.update(new) is wrapped
+    assert wrapped.model is not model and model.n_users == inter.n_users  # the original is untouched
+    items = wrapped.recommend("newcomer", n=5, filter_seen=True)[0].tolist()
+    assert len(items) == 5 and not {inter.item_ids[0], inter.item_ids[1]} & set(items)
+    assert wrapped.reranker_.n_items_ == len(wrapped.model.item_map_)  # refitted for the new item
+    assert wrapped.last_update_["new_users"] == 1 and wrapped.last_update_["new_items"] == 1
+    after = wrapped.recommend(inter.user_ids[0], n=5, filter_seen=False)[0].tolist()
+    assert len(after) == 5 and "brand-new-item" not in after  # EASE cannot place it before a refit
+    assert len(before) == 5

@@ -374,11 +374,18 @@ def read_artifact(path, *, mmap: bool = False, verify: bool = True,
     manifest = read_manifest(path, key=key)
     verify = verify or key is not None
     arrays = {}
-    stamps = [_stamp_of(path / "manifest.json", os.lstat(path / "manifest.json"))]
+    try:
+        stamps = [_stamp_of(path / "manifest.json", os.lstat(path / "manifest.json"))]
+    except OSError as e:  # replaced between reading the manifest and here: a publish in progress
+        raise ArtifactError(f"{path} changed while it was read ({e}); load it again") from None
     for name, entry in manifest.get("arrays", {}).items():
         f = path / entry["file"]
         stamps.append(_stamp_of(f, _regular(path, entry["file"], f"array {name!r}")))
-        if verify and _sha256(f) != entry["sha256"]:
+        try:
+            digest = _sha256(f) if verify else None
+        except OSError as e:
+            raise ArtifactError(f"{path} changed while it was read: array {name!r} ({e}); load it again") from None
+        if verify and digest != entry["sha256"]:
             raise ArtifactError(f"checksum mismatch for {entry['file']} (array {name!r}) in {path}; "
                                 "the file was changed or corrupted, save the model again")
         try:

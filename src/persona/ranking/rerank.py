@@ -991,6 +991,28 @@ class Reranked(Recommender):
             raise NotFittedError(f"the wrapped model now has {len(self.model.item_map_)} items but the re-ranker was "
                                  f"fitted for {self.reranker_.n_items_}; wrap the model again: Reranked(model, reranker)")
 
+    def update(self, new_interactions, **kwargs) -> "Reranked":
+        """Fold new events into the wrapped model (:meth:`Recommender.update`); returns ``self``.
+
+        The wrapped model is updated on a copy; when it gained items the re-ranker is fitted again
+        on it (its per-item state must cover them). Either step failing leaves this object as it was.
+        """
+        import copy
+
+        self._check_fitted()
+        model = copy.copy(self.model).update(new_interactions, **kwargs)
+        reranker = self.reranker_
+        if len(model.item_map_) != reranker.n_items_:
+            try:
+                reranker = as_reranker(self.reranker).clone().fit(model)
+            except (ParameterError, DataError) as e:
+                raise ParameterError(f"Reranked.update: the re-ranker {type(reranker).__name__} cannot take the "
+                                     f"{len(model.item_map_) - reranker.n_items_} new item(s) ({e}); give it "
+                                     "per-item data by id (a dict), or wrap the refitted model again") from e
+        self.model, self.reranker_ = model, reranker
+        self.last_update_ = getattr(model, "last_update_", None)
+        return self
+
     def set_fallback(self, model: Recommender | None) -> "Reranked":
         """Set the wrapped model's fallback (see :meth:`Recommender.set_fallback`); returns ``self``."""
         self.model.set_fallback(model)
