@@ -307,7 +307,7 @@ def experiment_task(task) -> dict:
     shadows = {"A": ps.serving.RecommenderService(model_a), "B": ps.serving.RecommenderService(model_b)}
     horizon = int(np.sum(1 - (1 - shop.visit_prob[shop.join_day < days]) ** days))
     num, den = {"A": 0.0, "B": 0.0}, {"A": 0, "B": 0}
-    decision, decided_day = "continue", None
+    decision, decided_day, alarms = "continue", None, 0
     for day in range(days):
         log = shop.serve_day(day, svc, n=N_SHOWN, counterfactual=shadows)
         for k in ("A", "B"):
@@ -317,14 +317,18 @@ def experiment_task(task) -> dict:
         store.flush()
         if decided_day is None:
             res = exp.analyze(metrics=["ctr"], alpha=alpha, horizon=horizon)
-            if res.decision["B"] != "continue":
-                decision, decided_day = res.decision["B"], day
+            said = res.decision["B"]
+            if said == "check the assignment":  # an SRM alarm: the analyst checks, finds nothing, looks again tomorrow
+                alarms += 1
+            elif said != "continue":
+                decision, decided_day = said, day
     fixed = exp.analyze(metrics=["ctr"], alpha=alpha, method="fixed")
     final = exp.analyze(metrics=["ctr"], alpha=alpha, horizon=horizon)
     row = final.table.iloc[0]
     out = {"seed": seed, "scenario": scenario, "truth_a": num["A"] / den["A"], "truth_b": num["B"] / den["B"],
            "truth_diff": num["B"] / den["B"] - num["A"] / den["A"], "sequential": decision,
-           "decided_day": decided_day, "fixed": fixed.decision["B"], "observed_diff": float(row["diff"]),
+           "decided_day": decided_day, "fixed": fixed.decision["B"], "srm_alarms": alarms,
+           "observed_diff": float(row["diff"]),
            "users": final.users, "srm": bool(final.srm), "seconds": time.perf_counter() - t0}
     svc.close()
     store.close()
@@ -332,8 +336,8 @@ def experiment_task(task) -> dict:
 
 
 def _outcome(decision: str, truth: float, aa: bool) -> str:
-    if decision in ("continue", "no difference"):
-        return "none"
+    if decision not in ("B better", "B worse"):
+        return "none"  # continue, no difference, or an SRM alarm (counted apart)
     if aa:
         return "false"
     sign = 1 if decision == "B better" else -1
@@ -377,7 +381,11 @@ def experiments_markdown(rows, args, load, seconds) -> tuple[str, list]:
                          f"[{lo:.2f}, {hi:.2f}] | {k_wrong}/{n} [{wlo:.2f}, {whi:.2f}] | {k_none}/{n} | "
                          + (f"{days.mean():.1f}" if len(days) else "-") + " |")
     srm = int(frame["srm"].sum())
-    lines += ["", f"Sample ratio mismatch flagged in {srm} of {len(frame)} runs. Mean true CTR: " + ", ".join(
+    alarms = int(frame["srm_alarms"].sum())
+    fixed_alarms = int((frame["fixed"] == "check the assignment").sum())
+    lines += ["", f"Sample ratio mismatch (p < 0.001): at the end of {srm} of {len(frame)} runs; a transient alarm "
+              f"at {alarms} daily look(s), in {int((frame['srm_alarms'] > 0).sum())} of {len(frame)} runs (such a look "
+              f"makes no decision; the next one may); at the fixed look in {fixed_alarms}. Mean true CTR: " + ", ".join(
         f"{s['scenario']} A {s['truth_a']:.4f} / B {s['truth_b']:.4f}" for s in summary if s["rule"] == "fixed") + "."]
     return "\n".join(lines) + "\n", summary
 
