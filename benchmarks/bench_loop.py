@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import tempfile
@@ -271,7 +270,8 @@ def ope_markdown(summary, results, e2e, args, load, seconds) -> str:
         lines.append(f"| {pname} | {ctr:.4f} | {100 * (ctr / greedy - 1):+.1f}% |")
     lines.append(f"| none (ItemKNN's own top 10) | {greedy:.4f} | |")
     lines += ["", "## Estimates vs truth", "",
-              "| logging | target | method | truth | bias (± se) | RMSE | coverage [95% CI] | half-width | ESS | support |",
+              "| logging | target | method | truth | bias (± se) | RMSE | coverage [95% CI] | half-width | ESS "
+              "| support |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['logging']} | {s['target']} | {s['method']} | {s['truth']:.4f} | {s['bias']:+.4f} "
@@ -453,7 +453,8 @@ def loop_markdown(rows, args, load, seconds) -> tuple[str, dict]:
     weeks = len(frame["weekly_expected"].iloc[0])
     by = {arm: np.array(frame[frame["arm"] == arm].sort_values("seed")["weekly_expected"].tolist())
           for arm in ("off", "on", "oracle")}
-    ctr = {arm: np.array(frame[frame["arm"] == arm].sort_values("seed")["weekly_ctr"].tolist()) for arm in ("off", "on")}
+    ctr = {arm: np.array(frame[frame["arm"] == arm].sort_values("seed")["weekly_ctr"].tolist())
+           for arm in ("off", "on")}
     share = {arm: np.array(frame[frame["arm"] == arm].sort_values("seed")["weekly_model_share_new_users"].tolist())
              for arm in ("off", "on")}
     lines = ["## The loop on vs off, week by week", "",
@@ -471,8 +472,10 @@ def loop_markdown(rows, args, load, seconds) -> tuple[str, dict]:
         lift = mean_ci(by["on"][:, w] - by["off"][:, w])
         rel = mean_ci(by["on"][:, w] / by["off"][:, w] - 1)
         summary["weeks"].append({"week": w + 1, "off": off, "on": on, "oracle": orc, "lift": lift, "relative": rel,
-                                 "realised_off": float(ctr["off"][:, w].mean()), "realised_on": float(ctr["on"][:, w].mean())})
-        lines.append(f"| {w + 1} | {off[0]:.4f} [{off[1]:.4f}, {off[2]:.4f}] | {on[0]:.4f} [{on[1]:.4f}, {on[2]:.4f}] | "
+                                 "realised_off": float(ctr["off"][:, w].mean()),
+                                 "realised_on": float(ctr["on"][:, w].mean())})
+        lines.append(f"| {w + 1} | {off[0]:.4f} [{off[1]:.4f}, {off[2]:.4f}] | "
+                     f"{on[0]:.4f} [{on[1]:.4f}, {on[2]:.4f}] | "
                      f"{lift[0]:+.4f} [{lift[1]:+.4f}, {lift[2]:+.4f}] | {100 * rel[0]:+.1f}% "
                      f"[{100 * rel[1]:+.1f}, {100 * rel[2]:+.1f}] | {orc[0]:.4f} | {ctr['off'][:, w].mean():.4f} / "
                      f"{ctr['on'][:, w].mean():.4f} | {np.nanmean(share['off'][:, w]):.2f} / "
@@ -520,8 +523,8 @@ def main():
             seconds = time.perf_counter() - t0
             load = [load0[0], loadavg()[0]]
             md = ope_markdown(summary, results, e2e, args, load, seconds)
-            write_results(args.out, "ope-slates", {"machine": facts, "args": vars(args), "load": load, "seconds": seconds,
-                                                   "summary": summary, "end_to_end": e2e,
+            write_results(args.out, "ope-slates", {"machine": facts, "args": vars(args), "load": load,
+                                                   "seconds": seconds, "summary": summary, "end_to_end": e2e,
                                                    "truth": [r["truth"] for r in results],
                                                    "logging_ctr": [r["logging_ctr"] for r in results],
                                                    "greedy_ctr": [r["greedy_ctr"] for r in results]}, md)

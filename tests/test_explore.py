@@ -371,8 +371,8 @@ def test_interleaved_answers_are_not_explored(shop):
 
 def test_bad_explore_arguments_are_refused(shop):
     _, model = shop
-    for bad, match in [("plackett", "explore"), ({"home": "eps"}, "explore"), ({"bad place!": EpsilonGreedy()}, "placement"),
-                       (EpsilonGreedy, "explore")]:
+    for bad, match in [("plackett", "explore"), ({"home": "eps"}, "explore"),
+                       ({"bad place!": EpsilonGreedy()}, "placement"), (EpsilonGreedy, "explore")]:
         with pytest.raises(ParameterError, match=match):
             ps.serving.RecommenderService(model, explore=bad)
 

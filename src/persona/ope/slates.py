@@ -183,7 +183,8 @@ class LoggedSlates:
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise DataError(f"clicks must be finite on every shown position, got {clicks[r, c]!r} at round {int(r)}")
-        self.items, self.clicks, self.propensities = items, np.where(shown, clicks, 0.0), np.where(shown, propensities, 1.0)
+        self.items = items
+        self.clicks, self.propensities = np.where(shown, clicks, 0.0), np.where(shown, propensities, 1.0)
         self.n_shown, self.shown = n_shown, shown
         self.users = None if users is None else _vector(users, "users", n)
         self.request_ids = None if request_ids is None else _vector(request_ids, "request_ids", n)
@@ -480,8 +481,8 @@ def _predictions(logs: LoggedSlates, tgt: np.ndarray, reward_model, random_state
             train = ~test
             if not test.any():
                 continue
-            fitted = PositionBasedModel(iterations=model.iterations, tol=model.tol,
-                                        prior_strength=model.prior_strength).fit(logs.subset(train if train.any() else test))
+            fitted = PositionBasedModel(iterations=model.iterations, tol=model.tol, prior_strength=model.prior_strength)
+            fitted.fit(logs.subset(train if train.any() else test))
             q_l[test] = fitted.predict(rows[test], logs.items[test], pos_l[test])
             q_t[test] = fitted.predict(rows[test], items_t[test].reshape(int(test.sum()), j * k),
                                        pos_t[test].reshape(int(test.sum()), j * k)).reshape(-1, j, k)
@@ -503,7 +504,7 @@ def _pi_weights(logs: LoggedSlates, lcodes, tcodes, marg, ccodes, cache: dict) -
     if logs.candidates is None or logs.policy is None:
         raise ParameterError("the pseudoinverse estimator needs the logging candidates of every round and the logging "
                              "policy: LoggedSlates(..., candidates=..., policy=ps.serving.EpsilonGreedy(...))")
-    n, k = logs.n_rounds, logs.n_positions
+    n = logs.n_rounds
     m_all = ccodes.shape[1]
     valid_c = np.arange(m_all)[None, :] < logs.n_candidates[:, None]
     ccodes = np.where(valid_c, ccodes, -3)
@@ -561,7 +562,7 @@ def _parts(logs, target, target_propensities, methods, reward_model, clip, rando
     if not isinstance(logs, LoggedSlates):
         raise DataError(f"logs: expected a persona.ope.LoggedSlates, got {type(logs).__name__}")
     tgt, marg_given = _target(logs, target, target_propensities)
-    n, k = logs.n_rounds, logs.n_positions
+    k = logs.n_positions
     arrays = [logs.items, tgt] + ([logs.candidates] if logs.candidates is not None else [])
     codes = _codes(*arrays)
     lcodes = np.where(logs.shown, codes[0], -2)
