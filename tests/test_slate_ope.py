@@ -395,3 +395,29 @@ def test_bad_input_is_refused():
         estimate_slates(outside, items, "pi")
     with pytest.raises(DataError, match="pandas"):
         LoggedSlates.from_impressions([1, 2], None)
+
+
+def test_malformed_impression_frames_are_refused():
+    import pandas as pd
+
+    good = pd.DataFrame({"request_id": ["r1", "r1", "r2"], "user": ["u", "u", "v"], "item": ["a", "b", "a"],
+                         "position": [1, 2, 1], "propensity": [0.5, 0.5, 0.25]})
+    logs = LoggedSlates.from_impressions(good, None)
+    assert logs.n_rounds == 2 and logs.n_shown.tolist() == [2, 1] and logs.clicks.sum() == 0
+    for change, match in [(dict(position=[1, 1, 1]), "gaps or repeats"), (dict(position=[1, 3, 1]), "gaps or repeats"),
+                          (dict(position=[0, 1, 1]), "position"), (dict(position=[1.5, 2, 1]), "position"),
+                          (dict(propensity=[0.5, 1.5, 0.25]), r"\(0, 1\]"), (dict(propensity=[0.5, -1, 0.25]), r"\(0, 1\]")]:
+        with pytest.raises(DataError, match=match):
+            LoggedSlates.from_impressions(good.assign(**change), None)
+    with pytest.raises(DataError, match="no column"):
+        LoggedSlates.from_impressions(good.drop(columns=["propensity"]), None)
+    with pytest.raises(DataError, match="attribution"):
+        LoggedSlates.from_impressions(good, pd.DataFrame({"request_id": ["r1"]}))
+    with pytest.raises(DataError, match="empty"):
+        LoggedSlates.from_impressions(good.iloc[:0], None)
+    # outcomes that name no shown item, an unknown request or another kind count for nothing
+    outcomes = pd.DataFrame({"request_id": ["r1", "r1", "zz", "r2", "r2"], "item": ["b", "x", "a", "a", "a"],
+                             "kind": ["click", "click", "click", "purchase", "click"],
+                             "status": ["attributed", "attributed", "unknown request", "attributed", "outside window"]})
+    got = LoggedSlates.from_impressions(good, outcomes)
+    assert got.clicks.tolist() == [[0.0, 1.0], [0.0, 0.0]]
