@@ -320,3 +320,148 @@ class TestALSContract(RecommenderContract):
 class TestALSCholeskyContract(RecommenderContract):
     def make_model(self):
         return ALS(factors=4, iterations=3, solver="cholesky", random_state=0)
+
+
+# ----------------------------------------------------------------- count-weighted regularisation (ALS-WR)
+@KERNEL_SETTINGS
+@given(W=sparse_matrices(max_rows=12, max_cols=15, sum_duplicates=True, explicit_zeros=True),
+       f=st.integers(1, 6), seed=st.integers(0, 2**16), reg=st.sampled_from([0.01, 0.1, 1.0]),
+       alpha=st.sampled_from([0.0, 1.0, 3.0]))
+def test_count_scaled_cholesky_equals_reference(W, f, seed, reg, alpha):
+    Y = _factors(seed, W.shape[1], f)
+    X = _factors(seed + 1, W.shape[0], f)
+    n = np.diff(W.indptr)
+    K.als_half_step_cholesky(W.indptr, W.indices, W.data, X, Y, None, 123.0, alpha, row_reg=reg * n)
+    expected = als_half_step_reference(W, Y, reg, alpha, scaling="count")
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(X, expected, rtol=1e-4, atol=1e-5 * scale)
+    assert np.all(X[n == 0] == 0)
+
+
+@KERNEL_SETTINGS
+@given(W=sparse_matrices(max_rows=12, max_cols=15, sum_duplicates=True,
+                         values=st.floats(0.125, 10.0, width=32)),
+       f=st.integers(1, 6), seed=st.integers(0, 2**16), reg=st.sampled_from([0.05, 0.5]),
+       alpha=st.sampled_from([0.0, 1.0, 2.0]))
+def test_count_scaled_cg_converges_to_reference(W, f, seed, reg, alpha):
+    Y = _factors(seed, W.shape[1], f, scale=0.5)
+    X = _factors(seed + 1, W.shape[0], f, scale=0.1)
+    K.als_half_step_cg(W.indptr, W.indices, W.data, X, Y, None, 123.0, alpha, cg_steps=3 * f,
+                       row_reg=reg * np.diff(W.indptr))
+    expected = als_half_step_reference(W, Y, reg, alpha, scaling="count")
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(X, expected, rtol=1e-3, atol=1e-3 * scale)
+
+
+@KERNEL_SETTINGS
+@given(W=sparse_matrices(max_rows=10, max_cols=10, sum_duplicates=True, explicit_zeros=True),
+       f=st.integers(1, 4), seed=st.integers(0, 2**16), alpha=st.sampled_from([0.0, 2.0]))
+def test_count_scaled_loss_equals_reference(W, f, seed, alpha):
+    X = _factors(seed, W.shape[0], f)
+    Y = _factors(seed + 1, W.shape[1], f)
+    got = K.als_loss(W.indptr, W.indices, W.data, X, Y, 0.3, alpha, scaling="count")
+    np.testing.assert_allclose(got, als_loss_reference(W, X, Y, 0.3, alpha, scaling="count"), rtol=1e-9, atol=1e-9)
+
+
+def test_count_scaling_by_hand_one_user():
+    # one user with items 0 and 2 (weights 1, 2), Y = the first two unit vectors; alpha = 1, reg = 0.1:
+    # n_u = 2, so the penalty is 0.2. Row 0 of A: (Y^T Y)_00 = 1, plus alpha*w_0 = 1, plus 0.2 -> 2.2;
+    # b_0 = c_0 = 2; column 1 of Y is zero on the user's items: A_11 = 1 + 0.2, b_1 = 0.
+    W = sp.csr_matrix(np.array([[1.0, 0.0, 2.0]], dtype=np.float32))
+    Y = np.eye(3, 2, dtype=np.float32)
+    for solve in (lambda X: K.als_half_step_cholesky(W.indptr, W.indices, W.data, X, Y, reg=9.0, alpha=1.0,
+                                                      row_reg=[0.2]),
+                  lambda X: K.als_half_step_cg(W.indptr, W.indices, W.data, X, Y, reg=9.0, alpha=1.0, cg_steps=2,
+                                               row_reg=[0.2])):
+        X = np.zeros((1, 2), dtype=np.float32)
+        solve(X)
+        np.testing.assert_allclose(X, [[2.0 / 2.2, 0.0]], rtol=1e-6, atol=1e-7)
+    # the constant penalty 0.1 gives 2 / 2.1 instead
+    X = np.zeros((1, 2), dtype=np.float32)
+    K.als_half_step_cholesky(W.indptr, W.indices, W.data, X, Y, reg=0.1, alpha=1.0)
+    np.testing.assert_allclose(X, [[2.0 / 2.1, 0.0]], rtol=1e-6)
+
+
+def test_row_reg_is_checked():
+    W = sp.csr_matrix(np.array([[1.0, 0.0]], dtype=np.float32))
+    X, Y = np.zeros((1, 1), np.float32), np.ones((2, 1), np.float32)
+    for bad, match in (([0.1, 0.2], "one penalty per row"), ([-1.0], "non-negative"), ([np.nan], "non-negative")):
+        with pytest.raises(ps.ParameterError, match=match):
+            K.als_half_step_cholesky(W.indptr, W.indices, W.data, X, Y, row_reg=bad)
+        with pytest.raises(ps.ParameterError, match=match):
+            K.als_half_step_cg(W.indptr, W.indices, W.data, X, Y, row_reg=bad)
+    with pytest.raises(ps.ParameterError, match="scaling"):
+        K.als_loss(W.indptr, W.indices, W.data, X, Y, scaling="rows")
+
+
+@pytest.mark.parametrize("bad", ["counts", "", None, 1])
+def test_regularization_scaling_is_validated(bad):
+    with pytest.raises(ps.ParameterError, match="regularization_scaling"):
+        ALS(factors=2, iterations=1, regularization_scaling=bad).fit(_planted(5))
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_count_scaling_fit_is_alternating_exact_solves(solver):
+    """Each half-step of a count-scaled fit is the reference's count-scaled solve; the fold-in agrees."""
+    inter = _planted(3, n_users=60, n_items=30)
+    reg = 0.05
+    model = ALS(factors=4, iterations=6, regularization=reg, regularization_scaling="count", solver=solver,
+                cg_steps=12, random_state=0, num_threads=1).fit(inter, compute_loss=True)
+    W = model.user_items_
+    X, Y = model.user_factors_, model.item_factors_
+    # the last half-step solved the items against the final users
+    np.testing.assert_allclose(Y, als_half_step_reference(W.T.tocsr(), X, reg, 1.0, scaling="count"),
+                               rtol=1e-3, atol=1e-3 if solver == "cg" else 1e-5)
+    constant = ALS(factors=4, iterations=6, regularization=reg, solver=solver, cg_steps=12, random_state=0,
+                   num_threads=1).fit(inter)
+    assert not np.allclose(constant.item_factors_, Y, atol=1e-3), "count scaling must change the solution"
+    hist = np.diff(model.loss_history_)
+    assert (hist <= 1e-6 * abs(model.loss_history_[0])).all() if solver == "cholesky" else len(hist) == 5
+    # recalculate_user is the count-scaled exact solve against the item factors
+    ids = inter.item_ids
+    for u in range(0, 60, 7):
+        row = W[u]
+        v = model.recalculate_user(ids[row.indices], weights=row.data)
+        np.testing.assert_allclose(v, als_half_step_reference(row, Y, reg, 1.0, scaling="count")[0],
+                                   rtol=1e-4, atol=1e-5)
+        if solver == "cholesky":  # ... which is the user's fitted vector up to the last item half-step
+            assert np.abs(v - X[u]).max() < 0.05
+
+
+def test_count_scaling_partial_fit_and_update_use_row_counts():
+    inter = Interactions.from_records([("u1", "a"), ("u1", "b"), ("u2", "b"), ("u2", "c"), ("u3", "a"),
+                                       ("u3", "b"), ("u3", "c")])
+    params = dict(factors=3, iterations=4, regularization=0.2, regularization_scaling="count", random_state=0)
+    model = ALS(**params).fit(inter)
+    model.partial_fit_users(Interactions.from_records([("u4", "a"), ("u4", "c")]))
+    u4 = model.user_map_.index_of("u4")
+    ref = als_half_step_reference(model.user_items_[u4], model.item_factors_, 0.2, 1.0, scaling="count")[0]
+    np.testing.assert_allclose(model.user_factors_[u4], ref, rtol=1e-4, atol=1e-6)
+    model.partial_fit_items(Interactions.from_records([("u1", "z"), ("u2", "z"), ("u3", "z")]))
+    z = model.item_map_.index_of("z")
+    col = model.user_items_[:, z].T.tocsr()
+    ref = als_half_step_reference(col, model.user_factors_, 0.2, 1.0, scaling="count")[0]
+    np.testing.assert_allclose(model.item_factors_[z], ref, rtol=1e-4, atol=1e-6)
+    # update: a user's new vector is recalculate_user of their merged history (count-scaled)
+    m = ALS(**params).fit(inter).update(Interactions.from_records([("u1", "c"), ("u5", "a"), ("u5", "b")]))
+    for user, hist in (("u1", ["a", "b", "c"]), ("u5", ["a", "b"])):
+        np.testing.assert_allclose(m.user_factors_[m.user_map_.index_of(user)], m.recalculate_user(hist),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_count_scaling_survives_the_artifact(tmp_path):
+    model = ALS(factors=3, iterations=3, regularization=0.1, regularization_scaling="count",
+                random_state=0).fit(_planted(4))
+    model.save(tmp_path / "m")
+    loaded = ps.load(tmp_path / "m")
+    assert loaded.get_params()["regularization_scaling"] == "count"
+    hist = model.item_map_.ids[:3]
+    np.testing.assert_allclose(loaded.recalculate_user(hist), model.recalculate_user(hist), rtol=1e-6)
+    const = ALS(**{**model.get_params(), "regularization_scaling": "constant"})
+    const.fit(_planted(4))
+    assert not np.allclose(const.recalculate_user(hist), model.recalculate_user(hist))
+
+
+class TestALSCountScalingContract(RecommenderContract):
+    def make_model(self):
+        return ALS(factors=4, iterations=3, regularization=0.05, regularization_scaling="count", random_state=0)

@@ -96,6 +96,10 @@ def test_mllib_reg_param_matches_a_row_of_typical_size():
         mllib_reg_param(1.0, 5, 5, 0)
     with pytest.raises(ParameterError, match="regularization"):
         mllib_reg_param(-1.0, 5, 5, 5)
+    # persona's count-scaled penalty is MLlib's: the mapping is the identity
+    assert mllib_reg_param(0.05, 1000, 100, 20_000, regularization_scaling="count") == 0.05
+    with pytest.raises(ParameterError, match="regularization_scaling"):
+        mllib_reg_param(1.0, 5, 5, 5, regularization_scaling="rows")
 
 
 def test_import_persona_stays_without_pyspark():
@@ -305,6 +309,31 @@ def test_fit_als_returns_a_persona_als_that_ranks_as_mllib_does(spark, split, sp
     loaded = ps.load(tmp_path / "mllib")
     assert (loaded.recommend_batch(model.user_map_.ids[:20], n=10)[0]
             == model.recommend_batch(model.user_map_.ids[:20], n=10)[0]).all()
+
+
+def test_count_scaled_fold_in_reproduces_mllibs_user_factors(spark, split):
+    """MLlib's last half-step solves the users against the final items with regParam * n_u: persona's
+    count-scaled fold-in of a user's row gives the same vector (its unscaled one does not)."""
+    from pyspark.ml.recommendation import ALS as MLlibALS
+
+    from persona.spark import clean, import_mllib_als
+
+    inter = clean(_frame(spark, split[0].to_frame()[["user", "item", "weight"]]), user="user", item="item",
+                  weight="weight")
+    mllib = MLlibALS(rank=6, maxIter=3, regParam=0.05, alpha=2.0, implicitPrefs=True, userCol="user_index",
+                     itemCol="item_index", ratingCol="weight", seed=3).fit(inter.entries())
+    count = import_mllib_als(mllib, inter, regularization=0.05, alpha=2.0, regularization_scaling="count")
+    constant = import_mllib_als(mllib, inter, regularization=0.05, alpha=2.0)
+    W = count.user_items_
+    far = []
+    for u in range(0, W.shape[0], max(1, W.shape[0] // 25)):
+        row = W[u]
+        hist = count.item_map_.ids[row.indices]
+        scale = float(np.abs(count.user_factors_[u]).max())
+        np.testing.assert_allclose(count.recalculate_user(hist, weights=row.data), count.user_factors_[u],
+                                   rtol=1e-3, atol=1e-3 * scale)
+        far.append(np.abs(constant.recalculate_user(hist, weights=row.data) - count.user_factors_[u]).max() / scale)
+    assert max(far) > 1e-2, far
 
 
 def test_mllib_als_ranks_as_well_as_persona_als(split, spark_als):

@@ -12,8 +12,10 @@ import scipy.sparse as sp
 __all__ = ["als_half_step_reference", "als_loss_reference", "mf_half_step_reference"]
 
 
-def als_half_step_reference(W, Y, reg: float, alpha: float) -> np.ndarray:
+def als_half_step_reference(W, Y, reg: float, alpha: float, scaling: str = "constant") -> np.ndarray:
     """Exact implicit-ALS half-step: for every row u, argmin_x sum_i c_ui (p_ui - x.y_i)^2 + reg |x|^2.
+
+    ``scaling="count"``: the penalty is ``reg * n_u * |x|^2`` with ``n_u`` the row's stored entries.
 
     ``W`` is a (rows x columns) sparse weight matrix; duplicates are summed first (the kernels
     require canonical input). Returns float64 (rows, f).
@@ -34,14 +36,19 @@ def als_half_step_reference(W, Y, reg: float, alpha: float) -> np.ndarray:
         observed[W.indices[W.indptr[u]:W.indptr[u + 1]]] = True
         c = np.where(observed, 1.0 + alpha * dense[u], 1.0)
         p = observed.astype(np.float64)
-        A = Y.T @ (c[:, None] * Y) + reg * np.eye(f)
+        if scaling == "count" and not observed.any():
+            continue  # b = 0: the solution is 0 (and the system, without a penalty, may be singular)
+        lam = reg * observed.sum() if scaling == "count" else reg
+        A = Y.T @ (c[:, None] * Y) + lam * np.eye(f)
         b = Y.T @ (c * p)
         out[u] = np.linalg.solve(A, b)
     return out
 
 
-def als_loss_reference(W, X, Y, reg: float, alpha: float) -> float:
+def als_loss_reference(W, X, Y, reg: float, alpha: float, scaling: str = "constant") -> float:
     """The implicit-ALS objective summed densely over every (row, column) pair.
+
+    ``scaling="count"``: each vector's penalty is multiplied by its row's / column's stored entries.
 
     >>> W = sp.csr_matrix(np.array([[1.0, 0.0]]))
     >>> als_loss_reference(W, np.ones((1, 1)), np.ones((2, 1)), 0.5, 1.0)
@@ -55,7 +62,11 @@ def als_loss_reference(W, X, Y, reg: float, alpha: float) -> float:
     c = np.where(observed, 1.0 + alpha * W.toarray(), 1.0)
     p = observed.astype(np.float64)
     err = p - X @ Y.T
-    return float(np.sum(c * err * err) + reg * (np.sum(X * X) + np.sum(Y * Y)))
+    if scaling == "count":
+        penalty = np.sum(observed.sum(axis=1) * np.sum(X * X, axis=1)) + np.sum(observed.sum(axis=0) * np.sum(Y * Y, axis=1))
+    else:
+        penalty = np.sum(X * X) + np.sum(Y * Y)
+    return float(np.sum(c * err * err) + reg * penalty)
 
 
 def _stored(W: sp.csr_matrix) -> np.ndarray:

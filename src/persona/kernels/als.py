@@ -161,7 +161,7 @@ def _sparse_part(lo, hi, indices, data, Y, v, out, alpha, f, residual):
 
 
 @njit(parallel=True, cache=True, fastmath=True, nogil=True)
-def _cg_rows(indptr, indices, data, X, Y, A0, alpha, cg_steps, n_blocks):
+def _cg_rows(indptr, indices, data, X, Y, A0, alpha, cg_steps, n_blocks, row_reg, per_row):
     n, f = X.shape
     for blk in prange(n_blocks):
         x = np.empty(f, dtype=np.float32)
@@ -180,6 +180,10 @@ def _cg_rows(indptr, indices, data, X, Y, A0, alpha, cg_steps, n_blocks):
                 x[k] = X[u, k]
             # r = b - A x, warm-started from the current x
             _symv(A0, x, r, f)
+            if per_row:  # A0 lacks the penalty; this row's own one is added here
+                lam = np.float32(row_reg[u])
+                for k in range(f):
+                    r[k] += lam * x[k]
             for k in range(f):
                 r[k] = -r[k]
             _sparse_part(lo, hi, indices, data, Y, x, r, alpha, f, True)
@@ -190,6 +194,10 @@ def _cg_rows(indptr, indices, data, X, Y, A0, alpha, cg_steps, n_blocks):
             if rsold >= 1e-20:
                 for _ in range(cg_steps):
                     _symv(A0, p, ap, f)
+                    if per_row:
+                        lam = np.float32(row_reg[u])
+                        for k in range(f):
+                            ap[k] += lam * p[k]
                     _sparse_part(lo, hi, indices, data, Y, p, ap, alpha, f, False)
                     pap = 0.0
                     for k in range(f):
@@ -213,7 +221,7 @@ def _cg_rows(indptr, indices, data, X, Y, A0, alpha, cg_steps, n_blocks):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _cholesky_rows(indptr, indices, data, X, Y, A0, alpha, n_blocks):
+def _cholesky_rows(indptr, indices, data, X, Y, A0, alpha, n_blocks, row_reg, per_row):
     n, f = X.shape
     for blk in prange(n_blocks):
         A = np.empty((f, f), dtype=np.float64)
@@ -229,6 +237,10 @@ def _cholesky_rows(indptr, indices, data, X, Y, A0, alpha, n_blocks):
                 b[k] = 0.0
                 for j in range(k + 1):
                     A[k, j] = A0[k, j]
+            if per_row:  # A0 lacks the penalty; this row's own one goes on the diagonal
+                lam = np.float64(row_reg[u])
+                for k in range(f):
+                    A[k, k] += lam
             for jj in range(lo, hi):
                 i = indices[jj]
                 w = alpha * np.float64(data[jj])
@@ -404,6 +416,19 @@ def gramian(Y) -> np.ndarray:
     return parts.sum(axis=0)
 
 
+def _row_reg(row_reg, n_rows: int):
+    """(per-row penalties as float64, whether given); a placeholder of length 1 when not given."""
+    if row_reg is None:
+        return np.zeros(1), False
+    r = np.ascontiguousarray(row_reg, dtype=np.float64)
+    if r.shape != (n_rows,):
+        raise ParameterError(f"row_reg: expected one penalty per row of X, shape ({n_rows},), got {r.shape}; "
+                             "pass e.g. reg * np.diff(indptr)")
+    if not np.isfinite(r).all() or (r < 0).any():
+        raise ParameterError("row_reg: expected finite, non-negative penalties, got NaN, infinity or a negative value")
+    return r, True
+
+
 def _system_base(Y, YtY, reg: float) -> np.ndarray:
     f = Y.shape[1]
     G = gramian(Y) if YtY is None else np.asarray(YtY, dtype=np.float64)
@@ -413,7 +438,7 @@ def _system_base(Y, YtY, reg: float) -> np.ndarray:
 
 
 def als_half_step_cg(indptr, indices, data, X, Y, YtY=None, reg: float = 0.01, alpha: float = 1.0,
-                     cg_steps: int = 3) -> np.ndarray:
+                     cg_steps: int = 3, *, row_reg=None) -> np.ndarray:
     """Update every row of ``X`` by ``cg_steps`` conjugate-gradient steps, warm-started from ``X``.
 
     Parameters
@@ -428,6 +453,9 @@ def als_half_step_cg(indptr, indices, data, X, Y, YtY=None, reg: float = 0.01, a
         Regularisation and confidence scale (``c = 1 + alpha * w``).
     cg_steps : int
         CG steps per row (the exact solution after ``f`` steps in exact arithmetic).
+    row_reg : array (n_rows,), optional
+        Each row's own penalty, used in place of ``reg`` (which is then ignored): ``reg * n_u``
+        (``np.diff(indptr)``) gives count-weighted regularisation (ALS-WR, as Spark MLlib).
 
     Returns
     -------
@@ -447,17 +475,20 @@ def als_half_step_cg(indptr, indices, data, X, Y, YtY=None, reg: float = 0.01, a
     if isinstance(cg_steps, bool) or not isinstance(cg_steps, (int, np.integer)) or cg_steps < 1:
         raise ParameterError(f"cg_steps must be a positive integer, got {cg_steps!r}")
     indptr, indices, data = _csr_arrays(indptr, indices, data, X.shape[0], Y.shape[0])
-    A0 = _system_base(Y, YtY, reg).astype(np.float32)
+    rr, per_row = _row_reg(row_reg, X.shape[0])
+    A0 = _system_base(Y, YtY, 0.0 if per_row else reg).astype(np.float32)
     if X.shape[0]:
-        _run(_cg_rows, indptr, indices, data, X, Y, A0, np.float32(alpha), int(cg_steps), _n_blocks(X.shape[0]))
+        _run(_cg_rows, indptr, indices, data, X, Y, A0, np.float32(alpha), int(cg_steps), _n_blocks(X.shape[0]),
+             rr, per_row)
     return X
 
 
 def als_half_step_cholesky(indptr, indices, data, X, Y, YtY=None, reg: float = 0.01,
-                           alpha: float = 1.0) -> np.ndarray:
+                           alpha: float = 1.0, *, row_reg=None) -> np.ndarray:
     """Update every row of ``X`` to the exact least-squares solution (Cholesky, float64 inside).
 
     Same arguments as :func:`als_half_step_cg` without ``cg_steps``; ``X`` is only written.
+    ``row_reg`` (one penalty per row, in place of ``reg``) gives count-weighted regularisation.
 
     Examples
     --------
@@ -470,15 +501,19 @@ def als_half_step_cholesky(indptr, indices, data, X, Y, YtY=None, reg: float = 0
     """
     X, Y = _factor_arrays(X, Y)
     indptr, indices, data = _csr_arrays(indptr, indices, data, X.shape[0], Y.shape[0])
-    A0 = _system_base(Y, YtY, reg)
+    rr, per_row = _row_reg(row_reg, X.shape[0])
+    A0 = _system_base(Y, YtY, 0.0 if per_row else reg)
     if X.shape[0]:
-        _run(_cholesky_rows, indptr, indices, data, X, Y, A0, float(alpha), _n_blocks(X.shape[0]))
+        _run(_cholesky_rows, indptr, indices, data, X, Y, A0, float(alpha), _n_blocks(X.shape[0]), rr, per_row)
     return X
 
 
 def als_loss(indptr, indices, data, X, Y, reg: float = 0.01, alpha: float = 1.0, *,
-             YtY=None) -> float:
+             YtY=None, scaling: str = "constant") -> float:
     """The implicit-ALS objective ``sum_ui c_ui (p_ui - x_u . y_i)^2 + reg (|X|^2 + |Y|^2)``.
+
+    ``scaling="count"``: the penalty is ``reg (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)`` with ``n_u``
+    and ``n_i`` the stored entries of row ``u`` and column ``i`` (ALS-WR).
 
     Sums over **all** (row, column) pairs, the unobserved ones included, in float64 and in a fixed
     order (deterministic). ``YtY`` (e.g. from :func:`gramian`) saves recomputing ``Y^T Y``; by
@@ -502,7 +537,16 @@ def als_loss(indptr, indices, data, X, Y, reg: float = 0.01, alpha: float = 1.0,
     out = np.zeros(X.shape[0], dtype=np.float64)
     if X.shape[0]:
         _loss_rows(indptr, indices, data, X, Y, G, float(alpha), out)
-    penalty = float(reg) * (float(np.sum(X.astype(np.float64) ** 2)) + float(np.sum(Y.astype(np.float64) ** 2)))
+    if scaling == "count":
+        nnz = int(indptr[-1]) if X.shape[0] else 0
+        n_rows = np.diff(indptr).astype(np.float64)
+        n_cols = np.bincount(indices[:nnz], minlength=Y.shape[0]).astype(np.float64)
+        penalty = float(reg) * (float(n_rows @ np.sum(X.astype(np.float64) ** 2, axis=1))
+                                + float(n_cols @ np.sum(Y.astype(np.float64) ** 2, axis=1)))
+    elif scaling == "constant":
+        penalty = float(reg) * (float(np.sum(X.astype(np.float64) ** 2)) + float(np.sum(Y.astype(np.float64) ** 2)))
+    else:
+        raise ParameterError(f"scaling: expected 'constant' or 'count', got {scaling!r}")
     return float(np.sum(out)) + penalty
 
 

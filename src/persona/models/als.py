@@ -21,6 +21,7 @@ __all__ = ["ALS"]
 log = logging.getLogger("persona.models")
 
 _SOLVERS = ("cg", "cholesky")
+_SCALINGS = ("constant", "count")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -66,17 +67,19 @@ def _gram64(Y: np.ndarray) -> np.ndarray:
 _BATCH_CELLS = 1 << 21
 
 
-def _exact_rows(block: sp.csr_matrix, fixed: np.ndarray, G: np.ndarray, reg: float, alpha: float) -> np.ndarray:
+def _exact_rows(block: sp.csr_matrix, fixed: np.ndarray, G: np.ndarray, reg: float, alpha: float,
+                count: bool = False) -> np.ndarray:
     """The exact least-squares vector of every row of ``block`` against ``fixed`` (float32 out).
 
     Row ``r`` with entries ``(j, w)``: ``(G + reg I + sum alpha w y_j y_j^T) x = sum (1 + alpha w) y_j`` --
-    the system of :meth:`ALS.recalculate_user`, for many rows at once with numpy: rows of similar
+    the system of :meth:`ALS.recalculate_user`, for many rows at once with numpy (``count``: ``reg`` times
+    the row's number of entries in place of ``reg``): rows of similar
     length are padded into one (rows, length, factors) block and solved by batched BLAS (no Numba,
     so an update of a few users does not pay a parallel kernel's start-up). Empty rows get zeros.
     """
     k, f = block.shape[0], fixed.shape[1]
     out = np.zeros((k, f), dtype=np.float32)
-    base = G + reg * np.eye(f)
+    eye = np.eye(f)
     ip, lens = block.indptr, np.diff(block.indptr)
     rows = np.flatnonzero(lens)
     rows = rows[np.argsort(lens[rows], kind="stable")]  # similar lengths together: little padding
@@ -96,7 +99,8 @@ def _exact_rows(block: sp.csr_matrix, fixed: np.ndarray, G: np.ndarray, reg: flo
         cw = np.zeros((len(chunk), longest))
         Y[owner, pos] = fixed[block.indices[pick]]
         cw[owner, pos] = alpha * block.data[pick]
-        A = base + np.matmul(np.swapaxes(Y * cw[..., None], 1, 2), Y)
+        lam = reg * (n.astype(np.float64) if count else np.ones(len(chunk)))
+        A = G + lam[:, None, None] * eye + np.matmul(np.swapaxes(Y * cw[..., None], 1, 2), Y)
         b = np.einsum("klf,kl->kf", Y, 1.0 + cw)  # padding adds nothing: its rows of Y are zero
         try:
             out[chunk] = np.linalg.solve(A, b[..., None])[..., 0]
@@ -125,6 +129,12 @@ class ALS(FactorModel):
     regularization : float, default 10.0
         L2 penalty on every vector. The default was chosen by benchmarks/bench_defaults.py across the synthetic shop at three sizes, Amazon Beauty and Last.fm (0.01 before: a quarter
         of the NDCG@10 of the best setting on a 300-user shop); ``ps.tune`` searches 1e-3 to 100.
+    regularization_scaling : {"constant", "count"}, default "constant"
+        ``"constant"``: every vector pays ``regularization * |x|^2``. ``"count"``: each user pays
+        ``regularization * n_u * |x_u|^2`` and each item ``regularization * n_i * |y_i|^2``, with
+        ``n_u`` / ``n_i`` its number of stored interactions (weighted-lambda, "ALS-WR", as Spark
+        MLlib's ALS; its ``regParam`` is then exactly ``regularization``). Useful values of
+        ``regularization`` are then much smaller (about 0.01 to 0.5).
     alpha : float, default 1.0
         Confidence scale: ``c = 1 + alpha * weight``.
     cg_steps : int, default 3
@@ -178,10 +188,11 @@ class ALS(FactorModel):
 
     def __init__(self, *, factors: int = 64, iterations: int = 15, regularization: float = 10.0,
                  alpha: float = 1.0, cg_steps: int = 3, solver: str = "cg", random_state: int | None = None,
-                 num_threads: int = 0, show_progress: bool = False):
+                 num_threads: int = 0, show_progress: bool = False, regularization_scaling: str = "constant"):
         self.factors = factors
         self.iterations = iterations
         self.regularization = regularization
+        self.regularization_scaling = regularization_scaling
         self.alpha = alpha
         self.cg_steps = cg_steps
         self.solver = solver
@@ -196,16 +207,31 @@ class ALS(FactorModel):
         check_int(self.cg_steps, "cg_steps", min=1, max=MAX_ITERATIONS, hint="try 3")
         if self.solver not in _SOLVERS:
             raise ParameterError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
+        if not isinstance(self.regularization_scaling, str) or self.regularization_scaling not in _SCALINGS:
+            raise ParameterError(f"regularization_scaling: expected 'constant' (one penalty for every vector) or "
+                                 f"'count' (penalty times the row's number of interactions, as MLlib), got "
+                                 f"{self.regularization_scaling!r}; pass one of those")
+
+    @property
+    def _count_scaled(self) -> bool:
+        return getattr(self, "regularization_scaling", "constant") == "count"
+
+    def _row_reg(self, W: sp.csr_matrix):
+        """Each row's penalty (``regularization * n_u``) under count scaling, else None (one for all)."""
+        if not self._count_scaled:
+            return None
+        return float(self.regularization) * np.diff(W.indptr).astype(np.float64)
 
     # ------------------------------------------------------------------ fitting
     def _half_step(self, kernels, W: sp.csr_matrix, X: np.ndarray, Y: np.ndarray) -> None:
         G = kernels.gramian(Y)
+        row_reg = self._row_reg(W)
         if self.solver == "cholesky":
             kernels.als_half_step_cholesky(W.indptr, W.indices, W.data, X, Y, G, float(self.regularization),
-                                           float(self.alpha))
+                                           float(self.alpha), row_reg=row_reg)
         else:
             kernels.als_half_step_cg(W.indptr, W.indices, W.data, X, Y, G, float(self.regularization),
-                                     float(self.alpha), int(self.cg_steps))
+                                     float(self.alpha), int(self.cg_steps), row_reg=row_reg)
 
     def _fit(self, interactions: Interactions, *, compute_loss: bool = False) -> None:
         from ..kernels import als as kernels  # Numba: imported (and compiled, or loaded from cache) here
@@ -236,7 +262,8 @@ class ALS(FactorModel):
                     if compute_loss:
                         losses.append(kernels.als_loss(W.indptr, W.indices, W.data, X, Y,
                                                        float(self.regularization), float(self.alpha),
-                                                       YtY=kernels.gramian(Y)))
+                                                       YtY=kernels.gramian(Y),
+                                                       scaling=getattr(self, "regularization_scaling", "constant")))
                         if bar is not None:
                             bar.set_postfix(loss=f"{losses[-1] / max(W.nnz, 1):.5f}")
                     if bar is not None:
@@ -347,7 +374,8 @@ class ALS(FactorModel):
             return np.zeros(f)
         Yh = self.item_factors_[items].astype(np.float64)
         cm1 = float(self.alpha) * weights.astype(np.float64)
-        A = G + float(self.regularization) * np.eye(f) + (Yh.T * cm1) @ Yh
+        lam = float(self.regularization) * (len(items) if self._count_scaled else 1)
+        A = G + lam * np.eye(f) + (Yh.T * cm1) @ Yh
         b = Yh.T @ (1.0 + cm1)
         try:
             return np.linalg.solve(A, b)
@@ -441,7 +469,8 @@ class ALS(FactorModel):
         with _numba_threads(self.num_threads):
             G = kernels.gramian(fixed)
             kernels.als_half_step_cholesky(block.indptr, block.indices, block.data, out, fixed, G,
-                                           float(self.regularization), float(self.alpha))
+                                           float(self.regularization), float(self.alpha),
+                                           row_reg=self._row_reg(block))
         return out
 
     def _update(self, batch, items: str = "new") -> None:
@@ -468,7 +497,7 @@ class ALS(FactorModel):
         def solve(rows, M, A, fixed, G_fixed, G_own):
             """Rows of ``A`` solved in place against ``fixed``; ``G_own`` (= A^T A) follows the change."""
             old = A[rows].astype(np.float64)
-            A[rows] = _exact_rows(M, fixed, G_fixed, reg, alpha)
+            A[rows] = _exact_rows(M, fixed, G_fixed, reg, alpha, self._count_scaled)
             new = A[rows].astype(np.float64)
             G_own += new.T @ new - old.T @ old
 

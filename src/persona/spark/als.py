@@ -7,7 +7,9 @@ MLlib's (``ALS-WR``) scales ``regParam`` by the number of entries of each row: u
 ``regParam * n_u * |x_u|^2`` and item ``i`` pays ``regParam * n_i * |y_i|^2``. No single
 ``regParam`` equals a fixed penalty for every row; :func:`mllib_reg_param` picks the one that
 matches it for a row of geometric-mean size (``regularization / sqrt(mean n_u * mean n_i)``),
-and :func:`fit_als` uses it unless ``reg_param=`` is given. ``factors`` (MLlib's ``rank``),
+and :func:`fit_als` uses it unless ``reg_param=`` is given. With
+``regularization_scaling="count"`` persona's ALS uses MLlib's penalty itself, and the mapping is
+the identity (``regParam = regularization``). ``factors`` (MLlib's ``rank``),
 ``iterations`` (``maxIter``) and ``alpha`` map one to one; MLlib solves each row exactly (as
 persona's ``solver="cholesky"``) and starts from its own random factors, so the two never give
 the same numbers, only models of the same quality (benchmarks/bench_spark.py measures it).
@@ -37,22 +39,32 @@ __all__ = ["fit_als", "mllib_reg_param", "import_mllib_als"]
 log = logging.getLogger("persona.spark")
 
 
-def mllib_reg_param(regularization: float, n_users: int, n_items: int, n_entries: int) -> float:
+def mllib_reg_param(regularization: float, n_users: int, n_items: int, n_entries: int, *,
+                    regularization_scaling: str = "constant") -> float:
     """MLlib's ``regParam`` that matches persona's fixed ``regularization`` for a row of typical size.
 
     MLlib penalises a row with ``n`` entries by ``regParam * n``; a user has ``n_entries / n_users``
     entries on average and an item ``n_entries / n_items``. This returns ``regularization``
     divided by the geometric mean of the two, so the two sides are off by the same factor
     (``sqrt(n_items / n_users)`` and its inverse) and a row of geometric-mean size matches exactly.
+    With ``regularization_scaling="count"`` (persona's ALS penalising as MLlib does) it returns
+    ``regularization`` itself.
 
     Examples
     --------
     >>> round(mllib_reg_param(10.0, n_users=1000, n_items=100, n_entries=20_000), 4)   # 20 and 200 per row
     0.1581
+    >>> mllib_reg_param(0.1, n_users=1000, n_items=100, n_entries=20_000, regularization_scaling="count")
+    0.1
     """
     check_number(regularization, "regularization", min=0.0)
     for name, v in (("n_users", n_users), ("n_items", n_items), ("n_entries", n_entries)):
         check_int(v, name, min=1, error=DataError)
+    if regularization_scaling not in ("constant", "count"):
+        raise ParameterError(f"regularization_scaling: expected 'constant' or 'count' (as persona.ALS), got "
+                             f"{regularization_scaling!r}")
+    if regularization_scaling == "count":
+        return float(regularization)
     return float(regularization) / math.sqrt((n_entries / n_users) * (n_entries / n_items))
 
 
@@ -60,7 +72,8 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
             event: str | None = None, value: str | None = None, weights: Mapping[str, float] | None = None,
             factors: int = 64, iterations: int = 15, regularization: float = 10.0, alpha: float = 1.0,
             reg_param: float | None = None, num_blocks: int | None = None, random_state: int = 0,
-            checkpoint_dir: str | None = None, cleaning: Mapping[str, Any] | None = None) -> ALS:
+            checkpoint_dir: str | None = None, cleaning: Mapping[str, Any] | None = None,
+            regularization_scaling: str = "constant") -> ALS:
     """Train implicit ALS with Spark MLlib on a DataFrame of events; return a persona :class:`~persona.ALS`.
 
     The events are cleaned by :func:`persona.spark.clean` with the rules of
@@ -89,6 +102,9 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
         iterations (long runs otherwise risk a StackOverflowError in the driver).
     cleaning : mapping, optional
         More options of :func:`persona.spark.clean` (``k_core``, ``strict``, ``half_life``...).
+    regularization_scaling : {"constant", "count"}
+        As for :class:`persona.ALS`. ``"count"``: ``regularization`` is MLlib's ``regParam`` as is, and
+        the imported model folds in new histories with MLlib's count-weighted penalty.
 
     Returns
     -------
@@ -108,6 +124,9 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
     factors = check_int(factors, "factors", min=1, max=MAX_FACTORS, hint="typical values are 32-512")
     iterations = check_int(iterations, "iterations", min=1, max=MAX_ITERATIONS, hint="typical values are 10-30")
     check_number(regularization, "regularization", min=0.0)
+    if regularization_scaling not in ("constant", "count"):
+        raise ParameterError(f"regularization_scaling: expected 'constant' or 'count' (as persona.ALS), got "
+                             f"{regularization_scaling!r}")
     check_number(alpha, "alpha", min=0.0, hint="confidence = 1 + alpha * weight; try 1.0")
     check_number(reg_param, "reg_param", min=0.0, allow_none=True, hint="MLlib's regParam, or None to map "
                  "regularization")
@@ -129,8 +148,8 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
     entries = inter.entries().persist(StorageLevel.MEMORY_AND_DISK)
     n_entries = entries.count()
     t_clean = _time.perf_counter() - t0
-    rp = mllib_reg_param(regularization, inter.n_users, inter.n_items, n_entries) if reg_param is None \
-        else float(reg_param)
+    rp = mllib_reg_param(regularization, inter.n_users, inter.n_items, n_entries,
+                         regularization_scaling=regularization_scaling) if reg_param is None else float(reg_param)
 
     from pyspark.ml.recommendation import ALS as MLlibALS
 
@@ -143,7 +162,8 @@ def fit_als(events, *, user: str = "user_id", item: str = "item_id", time: str |
     t_fit = _time.perf_counter() - t1
     t2 = _time.perf_counter()
     model = import_mllib_als(mllib_model, inter, entries=entries, regularization=regularization, alpha=alpha,
-                             iterations=iterations, random_state=random_state)
+                             iterations=iterations, random_state=random_state,
+                             regularization_scaling=regularization_scaling)
     entries.unpersist()
     model.spark_ = {"reg_param": rp, "n_entries": int(n_entries), "clean_s": t_clean, "fit_s": t_fit,
                     "import_s": _time.perf_counter() - t2}
