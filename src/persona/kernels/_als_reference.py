@@ -63,7 +63,8 @@ def als_loss_reference(W, X, Y, reg: float, alpha: float, scaling: str = "consta
     p = observed.astype(np.float64)
     err = p - X @ Y.T
     if scaling == "count":
-        penalty = np.sum(observed.sum(axis=1) * np.sum(X * X, axis=1)) + np.sum(observed.sum(axis=0) * np.sum(Y * Y, axis=1))
+        penalty = (np.sum(observed.sum(axis=1) * np.sum(X * X, axis=1))
+                   + np.sum(observed.sum(axis=0) * np.sum(Y * Y, axis=1)))
     else:
         penalty = np.sum(X * X) + np.sum(Y * Y)
     return float(np.sum(c * err * err) + reg * penalty)
