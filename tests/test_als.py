@@ -465,3 +465,12 @@ def test_count_scaling_survives_the_artifact(tmp_path):
 class TestALSCountScalingContract(RecommenderContract):
     def make_model(self):
         return ALS(factors=4, iterations=3, regularization=0.05, regularization_scaling="count", random_state=0)
+
+
+def test_recalculate_user_leaves_out_items_of_weight_zero():
+    inter = ps.Interactions.from_records([("u1", "a"), ("u1", "b"), ("u2", "b"), ("u2", "c"), ("u3", "a"), ("u3", "c")])
+    model = ps.ALS(factors=2, iterations=3, solver="cholesky", random_state=0).fit(inter)
+    np.testing.assert_array_equal(model.recalculate_user(["a", "b", "c"], weights=[1.0, 2.0, 0.0]),
+                                  model.recalculate_user(["a", "b"], weights=[1.0, 2.0]))
+    assert not np.array_equal(model.recalculate_user(["a", "b", "c"], weights=[1.0, 2.0, 0.5]),
+                              model.recalculate_user(["a", "b"], weights=[1.0, 2.0]))

@@ -427,7 +427,7 @@ class ALS(FactorModel):
                 raise ParameterError(f"weights has {len(w)} entries but history_items has {len(idx)}; "
                                      "pass one weight per history item")
             check_weights(w, "recalculate_user", do="pass 0 for an item to ignore")
-        known = idx >= 0
+        known = (idx >= 0) & (w > 0)  # a weight of 0 leaves the item out, as the error hint says
         items, inverse = np.unique(idx[known], return_inverse=True)
         agg = np.bincount(inverse.reshape(-1), weights=w[known], minlength=len(items))
         return self._solve_user(items, agg, self._gram()).astype(np.float32)
