@@ -64,7 +64,7 @@ _BOOT_CELLS = 1 << 22  # resampled values drawn at once (32 MB of int64 indices)
 
 
 # ---------------------------------------------------------------------------------------------- labels
-def group_codes(groups, id_map: IdMap | None = None, what: str = "groups", *,
+def group_codes(groups: Any, id_map: IdMap | None = None, what: str = "groups", *,
                 kind: tuple[str, str, str] = ("label", "labels", "entry")) -> tuple[np.ndarray, np.ndarray]:
     """``(codes, labels)``: one group code per entry of ``id_map`` (-1 unknown) and the labels they index.
 
@@ -366,7 +366,7 @@ def average_popularity(lists: ArrayLike, popularity: ArrayLike) -> np.ndarray:
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
 
-def popularity_lift(lists: ArrayLike, histories, popularity: ArrayLike, *,
+def popularity_lift(lists: ArrayLike, histories: Sequence[ArrayLike] | sp.spmatrix, popularity: ArrayLike, *,
                     user_groups: ArrayLike | None = None) -> pd.DataFrame:
     """Popularity lift of the recommendations over the users' own histories, overall and by group.
 
@@ -497,7 +497,7 @@ def group_disparity(values: ArrayLike, user_groups: ArrayLike, *, n_boot: int = 
 
 
 # ---------------------------------------------------------------------------------------------- calibration
-def calibration_kl(lists: ArrayLike, histories, item_categories: ArrayLike, *, alpha: float = 0.01) -> np.ndarray:
+def calibration_kl(lists: ArrayLike, histories: Sequence[ArrayLike] | sp.spmatrix, item_categories: ArrayLike, *, alpha: float = 0.01) -> np.ndarray:
     """Steck's miscalibration ``KL(p || q~)`` of each list against its user's history.
 
     ``p`` is the category distribution of the history (each item once), ``q`` that of the list,
@@ -719,7 +719,7 @@ def _popularity(model_like, train, user_map: IdMap, item_map: IdMap) -> np.ndarr
     return counts / max(n_users, 1)
 
 
-def fairness_report(model_or_lists, test: Interactions, k: int = 10, *, train: Interactions | None = None,
+def fairness_report(model_or_lists: Any, test: Interactions, k: int = 10, *, train: Interactions | None = None,
                     item_groups: Mapping[str, Any] | None = None, user_groups: Mapping[str, Any] | None = None,
                     item_categories: ArrayLike | Mapping | None = None, weighting: str = "position",
                     head: float = 0.2, n_boot: int = 1000, conf: float = 0.95, max_users: int | None = None,
@@ -914,7 +914,7 @@ class FairnessAudit(list):
         return out
 
 
-def fairness_audit(model_or_lists, test: Interactions, k: int = 10, *, log: str | None = None,
+def fairness_audit(model_or_lists: Any, test: Interactions, k: int = 10, *, log: str | None = None,
                    max_users: int | None = 20_000, n_boot: int = 500, **options: Any) -> FairnessAudit:
     """A scheduled fairness audit: :func:`fairness_report` as report sections, optionally logged.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 __all__ = ["numba_threads", "blas_threads", "small_request"]
@@ -73,14 +74,18 @@ _small_lock = threading.Lock()
 _small_depth = 0
 _small_limit = None
 _controller = None
+_controller_modules = 0
 
 
 def _blas_controller():
-    global _controller
-    if _controller is None:
+    """The BLAS libraries loaded now; scanned again only after more modules were imported (one
+    may have brought its own BLAS, e.g. scipy's beside numpy's)."""
+    global _controller, _controller_modules
+    if _controller is None or len(sys.modules) != _controller_modules:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController().select(user_api="blas")
+        _controller_modules = len(sys.modules)
     return _controller
 
 

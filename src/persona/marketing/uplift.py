@@ -546,7 +546,7 @@ def uplift_at_k(outcome: ArrayLike, uplift: ArrayLike, treatment: ArrayLike, k: 
 
 
 # ---------------------------------------------------------------------------------------------- logged data
-def uplift_data(events, features: pd.DataFrame | None = None, *, campaign: str | None = None) -> pd.DataFrame:
+def uplift_data(events: Any, features: pd.DataFrame | None = None, *, campaign: str | None = None) -> pd.DataFrame:
     """The randomised experiments in logged campaign feedback, one row per planned message.
 
     Every message the planner chose was sent (``treatment`` 1) or, at random, held out as control
@@ -668,7 +668,7 @@ class UpliftScorer:
         self._map = IdMap(features.index.to_numpy())
         self._X = _features(features, "UpliftScorer: features")
 
-    def learner_for(self, campaign: Campaign | str | None):
+    def learner_for(self, campaign: Campaign | str | None) -> Any:
         """The learner of ``campaign``: by its name, else its offer kind, else ``"*"``."""
         name = getattr(campaign, "name", campaign)
         offer = getattr(getattr(campaign, "offer", None), "kind", None)

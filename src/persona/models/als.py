@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -282,7 +283,7 @@ class ALS(FactorModel):
 
     @classmethod
     def from_factors(cls, user_ids: Ids, item_ids: Ids, user_factors: ArrayLike, item_factors: ArrayLike, *,
-                     interactions: Interactions | sp.spmatrix | None = None, **params) -> "ALS":
+                     interactions: Interactions | sp.spmatrix | None = None, **params: Any) -> "ALS":
         """An ALS built from factors trained elsewhere (Spark MLlib, implicit), served like a fitted one.
 
         Parameters

@@ -68,6 +68,7 @@ import numpy as np
 
 from .._validate import check_int, check_number
 from ..errors import DataError, NotFittedError, ParameterError
+from ..typing import ArrayLike
 from .estimators import MAX_BOOTSTRAP, Estimate, _check_reward_range, _resolve_range
 
 if TYPE_CHECKING:
@@ -160,8 +161,10 @@ class LoggedSlates:
         position, ``n_shown`` outside ``[1, K]``.
     """
 
-    def __init__(self, items, clicks, propensities, *, n_shown=None, users=None, candidates=None, n_candidates=None,
-                 policy: Any = None, slate_propensities=None, request_ids=None) -> None:
+    def __init__(self, items: ArrayLike, clicks: ArrayLike, propensities: ArrayLike, *, n_shown: ArrayLike | None = None,
+                 users: ArrayLike | None = None, candidates: ArrayLike | None = None,
+                 n_candidates: ArrayLike | None = None, policy: Any = None,
+                 slate_propensities: ArrayLike | None = None, request_ids: ArrayLike | None = None) -> None:
         items = _ids2d(items, "items")
         n, k = items.shape
         if n == 0 or k == 0:
@@ -230,7 +233,7 @@ class LoggedSlates:
         return (f"LoggedSlates({self.n_rounds} lists x {self.n_positions} positions, {clicks:g} clicks, "
                 f"CTR {clicks / max(1, int(self.shown.sum())):.4g}{extra})")
 
-    def subset(self, rows) -> "LoggedSlates":
+    def subset(self, rows: ArrayLike) -> "LoggedSlates":
         """The logs of ``rows`` (an index array or a boolean mask)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
@@ -448,7 +451,7 @@ class PositionBasedModel:
         self.prior_ = prior
         return self
 
-    def predict(self, rows, items, positions) -> np.ndarray:
+    def predict(self, rows: ArrayLike, items: ArrayLike, positions: ArrayLike) -> np.ndarray:
         """Click probabilities of ``items`` at ``positions`` (0-based), same shape; ``rows`` is unused."""
         import pandas as pd
 
@@ -669,7 +672,8 @@ def _check_options(alpha, ci, n_bootstrap, clip):
                  expected="a positive maximum importance weight or None")
 
 
-def estimate_slates(logs: LoggedSlates, target, method: str = "ips-position", *, target_propensities=None,
+def estimate_slates(logs: LoggedSlates, target: Any, method: str = "ips-position", *,
+                    target_propensities: ArrayLike | None = None,
                     reward_model: Any = None, clip: float | None = None, alpha: float = 0.05, ci: str = "normal",
                     n_bootstrap: int = 1000, random_state: int | None = 0,
                     reward_range: Literal["auto"] | tuple[float, float] | None = "auto") -> SlateEstimate:
@@ -716,7 +720,7 @@ def estimate_slates(logs: LoggedSlates, target, method: str = "ips-position", *,
                    clip=clip, reward_range=reward_range)
 
 
-def compare_slates(logs: LoggedSlates, target, methods: Sequence[str] | None = None, **options: Any
+def compare_slates(logs: LoggedSlates, target: Any, methods: Sequence[str] | None = None, **options: Any
                    ) -> dict[str, SlateEstimate]:
     """Several slate estimators on the same logs and target (the reward model fitted once).
 

@@ -30,6 +30,7 @@ from ..errors import ParameterError
 
 if TYPE_CHECKING:
     from ..models.base import Recommender
+    from ..store import EventStore
     from .service import RecommenderService
 
 __all__ = ["Experiment", "assign_bucket", "team_draft"]
@@ -168,17 +169,17 @@ class Experiment:
                 return name
         return self.variants[-1]
 
-    def snapshot(self, variant: str):
+    def snapshot(self, variant: str) -> Any:
         return self._snapshots[variant]
 
-    def snapshots(self):
+    def snapshots(self) -> Any:
         return self._snapshots.values()
 
     def _reseed(self) -> None:
         if self._seed is None:
             self._rng = random.Random()
 
-    def draft(self, first, second, n: int) -> tuple[list, list]:
+    def draft(self, first: Sequence, second: Sequence, n: int) -> tuple[list, list]:
         return team_draft(first, second, n, self._rng, self.variants)  # type: ignore[arg-type]
 
     def swap(self, variant: str, model: Recommender) -> int:
@@ -198,7 +199,7 @@ class Experiment:
         """End the experiment: the placement's requests go back to the service's model."""
         self._service.end_experiment(self.placement)
 
-    def analyze(self, store=None, **options):
+    def analyze(self, store: EventStore | None = None, **options: Any) -> Any:
         """:func:`persona.analytics.analyze_experiment` (or, interleaved,
         :func:`persona.analytics.interleaving_result`) over ``store`` (default: the service's)."""
         from .. import analytics

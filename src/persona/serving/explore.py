@@ -46,6 +46,8 @@ import threading
 import weakref
 from typing import Any
 
+from ..typing import ArrayLike
+
 import numpy as np
 
 from .._validate import check_int, check_number
@@ -89,7 +91,7 @@ class Exploration:
             self._rng = np.random.default_rng()
 
     # ------------------------------------------------------------------ the public surface
-    def sample(self, scores, n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, scores: ArrayLike, n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw a list of ``min(n, len(scores))`` of the candidates.
 
         Parameters
@@ -121,7 +123,7 @@ class Exploration:
             order = self._draw(s, k, rng)
         return order, self._shown_marginals(s, order)
 
-    def sample_many(self, scores, n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample_many(self, scores: ArrayLike, n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`sample` for many requests at once (simulations, benchmarks): vectorised over rows.
 
         ``scores`` is ``(n_requests, m)`` (every request with ``m`` candidates, best first);
@@ -147,7 +149,7 @@ class Exploration:
         rows = [self.sample(row, k, rng) for row in s]
         return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
 
-    def marginals(self, scores, n: int) -> np.ndarray:
+    def marginals(self, scores: ArrayLike, n: int) -> np.ndarray:
         """``P[j, k]``: the probability that candidate ``j`` is shown at position ``k`` (0-based).
 
         Shape ``(len(scores), min(n, len(scores)))``; every column sums to 1, every row to the
@@ -157,7 +159,7 @@ class Exploration:
         n = check_int(n, "n", min=1, expected="a positive integer")
         return self._marginals(s, min(n, len(s)))
 
-    def slate_probability(self, scores, order) -> float:
+    def slate_probability(self, scores: ArrayLike, order: ArrayLike) -> float:
         """The probability of drawing exactly the list ``order`` (candidate indices, position 1 first)."""
         s = _scores(scores)
         o = _order(order, len(s))
@@ -333,7 +335,7 @@ class PlackettLuce(Exploration):
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top": self.top, "on": self.on, "seed": self.seed}
 
-    def logits(self, scores) -> np.ndarray:
+    def logits(self, scores: ArrayLike) -> np.ndarray:
         """The candidates' logits after the temperature and the floor (the policy's definition)."""
         return self._logits(_scores(scores))
 
