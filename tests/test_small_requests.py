@@ -37,9 +37,8 @@ def test_small_block_runs_on_one_blas_thread_and_restores(two_blas_threads):
         assert _blas_threads() == before
 
 
-def test_concurrent_small_requests_restore_the_setting_once():
-    # no explicit limit set first: OpenBLAS ignores a worker thread's setting once the main thread
-    # has set one, and a web server's requests run in worker threads
+def test_small_requests_in_worker_threads_leave_the_setting_alone():
+    # OpenBLAS may ignore a worker thread's raising the count back: there small_request does nothing
     before = _blas_threads()
     inside, release = threading.Barrier(5), threading.Event()
     seen = []
@@ -57,8 +56,16 @@ def test_concurrent_small_requests_restore_the_setting_once():
     release.set()
     for t in threads:
         t.join()
-    assert len(seen) == 4 and all(max(s) <= max(before) for s in seen)
-    assert _blas_threads() == before  # the last to leave restored it; no request left it at 1
+    assert seen == [tuple(before)] * 4
+    assert _blas_threads() == before
+
+
+def test_nested_small_requests_restore_once(two_blas_threads):
+    with small_request(1):
+        with small_request(2):
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}  # the inner exit does not restore while the outer is open
+    assert _blas_threads() == two_blas_threads
 
 
 def test_small_request_restores_after_an_error(two_blas_threads):

@@ -66,9 +66,9 @@ class blas_threads:
 # scheduler slice (~4 ms), which is where single-user p99 went. ``small_request`` runs such a block
 # on one BLAS thread. The limit is process-wide in OpenBLAS, so concurrent requests share it: the
 # first to enter sets it, the last to leave restores it (a counter under a lock), and a cached
-# controller makes the switch cost microseconds instead of threadpoolctl's library scan. (OpenBLAS
-# 0.3.31 ignores a worker thread's setting once the main thread has set one explicitly; then this
-# is a no-op there, and the restore still holds.)
+# controller makes the switch cost microseconds instead of threadpoolctl's library scan. It acts in
+# the main thread only (a sync web worker's request thread): from other threads OpenBLAS may not
+# take the restore, so there it does nothing (serve threaded workers with limit_threads(1)).
 SMALL_REQUEST_ROWS = 4
 _small_lock = threading.Lock()
 _small_depth = 0
@@ -93,7 +93,9 @@ class small_request:
     """One BLAS thread inside the block when ``rows`` is at most :data:`SMALL_REQUEST_ROWS`."""
 
     def __init__(self, rows: int) -> None:
-        self.active = 0 < int(rows) <= SMALL_REQUEST_ROWS
+        # the main thread only: OpenBLAS (0.3.31) honours a worker thread's lowering but can ignore
+        # its raising back, which would leave the whole process on one thread (seen in a test)
+        self.active = 0 < int(rows) <= SMALL_REQUEST_ROWS and threading.current_thread() is threading.main_thread()
 
     def __enter__(self):
         global _small_depth, _small_limit
