@@ -8,79 +8,19 @@ placement, model version and variant, and that logging never fails or holds up a
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import persona as ps
-from pgserver import PostgresUnavailable, ThrowawayPostgres
-from services import missing_service
 from persona.store import EventStore
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(scope="module")
-def pg_server():
-    try:
-        server = ThrowawayPostgres().start()
-    except PostgresUnavailable as e:
-        missing_service("postgresql", str(e))
-    yield server
-    server.stop()
-
-
-@dataclass
-class Target:
-    backend: str
-    target: str
-    table: str
-
-    def open(self, **kw) -> EventStore:
-        return EventStore(self.target, table=self.table, **kw)
-
-    def sql(self, query: str, params=()) -> list:
-        if self.backend == "sqlite":
-            conn = sqlite3.connect(self.target, isolation_level=None)
-            try:
-                return conn.execute(query, params).fetchall()
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(self.target, autocommit=True) as conn:
-            cur = conn.execute(query.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request, tmp_path):
-    if request.param == "sqlite":
-        return Target("sqlite", str(tmp_path / "events.db"), "persona_events")
-    pg = request.getfixturevalue("pg_server")
-    return Target("postgres", pg.url, f"imp_{uuid.uuid4().hex[:12]}")
-
-
-@pytest.fixture
-def open_store(target):
-    opened = []
-
-    def make(**kw) -> EventStore:
-        s = target.open(**kw)
-        opened.append(s)
-        return s
-
-    yield make
-    for s in opened:
-        try:
-            s.close(timeout=10)
-        except ps.StoreError:
-            pass
+from test_store import Target, open_store, pg_server, target  # noqa: F401 -- the shared store fixtures
 
 
 # ------------------------------------------------------------------------------ the store

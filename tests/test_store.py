@@ -91,6 +91,10 @@ class Target:
             cur = conn.execute(query.replace("?", "%s"), params)
             return cur.fetchall() if cur.description else []
 
+    def ts(self) -> str:
+        """SQL of a placeholder holding epoch seconds, as the backend stores times."""
+        return "?" if self.backend == "sqlite" else "to_timestamp(?)"
+
 
 @pytest.fixture(params=BACKENDS)
 def target(request, tmp_path):
